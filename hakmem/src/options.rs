@@ -1,0 +1,353 @@
+//! The one table of `HAKMEM_*` options, parsed once without allocating.
+//!
+//! Parsing happens on the first slow-path call, never while the library is
+//! being loaded. Values are read with `getenv` (a pointer into `environ`, no
+//! allocation). A value that does not parse gets one warning line on stderr
+//! naming the variable and the value used instead.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// Where freed large blocks wait for reuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BigCacheMode {
+    /// Per-thread slots indexed by call site and size class (the default).
+    Thread,
+    /// One cache shared by all threads (to compare against).
+    Global,
+    /// No caching: every large free goes back to the OS.
+    Off,
+}
+
+/// The parsed options. `Copy` so that readers never hold a reference into the static.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `HAKMEM_BIGCACHE` / `HAKMEM_DISABLE_BIGCACHE`.
+    pub bigcache: BigCacheMode,
+    /// `HAKMEM_DISABLE_ELO=1`: fixed large-block strategy, no learning.
+    pub disable_elo: bool,
+    /// `HAKMEM_EVO_POLICY=frozen`: start frozen on the default strategy.
+    pub evo_frozen: bool,
+    /// `HAKMEM_MINIMAL=1`: every optional feature off.
+    pub minimal: bool,
+    /// `HAKMEM_STATS=1`: print statistics to stderr at exit.
+    pub print_stats: bool,
+    /// `HAKMEM_PROFILE=1`: print the call-site profile at exit.
+    pub print_profile: bool,
+    /// `HAKMEM_PURGE_DELAY_MS`: how long unused memory waits before going back to the OS, in ms.
+    pub purge_delay_ms: u64,
+    /// `HAKMEM_BIGCACHE_MAX_MB`: bound on bytes held by the BigCache, in MiB.
+    pub bigcache_max_mb: u64,
+    /// `HAKMEM_VERBOSE=1`: report every foreign pointer, not only the first.
+    pub verbose: bool,
+}
+
+impl Options {
+    /// The values used when no variable is set.
+    pub const DEFAULT: Options = Options {
+        bigcache: BigCacheMode::Thread,
+        disable_elo: false,
+        evo_frozen: false,
+        minimal: false,
+        print_stats: false,
+        print_profile: false,
+        purge_delay_ms: 10,
+        bigcache_max_mb: 256,
+        verbose: false,
+    };
+
+    /// Profiling is an optional feature: off under `HAKMEM_MINIMAL`.
+    pub fn profiling(&self) -> bool {
+        !self.minimal
+    }
+}
+
+/// One row of the option table: the variable, its accepted values, and how it
+/// changes [`Options`]. The README's table is this table.
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub values: &'static str,
+    pub meaning: &'static str,
+    apply: fn(&mut Options, &[u8]) -> Result<(), &'static str>,
+}
+
+fn flag(v: &[u8]) -> Result<bool, ()> {
+    match v {
+        b"1" | b"yes" | b"true" | b"on" => Ok(true),
+        b"0" | b"no" | b"false" | b"off" | b"" => Ok(false),
+        _ => Err(()),
+    }
+}
+
+/// The option table (order = the order in which they are applied; later rows
+/// may override earlier ones, e.g. `HAKMEM_MINIMAL` overrides the BigCache mode).
+pub const TABLE: &[OptionSpec] = &[
+    OptionSpec {
+        name: "HAKMEM_BIGCACHE",
+        values: "thread (default), global, off",
+        meaning: "where freed large blocks wait for reuse",
+        apply: |o, v| {
+            o.bigcache = match v {
+                b"thread" => BigCacheMode::Thread,
+                b"global" => BigCacheMode::Global,
+                b"off" => BigCacheMode::Off,
+                _ => return Err("thread"),
+            };
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_DISABLE_BIGCACHE",
+        values: "1",
+        meaning: "same as HAKMEM_BIGCACHE=off",
+        apply: |o, v| {
+            if flag(v).map_err(|_| "0")? {
+                o.bigcache = BigCacheMode::Off;
+            }
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_DISABLE_ELO",
+        values: "1",
+        meaning: "fixed large-block strategy, no learning",
+        apply: |o, v| {
+            o.disable_elo = flag(v).map_err(|_| "0")?;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_EVO_POLICY",
+        values: "learn (default), frozen",
+        meaning: "evolution lifecycle: learn, then freeze on the best strategy",
+        apply: |o, v| {
+            o.evo_frozen = match v {
+                b"learn" => false,
+                b"frozen" => true,
+                _ => return Err("learn"),
+            };
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_MINIMAL",
+        values: "1",
+        meaning: "every optional feature off (BigCache, ELO, evolution, profiling)",
+        apply: |o, v| {
+            if flag(v).map_err(|_| "0")? {
+                o.minimal = true;
+                o.bigcache = BigCacheMode::Off;
+                o.disable_elo = true;
+                o.evo_frozen = true;
+            }
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_STATS",
+        values: "1",
+        meaning: "print statistics to stderr at exit",
+        apply: |o, v| {
+            o.print_stats = flag(v).map_err(|_| "0")?;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_PROFILE",
+        values: "1",
+        meaning: "print the call-site profile at exit",
+        apply: |o, v| {
+            o.print_profile = flag(v).map_err(|_| "0")?;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_PURGE_DELAY_MS",
+        values: "integer (default 10)",
+        meaning: "how long unused memory waits before it goes back to the OS",
+        apply: |o, v| {
+            o.purge_delay_ms = parse_u64(v).ok_or("10")?;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_BIGCACHE_MAX_MB",
+        values: "integer (default 256)",
+        meaning: "bound on memory held by the BigCache",
+        apply: |o, v| {
+            o.bigcache_max_mb = parse_u64(v).ok_or("256")?;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_VERBOSE",
+        values: "1",
+        meaning: "report every foreign pointer passed to free/realloc, not just the first",
+        apply: |o, v| {
+            o.verbose = flag(v).map_err(|_| "0")?;
+            Ok(())
+        },
+    },
+];
+
+/// Parses a decimal `u64` (ASCII digits only, no sign, no overflow).
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+    }
+    Some(n)
+}
+
+/// Builds [`Options`] from a lookup function; `warn` receives (name, bad value,
+/// value used instead) for each variable that does not parse.
+pub fn parse_with(
+    lookup: &mut dyn FnMut(&str) -> Option<&[u8]>,
+    warn: &mut dyn FnMut(&str, &[u8], &str),
+) -> Options {
+    let mut o = Options::DEFAULT;
+    for spec in TABLE {
+        if let Some(v) = lookup(spec.name) {
+            if let Err(used) = (spec.apply)(&mut o, v) {
+                warn(spec.name, v, used);
+            }
+        }
+    }
+    o
+}
+
+fn getenv(name: &str) -> Option<&'static [u8]> {
+    // Names are at most 32 bytes; build the C string on the stack.
+    let mut buf = [0u8; 40];
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: NUL-terminated; getenv returns a pointer into environ or NULL.
+    let p = unsafe { libc::getenv(buf.as_ptr() as *const libc::c_char) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv's result is a NUL-terminated string that lives as long as
+    // environ is not modified; we copy what we need before returning.
+    Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
+}
+
+fn warn_stderr(name: &str, bad: &[u8], used: &str) {
+    let mut w = crate::report::StackWriter::<256>::new();
+    use core::fmt::Write;
+    let bad = core::str::from_utf8(&bad[..bad.len().min(64)]).unwrap_or("<non-UTF-8>");
+    let _ = writeln!(w, "hakmem: warning: {name}={bad:?} is not valid; using {used}");
+    w.flush_stderr();
+}
+
+struct Slot(UnsafeCell<Options>);
+// SAFETY: written once by the thread that wins the STATE 0→1 exchange, before
+// STATE becomes 2 (Release); read only after observing 2 (Acquire).
+unsafe impl Sync for Slot {}
+
+static STATE: AtomicU8 = AtomicU8::new(0);
+static VALUE: Slot = Slot(UnsafeCell::new(Options::DEFAULT));
+
+/// The process's options, parsed on first use.
+#[inline]
+pub fn get() -> Options {
+    if STATE.load(Ordering::Acquire) == 2 {
+        // SAFETY: see `Slot`.
+        return unsafe { *VALUE.0.get() };
+    }
+    init()
+}
+
+#[cold]
+fn init() -> Options {
+    // The winner parses with warnings and publishes; a thread racing with it
+    // parses silently for itself (same environment, same result). No lock, so a
+    // fork in the middle leaves nothing held.
+    let won = STATE
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    let opts = parse_with(&mut |n| getenv(n), &mut |n, b, u| {
+        if won {
+            warn_stderr(n, b, u)
+        }
+    });
+    if won {
+        // SAFETY: only the winner writes, before publishing.
+        unsafe { *VALUE.0.get() = opts };
+        STATE.store(2, Ordering::Release);
+    }
+    opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> (Options, usize) {
+        let mut warnings = 0;
+        let o = parse_with(
+            &mut |n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_bytes()),
+            &mut |_, _, _| warnings += 1,
+        );
+        (o, warnings)
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_set() {
+        assert_eq!(parse(&[]), (Options::DEFAULT, 0));
+    }
+
+    #[test]
+    fn each_variable_changes_its_field() {
+        let (o, w) = parse(&[
+            ("HAKMEM_BIGCACHE", "global"),
+            ("HAKMEM_DISABLE_ELO", "1"),
+            ("HAKMEM_EVO_POLICY", "frozen"),
+            ("HAKMEM_STATS", "1"),
+            ("HAKMEM_PROFILE", "1"),
+            ("HAKMEM_PURGE_DELAY_MS", "250"),
+            ("HAKMEM_BIGCACHE_MAX_MB", "64"),
+        ]);
+        assert_eq!(w, 0);
+        assert_eq!(o.bigcache, BigCacheMode::Global);
+        assert!(o.disable_elo && o.evo_frozen && o.print_stats && o.print_profile);
+        assert_eq!((o.purge_delay_ms, o.bigcache_max_mb), (250, 64));
+        assert!(!o.minimal);
+    }
+
+    #[test]
+    fn disable_bigcache_and_minimal_turn_features_off() {
+        assert_eq!(parse(&[("HAKMEM_DISABLE_BIGCACHE", "1")]).0.bigcache, BigCacheMode::Off);
+        let (o, _) = parse(&[("HAKMEM_MINIMAL", "1"), ("HAKMEM_BIGCACHE", "thread")]);
+        assert!(o.minimal && o.disable_elo && o.evo_frozen && !o.profiling());
+        assert_eq!(o.bigcache, BigCacheMode::Off);
+    }
+
+    #[test]
+    fn bad_values_warn_once_each_and_keep_defaults() {
+        let (o, w) = parse(&[
+            ("HAKMEM_BIGCACHE", "sometimes"),
+            ("HAKMEM_PURGE_DELAY_MS", "-5"),
+            ("HAKMEM_BIGCACHE_MAX_MB", "99999999999999999999999"),
+            ("HAKMEM_STATS", "maybe"),
+        ]);
+        assert_eq!(w, 4);
+        assert_eq!(o.bigcache, BigCacheMode::Thread);
+        assert_eq!(o.purge_delay_ms, 10);
+        assert_eq!(o.bigcache_max_mb, 256);
+        assert!(!o.print_stats);
+    }
+
+    #[test]
+    fn parse_u64_rejects_junk() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"12a"), None);
+        assert_eq!(parse_u64(b""), None);
+    }
+}

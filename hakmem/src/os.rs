@@ -1,0 +1,165 @@
+//! The only module that talks to the OS: map, unmap, purge, time.
+//!
+//! Every call returns an error value instead of panicking; callers turn a
+//! failed map into `NULL` + `ENOMEM`. Every call is counted in [`crate::stats`]
+//! and reported to an attached tracer.
+
+use crate::probe::{self, Component};
+use crate::stats::GLOBAL;
+use core::ptr;
+use core::sync::atomic::Ordering::Relaxed;
+
+/// The OS page size hakmem assumes (x86-64 and aarch64 4 KiB kernels).
+pub const OS_PAGE: usize = 4096;
+
+/// Test-only fault injection: when non-zero, this many future maps fail
+/// (decremented per failure). `usize::MAX` = fail until reset.
+pub static FAIL_NEXT_MAPS: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
+
+fn injected_failure() -> bool {
+    let n = FAIL_NEXT_MAPS.load(Relaxed);
+    if n == 0 {
+        return false;
+    }
+    if n != usize::MAX {
+        FAIL_NEXT_MAPS.store(n - 1, Relaxed);
+    }
+    true
+}
+
+/// Maps `len` bytes (a multiple of [`OS_PAGE`]) of zeroed, private, anonymous memory.
+pub fn map(len: usize) -> Option<*mut u8> {
+    if injected_failure() {
+        return None;
+    }
+    let t = probe::now();
+    // SAFETY: anonymous private mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    GLOBAL.os_maps.fetch_add(1, Relaxed);
+    GLOBAL.mapped.fetch_add(len as u64, Relaxed);
+    if probe::tracing() {
+        probe::emit(Component::OsMap, t, len as u64);
+    }
+    Some(p as *mut u8)
+}
+
+/// Maps `len` bytes whose start is aligned to `align` (a power of two ≥ OS_PAGE):
+/// over-maps by `align` and unmaps the unaligned head and the tail.
+pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
+    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && len % OS_PAGE == 0);
+    let over = len.checked_add(align - OS_PAGE)?;
+    let raw = map(over)? as usize;
+    let start = (raw + align - 1) & !(align - 1);
+    let head = start - raw;
+    let tail = over - head - len;
+    if head > 0 {
+        unmap(raw as *mut u8, head);
+    }
+    if tail > 0 {
+        unmap((start + len) as *mut u8, tail);
+    }
+    Some(start as *mut u8)
+}
+
+/// Unmaps `[p, p+len)`. Failure (only possible on a caller bug) is ignored:
+/// the memory stays mapped, which is safe.
+pub fn unmap(p: *mut u8, len: usize) {
+    let t = probe::now();
+    // SAFETY: callers pass a range they mapped and no longer use.
+    let r = unsafe { libc::munmap(p as *mut libc::c_void, len) };
+    if r == 0 {
+        GLOBAL.os_unmaps.fetch_add(1, Relaxed);
+        GLOBAL.mapped.fetch_sub(len as u64, Relaxed);
+    }
+    if probe::tracing() {
+        probe::emit(Component::OsUnmap, t, len as u64);
+    }
+}
+
+/// Gives the physical pages of `[p, p+len)` back to the OS; the range stays
+/// mapped and reads back as zeroes. Returns false if the kernel refused.
+pub fn purge(p: *mut u8, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let t = probe::now();
+    // SAFETY: callers pass a mapped range holding no live block.
+    let r = unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    GLOBAL.purges.fetch_add(1, Relaxed);
+    GLOBAL.purged_bytes.fetch_add(len as u64, Relaxed);
+    if probe::tracing() {
+        probe::emit(Component::OsPurge, t, len as u64);
+    }
+    r == 0
+}
+
+/// Tries to grow or shrink the mapping `[p, p+old)` to `new` bytes without moving it.
+pub fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    // SAFETY: without MREMAP_MAYMOVE the mapping keeps its address or the call fails.
+    let r = unsafe { libc::mremap(p as *mut libc::c_void, old, new, 0) };
+    if r == libc::MAP_FAILED {
+        return false;
+    }
+    if new > old {
+        GLOBAL.mapped.fetch_add((new - old) as u64, Relaxed);
+    } else {
+        GLOBAL.mapped.fetch_sub((old - new) as u64, Relaxed);
+    }
+    true
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall on x86-64).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The process's resident set in bytes, from /proc/self/statm (no allocation).
+pub fn process_rss() -> u64 {
+    let mut buf = [0u8; 128];
+    // SAFETY: NUL-terminated path; fd closed below; buffer bounded.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return 0;
+    }
+    // statm: "size resident shared ..." in pages.
+    let mut fields = buf[..n as usize].split(|&c| c == b' ');
+    fields.next();
+    let resident = fields.next().and_then(crate::options::parse_u64).unwrap_or(0);
+    resident * OS_PAGE as u64
+}
+
+/// Writes raw bytes to stderr, ignoring errors (diagnostics must never fail the host).
+pub fn write_stderr(bytes: &[u8]) {
+    // SAFETY: writing a valid buffer to fd 2.
+    unsafe { libc::write(2, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+}
+
+/// Sets the calling thread's errno.
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}

@@ -1,0 +1,309 @@
+//! Pages: a run of memory cut into blocks of one size class, with intrusive
+//! free lists (no header on small blocks).
+//!
+//! Data model (the counting invariant, checked in debug builds):
+//!
+//! ```text
+//! used + len(free) == capacity <= reserved
+//! len(thread_free) <= used
+//! ```
+//!
+//! * `free` — blocks the owner thread can hand out (LIFO; local frees push here).
+//! * `thread_free` — blocks freed by other threads, pushed with a CAS; the
+//!   owner takes the whole list with one swap ("collect") and moves it to `free`.
+//! * `used` — blocks handed out and not yet back in `free` (so it includes the
+//!   blocks still waiting in `thread_free`).
+//! * `capacity` — blocks carved out of the page so far; pages are carved lazily
+//!   ([`Page::extend`]) so that memory is touched only when it is needed.
+//!
+//! A page belongs to the heap that owns its segment; only that heap's thread
+//! touches the non-atomic fields.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub struct Block {
+    pub next: *mut Block,
+}
+
+/// How many bytes one [`Page::extend`] carves: small enough to touch memory
+/// gradually, big enough to amortise the slow path.
+const EXTEND_BYTES: usize = 16 * 1024;
+
+/// One page of a segment (the descriptor lives in the segment header).
+#[repr(C)]
+pub struct Page {
+    /// Blocks ready to hand out (owner only).
+    pub free: *mut Block,
+    /// Blocks handed out and not yet back in `free`.
+    pub used: u32,
+    /// Blocks carved so far.
+    pub capacity: u32,
+    /// Blocks that fit in the page.
+    pub reserved: u32,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Size class of the blocks.
+    pub class: u8,
+    /// The page is carved into blocks of `class` (false: free span of the segment).
+    pub in_use: bool,
+    /// Not in its class queue because it had nothing left to give.
+    pub in_full: bool,
+    /// Blocks freed by other threads (CAS push, swap to collect).
+    pub thread_free: AtomicPtr<Block>,
+    /// Links in the heap's queue of pages of this class.
+    pub next: *mut Page,
+    pub prev: *mut Page,
+    /// Address of the first block.
+    pub start: *mut u8,
+}
+
+impl Page {
+    /// A page descriptor that is not in use (also the fast path's sentinel:
+    /// its `free` is null, so popping from it falls into the slow path).
+    pub const EMPTY: Page = Page {
+        free: ptr::null_mut(),
+        used: 0,
+        capacity: 0,
+        reserved: 0,
+        block_size: 0,
+        class: 0,
+        in_use: false,
+        in_full: false,
+        thread_free: AtomicPtr::new(ptr::null_mut()),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+        start: ptr::null_mut(),
+    };
+
+    /// Makes this descriptor a fresh page of `class` over `[start, start+bytes)`.
+    pub fn init(&mut self, class: usize, block_size: usize, start: *mut u8, bytes: usize) {
+        *self = Page::EMPTY;
+        self.class = class as u8;
+        self.block_size = block_size as u32;
+        self.start = start;
+        self.reserved = (bytes / block_size) as u32;
+        self.in_use = true;
+    }
+
+    /// Pops a block from `free`, or null.
+    #[inline(always)]
+    pub fn pop(&mut self) -> *mut Block {
+        let b = self.free;
+        if !b.is_null() {
+            // SAFETY: blocks on `free` are carved blocks of this page whose
+            // first word is the link.
+            self.free = unsafe { (*b).next };
+            self.used += 1;
+        }
+        b
+    }
+
+    /// Pushes a block freed by the owner thread. Returns true when the page
+    /// needs the owner's attention (it just became empty, or was full).
+    #[inline(always)]
+    pub fn push_local(&mut self, b: *mut Block) -> bool {
+        // SAFETY: `b` is a block of this page that the caller no longer uses.
+        unsafe { (*b).next = self.free };
+        self.free = b;
+        self.used -= 1;
+        self.used == 0 || self.in_full
+    }
+
+    /// Pushes a block freed by a thread that does not own the page.
+    #[inline]
+    pub fn push_remote(&self, b: *mut Block) {
+        let mut head = self.thread_free.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `b` is a block of this page that the caller no longer uses.
+            unsafe { (*b).next = head };
+            // SeqCst pairs with the segment's remote flag (see segment.rs).
+            match self.thread_free.compare_exchange_weak(
+                head,
+                b,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Moves every block of `thread_free` to `free`. Returns how many moved.
+    pub fn collect(&mut self) -> u32 {
+        if self.thread_free.load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        let list = self.thread_free.swap(ptr::null_mut(), Ordering::SeqCst);
+        let mut n = 1u32;
+        let mut tail = list;
+        // SAFETY: the list holds blocks of this page pushed by `push_remote`.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                n += 1;
+            }
+            (*tail).next = self.free;
+        }
+        self.free = list;
+        self.used -= n;
+        n
+    }
+
+    /// Carves up to [`EXTEND_BYTES`] of not-yet-used blocks onto `free`.
+    /// Returns false when the page is fully carved.
+    pub fn extend(&mut self) -> bool {
+        let left = self.reserved - self.capacity;
+        if left == 0 {
+            return false;
+        }
+        let bs = self.block_size as usize;
+        let n = left.min((EXTEND_BYTES / bs).max(1) as u32);
+        // SAFETY: blocks capacity..capacity+n lie inside the page.
+        unsafe {
+            let first = self.start.add(self.capacity as usize * bs);
+            let mut p = first;
+            for _ in 1..n {
+                let next = p.add(bs);
+                (*(p as *mut Block)).next = next as *mut Block;
+                p = next;
+            }
+            (*(p as *mut Block)).next = self.free;
+            self.free = first as *mut Block;
+        }
+        self.capacity += n;
+        true
+    }
+
+    /// Whether `addr` is the start of a block of this page (a division: debug and
+    /// hardened checks only).
+    pub fn is_block_start(&self, addr: usize) -> bool {
+        let start = self.start as usize;
+        self.in_use
+            && addr >= start
+            && addr < start + self.capacity as usize * self.block_size as usize
+            && (addr - start) % self.block_size as usize == 0
+    }
+
+    /// Checks the counting invariant (debug builds).
+    pub fn check(&self) {
+        if !cfg!(any(debug_assertions, feature = "debug-checks")) || !self.in_use {
+            return;
+        }
+        let mut n = 0u32;
+        let mut b = self.free;
+        while !b.is_null() {
+            assert!(self.is_block_start(b as usize), "hakmem: corrupt free list in class {}", self.class);
+            n += 1;
+            assert!(n <= self.capacity, "hakmem: free list cycle in class {}", self.class);
+            // SAFETY: checked to be a block of this page above.
+            b = unsafe { (*b).next };
+        }
+        assert_eq!(self.used + n, self.capacity, "hakmem: page counting invariant broken");
+        assert!(self.capacity <= self.reserved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_over(buf: &mut [u64], bs: usize) -> Page {
+        let mut p = Page::EMPTY;
+        p.init(3, bs, buf.as_mut_ptr() as *mut u8, buf.len() * 8);
+        p
+    }
+
+    #[test]
+    fn extend_pop_push_keep_the_counting_invariant() {
+        let mut buf = vec![0u64; 8192];
+        let mut p = page_over(&mut buf, 48);
+        assert_eq!(p.reserved, 8192 * 8 / 48);
+        assert!(p.pop().is_null());
+        assert!(p.extend());
+        let mut got = Vec::new();
+        loop {
+            let b = p.pop();
+            if b.is_null() {
+                if !p.extend() {
+                    break;
+                }
+                continue;
+            }
+            assert!(p.is_block_start(b as usize));
+            got.push(b);
+            p.check();
+        }
+        assert_eq!(got.len() as u32, p.reserved);
+        assert_eq!(p.used, p.reserved);
+        let mut sorted = got.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), got.len(), "a block was handed out twice");
+        for (i, b) in got.iter().enumerate() {
+            let wants_attention = p.push_local(*b);
+            assert_eq!(wants_attention, i + 1 == got.len());
+        }
+        p.check();
+        assert_eq!(p.used, 0);
+    }
+
+    #[test]
+    fn remote_frees_are_collected_by_the_owner() {
+        let mut buf = vec![0u64; 1024];
+        let mut p = page_over(&mut buf, 64);
+        p.extend();
+        let a = p.pop();
+        let b = p.pop();
+        let c = p.pop();
+        let used = p.used;
+        p.push_remote(a);
+        p.push_remote(b);
+        assert_eq!(p.used, used, "remote frees are counted only when collected");
+        assert_eq!(p.collect(), 2);
+        assert_eq!(p.used, used - 2);
+        assert_eq!(p.collect(), 0);
+        p.push_remote(c);
+        p.check_remote_and_collect();
+    }
+
+    impl Page {
+        fn check_remote_and_collect(&mut self) {
+            assert!(!self.thread_free.load(Ordering::Relaxed).is_null());
+            self.collect();
+            self.check();
+        }
+    }
+
+    #[test]
+    fn concurrent_remote_pushes_lose_nothing() {
+        let mut buf = vec![0u64; 64 * 1024];
+        let mut p = page_over(&mut buf, 16);
+        let mut blocks = Vec::new();
+        while blocks.len() < 4000 {
+            let b = p.pop();
+            if b.is_null() {
+                assert!(p.extend());
+            } else {
+                blocks.push(b as usize);
+            }
+        }
+        let page = &p as *const Page as usize;
+        std::thread::scope(|s| {
+            for chunk in blocks.chunks(1000) {
+                s.spawn(move || {
+                    // SAFETY: push_remote only touches the atomic list.
+                    let page = unsafe { &*(page as *const Page) };
+                    for &b in chunk {
+                        page.push_remote(b as *mut Block);
+                    }
+                });
+            }
+        });
+        assert_eq!(p.collect(), 4000);
+        p.check();
+    }
+}

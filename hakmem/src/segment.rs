@@ -1,0 +1,401 @@
+//! Segments: 4 MiB aligned chunks of memory from the OS, cut into pages of
+//! one kind, with their page descriptors in a header at the start.
+//!
+//! ```text
+//! segment (4 MiB, aligned)  ─ header (8 KiB): owner, flags, page descriptors
+//!   ├── page 0   (starts after the header)
+//!   ├── page 1 … page N-1   (64 KiB each for Small, 512 KiB Medium, 2 MiB Big)
+//! ```
+//!
+//! Pointer → page is `(p & !(4 MiB-1))` then `(p - segment) >> page_shift`: no
+//! per-block header, no search. `segment_map` says whether the region is one
+//! of ours before anything reads the header.
+//!
+//! Ownership: a segment belongs to one heap (`owner`), whose thread alone
+//! changes its pages. Other threads only push on a page's `thread_free` and
+//! then raise `remote_pending`, in that order: the owner clears the flag
+//! before scanning, so a push is either seen by the scan or re-raises the flag
+//! (both sides use SeqCst). Because the flag is written after the push,
+//! segment memory is never unmapped: a released segment goes to a pool and
+//! only its physical pages go back to the OS (madvise), so a late flag write
+//! always hits mapped memory. Pooled and abandoned segments sit on lock-free
+//! stacks (no lock a forked child could inherit).
+
+use crate::os;
+use crate::page::Page;
+use crate::segment_map::{self, Region};
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+pub const SEGMENT_SHIFT: u32 = 22;
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+/// Bytes at the start of a segment taken by its header; page 0 starts here.
+pub const SEGMENT_HEADER: usize = crate::size_class::MAX_CLASS_ALIGN;
+/// Most pages a segment can have (Small kind).
+pub const MAX_PAGES: usize = 64;
+
+/// The page size of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PageKind {
+    /// 64 KiB pages, blocks up to 8 KiB.
+    Small = 0,
+    /// 512 KiB pages, blocks up to 64 KiB.
+    Medium = 1,
+    /// 2 MiB pages, blocks up to 512 KiB.
+    Big = 2,
+}
+
+impl PageKind {
+    pub const ALL: [PageKind; 3] = [PageKind::Small, PageKind::Medium, PageKind::Big];
+
+    pub const fn page_shift(self) -> u32 {
+        match self {
+            PageKind::Small => 16,
+            PageKind::Medium => 19,
+            PageKind::Big => 21,
+        }
+    }
+
+    pub const fn page_count(self) -> usize {
+        SEGMENT_SIZE >> self.page_shift()
+    }
+}
+
+/// The segment header.
+#[repr(C)]
+pub struct Segment {
+    /// Address of the owning heap; 0 while abandoned or pooled. Read by any thread.
+    pub owner: AtomicUsize,
+    /// Non-zero: a page may hold remote frees the owner has not collected.
+    pub remote_pending: AtomicU32,
+    /// `page_kind.page_shift()`, cached for the free path.
+    pub page_shift: u32,
+    pub kind: PageKind,
+    /// Bit i: page i is not carved into blocks (owner only).
+    pub free_pages: u64,
+    /// Bit i: page i is free and its memory not yet given back (owner only).
+    pub dirty_pages: u64,
+    /// When a page was last freed, in monotonic ns (purge clock).
+    pub last_release_ns: u64,
+    /// Links in the owning heap's list of segments of this kind.
+    pub next: *mut Segment,
+    pub prev: *mut Segment,
+    /// Link in the pool / abandoned stacks (read racily by poppers, hence atomic).
+    pub stack_next: AtomicUsize,
+    /// When the segment entered the pool, in monotonic ns.
+    pub pooled_at_ns: AtomicU64,
+    pub pages: [Page; MAX_PAGES],
+}
+
+const _: () = assert!(core::mem::size_of::<Segment>() <= SEGMENT_HEADER);
+
+impl Segment {
+    /// The segment holding `addr` (no check that it is one).
+    #[inline(always)]
+    pub fn of(addr: usize) -> *mut Segment {
+        (addr & !(SEGMENT_SIZE - 1)) as *mut Segment
+    }
+
+    /// The page descriptor holding `addr`.
+    #[inline(always)]
+    pub fn page_of(&mut self, addr: usize) -> *mut Page {
+        let idx = (addr - self as *mut Segment as usize) >> self.page_shift;
+        &mut self.pages[idx]
+    }
+
+    fn base(&self) -> usize {
+        self as *const Segment as usize
+    }
+
+    /// Index of `page` in this segment.
+    pub fn page_index(&self, page: *const Page) -> usize {
+        (page as usize - self.pages.as_ptr() as usize) / core::mem::size_of::<Page>()
+    }
+
+    fn all_pages(&self) -> u64 {
+        let n = self.kind.page_count();
+        if n == 64 {
+            u64::MAX
+        } else {
+            (1u64 << n) - 1
+        }
+    }
+
+    /// True when no page is carved.
+    pub fn is_empty(&self) -> bool {
+        self.free_pages == self.all_pages()
+    }
+
+    pub fn has_free_page(&self) -> bool {
+        self.free_pages != 0
+    }
+
+    /// Resets the header for `kind`, all pages free, owned by `owner`.
+    fn init(&mut self, kind: PageKind, owner: usize) {
+        self.kind = kind;
+        self.page_shift = kind.page_shift();
+        self.free_pages = self.all_pages();
+        self.dirty_pages = 0;
+        self.last_release_ns = 0;
+        self.next = ptr::null_mut();
+        self.prev = ptr::null_mut();
+        for p in self.pages.iter_mut() {
+            *p = Page::EMPTY;
+        }
+        self.remote_pending.store(0, Ordering::Relaxed);
+        self.owner.store(owner, Ordering::Release);
+    }
+
+    /// Takes a free page for blocks of `class`; returns its descriptor.
+    pub fn alloc_page(&mut self, class: usize) -> Option<*mut Page> {
+        if self.free_pages == 0 {
+            return None;
+        }
+        let i = self.free_pages.trailing_zeros() as usize;
+        self.free_pages &= !(1 << i);
+        self.dirty_pages &= !(1 << i);
+        let page_size = 1usize << self.page_shift;
+        let (start, bytes) = if i == 0 {
+            (self.base() + SEGMENT_HEADER, page_size - SEGMENT_HEADER)
+        } else {
+            (self.base() + i * page_size, page_size)
+        };
+        let bs = crate::size_class::block_size(class);
+        self.pages[i].init(class, bs, start as *mut u8, bytes);
+        Some(&mut self.pages[i])
+    }
+
+    /// Returns an empty page to the segment; its memory is purged later.
+    pub fn free_page(&mut self, page: *mut Page, now_ns: u64) {
+        let i = self.page_index(page);
+        self.pages[i] = Page::EMPTY;
+        self.free_pages |= 1 << i;
+        self.dirty_pages |= 1 << i;
+        self.last_release_ns = now_ns;
+    }
+
+    /// Gives the memory of free pages back to the OS once they have been free
+    /// for `delay_ns`. Returns the bytes purged.
+    pub fn purge_free_pages(&mut self, now_ns: u64, delay_ns: u64) -> usize {
+        if self.dirty_pages == 0 || now_ns.saturating_sub(self.last_release_ns) < delay_ns {
+            return 0;
+        }
+        let page_size = 1usize << self.page_shift;
+        let mut bytes = 0;
+        let mut bits = self.dirty_pages;
+        while bits != 0 {
+            // One madvise per run of adjacent dirty pages.
+            let first = bits.trailing_zeros() as usize;
+            let run = (!(bits >> first)).trailing_zeros() as usize;
+            let mut start = self.base() + first * page_size;
+            if first == 0 {
+                start += SEGMENT_HEADER;
+            }
+            let end = self.base() + (first + run) * page_size;
+            os::purge(start as *mut u8, end - start);
+            bytes += end - start;
+            if first + run >= 64 {
+                bits = 0;
+            } else {
+                bits &= !(((1u64 << run) - 1) << first);
+            }
+        }
+        self.dirty_pages = 0;
+        bytes
+    }
+}
+
+/// A lock-free stack of segments. Segment addresses are 4 MiB aligned, so the
+/// low 22 bits of the head carry a counter that defeats ABA.
+pub struct SegmentStack {
+    head: AtomicUsize,
+}
+
+const TAG_MASK: usize = SEGMENT_SIZE - 1;
+
+impl SegmentStack {
+    pub const fn new() -> Self {
+        SegmentStack { head: AtomicUsize::new(0) }
+    }
+
+    pub fn push(&self, seg: *mut Segment) {
+        let mut h = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the pusher owns `seg` until the CAS publishes it.
+            unsafe { (*seg).stack_next.store(h & !TAG_MASK, Ordering::Relaxed) };
+            let new = seg as usize | (h.wrapping_add(1) & TAG_MASK);
+            match self.head.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(x) => h = x,
+            }
+        }
+    }
+
+    pub fn pop(&self) -> Option<*mut Segment> {
+        let mut h = self.head.load(Ordering::Acquire);
+        loop {
+            let seg = (h & !TAG_MASK) as *mut Segment;
+            if seg.is_null() {
+                return None;
+            }
+            // SAFETY: segments are never unmapped, so this read is of mapped
+            // memory even if another thread popped `seg` meanwhile; the tag
+            // then makes the CAS fail.
+            let next = unsafe { (*seg).stack_next.load(Ordering::Relaxed) };
+            let new = next | (h.wrapping_add(1) & TAG_MASK);
+            match self.head.compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => return Some(seg),
+                Err(x) => h = x,
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.load(Ordering::Relaxed) & !TAG_MASK == 0
+    }
+}
+
+impl Default for SegmentStack {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Free segments whose memory may still be resident.
+static POOL_DIRTY: SegmentStack = SegmentStack::new();
+/// Free segments whose memory went back to the OS.
+static POOL_CLEAN: SegmentStack = SegmentStack::new();
+/// Segments of exited threads that still hold live blocks.
+pub static ABANDONED: SegmentStack = SegmentStack::new();
+/// Earliest time the next pool purge is worth trying.
+static NEXT_POOL_PURGE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// A segment for `owner`, from the pool or the OS.
+pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
+    let seg = match POOL_DIRTY.pop().or_else(|| POOL_CLEAN.pop()) {
+        Some(s) => s,
+        None => {
+            let p = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)? as *mut Segment;
+            segment_map::set(p as usize, Region::ClassSegment);
+            p
+        }
+    };
+    // SAFETY: a popped or fresh segment belongs to nobody else.
+    unsafe { (*seg).init(kind, owner) };
+    Some(seg)
+}
+
+/// Gives an empty segment back to the pool.
+pub fn release(seg: *mut Segment, now_ns: u64) {
+    // SAFETY: the caller owns `seg` and it holds no live block.
+    unsafe {
+        debug_assert!((*seg).is_empty());
+        (*seg).owner.store(0, Ordering::Release);
+        (*seg).pooled_at_ns.store(now_ns, Ordering::Relaxed);
+    }
+    POOL_DIRTY.push(seg);
+}
+
+/// Purges pooled segments that have waited `delay_ns`; cheap to call often.
+pub fn maintain_pool(now_ns: u64, delay_ns: u64) {
+    if POOL_DIRTY.is_empty() || now_ns < NEXT_POOL_PURGE_NS.load(Ordering::Relaxed) {
+        return;
+    }
+    NEXT_POOL_PURGE_NS.store(now_ns + delay_ns.max(1_000_000) / 2, Ordering::Relaxed);
+    // Pop what is there now; keep the young ones for later. Bounded so one
+    // call never does unbounded work.
+    let mut young: [*mut Segment; 32] = [ptr::null_mut(); 32];
+    let mut n_young = 0;
+    for _ in 0..64 {
+        let Some(seg) = POOL_DIRTY.pop() else { break };
+        // SAFETY: popped, so ours until pushed again.
+        let pooled_at = unsafe { (*seg).pooled_at_ns.load(Ordering::Relaxed) };
+        if now_ns.saturating_sub(pooled_at) >= delay_ns {
+            os::purge(seg as *mut u8, SEGMENT_SIZE);
+            POOL_CLEAN.push(seg);
+        } else if n_young < young.len() {
+            young[n_young] = seg;
+            n_young += 1;
+        } else {
+            POOL_DIRTY.push(seg);
+            break;
+        }
+    }
+    for &seg in &young[..n_young] {
+        POOL_DIRTY.push(seg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_fits_and_kinds_cover_the_segment() {
+        for k in PageKind::ALL {
+            assert_eq!(k.page_count() << k.page_shift(), SEGMENT_SIZE);
+            assert!(k.page_count() <= MAX_PAGES);
+        }
+    }
+
+    #[test]
+    fn pages_are_taken_and_returned_and_purged() {
+        let seg = acquire(PageKind::Medium, 1).expect("map a segment");
+        // SAFETY: we own it.
+        let s = unsafe { &mut *seg };
+        assert_eq!(segment_map::lookup(seg as usize + 12345), Region::ClassSegment);
+        assert!(s.is_empty());
+        let mut pages = Vec::new();
+        while let Some(p) = s.alloc_page(60) {
+            pages.push(p);
+        }
+        assert_eq!(pages.len(), PageKind::Medium.page_count());
+        // Page 0 starts after the header; the others on their page boundary.
+        // SAFETY: descriptors inside the header.
+        unsafe {
+            assert_eq!((*pages[0]).start as usize, seg as usize + SEGMENT_HEADER);
+            assert_eq!((*pages[1]).start as usize, seg as usize + (512 << 10));
+            assert_eq!(s.page_of((*pages[1]).start as usize + 100), pages[1]);
+        }
+        for p in &pages {
+            s.free_page(*p, 1000);
+        }
+        assert!(s.is_empty());
+        assert_eq!(s.purge_free_pages(1000, 5000), 0, "too young to purge");
+        assert_eq!(s.purge_free_pages(9000, 5000), SEGMENT_SIZE - SEGMENT_HEADER);
+        release(seg, 0);
+    }
+
+    #[test]
+    fn stack_is_lifo_and_survives_concurrent_use() {
+        static S: SegmentStack = SegmentStack::new();
+        let segs: Vec<usize> = (0..4)
+            .map(|_| os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE).unwrap() as usize)
+            .collect();
+        for &s in &segs {
+            S.push(s as *mut Segment);
+        }
+        assert_eq!(S.pop(), Some(segs[3] as *mut Segment));
+        S.push(segs[3] as *mut Segment);
+        std::thread::scope(|sc| {
+            for _ in 0..2 {
+                sc.spawn(|| {
+                    for _ in 0..20000 {
+                        if let Some(s) = S.pop() {
+                            S.push(s);
+                        }
+                    }
+                });
+            }
+        });
+        let mut n = 0;
+        while S.pop().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 4, "no segment lost or duplicated");
+        for s in segs {
+            os::unmap(s as *mut u8, SEGMENT_SIZE);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Size classes: which block size serves a request, and how big a page is.
+//!
+//! Classes 0..=8 are 8, 16, 32, …, 128 bytes (steps of 16: every block of
+//! more than 8 bytes is 16-byte aligned, so nothing finer is possible there).
+//! Above 128 bytes each doubling has 8 classes, so the waste above the request
+//! is under 12.5%. Every power of two is a class, which the aligned API relies
+//! on: a block whose size is a multiple of `align`, in a page aligned to at
+//! least `align`, is aligned. The last class is [`MAX_CLASS_SIZE`] (512 KiB);
+//! anything bigger is a large block (`large.rs`).
+
+/// Number of size classes.
+pub const NUM_CLASSES: usize = 105;
+/// Largest size served by a size class.
+pub const MAX_CLASS_SIZE: usize = 512 * 1024;
+/// Largest alignment the class path can honour (page 0 of a segment starts
+/// this far into the segment; see `segment.rs`). Larger alignments go large.
+pub const MAX_CLASS_ALIGN: usize = 8 * 1024;
+
+/// The class serving `size` bytes (`size <= MAX_CLASS_SIZE`).
+#[inline(always)]
+pub fn class_of(size: usize) -> usize {
+    if size <= 128 {
+        if size <= 8 {
+            0
+        } else {
+            (size + 15) >> 4
+        }
+    } else {
+        let w = size - 1;
+        let b = (usize::BITS - 1 - w.leading_zeros()) as usize; // 2^b <= w < 2^(b+1)
+        let q = (w >> (b - 3)) & 7;
+        9 + (b - 7) * 8 + q
+    }
+}
+
+/// The block size of class `c`.
+#[inline(always)]
+pub const fn block_size(c: usize) -> usize {
+    if c <= 8 {
+        if c == 0 {
+            8
+        } else {
+            c * 16
+        }
+    } else {
+        let k = c - 9;
+        let b = 7 + k / 8;
+        let q = k % 8;
+        (1 << b) + (q + 1) * (1 << (b - 3))
+    }
+}
+
+/// The smallest class whose blocks hold `size` bytes and are aligned to `align`
+/// (a power of two ≤ [`MAX_CLASS_ALIGN`]), or `None` if that needs a large block.
+pub fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
+    if size > MAX_CLASS_SIZE || align > MAX_CLASS_ALIGN {
+        return None;
+    }
+    let mut c = class_of(size.max(align));
+    while c < NUM_CLASSES {
+        if block_size(c) % align == 0 {
+            return Some(c);
+        }
+        c += 1;
+    }
+    None
+}
+
+/// The kind of segment (and so the page size) that serves class `c`.
+#[inline]
+pub const fn page_kind(c: usize) -> crate::segment::PageKind {
+    use crate::segment::PageKind;
+    let bs = block_size(c);
+    if bs <= 8 * 1024 {
+        PageKind::Small
+    } else if bs <= 64 * 1024 {
+        PageKind::Medium
+    } else {
+        PageKind::Big
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_increasing_and_ends_at_the_max() {
+        for c in 1..NUM_CLASSES {
+            assert!(block_size(c) > block_size(c - 1), "class {c}");
+            assert_eq!(block_size(c) % 16, 0, "class {c} must keep 16-byte alignment");
+        }
+        assert_eq!(block_size(NUM_CLASSES - 1), MAX_CLASS_SIZE);
+    }
+
+    #[test]
+    fn every_size_maps_to_the_smallest_class_that_fits() {
+        for size in 0..=MAX_CLASS_SIZE {
+            let c = class_of(size);
+            assert!(block_size(c) >= size, "size {size}");
+            if c > 0 {
+                assert!(block_size(c - 1) < size.max(1), "size {size} not in smallest class");
+            }
+        }
+    }
+
+    #[test]
+    fn waste_is_bounded() {
+        for size in 129..=MAX_CLASS_SIZE {
+            let waste = block_size(class_of(size)) - size;
+            assert!(waste * 8 <= size, "size {size}: waste {waste} above 12.5%");
+        }
+        for size in 65..=128 {
+            let waste = block_size(class_of(size)) - size;
+            assert!(waste < 16, "size {size}");
+        }
+    }
+
+    #[test]
+    fn powers_of_two_are_classes() {
+        let mut p = 8;
+        while p <= MAX_CLASS_SIZE {
+            assert_eq!(block_size(class_of(p)), p);
+            p *= 2;
+        }
+    }
+
+    #[test]
+    fn aligned_classes_are_multiples_of_the_alignment() {
+        for align in [16, 32, 64, 128, 1024, 4096, 8192] {
+            for size in [1, 24, 48, 100, 1000, 5000, 100_000] {
+                let c = class_for_aligned(size, align).unwrap();
+                assert!(block_size(c) >= size && block_size(c) % align == 0);
+            }
+        }
+        assert_eq!(class_for_aligned(10, 16 * 1024), None);
+        assert_eq!(class_for_aligned(MAX_CLASS_SIZE + 1, 16), None);
+    }
+}
