@@ -1,0 +1,45 @@
+//! probe-cli: watch hakmem's components live in a running process with eBPF.
+//!
+//! `main` only parses and maps errors to exit codes (0 done, 2 usage, 3 not
+//! permitted, 4 no such process / no hakmem in it); the commands live in their modules.
+
+mod calibrate;
+mod cli;
+mod elf;
+mod error;
+mod perf;
+mod privileges;
+mod probes;
+mod report;
+mod run;
+mod session;
+mod target;
+mod trace;
+mod tsc;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace(args) => trace::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Calibrate(args) => crate::privileges::check()
+            .and_then(|()| calibrate::measure(args.iterations, args.rounds))
+            .map(|c| {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&c).expect("calibration serialises")
+                    );
+                } else {
+                    calibrate::print(&c);
+                }
+            }),
+    };
+    if let Err(e) = result {
+        eprintln!("probe-cli: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -1,0 +1,636 @@
+//! The five-part trace report (target, components, syscalls, perf counters,
+//! correlation): built from the raw counts, printed as text, JSON or Prometheus.
+
+use crate::perf::Reading;
+use crate::probes::KernelCounts;
+use crate::target::Target;
+use crate::tsc::Tsc;
+use hakmem_ebpf::layout::{HIST_BUCKETS, MISC_COUNTERS, SYSCALLS};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Bumped whenever a field changes meaning or disappears (adding one does not).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Components whose time is the whole of an allocator call; the others run inside them.
+const TOP_LEVEL: &[&str] = &["malloc", "free", "realloc"];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    /// True for the report printed when the trace ends.
+    pub final_report: bool,
+    /// Seconds since the probes were attached.
+    pub elapsed_s: f64,
+    pub target: TargetPart,
+    pub components: Vec<ComponentRow>,
+    pub syscalls: Vec<SyscallRow>,
+    pub perf: PerfPart,
+    pub correlation: Correlation,
+    pub probe: ProbePart,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetPart {
+    pub pid: u32,
+    pub command: String,
+    /// File hakmem's code is in.
+    pub hakmem: String,
+    pub linkage: crate::target::Linkage,
+    /// `HAKMEM_*` options of the process ("defaults" when none).
+    pub options: Vec<String>,
+    /// "running", "exited", or "exited with status N" / "killed by signal N".
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentRow {
+    pub id: u32,
+    pub component: String,
+    pub calls: u64,
+    pub total_ns: f64,
+    pub mean_ns: f64,
+    /// From the log2 histogram, interpolated inside the bucket.
+    pub p50_ns: f64,
+    pub p99_ns: f64,
+    pub max_ns: f64,
+    /// Fraction of the time spent in malloc, free and realloc (components nest, so
+    /// inner components' shares add up to less than the whole).
+    pub share_of_alloc_time: f64,
+    /// Sum of the probe's `arg` (bytes or hits, depending on the component).
+    pub arg_sum: u64,
+    /// Events with a non-zero `arg` (BigCache hits, ...).
+    pub arg_nonzero: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SyscallRow {
+    pub syscall: &'static str,
+    pub count: u64,
+    pub total_ns: u64,
+    pub mean_ns: f64,
+    pub max_ns: u64,
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PerfPart {
+    /// "per_thread" (threads found in /proc/PID/task) or "inherited" (from exec).
+    pub scope: &'static str,
+    pub threads: usize,
+    pub counters: Vec<Reading>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Correlation {
+    /// malloc-family calls seen (the `malloc` component).
+    pub allocations: u64,
+    /// Per 1,000 allocations; absent when no allocation was seen.
+    pub per_1000_allocations: Option<Per1000>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Per1000 {
+    pub syscalls: f64,
+    pub mmap: f64,
+    pub munmap: f64,
+    pub madvise: f64,
+    pub page_faults: Option<f64>,
+    /// Time in malloc, free and realloc, µs.
+    pub alloc_time_us: f64,
+    /// Time in the watched syscalls, µs.
+    pub syscall_time_us: f64,
+    /// CPU time of the whole process, µs.
+    pub task_clock_us: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbePart {
+    /// Probe events (uprobe hits).
+    pub hits: u64,
+    /// Cost of one hit measured at attach (see `probe-cli calibrate`), ns.
+    pub hit_cost_ns: Option<f64>,
+    /// hits x hit cost: time the probes added to the target, which is *not* in the
+    /// component figures (hakmem takes its timestamps before the trap), ms.
+    pub added_ms: Option<f64>,
+    /// TSC frequency used to convert cycles, GHz.
+    pub tsc_ghz: f64,
+    /// Kernel-side bookkeeping (events lost to full maps, unknown ids, gate stops).
+    pub kernel: Vec<(&'static str, u64)>,
+}
+
+/// What a report is made of.
+pub struct Inputs<'a> {
+    pub target: &'a Target,
+    pub state: String,
+    pub counts: &'a KernelCounts,
+    pub perf: Vec<Reading>,
+    pub perf_scope: &'static str,
+    pub perf_threads: usize,
+    pub tsc: Tsc,
+    pub hit_cost_ns: Option<f64>,
+    pub elapsed_s: f64,
+    pub final_report: bool,
+}
+
+/// The value below which fraction `q` of the histogram's samples fall, linearly
+/// interpolated inside its log2 bucket and capped by the observed maximum.
+pub fn percentile(hist: &[u64; HIST_BUCKETS], q: f64, max: u64) -> u64 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0u64;
+    for (bucket, &n) in hist.iter().enumerate() {
+        if n == 0 || seen + n < rank {
+            seen += n;
+            continue;
+        }
+        let lo = if bucket == 0 { 0 } else { 1u64 << bucket };
+        let hi = if bucket >= 63 {
+            u64::MAX
+        } else {
+            (1u64 << (bucket + 1)) - 1
+        };
+        let within = (rank - seen) as f64 / n as f64;
+        let v = lo as f64 + (hi - lo) as f64 * within;
+        return (v as u64).min(max);
+    }
+    max
+}
+
+fn component_name(id: usize) -> String {
+    hakmem::probe::COMPONENTS
+        .get(id)
+        .map_or_else(|| format!("component_{id}"), |(_, n)| n.to_string())
+}
+
+/// Builds the report.
+pub fn build(i: Inputs<'_>) -> Report {
+    let ns = |cycles: u64| i.tsc.ns(cycles as f64);
+    let mut components: Vec<ComponentRow> = i
+        .counts
+        .components
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.calls > 0)
+        .map(|(id, s)| ComponentRow {
+            id: id as u32,
+            component: component_name(id),
+            calls: s.calls,
+            total_ns: ns(s.sum_cycles),
+            mean_ns: ns(s.sum_cycles) / s.calls as f64,
+            p50_ns: ns(percentile(&s.hist, 0.50, s.max_cycles)),
+            p99_ns: ns(percentile(&s.hist, 0.99, s.max_cycles)),
+            max_ns: ns(s.max_cycles),
+            share_of_alloc_time: 0.0,
+            arg_sum: s.sum_arg,
+            arg_nonzero: s.nonzero_arg,
+        })
+        .collect();
+    let top: f64 = components
+        .iter()
+        .filter(|c| TOP_LEVEL.contains(&c.component.as_str()))
+        .map(|c| c.total_ns)
+        .sum();
+    let whole = if top > 0.0 {
+        top
+    } else {
+        components.iter().map(|c| c.total_ns).sum()
+    };
+    for c in &mut components {
+        c.share_of_alloc_time = if whole > 0.0 { c.total_ns / whole } else { 0.0 };
+    }
+
+    let syscalls: Vec<SyscallRow> = SYSCALLS
+        .iter()
+        .zip(&i.counts.syscalls)
+        .map(|(sc, s)| SyscallRow {
+            syscall: sc.name,
+            count: s.count,
+            total_ns: s.sum_ns,
+            mean_ns: if s.count > 0 {
+                s.sum_ns as f64 / s.count as f64
+            } else {
+                0.0
+            },
+            max_ns: s.max_ns,
+            failed: s.failed,
+            bytes: s.sum_bytes,
+        })
+        .collect();
+
+    let allocations = components
+        .iter()
+        .find(|c| c.component == "malloc")
+        .map_or(0, |c| c.calls);
+    let perf_value = |name: &str| i.perf.iter().find(|r| r.name == name).and_then(|r| r.value);
+    let per_1000 = (allocations > 0).then(|| {
+        let k = 1000.0 / allocations as f64;
+        let sc = |name: &str| {
+            syscalls
+                .iter()
+                .find(|s| s.syscall == name)
+                .map_or(0, |s| s.count) as f64
+                * k
+        };
+        Per1000 {
+            syscalls: syscalls.iter().map(|s| s.count).sum::<u64>() as f64 * k,
+            mmap: sc("mmap"),
+            munmap: sc("munmap"),
+            madvise: sc("madvise"),
+            page_faults: perf_value("page_faults").map(|v| v as f64 * k),
+            alloc_time_us: top * k / 1000.0,
+            syscall_time_us: syscalls.iter().map(|s| s.total_ns).sum::<u64>() as f64 * k / 1000.0,
+            task_clock_us: perf_value("task_clock").map(|v| v as f64 * k / 1000.0),
+        }
+    });
+
+    let hits: u64 = i.counts.components.iter().map(|s| s.calls).sum();
+    let options = if i.target.options.is_empty() {
+        vec!["defaults".to_string()]
+    } else {
+        i.target.options.clone()
+    };
+    Report {
+        schema_version: SCHEMA_VERSION,
+        final_report: i.final_report,
+        elapsed_s: i.elapsed_s,
+        target: TargetPart {
+            pid: i.target.pid,
+            command: i.target.command.clone(),
+            hakmem: i.target.hakmem_path.display().to_string(),
+            linkage: i.target.linkage,
+            options,
+            state: i.state,
+        },
+        components,
+        syscalls,
+        perf: PerfPart {
+            scope: i.perf_scope,
+            threads: i.perf_threads,
+            counters: i.perf,
+        },
+        correlation: Correlation {
+            allocations,
+            per_1000_allocations: per_1000,
+        },
+        probe: ProbePart {
+            hits,
+            hit_cost_ns: i.hit_cost_ns,
+            added_ms: i.hit_cost_ns.map(|c| c * hits as f64 / 1e6),
+            tsc_ghz: i.tsc.ticks_per_ns,
+            kernel: MISC_COUNTERS
+                .iter()
+                .copied()
+                .zip(i.counts.misc.iter().copied())
+                .collect(),
+        },
+    }
+}
+
+/// A duration in ns for people: "512 ns", "3.4 µs", "12.1 ms", "2.50 s".
+pub fn human_ns(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.1} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+/// A byte count for people.
+pub fn human_bytes(b: f64) -> String {
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// What a component's `arg` means, summarised (see `hakmem::probe::Component`).
+fn detail(c: &ComponentRow) -> String {
+    let avg = c.arg_sum as f64 / c.calls as f64;
+    let pct = 100.0 * c.arg_nonzero as f64 / c.calls as f64;
+    match c.component.as_str() {
+        "malloc" | "realloc" | "large_alloc" => format!("avg size {}", human_bytes(avg)),
+        "free" => format!("avg block {}", human_bytes(avg)),
+        "os_map" | "os_unmap" | "os_purge" => format!("{} total", human_bytes(c.arg_sum as f64)),
+        "bigcache_lookup" => format!("hit {pct:.1}%"),
+        "bigcache_put" => format!("cached {pct:.1}%"),
+        _ => String::new(),
+    }
+}
+
+/// The report as text for a terminal.
+pub fn text(r: &Report) -> String {
+    let mut o = String::new();
+    let t = &r.target;
+    let title = if r.final_report {
+        "final report"
+    } else {
+        "report"
+    };
+    let _ = writeln!(o, "== hakmem trace: {title} after {:.2} s ==", r.elapsed_s);
+    let _ = writeln!(o, "target      pid {} ({}), {}", t.pid, t.state, t.command);
+    let _ = writeln!(o, "hakmem      {} ({:?})", t.hakmem, t.linkage);
+    let _ = writeln!(o, "mode        {}", t.options.join(" "));
+
+    let _ = writeln!(
+        o,
+        "\ncomponents (TSC-timed inside hakmem; share = of malloc+free+realloc time)"
+    );
+    if r.components.is_empty() {
+        let _ = writeln!(
+            o,
+            "  no probe events (the target made no allocations while traced)"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}  {}",
+            "component", "calls", "mean", "p50", "p99", "max", "share", "detail"
+        );
+        for c in &r.components {
+            let _ = writeln!(
+                o,
+                "  {:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6.1}%  {}",
+                c.component,
+                c.calls,
+                human_ns(c.mean_ns),
+                human_ns(c.p50_ns),
+                human_ns(c.p99_ns),
+                human_ns(c.max_ns),
+                100.0 * c.share_of_alloc_time,
+                detail(c)
+            );
+        }
+    }
+
+    let _ = writeln!(o, "\nsyscalls");
+    let _ = writeln!(
+        o,
+        "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "syscall", "count", "total", "mean", "max", "failed", "bytes"
+    );
+    for s in &r.syscalls {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+            s.syscall,
+            s.count,
+            human_ns(s.total_ns as f64),
+            human_ns(s.mean_ns),
+            human_ns(s.max_ns as f64),
+            s.failed,
+            human_bytes(s.bytes as f64)
+        );
+    }
+
+    let _ = writeln!(
+        o,
+        "\nperf counters ({}, {} thread(s))",
+        r.perf.scope, r.perf.threads
+    );
+    for p in &r.perf.counters {
+        let value = match (p.value, p.unit) {
+            (Some(v), "ns") => human_ns(v as f64),
+            (Some(v), _) => v.to_string(),
+            (None, _) => p.note.clone().unwrap_or_else(|| "not supported".into()),
+        };
+        let _ = writeln!(o, "  {:<18} {:>14}", p.name, value);
+    }
+
+    let _ = writeln!(
+        o,
+        "\ncorrelation ({} allocations)",
+        r.correlation.allocations
+    );
+    match &r.correlation.per_1000_allocations {
+        None => {
+            let _ = writeln!(o, "  no allocations seen");
+        }
+        Some(k) => {
+            let opt = |v: Option<f64>, unit: &str| {
+                v.map_or("n/a".to_string(), |v| format!("{v:.2}{unit}"))
+            };
+            let _ = writeln!(
+                o,
+                "  per 1,000 allocations: {:.2} syscalls (mmap {:.2}, munmap {:.2}, madvise {:.2}), {} page faults",
+                k.syscalls,
+                k.mmap,
+                k.munmap,
+                k.madvise,
+                opt(k.page_faults, "")
+            );
+            let _ = writeln!(
+                o,
+                "  time per 1,000 allocations: {} in hakmem, {} in syscalls, {} CPU (task clock)",
+                human_ns(k.alloc_time_us * 1000.0),
+                human_ns(k.syscall_time_us * 1000.0),
+                k.task_clock_us
+                    .map_or("n/a".to_string(), |v| human_ns(v * 1000.0))
+            );
+        }
+    }
+
+    let p = &r.probe;
+    let cost = match (p.hit_cost_ns, p.added_ms) {
+        (Some(c), Some(a)) => format!(
+            " x {} = {} added to the target, not in the figures above",
+            human_ns(c),
+            human_ns(a * 1e6)
+        ),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        o,
+        "\nprobe       {} hits{cost}; TSC {:.3} GHz",
+        p.hits, p.tsc_ghz
+    );
+    let lost: Vec<String> = p
+        .kernel
+        .iter()
+        .filter(|(n, v)| *v > 0 && *n != "gate_stops")
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    if !lost.is_empty() {
+        let _ = writeln!(o, "kernel      {}", lost.join(", "));
+    }
+    o
+}
+
+/// The report in the Prometheus text exposition format (counters since attach;
+/// component durations as a histogram with the log2 buckets as `le` bounds).
+pub fn prometheus(r: &Report, counts: &KernelCounts, tsc: Tsc) -> String {
+    let mut o = String::new();
+    let pid = r.target.pid;
+    let head = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+
+    head(
+        &mut o,
+        "hakmem_component_duration_seconds",
+        "histogram",
+        "Time hakmem spent per component instance (TSC, probe cost excluded).",
+    );
+    for c in &r.components {
+        let stats = &counts.components[c.id as usize];
+        let labels = format!("pid=\"{pid}\",component=\"{}\"", c.component);
+        let mut cumulative = 0u64;
+        let last = stats.hist.iter().rposition(|&n| n > 0).unwrap_or(0);
+        for (bucket, n) in stats.hist.iter().enumerate().take(last + 1) {
+            cumulative += n;
+            let upper_cycles = if bucket >= 63 {
+                u64::MAX as f64
+            } else {
+                ((1u64 << (bucket + 1)) - 1) as f64
+            };
+            let _ = writeln!(
+                o,
+                "hakmem_component_duration_seconds_bucket{{{labels},le=\"{:e}\"}} {cumulative}",
+                tsc.ns(upper_cycles) / 1e9
+            );
+        }
+        let _ = writeln!(
+            o,
+            "hakmem_component_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            c.calls
+        );
+        let _ = writeln!(
+            o,
+            "hakmem_component_duration_seconds_sum{{{labels}}} {:e}",
+            c.total_ns / 1e9
+        );
+        let _ = writeln!(
+            o,
+            "hakmem_component_duration_seconds_count{{{labels}}} {}",
+            c.calls
+        );
+    }
+    head(
+        &mut o,
+        "hakmem_component_arg_total",
+        "counter",
+        "Sum of the probe argument per component (bytes or hits).",
+    );
+    for c in &r.components {
+        let _ = writeln!(
+            o,
+            "hakmem_component_arg_total{{pid=\"{pid}\",component=\"{}\"}} {}",
+            c.component, c.arg_sum
+        );
+    }
+
+    head(
+        &mut o,
+        "hakmem_syscalls_total",
+        "counter",
+        "Memory syscalls made by the process.",
+    );
+    for s in &r.syscalls {
+        let _ = writeln!(
+            o,
+            "hakmem_syscalls_total{{pid=\"{pid}\",syscall=\"{}\"}} {}",
+            s.syscall, s.count
+        );
+    }
+    head(
+        &mut o,
+        "hakmem_syscall_seconds_total",
+        "counter",
+        "Time spent in memory syscalls.",
+    );
+    for s in &r.syscalls {
+        let _ = writeln!(
+            o,
+            "hakmem_syscall_seconds_total{{pid=\"{pid}\",syscall=\"{}\"}} {:e}",
+            s.syscall,
+            s.total_ns as f64 / 1e9
+        );
+    }
+    head(
+        &mut o,
+        "hakmem_syscall_bytes_total",
+        "counter",
+        "Length arguments of the successful memory syscalls.",
+    );
+    for s in &r.syscalls {
+        let _ = writeln!(
+            o,
+            "hakmem_syscall_bytes_total{{pid=\"{pid}\",syscall=\"{}\"}} {}",
+            s.syscall, s.bytes
+        );
+    }
+    head(
+        &mut o,
+        "hakmem_perf_events_total",
+        "counter",
+        "perf counters of the process (task_clock in ns); absent where not supported.",
+    );
+    for p in &r.perf.counters {
+        if let Some(v) = p.value {
+            let _ = writeln!(
+                o,
+                "hakmem_perf_events_total{{pid=\"{pid}\",event=\"{}\"}} {v}",
+                p.name
+            );
+        }
+    }
+    head(
+        &mut o,
+        "hakmem_probe_hits_total",
+        "counter",
+        "Probe events seen (each cost the target one uprobe hit).",
+    );
+    let _ = writeln!(
+        o,
+        "hakmem_probe_hits_total{{pid=\"{pid}\"}} {}",
+        r.probe.hits
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_interpolates_inside_the_bucket() {
+        let mut h = [0u64; HIST_BUCKETS];
+        h[10] = 100; // values in [1024, 2047]
+        let p50 = percentile(&h, 0.5, 5000);
+        assert!((1400..1600).contains(&p50), "p50 {p50}");
+        assert_eq!(percentile(&h, 1.0, 1500), 1500, "capped by the max");
+        assert_eq!(percentile(&[0; HIST_BUCKETS], 0.5, 0), 0);
+    }
+
+    #[test]
+    fn percentile_picks_the_right_bucket() {
+        let mut h = [0u64; HIST_BUCKETS];
+        h[3] = 99;
+        h[20] = 1;
+        assert!(percentile(&h, 0.99, u64::MAX) < 16);
+        assert!(percentile(&h, 1.0, u64::MAX) >= 1 << 20);
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_ns(512.0), "512 ns");
+        assert_eq!(human_ns(3_400.0), "3.4 µs");
+        assert_eq!(human_bytes(2.0 * 1024.0 * 1024.0), "2.0 MiB");
+    }
+}

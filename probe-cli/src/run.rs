@@ -1,0 +1,386 @@
+//! `probe-cli run -- CMD`: start CMD with hakmem (preloaded unless CMD links it),
+//! traced from before its first allocation to its exit.
+//!
+//! No ptrace: the child is forked and waits on a pipe while the probes attach to
+//! files (hakmem's and CMD's), scoped to its pid. A one-shot BPF "gate" on CMD's
+//! entry point stops it with SIGSTOP once the loader has mapped everything; then
+//! hakmem_trace_enabled is written, the gate removed, and the child continued.
+//! Allocations made by shared-library constructors before the entry point are the
+//! only ones that escape the per-component figures (syscalls and perf counters
+//! see everything from exec on).
+
+use crate::cli::{seconds, RunArgs};
+use crate::elf::{self, ElfInfo};
+use crate::error::{Error, Result};
+use crate::perf::{PerfCounters, Scope};
+use crate::probes::Probes;
+use crate::session::{self, Session};
+use crate::target::{self, Linkage, Target};
+use crate::trace::stop_flag;
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Finds CMD like execvp does.
+fn resolve_command(cmd: &str) -> Result<PathBuf> {
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::Usage(format!("no such command: {cmd}")))
+        };
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(cmd))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| Error::Usage(format!("command not found in PATH: {cmd}")))
+}
+
+/// The ELF that runs first: CMD itself, or its `#!` interpreter for a script.
+fn entry_elf(path: &Path) -> Result<PathBuf> {
+    let head = std::fs::read(path).map_err(Error::other("reading the command"))?;
+    if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+        let interp = line
+            .split(|b| *b == b' ' || *b == b'\t')
+            .find(|w| !w.is_empty())
+            .unwrap_or_default();
+        return Ok(PathBuf::from(OsStr::from_bytes(interp)));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Where libhakmem.so is: --preload, next to probe-cli, or in a sibling
+/// `release/` directory (probe-cli built in debug, the library in release).
+fn find_library(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return p
+            .canonicalize()
+            .map_err(|e| Error::NoHakmem(format!("{}: {e}", p.display())));
+    }
+    let exe = std::env::current_exe().map_err(Error::other("locating probe-cli"))?;
+    for dir in exe.ancestors().skip(1).take(4) {
+        for candidate in [dir.join("libhakmem.so"), dir.join("release/libhakmem.so")] {
+            if candidate.is_file() {
+                return candidate
+                    .canonicalize()
+                    .map_err(Error::other("resolving libhakmem.so"));
+            }
+        }
+    }
+    Err(Error::NoHakmem(
+        "libhakmem.so not found next to probe-cli or in target/release: build it with \
+         `cargo build --release -p hakmem-preload` or pass --preload PATH"
+            .into(),
+    ))
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| Error::Usage("arguments and environment cannot contain NUL bytes".into()))
+}
+
+/// A forked child waiting on a pipe before it execs.
+struct Child {
+    pid: libc::pid_t,
+    go: libc::c_int,
+    exec_error: libc::c_int,
+}
+
+/// Forks the child; it blocks until `release` and then execs `path`.
+fn spawn_suspended(path: &Path, argv: &[CString], envp: &[CString]) -> Result<Child> {
+    let path = cstring(path.as_os_str().as_bytes())?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+
+    let mut go = [0; 2];
+    let mut err = [0; 2];
+    // SAFETY: plain pipe2 calls on local arrays.
+    if unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) } != 0
+        || unsafe { libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC) } != 0
+    {
+        return Err(Error::Other(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: the child only calls async-signal-safe functions (read, write,
+    // execve, _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::Other(format!(
+            "fork: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if pid == 0 {
+        unsafe {
+            let mut byte = 0u8;
+            libc::close(go[1]);
+            libc::close(err[0]);
+            if libc::read(go[0], (&mut byte as *mut u8).cast(), 1) != 1 {
+                libc::_exit(126);
+            }
+            libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
+            let errno = *libc::__errno_location();
+            libc::write(err[1], (&errno as *const i32).cast(), 4);
+            libc::_exit(127);
+        }
+    }
+    // SAFETY: closing the child's ends in the parent.
+    unsafe {
+        libc::close(go[0]);
+        libc::close(err[1]);
+    }
+    Ok(Child {
+        pid,
+        go: go[1],
+        exec_error: err[0],
+    })
+}
+
+impl Child {
+    /// Lets the child exec; returns the exec error if there was one.
+    fn release(&mut self) -> Result<()> {
+        let byte = 1u8;
+        // SAFETY: writing one byte to and closing our own pipe ends.
+        unsafe {
+            libc::write(self.go, (&byte as *const u8).cast(), 1);
+            libc::close(self.go);
+        }
+        self.go = -1;
+        let mut errno = 0i32;
+        // Blocks until the exec succeeded (the pipe closes) or failed (errno arrives).
+        let n = unsafe { libc::read(self.exec_error, (&mut errno as *mut i32).cast(), 4) };
+        unsafe { libc::close(self.exec_error) };
+        if n == 4 {
+            self.reap();
+            return Err(Error::Usage(format!(
+                "cannot execute the command: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ends a child that never got released.
+    fn abandon(&mut self) {
+        if self.go >= 0 {
+            // SAFETY: closing our pipe end makes the child's read fail and exit.
+            unsafe { libc::close(self.go) };
+            self.go = -1;
+        }
+        self.reap();
+    }
+
+    fn reap(&self) {
+        let mut status = 0;
+        // SAFETY: waiting on our own child.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
+/// What waitpid said about the child.
+enum Event {
+    Nothing,
+    Stopped(i32),
+    Ended(String),
+}
+
+fn poll_child(pid: libc::pid_t) -> Event {
+    let mut status = 0;
+    // SAFETY: non-blocking wait on our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+    if r != pid {
+        return Event::Nothing;
+    }
+    if libc::WIFSTOPPED(status) {
+        Event::Stopped(libc::WSTOPSIG(status))
+    } else if libc::WIFEXITED(status) {
+        Event::Ended(format!("exited with status {}", libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Event::Ended(format!("killed by signal {}", libc::WTERMSIG(status)))
+    } else {
+        Event::Nothing
+    }
+}
+
+/// Runs the run command.
+pub fn run(args: RunArgs) -> Result<()> {
+    let duration = seconds("duration", args.duration)?;
+    let exe = resolve_command(&args.command[0])?;
+    let gate_elf = entry_elf(&exe)?;
+    let gate_info = elf::inspect(&gate_elf).map_err(Error::Usage)?;
+    let gate_offset = gate_info
+        .entry_offset
+        .ok_or_else(|| Error::Usage(format!("{} has no entry point", gate_elf.display())))?;
+    crate::privileges::check()?;
+
+    // hakmem is in the executable, or comes from the preloaded library.
+    let (hakmem_file, info, linkage, preload): (PathBuf, ElfInfo, Linkage, Option<PathBuf>) =
+        if gate_info.has_hakmem() {
+            (
+                gate_elf.clone(),
+                gate_info.clone(),
+                Linkage::Executable,
+                None,
+            )
+        } else {
+            let lib = find_library(args.preload)?;
+            let info = elf::inspect(&lib).map_err(Error::NoHakmem)?;
+            if !info.has_hakmem() {
+                return Err(Error::NoHakmem(format!(
+                    "{} lacks the {} symbols",
+                    lib.display(),
+                    elf::TRACE_FLAG
+                )));
+            }
+            (lib.clone(), info, Linkage::Preloaded, Some(lib))
+        };
+    let probe_offset = info.probe_offset.expect("has_hakmem checked it");
+
+    let argv = args
+        .command
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    if let Some(lib) = &preload {
+        let lib = lib.as_os_str().as_bytes().to_vec();
+        match env.iter_mut().find(|(k, _)| k == b"LD_PRELOAD") {
+            Some((_, v)) => {
+                let mut joined = lib;
+                joined.push(b':');
+                joined.extend_from_slice(v);
+                *v = joined;
+            }
+            None => env.push((b"LD_PRELOAD".to_vec(), lib)),
+        }
+    }
+    let options: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"HAKMEM_"))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(k),
+                String::from_utf8_lossy(v)
+            )
+        })
+        .collect();
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstring(&[k.as_slice(), b"=", v.as_slice()].concat()))
+        .collect::<Result<Vec<_>>>()?;
+
+    let hit_cost = session::quick_hit_cost();
+    let stop = stop_flag()?;
+    let mut child = spawn_suspended(&exe, &argv, &envp)?;
+    let pid = child.pid as u32;
+
+    let attach = || -> Result<(Probes, PerfCounters)> {
+        let mut probes = Probes::load(pid)?;
+        probes.attach_syscalls()?;
+        probes.attach_components(&hakmem_file, probe_offset)?;
+        probes.attach_gate(&gate_elf, gate_offset)?;
+        Ok((probes, PerfCounters::open(pid, Scope::Inherited)))
+    };
+    let (probes, perf) = match attach() {
+        Ok(v) => v,
+        Err(e) => {
+            child.abandon();
+            return Err(e);
+        }
+    };
+    let placeholder = Target {
+        pid,
+        command: args.command.join(" "),
+        hakmem_path: hakmem_file.clone(),
+        open_path: hakmem_file.clone(),
+        linkage,
+        options,
+        elf: info,
+        flag_address: 0,
+    };
+    let mut session = Session::new(
+        placeholder,
+        probes,
+        perf,
+        Scope::Inherited,
+        hit_cost,
+        args.output,
+    );
+    child.release()?;
+
+    let start = Instant::now();
+    let mut armed = false;
+    let mut asked_to_end: Option<Instant> = None;
+    let state = loop {
+        match poll_child(child.pid) {
+            Event::Ended(how) => break how,
+            Event::Stopped(libc::SIGSTOP) if !armed => {
+                armed = true;
+                arm(&mut session);
+                // SAFETY: continuing our own stopped child.
+                unsafe { libc::kill(child.pid, libc::SIGCONT) };
+            }
+            Event::Stopped(_) | Event::Nothing => {}
+        }
+        let over = stop.load(Ordering::Relaxed) || duration.is_some_and(|d| start.elapsed() >= d);
+        if over && asked_to_end.is_none() {
+            if armed {
+                let _ = session.target.set_tracing(false);
+            }
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.pid, libc::SIGTERM) };
+            asked_to_end = Some(Instant::now());
+        }
+        if asked_to_end.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            // SAFETY: as above; it ignored SIGTERM.
+            unsafe { libc::kill(child.pid, libc::SIGKILL) };
+        }
+        // Poll fast until the gate fired, so the child is not kept stopped.
+        std::thread::sleep(if armed {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_micros(200)
+        });
+    };
+    if !armed {
+        eprintln!("probe-cli: warning: the command ended before reaching its entry point; no component was traced");
+    }
+    session.report(&state, true)
+}
+
+/// At the gate: find hakmem's flag in the now fully mapped child, switch it on and
+/// remove the gate. A failure is reported, and the child still runs (untraced).
+fn arm(session: &mut Session) {
+    match target::locate(session.target.pid) {
+        Ok(located) => {
+            let command = std::mem::take(&mut session.target.command);
+            let options = std::mem::take(&mut session.target.options);
+            session.target = Target {
+                command,
+                options,
+                ..located
+            };
+            if let Err(e) = session.target.set_tracing(true) {
+                eprintln!("probe-cli: warning: {e}");
+            }
+        }
+        Err(e) => eprintln!("probe-cli: warning: {e}; components will not be traced"),
+    }
+    if let Err(e) = session.probes.detach_gate() {
+        eprintln!("probe-cli: warning: {e}");
+    }
+}
