@@ -1,0 +1,96 @@
+//! Folding the measured runs of one allocator on one scenario into a table row.
+//!
+//! Medians everywhere: a stray slow run (a page-cache hiccup, a migration)
+//! moves a mean but not a median, and five runs are too few to trust a mean.
+
+use crate::model::{Row, RunReport};
+use std::collections::BTreeMap;
+
+/// The allocator every other is compared against, as in the origin analysis.
+pub const BASELINE: &str = "mimalloc";
+
+fn median_f64(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+fn median_u64(values: Vec<u64>) -> Option<u64> {
+    median_f64(values.into_iter().map(|v| v as f64).collect()).map(|m| m.round() as u64)
+}
+
+/// One row from the runs that completed and the errors of those that did not.
+pub fn fold(scenario: &str, allocator: &str, samples: Vec<RunReport>, errors: Vec<String>) -> Row {
+    let pick = |f: fn(&RunReport) -> u64| median_u64(samples.iter().map(f).collect());
+    let counted: Vec<&RunReport> = samples
+        .iter()
+        .filter(|s| !s.syscalls.counts.is_empty())
+        .collect();
+    let mut syscalls = BTreeMap::new();
+    if let Some(first) = counted.first() {
+        for name in first.syscalls.counts.keys() {
+            let values = counted
+                .iter()
+                .map(|s| s.syscalls.counts.get(name).copied().unwrap_or(0))
+                .collect();
+            syscalls.insert(name.clone(), median_u64(values).unwrap_or(0));
+        }
+    }
+    Row {
+        scenario: scenario.to_string(),
+        allocator: allocator.to_string(),
+        runs: samples.len(),
+        error: errors.first().cloned(),
+        threads: samples.first().map_or(0, |s| s.child.threads),
+        ops: samples.first().map_or(0, |s| s.child.ops),
+        median_ns: median_f64(samples.iter().map(|s| s.child.ns_per_op).collect()),
+        p99_ns: median_f64(samples.iter().map(|s| s.child.p99_ns).collect()),
+        vs_mimalloc: None,
+        page_faults: pick(|s| s.child.minflt + s.child.majflt),
+        syscalls,
+        syscall_source: samples
+            .first()
+            .map_or_else(|| "n/a".to_string(), |s| s.syscalls.source.clone()),
+        peak_rss_kb: pick(|s| s.child.peak_rss_kb),
+        rss_after_kb: pick(|s| s.child.rss_idle_kb),
+        allocator_stats: samples
+            .last()
+            .map(|s| s.child.allocator_stats.clone())
+            .unwrap_or_default(),
+        samples,
+    }
+}
+
+/// Fill `vs_mimalloc` on every row of every scenario that has a mimalloc row.
+pub fn set_ratios(rows: &mut [Row]) {
+    let baselines: BTreeMap<String, f64> = rows
+        .iter()
+        .filter(|r| r.allocator == BASELINE)
+        .filter_map(|r| r.median_ns.map(|m| (r.scenario.clone(), m)))
+        .collect();
+    for row in rows {
+        if let (Some(base), Some(m)) = (baselines.get(&row.scenario), row.median_ns) {
+            row.vs_mimalloc = Some(m / base);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median_f64(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median_f64(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median_f64(vec![]), None);
+        assert_eq!(median_u64(vec![10, 1000, 11]), Some(11));
+    }
+}

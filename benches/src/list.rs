@@ -1,0 +1,32 @@
+//! `list`: the scenarios, and which allocators this machine can run and why not.
+
+use crate::allocators;
+use crate::cli::SyscallMode;
+use crate::scenarios;
+use crate::syscount;
+
+/// Print both tables to stdout.
+pub fn list() {
+    println!("scenarios:");
+    for s in scenarios::ALL {
+        let threads = if s.threaded { "threads" } else { "1 thread" };
+        println!("  {:<16} {:<9} {}", s.name, threads, s.about);
+    }
+    println!("\nallocators:");
+    for a in allocators::catalogue() {
+        let status = match a.availability() {
+            Ok(()) if a.default_set => "available".to_string(),
+            Ok(()) => "available (not in the default set)".to_string(),
+            Err(why) => format!("missing: {why}"),
+        };
+        println!("  {:<17} {:<40} {}", a.name, status, a.about);
+    }
+    println!(
+        "  {:<17} {:<40} {}",
+        "preload:PATH", "if PATH exists", "any malloc library via LD_PRELOAD"
+    );
+    println!(
+        "\nsyscall counting: {}",
+        syscount::choose(SyscallMode::Auto).label()
+    );
+}

@@ -1,0 +1,98 @@
+//! The workloads: each a documented, deterministic (fixed-seed) allocation pattern.
+//!
+//! A scenario gets its size and thread count in [`Params`] and returns an
+//! [`Outcome`]: how many operations it did and a latency histogram in
+//! picoseconds per operation (see `timing`). What one "operation" is differs per
+//! scenario and is stated in each module's documentation; comparisons are only
+//! ever made between allocators on the same scenario.
+
+use crate::timing::{new_histogram, Recorder};
+use hdrhistogram::Histogram;
+
+pub mod cache_scratch;
+pub mod fragmentation;
+pub mod glibc_simple;
+pub mod larson;
+pub mod mstress;
+pub mod realloc;
+pub mod small_churn;
+pub mod small_churn_mt;
+pub mod vm;
+pub mod xthread;
+
+/// What a scenario is told.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Worker threads for multi-threaded scenarios (single-threaded ones ignore it).
+    pub threads: usize,
+    /// Multiplier on the scenario's default amount of work (tiny = 0.005).
+    pub scale: f64,
+}
+
+impl Params {
+    /// `base` scaled by the size factor, never below `min`.
+    pub fn scaled(&self, base: u64, min: u64) -> u64 {
+        ((base as f64 * self.scale) as u64).max(min)
+    }
+}
+
+/// What a scenario reports back.
+pub struct Outcome {
+    /// Operations performed (the denominator of ns/op).
+    pub ops: u64,
+    /// Threads that did the work (1 for single-threaded scenarios).
+    pub threads: usize,
+    /// Per-batch time per operation in picoseconds, all threads merged.
+    pub latency: Histogram<u64>,
+}
+
+impl Outcome {
+    /// Merge the recorders of all worker threads.
+    pub fn from_recorders(threads: usize, recorders: impl IntoIterator<Item = Recorder>) -> Self {
+        let mut latency = new_histogram();
+        let mut ops = 0;
+        for recorder in recorders {
+            let (n, histogram) = recorder.finish();
+            ops += n;
+            latency
+                .add(&histogram)
+                .expect("all recorders share the same bounds");
+        }
+        Outcome {
+            ops,
+            threads,
+            latency,
+        }
+    }
+}
+
+/// One entry of the scenario table.
+pub struct Scenario {
+    /// The name used on the command line.
+    pub name: &'static str,
+    /// One line for `hakmem-bench list`.
+    pub about: &'static str,
+    /// Whether `--threads` changes it.
+    pub threaded: bool,
+    /// Runs the workload once.
+    pub run: fn(&Params) -> Outcome,
+}
+
+/// Every scenario, in the order tables list them.
+pub static ALL: &[Scenario] = &[
+    vm::SCENARIO,
+    small_churn::SCENARIO,
+    small_churn_mt::SCENARIO,
+    larson::SCENARIO,
+    xthread::SCENARIO,
+    cache_scratch::SCENARIO,
+    mstress::SCENARIO,
+    realloc::SCENARIO,
+    fragmentation::SCENARIO,
+    glibc_simple::SCENARIO,
+];
+
+/// Look a scenario up by its command-line name.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().find(|s| s.name == name)
+}
