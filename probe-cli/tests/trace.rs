@@ -1,0 +1,515 @@
+//! probe-cli's eBPF integration tests: real workloads with known counts, traced by
+//! the real binary, as root. Where the kernel or the user cannot load BPF programs
+//! each test prints why and skips; on the project's machines they run.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const PROBE_CLI: &str = env!("CARGO_BIN_EXE_probe-cli");
+
+/// Why BPF tests cannot run here, if they cannot.
+fn bpf_unavailable() -> Option<String> {
+    static REASON: OnceLock<Option<String>> = OnceLock::new();
+    REASON
+        .get_or_init(|| {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                return Some(
+                    "not root: loading BPF programs needs root (scripts/test-ebpf.sh runs as root)"
+                        .into(),
+                );
+            }
+            let out = Command::new(PROBE_CLI)
+                .args(["calibrate", "--iterations", "1000", "--rounds", "1"])
+                .output()
+                .unwrap();
+            match out.status.code() {
+                Some(0) => None,
+                Some(1) | Some(3) => Some(format!(
+                    "the kernel refuses BPF here: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                _ => panic!(
+                    "probe-cli calibrate failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            }
+        })
+        .clone()
+}
+
+macro_rules! require_bpf {
+    () => {
+        if let Some(reason) = bpf_unavailable() {
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    };
+}
+
+/// The workspace's target directory (probe-cli lives in target/<profile>/).
+fn target_dir() -> PathBuf {
+    Path::new(PROBE_CLI)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// target/release/libhakmem.so, which `cargo build --release -p hakmem-preload` makes.
+fn libhakmem() -> PathBuf {
+    let lib = target_dir().join("release/libhakmem.so");
+    assert!(
+        lib.is_file(),
+        "{} missing: run `cargo build --release -p hakmem-preload` first",
+        lib.display()
+    );
+    lib
+}
+
+/// The C workload, compiled once per test run.
+fn alloc_counts() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/alloc_counts.c");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("alloc_counts");
+        let status = Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("cc runs");
+        assert!(status.success(), "compiling {}", src.display());
+        out
+    })
+    .clone()
+}
+
+/// The last JSON report probe-cli printed.
+fn last_report(stdout: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON report in: {text}"));
+    serde_json::from_str(line).expect("report is JSON")
+}
+
+fn component(report: &Value, name: &str) -> u64 {
+    report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == name)
+        .map_or(0, |c| c["calls"].as_u64().unwrap())
+}
+
+fn syscall(report: &Value, name: &str) -> u64 {
+    report["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["syscall"] == name)
+        .unwrap()["count"]
+        .as_u64()
+        .unwrap()
+}
+
+fn perf(report: &Value, name: &str) -> Option<u64> {
+    report["perf"]["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()["value"]
+        .as_u64()
+}
+
+/// Reads lines from `r` until one equals `want` (panics on EOF).
+fn wait_line(r: &mut impl BufRead, want: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "EOF before {want:?}");
+        if line.trim() == want {
+            return;
+        }
+    }
+}
+
+/// Reads `hakmem_trace_enabled` of a process with a preloaded libhakmem.so.
+fn trace_flag(pid: u32, lib: &Path) -> u32 {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(lib).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let vaddr = file
+        .dynamic_symbols()
+        .find(|s| s.name() == Ok("hakmem_trace_enabled"))
+        .unwrap()
+        .address();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let lib = lib.canonicalize().unwrap();
+    let base = maps
+        .lines()
+        .find(|l| {
+            l.ends_with(lib.to_str().unwrap()) && l.split_whitespace().nth(2) == Some("00000000")
+        })
+        .map(|l| u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap())
+        .unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut v = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(&mem, &mut v, base + vaddr).unwrap();
+    u32::from_ne_bytes(v)
+}
+
+/// A preloaded alloc_counts waiting for its go byte, with a tracer attached.
+struct Attached {
+    target: std::process::Child,
+    target_out: BufReader<std::process::ChildStdout>,
+    tracer: std::process::Child,
+}
+
+fn start_traced(large: u32, small: u32, trace_args: &[&str]) -> Attached {
+    let mut target = Command::new(alloc_counts())
+        .args([large.to_string(), small.to_string(), "--wait".into()])
+        .env("LD_PRELOAD", libhakmem())
+        .env("HAKMEM_BIGCACHE", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut target_out = BufReader::new(target.stdout.take().unwrap());
+    wait_line(&mut target_out, "ready");
+    let mut tracer = Command::new(PROBE_CLI)
+        .args(["trace", "--pid", &target.id().to_string(), "--json"])
+        .args(trace_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // probe-cli says "tracing pid N" on stderr once hakmem's flag is set.
+    let mut err = BufReader::new(tracer.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("tracing pid") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "probe-cli ended before attaching"
+        );
+    }
+    Attached {
+        target,
+        target_out,
+        tracer,
+    }
+}
+
+#[test]
+fn hakmem_probe_event_and_syscalls_count_a_traced_pid_exactly() {
+    require_bpf!();
+    let (large, small) = (16, 3000);
+    let mut a = start_traced(large, small, &[]);
+    let mut stdin = a.target.stdin.take().unwrap();
+    stdin.write_all(b"g").unwrap();
+    wait_line(&mut a.target_out, "done");
+    drop(stdin); // the target exits; the tracer sees it and prints its final report
+    assert!(a.target.wait().unwrap().success());
+    let out = a.tracer.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "probe-cli: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_report(&out.stdout);
+
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["final_report"], true);
+    assert_eq!(r["target"]["state"], "exited");
+    assert_eq!(r["target"]["linkage"], "preloaded");
+    // Every malloc and free between the go byte and "done" is one probe event.
+    assert_eq!(component(&r, "malloc"), u64::from(large + small));
+    assert_eq!(component(&r, "free"), u64::from(large + small));
+    assert!(component(&r, "large_alloc") >= u64::from(large));
+    // BigCache off: each 2 MiB block is mapped and unmapped (alignment may add a trim).
+    let (mmap, munmap) = (syscall(&r, "mmap"), syscall(&r, "munmap"));
+    assert!(
+        (u64::from(large)..=u64::from(2 * large + 8)).contains(&mmap),
+        "mmap {mmap}"
+    );
+    assert!(munmap >= u64::from(large), "munmap {munmap}");
+    assert!(
+        perf(&r, "page_faults").unwrap() >= u64::from(large),
+        "every block is touched"
+    );
+    assert!(perf(&r, "task_clock").unwrap() > 0);
+    assert_eq!(r["correlation"]["allocations"], u64::from(large + small));
+}
+
+#[test]
+fn trace_duration_reports_every_interval_detaches_and_writes_prometheus() {
+    require_bpf!();
+    let prom = Path::new(env!("CARGO_TARGET_TMPDIR")).join("trace.prom");
+    let _ = std::fs::remove_file(&prom);
+    let mut a = start_traced(
+        2,
+        100,
+        &[
+            "--duration",
+            "0.6",
+            "--interval",
+            "0.2",
+            "--prometheus",
+            prom.to_str().unwrap(),
+        ],
+    );
+    let out = a.tracer.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "probe-cli: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .count();
+    assert!(
+        reports >= 2,
+        "{reports} reports: intervals and the final one"
+    );
+    let r = last_report(&out.stdout);
+    assert_eq!(r["target"]["state"], "detached");
+    // Detached cleanly: hakmem no longer times anything.
+    assert_eq!(trace_flag(a.target.id(), &libhakmem()), 0);
+    let text = std::fs::read_to_string(&prom).expect("prometheus file written");
+    assert!(
+        text.contains("# TYPE hakmem_syscalls_total counter"),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "hakmem_syscalls_total{{pid=\"{}\",syscall=\"mmap\"}}",
+        a.target.id()
+    )));
+    let _ = a.target.kill();
+    let _ = a.target.wait();
+}
+
+#[test]
+fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
+    require_bpf!();
+    let (large, small): (u32, u32) = (12, 2000);
+    let out = Command::new(PROBE_CLI)
+        .args(["run", "--json", "--preload"])
+        .arg(libhakmem())
+        .arg("--")
+        .arg(alloc_counts())
+        .args([large.to_string(), small.to_string()])
+        .env("HAKMEM_BIGCACHE", "off")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "probe-cli: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_report(&out.stdout);
+    assert_eq!(r["target"]["state"], "exited with status 0");
+    assert_eq!(r["target"]["linkage"], "preloaded");
+    assert!(r["target"]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == "HAKMEM_BIGCACHE=off"));
+    assert!(
+        component(&r, "malloc") >= u64::from(large + small),
+        "malloc {}",
+        component(&r, "malloc")
+    );
+    assert!(syscall(&r, "mmap") >= u64::from(large));
+    assert!(syscall(&r, "munmap") >= u64::from(large));
+}
+
+#[test]
+fn run_traces_a_rust_program_linking_hakmem() {
+    require_bpf!();
+    let example = target_dir()
+        .join(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        })
+        .join("examples/rust_workload");
+    assert!(
+        example.is_file(),
+        "{} missing (cargo test builds examples)",
+        example.display()
+    );
+    let out = Command::new(PROBE_CLI)
+        .args(["run", "--json", "--"])
+        .arg(&example)
+        .args(["6", "1500"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "probe-cli: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_report(&out.stdout);
+    assert_eq!(r["target"]["linkage"], "executable");
+    assert!(
+        component(&r, "malloc") >= 1506,
+        "malloc {}",
+        component(&r, "malloc")
+    );
+    assert!(syscall(&r, "mmap") >= 1);
+}
+
+#[test]
+fn calibrate_measures_a_probe_hit() {
+    require_bpf!();
+    let out = Command::new(PROBE_CLI)
+        .args([
+            "calibrate",
+            "--json",
+            "--iterations",
+            "20000",
+            "--rounds",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hit = c["probe_hit_ns"].as_f64().unwrap();
+    assert!(hit > 10.0 && hit < 100_000.0, "probe hit {hit} ns");
+}
+
+fn exit_code(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(PROBE_CLI).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn no_such_process_exits_4() {
+    let (code, err) = exit_code(&["trace", "--pid", "999999999"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("no such process"), "{err}");
+}
+
+#[test]
+fn process_without_hakmem_exits_4() {
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let (code, err) = exit_code(&["trace", "--pid", &sleeper.id().to_string()]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("hakmem not found"), "{err}");
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    for args in [
+        &["trace"][..],
+        &["trace", "--pid", "abc"],
+        &["trace", "--pid", "1", "--duration", "-1"],
+        &["trace", "--pid", "1", "--interval", "0"],
+        &["run", "--", "/nonexistent/command"],
+        &["run"],
+        &["breakdown"],
+    ] {
+        let (code, err) = exit_code(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn unprivileged_user_exits_3_naming_what_is_missing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: dropping to an unprivileged user needs root");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(PROBE_CLI)
+        .arg("calibrate")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(126)
+        || err.contains("Permission denied") && out.status.code() != Some(3)
+    {
+        eprintln!("SKIP: user 65534 cannot execute {PROBE_CLI}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON") && err.contains("root"),
+        "{err}"
+    );
+}
+
+#[test]
+fn target_exit_mid_trace_gives_a_final_report() {
+    require_bpf!();
+    // A target that allocates a little, then lives for a moment and exits on its own.
+    let mut target = Command::new(alloc_counts())
+        .args(["1", "10", "--wait"])
+        .env("LD_PRELOAD", libhakmem())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(target.stdout.take().unwrap());
+    wait_line(&mut out, "ready");
+    let tracer = Command::new(PROBE_CLI)
+        .args([
+            "trace",
+            "--pid",
+            &target.id().to_string(),
+            "--json",
+            "--duration",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let started = Instant::now();
+    drop(target.stdin.take()); // EOF before the go byte: the target exits with status 1
+    let _ = target.wait();
+    let done = tracer.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the tracer noticed the exit"
+    );
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(last_report(&done.stdout)["target"]["state"], "exited");
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+}
