@@ -289,17 +289,23 @@ fn fatal(msg: core::fmt::Arguments) -> ! {
 /// Debug check: `p` lies in a hakmem page but is not the start of a block.
 #[cold]
 pub fn invalid_pointer(op: &str, p: *mut u8, class: usize) -> ! {
-    fatal(format_args!("hakmem: {op}({p:p}): not the start of a block (size class {class})"))
+    fatal(format_args!(
+        "hakmem: {op}({p:p}): not the start of a block (size class {class})"
+    ))
 }
 
 /// Debug check: `p` is already free.
 #[cold]
 pub fn double_free(p: *mut u8, class: usize) -> ! {
-    fatal(format_args!("hakmem: double free of {p:p} (size class {class})"))
+    fatal(format_args!(
+        "hakmem: double free of {p:p} (size class {class})"
+    ))
 }
 
 /// Debug check: a large block's header magic is wrong.
 #[cold]
 pub fn corrupt_header(p: *mut u8) -> ! {
-    fatal(format_args!("hakmem: corrupt large-block header before {p:p}"))
+    fatal(format_args!(
+        "hakmem: corrupt large-block header before {p:p}"
+    ))
 }

@@ -163,11 +163,12 @@ pub unsafe fn free_class(addr: usize) {
     // SAFETY: the caller checked the segment map.
     unsafe {
         let page = (*seg).page_of(addr);
-        if cfg!(any(debug_assertions, feature = "debug-checks")) {
-            check_block(page, addr);
-        }
         let heap = current();
-        if (*seg).owner.load(Ordering::Relaxed) == heap as usize {
+        let local = (*seg).owner.load(Ordering::Relaxed) == heap as usize;
+        if cfg!(any(debug_assertions, feature = "debug-checks")) {
+            check_block(page, addr, local);
+        }
+        if local {
             (*heap).counters.frees[(*page).class as usize].add(1);
             if (*page).push_local(addr as *mut Block) {
                 free_local_slow(&mut *heap, seg, page);
@@ -188,12 +189,18 @@ pub unsafe fn usable_size_class(addr: usize) -> usize {
     unsafe { (*(*Segment::of(addr)).page_of(addr)).block_size as usize }
 }
 
+/// Debug check of a freed block; `local`: this thread owns the page.
 #[cold]
-fn check_block(page: *mut Page, addr: usize) {
+fn check_block(page: *mut Page, addr: usize, local: bool) {
     // SAFETY: `page` is a descriptor in a hakmem segment header.
     let p = unsafe { &*page };
     if !p.is_block_start(addr) {
         crate::api::invalid_pointer("free", addr as *mut u8, p.class as usize);
+    }
+    // Only the owner may read its free list: another thread would race with
+    // the owner popping blocks and follow a `next` the user has overwritten.
+    if !local {
+        return;
     }
     // A double free most often hits the head of the free list.
     let mut b = p.free;
@@ -345,7 +352,11 @@ impl Heap {
         // SAFETY: neighbours are pages of the same queue.
         unsafe {
             if p.prev.is_null() {
-                self.first[c] = if p.next.is_null() { empty_page() } else { p.next };
+                self.first[c] = if p.next.is_null() {
+                    empty_page()
+                } else {
+                    p.next
+                };
             } else {
                 (*p.prev).next = p.next;
             }
@@ -442,7 +453,10 @@ impl Heap {
     /// pool, or the OS.
     fn new_page(&mut self, c: usize) -> Option<*mut Page> {
         let kind = page_kind(c);
-        let mut reclaimed = false;
+        // Abandoned segments are adopted before a fresh one is taken, several
+        // per call: a thread that exits leaves several segments behind, and
+        // adopting fewer than are left makes the abandoned stack grow forever.
+        let mut reclaims_left = RECLAIMS_PER_NEW_SEGMENT;
         loop {
             let seg = self.segments[kind as usize];
             // SAFETY: owned segments.
@@ -456,8 +470,8 @@ impl Heap {
                 self.push_front(page);
                 return Some(page);
             }
-            if !reclaimed {
-                reclaimed = true;
+            if reclaims_left > 0 {
+                reclaims_left -= 1;
                 if self.reclaim_abandoned() {
                     // Reclaimed pages may already serve this class.
                     let first = self.first[c];
@@ -469,21 +483,35 @@ impl Heap {
                     }
                     continue;
                 }
+                reclaims_left = 0;
             }
             let seg = segment::acquire(kind, self as *mut Heap as usize)?;
             self.segment_push_front(seg);
         }
     }
 
+    /// Adopts every segment left by exited threads (`collect(true)`): their
+    /// free pages can then be purged and empty segments pooled.
+    fn reclaim_all_abandoned(&mut self) {
+        while self.reclaim_abandoned() {}
+    }
+
     /// Adopts one segment left by an exited thread. Returns true if one was found.
     fn reclaim_abandoned(&mut self) -> bool {
-        let Some(seg) = ABANDONED.pop() else { return false };
+        let Some(seg) = ABANDONED.pop() else {
+            return false;
+        };
         GLOBAL.segments_reclaimed.fetch_add(1, Ordering::Relaxed);
         // SAFETY: popped from the abandoned stack, so nobody else owns it.
         let s = unsafe { &mut *seg };
         s.owner.store(self as *mut Heap as usize, Ordering::Release);
         s.remote_pending.store(0, Ordering::SeqCst);
-        self.segment_push_front(seg);
+        // Segments with free pages come first: new_page looks only at the head.
+        if s.has_free_page() {
+            self.segment_push_front(seg);
+        } else {
+            self.segment_push_back(seg);
+        }
         let now = os::monotonic_ns();
         for i in 0..s.kind.page_count() {
             let page: *mut Page = &mut s.pages[i];
@@ -587,12 +615,12 @@ impl Heap {
             }
         }
         segment::maintain_pool(now, delay_ns);
-        crate::large::purge_thread(self, now, delay_ns);
+        crate::large_path::purge_thread(self, now, delay_ns);
     }
 
     /// Thread exit: give back what is free, leave the rest for other threads.
     fn abandon(&mut self) {
-        crate::large::thread_exit(self);
+        crate::large_path::thread_exit(self);
         self.collect_remote();
         let now = os::monotonic_ns();
         for k in 0..3 {
@@ -649,6 +677,9 @@ impl Heap {
 // ---------------------------------------------------------------------------
 // Heap life cycle: creation, thread exit, the pool of unused heaps, the registry
 // ---------------------------------------------------------------------------
+
+/// How many abandoned segments `new_page` may adopt before it maps a fresh one.
+const RECLAIMS_PER_NEW_SEGMENT: u32 = 8;
 
 /// Heaps are page-aligned, so the low 12 bits of the pool head are an ABA tag.
 const HEAP_TAG: usize = os::OS_PAGE - 1;
@@ -733,6 +764,8 @@ fn exit_key() -> Option<libc::pthread_key_t> {
 #[inline(never)]
 fn init_current() -> Option<*mut Heap> {
     let heap = pool_pop().or_else(new_heap)?;
+    // SAFETY: a heap nobody else uses.
+    unsafe { (*heap).large.configure(&options::get()) };
     // Publish before pthread_setspecific: if that allocates (keys ≥ 32 in
     // glibc), the nested malloc must find this heap, not recurse here.
     CURRENT.set(heap);
@@ -779,8 +812,15 @@ pub fn collect(force: bool) {
     }
     // SAFETY: this thread's heap.
     let h = unsafe { &mut *h };
+    if force {
+        h.reclaim_all_abandoned();
+    }
     h.collect_remote();
-    let delay = if force { 0 } else { options::get().purge_delay_ms * 1_000_000 };
+    let delay = if force {
+        0
+    } else {
+        options::get().purge_delay_ms * 1_000_000
+    };
     h.purge(os::monotonic_ns(), delay);
     if cfg!(any(debug_assertions, feature = "debug-checks")) {
         h.check();

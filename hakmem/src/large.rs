@@ -28,7 +28,8 @@ pub struct LargeHeader {
     pub len_pages: u32,
     /// Distance from the mapping start to the block, in bytes.
     pub offset: u32,
-    /// Call-site slot of the allocation (see `profile.rs`), for BigCache keying.
+    /// Low 24 bits: call-site slot of the allocation (`profile.rs`), for
+    /// BigCache keying; high 8 bits: the ELO strategy it was mapped with.
     pub site: u32,
     /// `MAGIC` (checked in debug builds only).
     pub magic: u32,
@@ -38,13 +39,62 @@ pub const HEADER_SIZE: usize = core::mem::size_of::<LargeHeader>();
 const _: () = assert!(HEADER_SIZE == 16);
 const MAGIC: u32 = 0x4841_4b4d; // "HAKM"
 
-/// Per-thread large-block state (BigCache slots, ELO sampling).
-pub struct ThreadState {}
+/// Per-thread large-block state: BigCache slots, exploration RNG, the one
+/// allocation being measured for ELO, and the purge clock.
+pub struct ThreadState {
+    pub cache: crate::bigcache::ThreadCache,
+    pub rng: crate::elo::Rng,
+    pub sample: crate::evolution::Sample,
+    /// Large allocations until the next measured one.
+    pub sample_countdown: u32,
+    /// Large operations since the last purge-clock check.
+    pub ops: u32,
+    /// Earliest time of the next purge pass, in monotonic ns.
+    pub next_purge_ns: u64,
+    /// Options this path needs, copied at heap set-up (they never change).
+    pub mode: crate::options::BigCacheMode,
+    pub profiling: bool,
+    pub purge_delay_ns: u64,
+}
 
 impl ThreadState {
     pub const fn new() -> Self {
-        ThreadState {}
+        ThreadState {
+            cache: crate::bigcache::ThreadCache::new(),
+            rng: crate::elo::Rng(0x9e37_79b9_7f4a_7c15),
+            sample: crate::evolution::Sample::NONE,
+            sample_countdown: 0,
+            ops: 0,
+            next_purge_ns: 0,
+            mode: crate::options::BigCacheMode::Off,
+            profiling: false,
+            purge_delay_ns: 0,
+        }
     }
+
+    /// Copies the options into the thread's state (at heap set-up).
+    pub fn configure(&mut self, o: &crate::options::Options) {
+        self.mode = o.bigcache;
+        self.profiling = o.profiling();
+        self.purge_delay_ns = o.purge_delay_ms.saturating_mul(1_000_000);
+        // A different exploration sequence per thread.
+        self.rng.0 ^= (self as *mut Self as u64).rotate_left(17) | 1;
+    }
+}
+
+/// Packs a site slot and a strategy id into the header's site word.
+pub fn site_word(site_slot: u32, strategy: u8) -> u32 {
+    (site_slot & 0x00ff_ffff) | (strategy as u32) << 24
+}
+
+/// The site slot of a header's site word.
+pub fn site_of(word: u32) -> u32 {
+    word & 0x00ff_ffff
+}
+
+/// The strategy id of a header's site word.
+pub fn strategy_of(word: u32) -> u8 {
+    (word >> 24) as u8
 }
 
 impl Default for ThreadState {
@@ -71,9 +121,7 @@ pub unsafe fn header(p: usize, region: Region) -> Option<*mut LargeHeader> {
     let base = p & !(SEGMENT_SIZE - 1);
     let (h, expected_offset) = match region {
         Region::LargeHeaderAtBase => (base as *mut LargeHeader, p - base),
-        Region::LargeHeaderBefore if p == base => {
-            ((p - HEADER_SIZE) as *mut LargeHeader, OS_PAGE)
-        }
+        Region::LargeHeaderBefore if p == base => ((p - HEADER_SIZE) as *mut LargeHeader, OS_PAGE),
         _ => return None,
     };
     // SAFETY: the region is ours, so the header address is mapped.
@@ -94,9 +142,31 @@ pub fn usable_size(h: *const LargeHeader) -> usize {
     hdr.len_pages as usize * OS_PAGE - hdr.offset as usize
 }
 
-/// Maps a block of at least `size` usable bytes aligned to `align`, with
-/// `mapped_size` ≥ size bytes of mapping behind the block.
-pub fn map_block(size: usize, align: usize, site: u32) -> Option<Block> {
+/// Maps a block of at least `size` usable bytes aligned to `align`, following
+/// `strategy` (an index into `elo::STRATEGIES`); `site` is the header's site word.
+pub fn map_block(size: usize, align: usize, site: u32, strategy: u8) -> Option<Block> {
+    let s = &crate::elo::STRATEGIES[strategy as usize];
+    let mapped = size.checked_add(size / 100 * s.slack_pct as usize)?;
+    let block = map_raw(mapped, align, site_word(site, strategy))?;
+    let len = usable_size_at(block.ptr);
+    if s.hugepage {
+        // The whole mapping: THP needs 2 MiB-aligned ranges, and the mapping starts 4 MiB-aligned.
+        let start = block.ptr as usize & !(OS_PAGE - 1);
+        os::advise_hugepage(start as *mut u8, (len + OS_PAGE) & !(OS_PAGE - 1));
+    }
+    if s.populate {
+        os::populate(block.ptr, size);
+    }
+    Some(block)
+}
+
+fn usable_size_at(p: *mut u8) -> usize {
+    let r = segment_map::lookup(p as usize);
+    // SAFETY: `p` was just mapped and registered.
+    usable_size(unsafe { header(p as usize, r) }.expect("fresh block"))
+}
+
+fn map_raw(size: usize, align: usize, site: u32) -> Option<Block> {
     let align = align.max(16);
     let t = probe::now();
     let p = if align < SEGMENT_SIZE {
@@ -127,7 +197,10 @@ pub fn map_block(size: usize, align: usize, site: u32) -> Option<Block> {
     if probe::tracing() {
         probe::emit(Component::Header, t, 0);
     }
-    Some(Block { ptr: p as *mut u8, zeroed: true })
+    Some(Block {
+        ptr: p as *mut u8,
+        zeroed: true,
+    })
 }
 
 fn page_round(n: usize) -> Option<usize> {
@@ -177,9 +250,3 @@ pub fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) -> bool {
     hdr.len_pages = (new_len / OS_PAGE) as u32;
     true
 }
-
-/// Periodic purge of this thread's large-block caches.
-pub fn purge_thread(_heap: &mut crate::heap::Heap, _now: u64, _delay_ns: u64) {}
-
-/// Thread exit: hand back what this thread's large-block state holds.
-pub fn thread_exit(_heap: &mut crate::heap::Heap) {}

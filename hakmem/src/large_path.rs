@@ -1,14 +1,30 @@
 //! The large-block paths: allocation and free of blocks above the last size class.
 //!
-//! Allocation: choose a strategy (ELO), look in the BigCache, else map.
-//! Free: validate the header, offer the block to the BigCache, else unmap.
+//! Allocation: choose a strategy (evolution/ELO: one load when frozen), look
+//! in the BigCache (per-thread slots by call site and size class, or the
+//! global cache), else map a block the way the strategy says. Free: validate
+//! the header, offer the block to the BigCache, else unmap. One allocation in
+//! a few is measured for the ELO ratings (`evolution.rs`).
 
-use crate::heap;
-use crate::large::{self, LargeHeader};
+use crate::bigcache::{self, Put};
+use crate::evolution::{self, Sample};
+use crate::heap::{self, Heap};
+use crate::large::{self, LargeHeader, HEADER_SIZE};
+use crate::options::BigCacheMode;
 use crate::os;
 use crate::probe::{self, Component};
+use crate::profile;
 use crate::segment_map::Region;
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Large operations between two looks at the purge clock.
+const OPS_PER_CLOCK_CHECK: u32 = 64;
+
+fn fail() -> *mut u8 {
+    os::set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
 
 /// Allocates a large block of `size` bytes aligned to `align`; zeroed if `zero`.
 #[cold]
@@ -16,27 +32,85 @@ use core::ptr;
 pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
     let t = if probe::tracing() { probe::now() } else { 0 };
     if crate::api::too_big(size) {
-        os::set_errno(libc::ENOMEM);
-        return ptr::null_mut();
+        return fail();
     }
-    let Some(h) = heap::current_or_init() else {
-        os::set_errno(libc::ENOMEM);
-        return ptr::null_mut();
+    let Some(heap) = heap::current_or_init() else {
+        return fail();
     };
-    let site_slot = crate::profile::site_slot(site);
-    let Some(block) = large::map_block(size, align, site_slot) else {
-        os::set_errno(libc::ENOMEM);
-        return ptr::null_mut();
-    };
-    if zero && !block.zeroed {
-        // SAFETY: a fresh block of at least `size` bytes.
-        unsafe { ptr::write_bytes(block.ptr, 0, size) };
+    // SAFETY: this thread's heap, used only by this thread.
+    let h = unsafe { &mut *heap };
+    h.large.ops += 1;
+    if h.large.ops >= OPS_PER_CLOCK_CHECK {
+        h.large.ops = 0;
+        let delay = h.large.purge_delay_ns;
+        purge_thread(h, os::monotonic_ns(), delay);
     }
-    // SAFETY: this thread's heap.
-    unsafe {
-        let usable = large::usable_size(large_header_of(block.ptr));
-        (*h).counters.large_allocs.add(1);
-        (*h).counters.large_bytes_allocated.add(usable as u64);
+    let mode = h.large.mode;
+    let slot = if h.large.profiling {
+        profile::site_slot(site)
+    } else {
+        0
+    };
+    let strategy = evolution::select(&mut h.large.rng);
+    let sampling = evolution::should_sample(&mut h.large);
+    let (t0, faults0) = if sampling {
+        (probe::now(), evolution::begin_sample())
+    } else {
+        (0, 0)
+    };
+
+    let mut map_size = size;
+    if mode != BigCacheMode::Off && bigcache::cacheable(size, align) {
+        let tl = if t != 0 { probe::now() } else { 0 };
+        let hit = match mode {
+            BigCacheMode::Thread => h.large.cache.get(size, slot),
+            _ => bigcache::global_get(size),
+        };
+        if tl != 0 {
+            probe::emit(Component::BigCacheLookup, tl, hit.is_some() as u64);
+        }
+        if let Some(p) = hit {
+            // Cached blocks have the default layout: the header just before the block.
+            let hdr = (p - HEADER_SIZE) as *mut LargeHeader;
+            // SAFETY: a cached block's header (validated when it was freed).
+            let word = unsafe { (*hdr).site };
+            if large::site_of(word) != slot {
+                // SAFETY: as above.
+                unsafe { (*hdr).site = large::site_word(slot, large::strategy_of(word)) };
+            }
+            let usable = large::usable_size(hdr);
+            h.counters.bigcache_hits.add(1);
+            finish_alloc(h, p as *mut u8, size, usable, slot, true, zero, false);
+            if sampling {
+                h.large.sample = Sample {
+                    ptr: p,
+                    alloc_cycles: probe::now() - t0,
+                    faults0,
+                    size,
+                };
+            }
+            if t != 0 {
+                probe::emit(Component::LargeAlloc, t, size as u64);
+            }
+            return p as *mut u8;
+        }
+        h.counters.bigcache_misses.add(1);
+        // Map the whole class so the block can serve any request of its class later.
+        map_size = bigcache::class_size(bigcache::class_of(size)).max(size);
+    }
+    let Some(block) = large::map_block(map_size, align, slot, strategy) else {
+        return fail();
+    };
+    h.counters.strategy_uses[strategy as usize].add(1);
+    let usable = large::usable_size(header_of(block.ptr as usize));
+    finish_alloc(h, block.ptr, size, usable, slot, false, zero, block.zeroed);
+    if sampling {
+        h.large.sample = Sample {
+            ptr: block.ptr as usize,
+            alloc_cycles: probe::now() - t0,
+            faults0,
+            size,
+        };
     }
     if t != 0 {
         probe::emit(Component::LargeAlloc, t, size as u64);
@@ -44,10 +118,33 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
     block.ptr
 }
 
-fn large_header_of(p: *mut u8) -> *mut LargeHeader {
-    let r = crate::segment_map::lookup(p as usize);
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn finish_alloc(
+    h: &mut Heap,
+    p: *mut u8,
+    size: usize,
+    usable: usize,
+    slot: u32,
+    hit: bool,
+    zero: bool,
+    zeroed: bool,
+) {
+    if zero && !zeroed {
+        // SAFETY: a block of at least `size` bytes that nobody else uses.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    h.counters.large_allocs.add(1);
+    h.counters.large_bytes_allocated.add(usable as u64);
+    if slot != 0 {
+        profile::record_alloc(slot, size, hit);
+    }
+}
+
+fn header_of(p: usize) -> *mut LargeHeader {
+    let r = crate::segment_map::lookup(p);
     // SAFETY: `p` was just produced by map_block.
-    unsafe { large::header(p as usize, r) }.expect("fresh large block has a header")
+    unsafe { large::header(p, r) }.expect("fresh large block has a header")
 }
 
 /// Frees the large block at `a`.
@@ -58,19 +155,65 @@ fn large_header_of(p: *mut u8) -> *mut LargeHeader {
 #[inline(never)]
 pub unsafe fn free(a: usize, region: Region) {
     // SAFETY: forwarded contract.
-    let Some(h) = (unsafe { large::header(a, region) }) else {
+    let Some(hdr) = (unsafe { large::header(a, region) }) else {
         crate::api::foreign_pointer("free", a as *mut u8);
         return;
     };
-    let usable = large::usable_size(h);
-    if let Some(heap) = heap::current_or_init() {
-        // SAFETY: this thread's heap.
-        unsafe {
-            (*heap).counters.large_frees.add(1);
-            (*heap).counters.large_bytes_freed.add(usable as u64);
+    let usable = large::usable_size(hdr);
+    let Some(heap) = heap::current_or_init() else {
+        large::unmap_block(a, hdr);
+        return;
+    };
+    // SAFETY: this thread's heap.
+    let h = unsafe { &mut *heap };
+    h.counters.large_frees.add(1);
+    h.counters.large_bytes_freed.add(usable as u64);
+    let measuring = h.large.sample.ptr == a;
+    let t0 = if measuring || probe::tracing() {
+        probe::now()
+    } else {
+        0
+    };
+    // SAFETY: validated header.
+    let (word, offset) = unsafe { ((*hdr).site, (*hdr).offset as usize) };
+    let strategy = large::strategy_of(word);
+    let mode = h.large.mode;
+    let put = if mode == BigCacheMode::Off || offset != HEADER_SIZE {
+        Put::Refused
+    } else if mode == BigCacheMode::Thread {
+        h.large.cache.put(
+            a,
+            usable,
+            large::site_of(word),
+            bigcache::purges_on_put(strategy),
+        )
+    } else {
+        bigcache::global_put(a, usable, bigcache::purges_on_put(strategy))
+    };
+    match put {
+        Put::Cached { evicted } => {
+            h.counters.bigcache_puts.add(1);
+            h.counters.bigcache_evictions.add(evicted as u64);
+        }
+        Put::Refused => {
+            if mode != BigCacheMode::Off && offset == HEADER_SIZE && usable >= bigcache::MIN_SIZE {
+                h.counters.bigcache_refused.add(1);
+            }
+            large::unmap_block(a, hdr);
         }
     }
-    large::unmap_block(a, h);
+    if t0 != 0 && probe::tracing() {
+        probe::emit(
+            Component::BigCachePut,
+            t0,
+            matches!(put, Put::Cached { .. }) as u64,
+        );
+    }
+    if measuring {
+        let sample = h.large.sample;
+        h.large.sample = Sample::NONE;
+        evolution::finish_sample(sample, strategy, probe::now() - t0, &mut h.large.rng);
+    }
 }
 
 /// Tries to grow the large block at `a` to `size` bytes without moving it.
@@ -83,8 +226,50 @@ pub fn grow_in_place(a: usize, h: *mut LargeHeader, size: usize) -> bool {
         let new = large::usable_size(h);
         // SAFETY: this thread's heap.
         unsafe {
-            (*heap).counters.large_bytes_allocated.add(new.saturating_sub(old) as u64);
+            (*heap)
+                .counters
+                .large_bytes_allocated
+                .add(new.saturating_sub(old) as u64);
         }
     }
     true
+}
+
+/// Earliest time of the next global-cache purge pass.
+static NEXT_GLOBAL_PURGE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Ages this thread's BigCache (and the global one) by one pass if the purge
+/// clock says so; `delay_ns == 0` releases everything now.
+pub fn purge_thread(h: &mut Heap, now: u64, delay_ns: u64) {
+    let released = if delay_ns == 0 {
+        h.large.cache.flush() + bigcache::global_purge(true)
+    } else {
+        let mut n = 0;
+        if now >= h.large.next_purge_ns {
+            h.large.next_purge_ns = now + (delay_ns / 2).max(1);
+            n += h.large.cache.purge();
+        }
+        let next = NEXT_GLOBAL_PURGE_NS.load(Ordering::Relaxed);
+        if now >= next
+            && NEXT_GLOBAL_PURGE_NS
+                .compare_exchange(
+                    next,
+                    now + (delay_ns / 2).max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            n += bigcache::global_purge(false);
+        }
+        n
+    };
+    h.counters.bigcache_purged.add(released as u64);
+}
+
+/// Thread exit: the thread's cached blocks go back to the OS.
+pub fn thread_exit(h: &mut Heap) {
+    let released = h.large.cache.flush();
+    h.counters.bigcache_purged.add(released as u64);
+    h.large.sample = Sample::NONE;
 }

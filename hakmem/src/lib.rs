@@ -22,6 +22,12 @@
 
 #[allow(missing_docs)]
 pub mod api;
+#[allow(missing_docs)]
+pub mod bigcache;
+#[allow(missing_docs)]
+pub mod elo;
+#[allow(missing_docs)]
+pub mod evolution;
 mod exit_report;
 mod global_alloc;
 #[allow(missing_docs)]

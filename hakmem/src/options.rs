@@ -207,8 +207,8 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 
 /// Builds [`Options`] from a lookup function; `warn` receives (name, bad value,
 /// value used instead) for each variable that does not parse.
-pub fn parse_with(
-    lookup: &mut dyn FnMut(&str) -> Option<&[u8]>,
+pub fn parse_with<'a>(
+    lookup: &mut dyn FnMut(&str) -> Option<&'a [u8]>,
     warn: &mut dyn FnMut(&str, &[u8], &str),
 ) -> Options {
     let mut o = Options::DEFAULT;
@@ -240,7 +240,10 @@ fn warn_stderr(name: &str, bad: &[u8], used: &str) {
     let mut w = crate::report::StackWriter::<256>::new();
     use core::fmt::Write;
     let bad = core::str::from_utf8(&bad[..bad.len().min(64)]).unwrap_or("<non-UTF-8>");
-    let _ = writeln!(w, "hakmem: warning: {name}={bad:?} is not valid; using {used}");
+    let _ = writeln!(
+        w,
+        "hakmem: warning: {name}={bad:?} is not valid; using {used}"
+    );
     w.flush_stderr();
 }
 
@@ -290,7 +293,11 @@ mod tests {
     fn parse(vars: &[(&str, &str)]) -> (Options, usize) {
         let mut warnings = 0;
         let o = parse_with(
-            &mut |n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_bytes()),
+            &mut |n| {
+                vars.iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.as_bytes())
+            },
             &mut |_, _, _| warnings += 1,
         );
         (o, warnings)
@@ -321,7 +328,10 @@ mod tests {
 
     #[test]
     fn disable_bigcache_and_minimal_turn_features_off() {
-        assert_eq!(parse(&[("HAKMEM_DISABLE_BIGCACHE", "1")]).0.bigcache, BigCacheMode::Off);
+        assert_eq!(
+            parse(&[("HAKMEM_DISABLE_BIGCACHE", "1")]).0.bigcache,
+            BigCacheMode::Off
+        );
         let (o, _) = parse(&[("HAKMEM_MINIMAL", "1"), ("HAKMEM_BIGCACHE", "thread")]);
         assert!(o.minimal && o.disable_elo && o.evo_frozen && !o.profiling());
         assert_eq!(o.bigcache, BigCacheMode::Off);

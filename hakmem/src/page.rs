@@ -196,13 +196,25 @@ impl Page {
         let mut n = 0u32;
         let mut b = self.free;
         while !b.is_null() {
-            assert!(self.is_block_start(b as usize), "hakmem: corrupt free list in class {}", self.class);
+            assert!(
+                self.is_block_start(b as usize),
+                "hakmem: corrupt free list in class {}",
+                self.class
+            );
             n += 1;
-            assert!(n <= self.capacity, "hakmem: free list cycle in class {}", self.class);
+            assert!(
+                n <= self.capacity,
+                "hakmem: free list cycle in class {}",
+                self.class
+            );
             // SAFETY: checked to be a block of this page above.
             b = unsafe { (*b).next };
         }
-        assert_eq!(self.used + n, self.capacity, "hakmem: page counting invariant broken");
+        assert_eq!(
+            self.used + n,
+            self.capacity,
+            "hakmem: page counting invariant broken"
+        );
         assert!(self.capacity <= self.reserved);
     }
 }

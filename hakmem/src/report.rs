@@ -13,7 +13,10 @@ pub struct StackWriter<const N: usize> {
 
 impl<const N: usize> StackWriter<N> {
     pub const fn new() -> Self {
-        StackWriter { buf: [0; N], len: 0 }
+        StackWriter {
+            buf: [0; N],
+            len: 0,
+        }
     }
 
     /// What was written so far.

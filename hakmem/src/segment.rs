@@ -216,7 +216,9 @@ const TAG_MASK: usize = SEGMENT_SIZE - 1;
 
 impl SegmentStack {
     pub const fn new() -> Self {
-        SegmentStack { head: AtomicUsize::new(0) }
+        SegmentStack {
+            head: AtomicUsize::new(0),
+        }
     }
 
     pub fn push(&self, seg: *mut Segment) {
@@ -225,7 +227,10 @@ impl SegmentStack {
             // SAFETY: the pusher owns `seg` until the CAS publishes it.
             unsafe { (*seg).stack_next.store(h & !TAG_MASK, Ordering::Relaxed) };
             let new = seg as usize | (h.wrapping_add(1) & TAG_MASK);
-            match self.head.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
+            match self
+                .head
+                .compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(x) => h = x,
             }
@@ -244,7 +249,10 @@ impl SegmentStack {
             // then makes the CAS fail.
             let next = unsafe { (*seg).stack_next.load(Ordering::Relaxed) };
             let new = next | (h.wrapping_add(1) & TAG_MASK);
-            match self.head.compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Acquire) {
+            match self
+                .head
+                .compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Acquire)
+            {
                 Ok(_) => return Some(seg),
                 Err(x) => h = x,
             }
@@ -344,7 +352,10 @@ mod tests {
         let seg = acquire(PageKind::Medium, 1).expect("map a segment");
         // SAFETY: we own it.
         let s = unsafe { &mut *seg };
-        assert_eq!(segment_map::lookup(seg as usize + 12345), Region::ClassSegment);
+        assert_eq!(
+            segment_map::lookup(seg as usize + 12345),
+            Region::ClassSegment
+        );
         assert!(s.is_empty());
         let mut pages = Vec::new();
         while let Some(p) = s.alloc_page(60) {
@@ -363,7 +374,10 @@ mod tests {
         }
         assert!(s.is_empty());
         assert_eq!(s.purge_free_pages(1000, 5000), 0, "too young to purge");
-        assert_eq!(s.purge_free_pages(9000, 5000), SEGMENT_SIZE - SEGMENT_HEADER);
+        assert_eq!(
+            s.purge_free_pages(9000, 5000),
+            SEGMENT_SIZE - SEGMENT_HEADER
+        );
         release(seg, 0);
     }
 

@@ -88,7 +88,11 @@ mod tests {
     fn table_is_increasing_and_ends_at_the_max() {
         for c in 1..NUM_CLASSES {
             assert!(block_size(c) > block_size(c - 1), "class {c}");
-            assert_eq!(block_size(c) % 16, 0, "class {c} must keep 16-byte alignment");
+            assert_eq!(
+                block_size(c) % 16,
+                0,
+                "class {c} must keep 16-byte alignment"
+            );
         }
         assert_eq!(block_size(NUM_CLASSES - 1), MAX_CLASS_SIZE);
     }
@@ -99,7 +103,10 @@ mod tests {
             let c = class_of(size);
             assert!(block_size(c) >= size, "size {size}");
             if c > 0 {
-                assert!(block_size(c - 1) < size.max(1), "size {size} not in smallest class");
+                assert!(
+                    block_size(c - 1) < size.max(1),
+                    "size {size} not in smallest class"
+                );
             }
         }
     }

@@ -69,6 +69,14 @@ pub struct HeapCounters {
     pub large_frees: Counter,
     pub large_bytes_allocated: Counter,
     pub large_bytes_freed: Counter,
+    pub bigcache_hits: Counter,
+    pub bigcache_misses: Counter,
+    pub bigcache_puts: Counter,
+    pub bigcache_refused: Counter,
+    pub bigcache_evictions: Counter,
+    pub bigcache_purged: Counter,
+    /// Large blocks mapped with each ELO strategy.
+    pub strategy_uses: [Counter; crate::elo::N],
 }
 
 impl HeapCounters {
@@ -81,6 +89,13 @@ impl HeapCounters {
             large_frees: Counter::new(),
             large_bytes_allocated: Counter::new(),
             large_bytes_freed: Counter::new(),
+            bigcache_hits: Counter::new(),
+            bigcache_misses: Counter::new(),
+            bigcache_puts: Counter::new(),
+            bigcache_refused: Counter::new(),
+            bigcache_evictions: Counter::new(),
+            bigcache_purged: Counter::new(),
+            strategy_uses: [const { Counter::new() }; crate::elo::N],
         }
     }
 }
@@ -223,7 +238,10 @@ pub fn print(s: &Stats) {
     );
     w.flush_stderr();
     crate::large_stats::print(&s.large);
-    let _ = writeln!(w, "hakmem stats: class  block_size      allocs       frees        live");
+    let _ = writeln!(
+        w,
+        "hakmem stats: class  block_size      allocs       frees        live"
+    );
     w.flush_stderr();
     for (i, c) in s.classes.iter().enumerate() {
         if c.allocs == 0 {

@@ -1,0 +1,469 @@
+//! BigCache: freed large blocks (1 MiB – 64 MiB) wait here for reuse, so the
+//! next allocation of that size costs no syscall and no page fault.
+//!
+//! Thread mode (default): each thread has slots indexed directly by
+//! `[call-site bucket][size class]`, each holding up to [`DEPTH`] blocks; a hit
+//! is an array index, a compare and a pop — no hash table, no lock, no atomic.
+//! A miss at the caller's own site falls back to the same class at another
+//! site before giving up. Global mode (`HAKMEM_BIGCACHE=global`): one shared
+//! array of slots per class taken and filled with CAS, to compare against.
+//!
+//! Bounds: bytes held by all caches stay under `HAKMEM_BIGCACHE_MAX_MB`.
+//! Threads reserve budget from a process-wide counter in chunks, so the bound
+//! costs an atomic only once per chunk, not per block. Age: a slot not
+//! refilled for about `HAKMEM_PURGE_DELAY_MS` is emptied and its blocks go
+//! back to the OS. Within a full slot the oldest block is evicted.
+
+use crate::elo::STRATEGIES;
+use crate::large::{self, LargeHeader};
+use crate::os::OS_PAGE;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Smallest block the cache takes (the origin analysis's threshold).
+pub const MIN_SIZE: usize = 1 << 20;
+/// Largest block the cache takes.
+pub const MAX_SIZE: usize = 64 << 20;
+/// Size classes: 1 MiB, then 4 per doubling up to 64 MiB.
+pub const NUM_CLASSES: usize = 25;
+/// Call-site buckets per thread.
+pub const SITE_BUCKETS: usize = 4;
+/// Blocks per slot.
+pub const DEPTH: usize = 4;
+/// Budget a thread reserves from the process-wide bound at a time.
+const CHUNK: u64 = 16 << 20;
+/// Slots per class in global mode.
+const GLOBAL_DEPTH: usize = 8;
+
+/// The class of a request of `size` bytes (`MIN_SIZE ..= MAX_SIZE`): the
+/// smallest class whose blocks hold it.
+#[inline]
+pub fn class_of(size: usize) -> usize {
+    if size <= MIN_SIZE {
+        return 0;
+    }
+    let w = size - 1;
+    let b = (usize::BITS - 1 - w.leading_zeros()) as usize;
+    let q = (w >> (b - 2)) & 3;
+    (b - 20) * 4 + q + 1
+}
+
+/// The block size of class `k`.
+#[inline]
+pub const fn class_size(k: usize) -> usize {
+    if k == 0 {
+        return MIN_SIZE;
+    }
+    let b = 20 + (k - 1) / 4;
+    let q = (k - 1) % 4;
+    (1 << b) + (q + 1) * (1 << (b - 2))
+}
+
+/// The largest class whose size is at most `usable` (what a block of that
+/// usable size can serve), or None if it is outside the cache's range.
+pub fn floor_class(usable: usize) -> Option<usize> {
+    if !(MIN_SIZE..=MAX_SIZE + OS_PAGE * 1024).contains(&usable) {
+        return None;
+    }
+    let k = class_of(usable.min(MAX_SIZE));
+    if class_size(k) <= usable {
+        Some(k)
+    } else {
+        Some(k - 1)
+    }
+}
+
+/// Whether a request can be served from the cache.
+#[inline]
+pub fn cacheable(size: usize, align: usize) -> bool {
+    (MIN_SIZE - 4 * OS_PAGE..=MAX_SIZE).contains(&size) && align <= 16
+}
+
+/// Bytes of budget reserved by all threads plus what global mode holds.
+static RESERVED: AtomicU64 = AtomicU64::new(0);
+
+fn max_bytes() -> u64 {
+    crate::options::get().bigcache_max_mb << 20
+}
+
+fn reserve(bytes: u64) -> bool {
+    let max = max_bytes();
+    let mut cur = RESERVED.load(Ordering::Relaxed);
+    loop {
+        if cur + bytes > max {
+            return false;
+        }
+        match RESERVED.compare_exchange_weak(cur, cur + bytes, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return true,
+            Err(x) => cur = x,
+        }
+    }
+}
+
+fn unreserve(bytes: u64) {
+    RESERVED.fetch_sub(bytes, Ordering::Relaxed);
+}
+
+/// Bytes currently reserved for cached blocks, all threads and modes.
+pub fn reserved_bytes() -> u64 {
+    RESERVED.load(Ordering::Relaxed)
+}
+
+/// Header of a cached block (blocks in the cache are live mappings with a
+/// valid header; the cache holds their user pointers).
+fn header_of(p: usize) -> *mut LargeHeader {
+    let r = crate::segment_map::lookup(p);
+    // SAFETY: only blocks that passed header validation enter the cache.
+    unsafe { large::header(p, r) }.expect("cached block has a header")
+}
+
+/// Keeps the mapping but drops the whole pages of a cached block (not the
+/// page holding the header): the next user faults them in again.
+fn purge_block_pages(p: usize, bytes: usize) {
+    let start = (p + OS_PAGE - 1) & !(OS_PAGE - 1);
+    let end = (p + bytes) & !(OS_PAGE - 1);
+    if end > start {
+        crate::os::purge(start as *mut u8, end - start);
+    }
+}
+
+fn release_block(p: usize) {
+    large::unmap_block(p, header_of(p));
+}
+
+// ---------------------------------------------------------------------------
+// Thread mode
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// Site slot the blocks were freed from (low 24 bits of the header's site word).
+    site: u32,
+    /// Cache generation of the last put (for age-based purging).
+    gen: u32,
+    count: u32,
+    /// Oldest first.
+    blocks: [usize; DEPTH],
+}
+
+const EMPTY_SLOT: Slot = Slot {
+    site: 0,
+    gen: 0,
+    count: 0,
+    blocks: [0; DEPTH],
+};
+
+/// One thread's cache.
+pub struct ThreadCache {
+    slots: [[Slot; NUM_CLASSES]; SITE_BUCKETS],
+    /// Bytes held (class sizes) and reserved from the global bound.
+    held: u64,
+    budget: u64,
+    /// Advanced by each purge pass.
+    gen: u32,
+}
+
+/// What a put did with the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// Cached; `evicted` older blocks went back to the OS to make room.
+    Cached { evicted: u32 },
+    /// Not cached (out of range, over budget, or all slots busy); the caller unmaps it.
+    Refused,
+}
+
+impl ThreadCache {
+    pub const fn new() -> Self {
+        ThreadCache {
+            slots: [[EMPTY_SLOT; NUM_CLASSES]; SITE_BUCKETS],
+            held: 0,
+            budget: 0,
+            gen: 0,
+        }
+    }
+
+    /// Bytes held by this thread's cache.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// A cached block for a request of `size` bytes from `site`, if any.
+    #[inline]
+    pub fn get(&mut self, size: usize, site: u32) -> Option<usize> {
+        let k = class_of(size);
+        let b = site as usize % SITE_BUCKETS;
+        let slot = &mut self.slots[b][k];
+        if slot.count > 0 && slot.site == site {
+            slot.count -= 1;
+            self.held -= class_size(k) as u64;
+            return Some(slot.blocks[slot.count as usize]);
+        }
+        self.get_other_site(k)
+    }
+
+    #[cold]
+    fn get_other_site(&mut self, k: usize) -> Option<usize> {
+        for b in 0..SITE_BUCKETS {
+            let slot = &mut self.slots[b][k];
+            if slot.count > 0 {
+                slot.count -= 1;
+                self.held -= class_size(k) as u64;
+                return Some(slot.blocks[slot.count as usize]);
+            }
+        }
+        None
+    }
+
+    /// Offers a freed block (`usable` bytes, freed at `site`) to the cache.
+    pub fn put(&mut self, p: usize, usable: usize, site: u32, purge: bool) -> Put {
+        let Some(k) = floor_class(usable) else {
+            return Put::Refused;
+        };
+        let bytes = class_size(k) as u64;
+        if self.held + bytes > self.budget {
+            let want = CHUNK.max(bytes);
+            if !reserve(want) {
+                return Put::Refused;
+            }
+            self.budget += want;
+        }
+        let home = site as usize % SITE_BUCKETS;
+        let b = if self.slots[home][k].count == 0 || self.slots[home][k].site == site {
+            home
+        } else {
+            match (0..SITE_BUCKETS).find(|&b| self.slots[b][k].count == 0) {
+                Some(b) => b,
+                None => return Put::Refused,
+            }
+        };
+        let gen = self.gen;
+        let slot = &mut self.slots[b][k];
+        let mut evicted = 0;
+        if slot.count as usize == DEPTH {
+            // Full: the oldest block goes back to the OS.
+            let old = slot.blocks[0];
+            slot.blocks.copy_within(1.., 0);
+            slot.count -= 1;
+            self.held -= bytes;
+            release_block(old);
+            evicted = 1;
+        }
+        slot.site = site;
+        slot.gen = gen;
+        slot.blocks[slot.count as usize] = p;
+        slot.count += 1;
+        self.held += bytes;
+        if purge {
+            purge_block_pages(p, bytes as usize);
+        }
+        Put::Cached { evicted }
+    }
+
+    /// Ages the cache by one purge pass: slots not refilled for three passes
+    /// (at least one purge delay) are emptied. Returns blocks released.
+    pub fn purge(&mut self) -> u32 {
+        self.gen = self.gen.wrapping_add(1);
+        let mut released = 0;
+        for b in 0..SITE_BUCKETS {
+            for k in 0..NUM_CLASSES {
+                let slot = &mut self.slots[b][k];
+                if slot.count > 0 && self.gen.wrapping_sub(slot.gen) >= 3 {
+                    released += slot.count;
+                    self.held -= slot.count as u64 * class_size(k) as u64;
+                    for &p in &slot.blocks[..slot.count as usize] {
+                        release_block(p);
+                    }
+                    slot.count = 0;
+                }
+            }
+        }
+        self.return_spare_budget();
+        released
+    }
+
+    /// Releases every block and all budget (thread exit). Returns blocks released.
+    pub fn flush(&mut self) -> u32 {
+        self.gen = self.gen.wrapping_add(3);
+        let released = self.purge();
+        unreserve(self.budget);
+        self.budget = 0;
+        released
+    }
+
+    fn return_spare_budget(&mut self) {
+        if self.budget > self.held + CHUNK {
+            let spare = (self.budget - self.held) / CHUNK * CHUNK;
+            let spare = spare.min(self.budget - self.held);
+            self.budget -= spare;
+            unreserve(spare);
+        }
+    }
+}
+
+impl Default for ThreadCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Global mode
+// ---------------------------------------------------------------------------
+
+static GLOBAL_SLOTS: [[AtomicUsize; GLOBAL_DEPTH]; NUM_CLASSES] =
+    [const { [const { AtomicUsize::new(0) }; GLOBAL_DEPTH] }; NUM_CLASSES];
+static GLOBAL_GEN_OF: [[AtomicU32; GLOBAL_DEPTH]; NUM_CLASSES] =
+    [const { [const { AtomicU32::new(0) }; GLOBAL_DEPTH] }; NUM_CLASSES];
+static GLOBAL_GEN: AtomicU32 = AtomicU32::new(0);
+
+/// Takes a block for `size` bytes from the shared cache.
+pub fn global_get(size: usize) -> Option<usize> {
+    let k = class_of(size);
+    for s in &GLOBAL_SLOTS[k] {
+        let p = s.load(Ordering::Relaxed);
+        if p != 0
+            && s.compare_exchange(p, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            unreserve(class_size(k) as u64);
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Offers a freed block to the shared cache.
+pub fn global_put(p: usize, usable: usize, purge: bool) -> Put {
+    let Some(k) = floor_class(usable) else {
+        return Put::Refused;
+    };
+    let bytes = class_size(k) as u64;
+    if !reserve(bytes) {
+        return Put::Refused;
+    }
+    if purge {
+        purge_block_pages(p, bytes as usize);
+    }
+    let gen = GLOBAL_GEN.load(Ordering::Relaxed);
+    for (i, s) in GLOBAL_SLOTS[k].iter().enumerate() {
+        if s.load(Ordering::Relaxed) == 0
+            && s.compare_exchange(0, p, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        {
+            GLOBAL_GEN_OF[k][i].store(gen, Ordering::Relaxed);
+            return Put::Cached { evicted: 0 };
+        }
+    }
+    unreserve(bytes);
+    Put::Refused
+}
+
+/// Ages the shared cache by one pass (rate-limited by the caller); releases
+/// blocks that waited three passes. Returns blocks released.
+pub fn global_purge(all: bool) -> u32 {
+    let gen = GLOBAL_GEN.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    let mut released = 0;
+    for k in 0..NUM_CLASSES {
+        for (i, s) in GLOBAL_SLOTS[k].iter().enumerate() {
+            let p = s.load(Ordering::Relaxed);
+            if p == 0 {
+                continue;
+            }
+            let old = gen.wrapping_sub(GLOBAL_GEN_OF[k][i].load(Ordering::Relaxed)) >= 3;
+            if (all || old)
+                && s.compare_exchange(p, 0, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                unreserve(class_size(k) as u64);
+                release_block(p);
+                released += 1;
+            }
+        }
+    }
+    released
+}
+
+/// Whether the strategy with this id purges blocks as they enter the cache.
+pub fn purges_on_put(strategy: u8) -> bool {
+    STRATEGIES
+        .get(strategy as usize)
+        .is_some_and(|s| s.purge_on_cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_cover_the_range_with_bounded_waste() {
+        assert_eq!(class_size(0), MIN_SIZE);
+        assert_eq!(class_size(NUM_CLASSES - 1), MAX_SIZE);
+        for k in 1..NUM_CLASSES {
+            assert!(class_size(k) > class_size(k - 1));
+            assert_eq!(class_of(class_size(k)), k);
+            assert_eq!(class_of(class_size(k - 1) + 1), k);
+        }
+        let mut s = MIN_SIZE;
+        while s <= MAX_SIZE {
+            let k = class_of(s);
+            assert!(class_size(k) >= s && (k == 0 || class_size(k - 1) < s));
+            assert!((class_size(k) - s) * 4 <= s, "waste under 25% at {s}");
+            s += 12_345;
+        }
+        assert_eq!(floor_class(2 << 20), Some(class_of(2 << 20)));
+        assert_eq!(floor_class((2 << 20) + 4096), Some(class_of(2 << 20)));
+        assert_eq!(floor_class(1000), None);
+    }
+
+    fn block(size: usize) -> usize {
+        large::map_block(size, 16, 0, 0).unwrap().ptr as usize
+    }
+
+    #[test]
+    fn per_site_slots_hit_evict_and_fall_back() {
+        let mut c = ThreadCache::new();
+        let size = 2 << 20;
+        let blocks: Vec<usize> = (0..DEPTH + 1)
+            .map(|_| block(class_size(class_of(size))))
+            .collect();
+        let usable = large::usable_size(header_of(blocks[0]));
+        for &p in &blocks[..DEPTH] {
+            assert_eq!(c.put(p, usable, 5, false), Put::Cached { evicted: 0 });
+        }
+        // A fifth block at the same site evicts the oldest.
+        assert_eq!(
+            c.put(blocks[DEPTH], usable, 5, false),
+            Put::Cached { evicted: 1 }
+        );
+        assert_eq!(
+            c.get(size, 5),
+            Some(blocks[DEPTH]),
+            "LIFO: most recent first"
+        );
+        // Another site falls back to site 5's blocks.
+        assert_eq!(c.get(size, 6), Some(blocks[DEPTH - 1]));
+        // A different class misses.
+        assert_eq!(c.get(8 << 20, 5), None);
+        assert!(c.held() > 0);
+        let held_blocks = c.flush();
+        assert_eq!(held_blocks, (DEPTH - 2) as u32);
+        assert_eq!(c.held(), 0);
+        for p in [blocks[DEPTH], blocks[DEPTH - 1]] {
+            large::unmap_block(p, header_of(p));
+        }
+    }
+
+    #[test]
+    fn purge_releases_slots_after_three_passes() {
+        let mut c = ThreadCache::new();
+        let p = block(1 << 20);
+        let usable = large::usable_size(header_of(p));
+        assert!(matches!(c.put(p, usable, 1, false), Put::Cached { .. }));
+        assert_eq!(c.purge(), 0);
+        assert_eq!(c.purge(), 0);
+        assert_eq!(c.purge(), 1, "third pass releases it");
+        assert_eq!(c.held(), 0);
+        assert_eq!(c.get(1 << 20, 1), None);
+        c.flush();
+    }
+}
