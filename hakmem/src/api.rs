@@ -151,9 +151,26 @@ unsafe fn usable_size_quiet(p: *mut u8) -> usize {
     }
 }
 
-/// True if `p` is inside a region hakmem manages (a cheap "is it ours" test).
+/// True if `p` is inside a segment or a large block's mapping of hakmem's.
 pub fn owns(p: *const u8) -> bool {
-    segment_map::lookup(p as usize) != Region::Foreign
+    let a = p as usize;
+    match segment_map::lookup(a) {
+        Region::Foreign => false,
+        Region::ClassSegment => true,
+        // A large block's mapping may cover only part of its 4 MiB region;
+        // the kernel can put someone else's mapping in the rest.
+        r => {
+            let base = a & !(crate::segment::SEGMENT_SIZE - 1);
+            let (h, start) = if r == Region::LargeHeaderAtBase {
+                (base, base)
+            } else {
+                (base - large::HEADER_SIZE, base - os::OS_PAGE)
+            };
+            // SAFETY: the region is registered, so its header is mapped.
+            let len = unsafe { (*(h as *const large::LargeHeader)).len_pages } as usize;
+            a < start + len * os::OS_PAGE
+        }
+    }
 }
 
 /// `realloc(p, size)`: null `p` allocates; size 0 frees and returns null (as

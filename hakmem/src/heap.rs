@@ -27,7 +27,6 @@ use crate::probe::{self, Component};
 use crate::segment::{self, PageKind, Segment, ABANDONED};
 use crate::size_class::{class_of, page_kind, NUM_CLASSES};
 use crate::stats::{HeapCounters, GLOBAL};
-use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -81,16 +80,12 @@ pub static EMPTY_HEAP: SyncHeap = SyncHeap(Heap {
     pool_next: AtomicUsize::new(0),
 });
 
-const EMPTY_HEAP_PTR: *mut Heap = &raw const EMPTY_HEAP.0 as *mut Heap;
-
-thread_local! {
-    static CURRENT: Cell<*mut Heap> = const { Cell::new(EMPTY_HEAP_PTR) };
-}
+pub(crate) const EMPTY_HEAP_PTR: *mut Heap = &raw const EMPTY_HEAP.0 as *mut Heap;
 
 /// The calling thread's heap (maybe [`EMPTY_HEAP`]).
 #[inline(always)]
 pub fn current() -> *mut Heap {
-    CURRENT.get()
+    crate::tls::get()
 }
 
 #[inline(always)]
@@ -169,7 +164,8 @@ pub unsafe fn free_class(addr: usize) {
             check_block(page, addr, local);
         }
         if local {
-            (*heap).counters.frees[(*page).class as usize].add(1);
+            // SAFETY: a page's class is < NUM_CLASSES by construction.
+            (*heap).counters.frees.get_unchecked((*page).class as usize).add(1);
             if (*page).push_local(addr as *mut Block) {
                 free_local_slow(&mut *heap, seg, page);
             }
@@ -768,7 +764,7 @@ fn init_current() -> Option<*mut Heap> {
     unsafe { (*heap).large.configure(&options::get()) };
     // Publish before pthread_setspecific: if that allocates (keys ≥ 32 in
     // glibc), the nested malloc must find this heap, not recurse here.
-    CURRENT.set(heap);
+    crate::tls::set(heap);
     if let Some(key) = exit_key() {
         // SAFETY: a valid key; the value is our heap.
         unsafe { libc::pthread_setspecific(key, heap as *const libc::c_void) };
@@ -784,7 +780,7 @@ extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     }
     // Whatever this thread allocates after this (other TLS destructors) gets
     // a new heap, and the key destructor runs again for it.
-    CURRENT.set(EMPTY_HEAP_PTR);
+    crate::tls::set(EMPTY_HEAP_PTR);
     // SAFETY: the exiting thread's own heap; no other thread uses it.
     unsafe { (*heap).abandon() };
     pool_push(heap);

@@ -55,6 +55,7 @@ mod segment_map;
 pub mod size_class;
 #[allow(missing_docs)]
 pub mod stats;
+mod tls;
 
 pub use global_alloc::Hakmem;
 pub use large_stats::LargeStats;

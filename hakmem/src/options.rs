@@ -52,7 +52,7 @@ impl Options {
         print_stats: false,
         print_profile: false,
         purge_delay_ms: 10,
-        bigcache_max_mb: 256,
+        bigcache_max_mb: 64,
         verbose: false,
     };
 
@@ -172,10 +172,10 @@ pub const TABLE: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "HAKMEM_BIGCACHE_MAX_MB",
-        values: "integer (default 256)",
+        values: "integer (default 64)",
         meaning: "bound on memory held by the BigCache",
         apply: |o, v| {
-            o.bigcache_max_mb = parse_u64(v).ok_or("256")?;
+            o.bigcache_max_mb = parse_u64(v).ok_or("64")?;
             Ok(())
         },
     },
@@ -348,7 +348,7 @@ mod tests {
         assert_eq!(w, 4);
         assert_eq!(o.bigcache, BigCacheMode::Thread);
         assert_eq!(o.purge_delay_ms, 10);
-        assert_eq!(o.bigcache_max_mb, 256);
+        assert_eq!(o.bigcache_max_mb, 64);
         assert!(!o.print_stats);
     }
 

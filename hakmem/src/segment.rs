@@ -101,7 +101,9 @@ impl Segment {
     #[inline(always)]
     pub fn page_of(&mut self, addr: usize) -> *mut Page {
         let idx = (addr - self as *mut Segment as usize) >> self.page_shift;
-        &mut self.pages[idx]
+        debug_assert!(idx < MAX_PAGES);
+        // SAFETY: `addr` lies in this 4 MiB segment and page_shift ≥ 16, so idx < 64.
+        unsafe { self.pages.get_unchecked_mut(idx) }
     }
 
     fn base(&self) -> usize {
@@ -307,15 +309,20 @@ pub fn release(seg: *mut Segment, now_ns: u64) {
 
 /// Purges pooled segments that have waited `delay_ns`; cheap to call often.
 pub fn maintain_pool(now_ns: u64, delay_ns: u64) {
-    if POOL_DIRTY.is_empty() || now_ns < NEXT_POOL_PURGE_NS.load(Ordering::Relaxed) {
+    // A forced pass (delay 0: `collect(true)`) purges the whole pool, whatever
+    // the clock says and however many segments wait.
+    let force = delay_ns == 0;
+    if POOL_DIRTY.is_empty()
+        || (!force && now_ns < NEXT_POOL_PURGE_NS.load(Ordering::Relaxed))
+    {
         return;
     }
     NEXT_POOL_PURGE_NS.store(now_ns + delay_ns.max(1_000_000) / 2, Ordering::Relaxed);
     // Pop what is there now; keep the young ones for later. Bounded so one
-    // call never does unbounded work.
+    // periodic call never does unbounded work.
     let mut young: [*mut Segment; 32] = [ptr::null_mut(); 32];
     let mut n_young = 0;
-    for _ in 0..64 {
+    for _ in 0..if force { usize::MAX } else { 64 } {
         let Some(seg) = POOL_DIRTY.pop() else { break };
         // SAFETY: popped, so ours until pushed again.
         let pooled_at = unsafe { (*seg).pooled_at_ns.load(Ordering::Relaxed) };
