@@ -25,7 +25,7 @@ fn main() {
     let result = match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Run(args) => run::run(args),
-        Command::Calibrate(args) => crate::privileges::check()
+        Command::Calibrate(args) => crate::privileges::check(false)
             .and_then(|()| calibrate::measure(args.iterations, args.rounds))
             .map(|c| {
                 if args.json {

@@ -20,9 +20,10 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-/// Ok when root, or when CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) are effective;
-/// otherwise a NotPermitted error naming what is missing.
-pub fn check() -> Result<()> {
+/// Ok when root, or when CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) are effective,
+/// plus CAP_SYS_PTRACE when another process's memory must be written
+/// (`other_process`); otherwise a NotPermitted error naming what is missing.
+pub fn check(other_process: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return Ok(());
@@ -38,7 +39,7 @@ pub fn check() -> Result<()> {
             missing.push("CAP_PERFMON");
         }
     }
-    if !has(CAP_SYS_PTRACE) {
+    if other_process && !has(CAP_SYS_PTRACE) {
         // Writing hakmem_trace_enabled through /proc/PID/mem needs ptrace rights.
         missing.push("CAP_SYS_PTRACE");
     }

@@ -48,6 +48,11 @@ fn bpf_error(what: &str, e: &(dyn std::error::Error + 'static)) -> Error {
         Error::NotPermitted(format!(
             "{what}: {chain} (needs root, or CAP_BPF + CAP_PERFMON)"
         ))
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        // Older kernels without BTF may refuse the BTF-described maps.
+        Error::Kernel(format!(
+            "{what}: {chain} (this kernel has no BTF: /sys/kernel/btf/vmlinux is missing)"
+        ))
     } else {
         Error::Kernel(format!("{what}: {chain}"))
     }

@@ -222,7 +222,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let gate_offset = gate_info
         .entry_offset
         .ok_or_else(|| Error::Usage(format!("{} has no entry point", gate_elf.display())))?;
-    crate::privileges::check()?;
+    crate::privileges::check(true)?;
 
     // hakmem is in the executable, or comes from the preloaded library.
     let (hakmem_file, info, linkage, preload): (PathBuf, ElfInfo, Linkage, Option<PathBuf>) =

@@ -29,7 +29,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let duration = seconds("duration", args.duration)?;
     let interval = seconds("interval", args.interval)?;
     let target = target::locate(args.pid)?;
-    crate::privileges::check()?;
+    crate::privileges::check(true)?;
     let offset = target
         .elf
         .probe_offset
