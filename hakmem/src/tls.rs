@@ -78,8 +78,8 @@ pub fn set(h: *mut Heap) {
 mod tests {
     #[test]
     fn set_then_get_in_each_thread() {
-        let h = 0x1000 as *mut crate::heap::Heap;
-        std::thread::spawn(move || {
+        std::thread::spawn(|| {
+            let h = 0x1000 as *mut crate::heap::Heap;
             let before = super::get();
             super::set(h);
             assert_eq!(super::get(), h);
