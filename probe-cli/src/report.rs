@@ -117,7 +117,7 @@ pub struct ProbePart {
     /// TSC frequency used to convert cycles, GHz.
     pub tsc_ghz: f64,
     /// Kernel-side bookkeeping (events lost to full maps, unknown ids, gate stops).
-    pub kernel: Vec<(&'static str, u64)>,
+    pub kernel: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// What a report is made of.
@@ -463,7 +463,7 @@ pub fn text(r: &Report) -> String {
     let lost: Vec<String> = p
         .kernel
         .iter()
-        .filter(|(n, v)| *v > 0 && *n != "gate_stops")
+        .filter(|(n, v)| **v > 0 && **n != "gate_stops")
         .map(|(n, v)| format!("{n} {v}"))
         .collect();
     if !lost.is_empty() {
