@@ -360,8 +360,8 @@ pub fn text(r: &Report) -> String {
     } else {
         let _ = writeln!(
             o,
-            "  {:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}  {}",
-            "component", "calls", "mean", "p50", "p99", "max", "share", "detail"
+            "  {:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}  detail",
+            "component", "calls", "mean", "p50", "p99", "max", "share"
         );
         for c in &r.components {
             let _ = writeln!(
