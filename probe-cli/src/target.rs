@@ -43,6 +43,8 @@ pub struct Target {
 /// One line of `/proc/PID/maps`.
 struct Mapping {
     start: u64,
+    /// `start-end` as in the maps line (names the /proc/PID/map_files entry).
+    range: String,
     offset: u64,
     executable: bool,
     path: String,
@@ -66,6 +68,7 @@ fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
             let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
             Some(Mapping {
                 start,
+                range: range.to_string(),
                 offset,
                 executable: perms.contains('x'),
                 path: path.to_string(),
@@ -125,7 +128,11 @@ pub fn locate(pid: u32) -> Result<Target> {
     });
 
     for path in candidates {
-        let open_path = openable(pid, path);
+        let first = maps
+            .iter()
+            .find(|m| m.path == path)
+            .expect("candidates come from maps");
+        let open_path = openable(pid, path, &first.range);
         let Ok(info) = elf::inspect(&open_path) else {
             continue;
         };
@@ -170,6 +177,7 @@ pub fn locate(pid: u32) -> Result<Target> {
 }
 
 fn file_name(path: &str) -> &str {
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
     Path::new(path)
         .file_name()
         .and_then(|n| n.to_str())
@@ -178,7 +186,12 @@ fn file_name(path: &str) -> &str {
 
 /// `path` as the process sees it, reachable from here even across mount
 /// namespaces or after the file was replaced on disk.
-fn openable(pid: u32, path: &str) -> PathBuf {
+fn openable(pid: u32, path: &str, range: &str) -> PathBuf {
+    // A library rebuilt since the process loaded it shows as "... (deleted)": its
+    // map_files link still reaches the old inode, for reading and for the uprobe.
+    if path.ends_with(" (deleted)") {
+        return PathBuf::from(format!("/proc/{pid}/map_files/{range}"));
+    }
     let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
     if via_root.exists() {
         via_root
