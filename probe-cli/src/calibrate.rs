@@ -112,6 +112,7 @@ pub fn print(c: &Calibration) {
         "  TSC timing pair:  {:>9.1} ns  (hakmem's own cost per timed component)",
         c.timing_ns
     );
-    println!("The probe's trap happens after hakmem took its timestamps, so component figures");
-    println!("exclude it; it slows the traced program by about one hit per probe event.");
+    println!("A component's own probe hit comes after its timestamps, so its figure excludes it;");
+    println!("an outer component (malloc) includes the hits of the components timed inside it");
+    println!("unless hakmem subtracts them. Each probe event slows the traced program by one hit.");
 }
