@@ -26,7 +26,7 @@ pub const MIN_ALIGN: usize = 16;
 #[inline(always)]
 pub fn malloc_at(size: usize, site: usize) -> *mut u8 {
     if probe::tracing() {
-        return traced_malloc(size, site);
+        return traced(size, || alloc_traced(size, site));
     }
     if size <= MAX_CLASS_SIZE {
         heap::alloc_small(size)
@@ -41,17 +41,24 @@ pub fn malloc(size: usize) -> *mut u8 {
     malloc_at(size, 0)
 }
 
+/// Runs one malloc-family call under the tracer: the whole call is one
+/// `Malloc` event (sub-components emit their own events inside it).
 #[cold]
 #[inline(never)]
-fn traced_malloc(size: usize, site: usize) -> *mut u8 {
+fn traced(size: usize, f: impl FnOnce() -> *mut u8) -> *mut u8 {
     let t = probe::now();
-    let p = if size <= MAX_CLASS_SIZE {
+    let p = f();
+    probe::emit(Component::Malloc, t, size as u64);
+    p
+}
+
+/// `malloc` while traced: the small path reports fast path vs refill.
+fn alloc_traced(size: usize, site: usize) -> *mut u8 {
+    if size <= MAX_CLASS_SIZE {
         heap::alloc_class_traced(crate::size_class::class_of(size))
     } else {
         large_path::alloc(size, MIN_ALIGN, site, false)
-    };
-    probe::emit(Component::Malloc, t, size as u64);
-    p
+    }
 }
 
 /// `calloc(n, size)`: ENOMEM on overflow; memory fresh from the OS is not cleared twice.
@@ -60,15 +67,26 @@ pub fn calloc_at(n: usize, size: usize, site: usize) -> *mut u8 {
         os::set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
-    if total <= MAX_CLASS_SIZE {
-        let p = malloc_at(total, site);
-        if !p.is_null() {
-            // SAFETY: a fresh block of at least `total` bytes.
-            unsafe { ptr::write_bytes(p, 0, total) };
+    let zeroed = || {
+        if total <= MAX_CLASS_SIZE {
+            let p = if probe::tracing() {
+                alloc_traced(total, site)
+            } else {
+                heap::alloc_small(total)
+            };
+            if !p.is_null() {
+                // SAFETY: a fresh block of at least `total` bytes.
+                unsafe { ptr::write_bytes(p, 0, total) };
+            }
+            p
+        } else {
+            large_path::alloc(total, MIN_ALIGN, site, true)
         }
-        p
+    };
+    if probe::tracing() {
+        traced(total, zeroed)
     } else {
-        large_path::alloc(total, MIN_ALIGN, site, true)
+        zeroed()
     }
 }
 
@@ -239,6 +257,13 @@ pub fn aligned_at(align: usize, size: usize, site: usize) -> *mut u8 {
     if align <= MIN_ALIGN && (align <= 8 || size > 8) {
         return malloc_at(size, site);
     }
+    if probe::tracing() {
+        return traced(size, || aligned_untimed(align, size, site));
+    }
+    aligned_untimed(align, size, site)
+}
+
+fn aligned_untimed(align: usize, size: usize, site: usize) -> *mut u8 {
     if size > MAX_REQUEST || align > MAX_REQUEST {
         os::set_errno(libc::ENOMEM);
         return ptr::null_mut();

@@ -221,7 +221,8 @@ impl ThreadCache {
         };
         let bytes = class_size(k) as u64;
         if self.held + bytes > self.budget {
-            let want = CHUNK.max(bytes);
+            // Chunks amortise the atomic; a small bound gets smaller chunks.
+            let want = CHUNK.min(max_bytes()).max(bytes);
             if !reserve(want) {
                 return Put::Refused;
             }

@@ -165,7 +165,11 @@ pub unsafe fn free_class(addr: usize) {
         }
         if local {
             // SAFETY: a page's class is < NUM_CLASSES by construction.
-            (*heap).counters.frees.get_unchecked((*page).class as usize).add(1);
+            (*heap)
+                .counters
+                .frees
+                .get_unchecked((*page).class as usize)
+                .add(1);
             if (*page).push_local(addr as *mut Block) {
                 free_local_slow(&mut *heap, seg, page);
             }

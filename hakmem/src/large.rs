@@ -49,8 +49,8 @@ pub struct ThreadState {
     pub sample_countdown: u32,
     /// Large operations since the last purge-clock check.
     pub ops: u32,
-    /// Earliest time of the next purge pass, in monotonic ns.
-    pub next_purge_ns: u64,
+    /// When this thread's BigCache was last aged, in monotonic ns.
+    pub aged_ns: u64,
     /// Options this path needs, copied at heap set-up (they never change).
     pub mode: crate::options::BigCacheMode,
     pub profiling: bool,
@@ -65,7 +65,7 @@ impl ThreadState {
             sample: crate::evolution::Sample::NONE,
             sample_countdown: 0,
             ops: 0,
-            next_purge_ns: 0,
+            aged_ns: 0,
             mode: crate::options::BigCacheMode::Off,
             profiling: false,
             purge_delay_ns: 0,
@@ -77,6 +77,7 @@ impl ThreadState {
         self.mode = o.bigcache;
         self.profiling = o.profiling();
         self.purge_delay_ns = o.purge_delay_ms.saturating_mul(1_000_000);
+        self.aged_ns = crate::os::monotonic_ns();
         // A different exploration sequence per thread.
         self.rng.0 ^= (self as *mut Self as u64).rotate_left(17) | 1;
     }

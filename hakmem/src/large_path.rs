@@ -235,35 +235,46 @@ pub fn grow_in_place(a: usize, h: *mut LargeHeader, size: usize) -> bool {
     true
 }
 
-/// Earliest time of the next global-cache purge pass.
-static NEXT_GLOBAL_PURGE_NS: AtomicU64 = AtomicU64::new(0);
+/// When the global cache was last aged.
+static GLOBAL_AGED_NS: AtomicU64 = AtomicU64::new(0);
 
-/// Ages this thread's BigCache (and the global one) by one pass if the purge
-/// clock says so; `delay_ns == 0` releases everything now.
+/// Purge passes owed for the time since `last`: one per half purge delay,
+/// at most three (after three a slot is released anyway).
+fn passes_since(last: u64, now: u64, delay_ns: u64) -> u32 {
+    (now.saturating_sub(last) / (delay_ns / 2).max(1)).min(3) as u32
+}
+
+/// Ages this thread's BigCache (and the global one) by the purge passes the
+/// time since the last one calls for; `delay_ns == 0` releases everything now.
 pub fn purge_thread(h: &mut Heap, now: u64, delay_ns: u64) {
-    let released = if delay_ns == 0 {
-        h.large.cache.flush() + bigcache::global_purge(true)
+    let mut released = 0;
+    if delay_ns == 0 {
+        released += h.large.cache.flush() + bigcache::global_purge(true);
     } else {
-        let mut n = 0;
-        if now >= h.large.next_purge_ns {
-            h.large.next_purge_ns = now + (delay_ns / 2).max(1);
-            n += h.large.cache.purge();
+        for _ in 0..passes_since(h.large.aged_ns, now, delay_ns) {
+            h.large.aged_ns = now;
+            released += h.large.cache.purge();
         }
-        let next = NEXT_GLOBAL_PURGE_NS.load(Ordering::Relaxed);
-        if now >= next
-            && NEXT_GLOBAL_PURGE_NS
-                .compare_exchange(
-                    next,
-                    now + (delay_ns / 2).max(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
+        let last = GLOBAL_AGED_NS.load(Ordering::Relaxed);
+        // The first call only starts the clock.
+        let passes = if last == 0 {
+            0
+        } else {
+            passes_since(last, now, delay_ns)
+        };
+        if last == 0 {
+            let _ = GLOBAL_AGED_NS.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        if passes > 0
+            && GLOBAL_AGED_NS
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            n += bigcache::global_purge(false);
+            for _ in 0..passes {
+                released += bigcache::global_purge(false);
+            }
         }
-        n
-    };
+    }
     h.counters.bigcache_purged.add(released as u64);
 }
 

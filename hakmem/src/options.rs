@@ -40,6 +40,9 @@ pub struct Options {
     pub bigcache_max_mb: u64,
     /// `HAKMEM_VERBOSE=1`: report every foreign pointer, not only the first.
     pub verbose: bool,
+    /// `HAKMEM_TRACE=1`: time components from the start, as if a tracer had
+    /// attached (lets `probe-cli run` see the very first allocations).
+    pub trace_at_start: bool,
 }
 
 impl Options {
@@ -54,6 +57,7 @@ impl Options {
         purge_delay_ms: 10,
         bigcache_max_mb: 64,
         verbose: false,
+        trace_at_start: false,
     };
 
     /// Profiling is an optional feature: off under `HAKMEM_MINIMAL`.
@@ -188,6 +192,15 @@ pub const TABLE: &[OptionSpec] = &[
             Ok(())
         },
     },
+    OptionSpec {
+        name: "HAKMEM_TRACE",
+        values: "1",
+        meaning: "time components from the first allocation on, for a tracer that attaches at exec",
+        apply: |o, v| {
+            o.trace_at_start = flag(v).map_err(|_| "0")?;
+            Ok(())
+        },
+    },
 ];
 
 /// Parses a decimal `u64` (ASCII digits only, no sign, no overflow).
@@ -282,6 +295,9 @@ fn init() -> Options {
         // SAFETY: only the winner writes, before publishing.
         unsafe { *VALUE.0.get() = opts };
         STATE.store(2, Ordering::Release);
+        if opts.trace_at_start {
+            crate::probe::hakmem_trace_enabled.store(1, Ordering::Relaxed);
+        }
     }
     opts
 }

@@ -85,21 +85,22 @@ pub const COMPONENTS: &[(Component, &str)] = &[
     (Component::LargeAlloc, "large_alloc"),
 ];
 
-core::arch::global_asm!(
-    ".pushsection .text.hakmem_probe_event,\"ax\",@progbits",
-    ".globl hakmem_probe_event",
-    ".type hakmem_probe_event,@function",
-    ".p2align 4",
-    "hakmem_probe_event:",
-    // nop5: the optimised-uprobe site; then return.
-    ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
-    "ret",
-    ".size hakmem_probe_event, .-hakmem_probe_event",
-    ".popsection",
-);
+/// The probe site: a 5-byte nop (the optimised-uprobe site), then `ret`.
+/// `#[no_mangle]` so that it is in the dynamic symbol table of libhakmem.so
+/// (and survives `strip`), like `hakmem_trace_enabled`.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn hakmem_probe_event(_component: u32, _cycles: u64, _arg: u64) {
+    core::arch::naked_asm!(".byte 0x0f, 0x1f, 0x44, 0x00, 0x00", "ret")
+}
 
-extern "C" {
-    fn hakmem_probe_event(component: u32, cycles: u64, arg: u64);
+/// Elsewhere: an ordinary empty function a uprobe can still attach to.
+#[cfg(not(target_arch = "x86_64"))]
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hakmem_probe_event(component: u32, cycles: u64, arg: u64) {
+    core::hint::black_box((component, cycles, arg));
 }
 
 /// True while a tracer is attached. One relaxed load.
@@ -111,6 +112,17 @@ pub fn tracing() -> bool {
 /// The TSC (x86-64) or a monotonic nanosecond clock elsewhere.
 #[inline(always)]
 pub fn now() -> u64 {
+    raw_now().wrapping_sub(PROBE_CYCLES.with(|c| c.get()))
+}
+
+std::thread_local! {
+    /// TSC cycles this thread spent inside probe calls: subtracted from `now`, so an
+    /// outer component's duration excludes the probe hits of the components inside it.
+    static PROBE_CYCLES: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+#[inline(always)]
+fn raw_now() -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: rdtsc has no preconditions on x86-64.
@@ -127,16 +139,17 @@ pub fn now() -> u64 {
 #[cold]
 pub fn emit(component: Component, start: u64, arg: u64) {
     let cycles = now().wrapping_sub(start);
-    // SAFETY: the assembly function is a nop and a ret; it reads no memory.
-    unsafe { hakmem_probe_event(component as u32, cycles, arg) }
+    emit_cycles(component, cycles, arg)
 }
 
 /// Emits an event with a duration measured elsewhere (or 0 for pure counts).
 #[inline(never)]
 #[cold]
 pub fn emit_cycles(component: Component, cycles: u64, arg: u64) {
-    // SAFETY: as in `emit`.
-    unsafe { hakmem_probe_event(component as u32, cycles, arg) }
+    let before = raw_now();
+    hakmem_probe_event(component as u32, cycles, arg);
+    let spent = raw_now().wrapping_sub(before);
+    PROBE_CYCLES.with(|c| c.set(c.get().wrapping_add(spent)));
 }
 
 #[cfg(test)]
@@ -152,7 +165,7 @@ mod tests {
 
     #[test]
     fn probe_function_starts_with_nop5() {
-        let f = hakmem_probe_event as *const u8;
+        let f = hakmem_probe_event as *const () as *const u8;
         // SAFETY: reading the first 6 bytes of our own code.
         let bytes = unsafe { core::slice::from_raw_parts(f, 6) };
         assert_eq!(bytes, &[0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3]);

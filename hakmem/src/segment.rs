@@ -312,9 +312,7 @@ pub fn maintain_pool(now_ns: u64, delay_ns: u64) {
     // A forced pass (delay 0: `collect(true)`) purges the whole pool, whatever
     // the clock says and however many segments wait.
     let force = delay_ns == 0;
-    if POOL_DIRTY.is_empty()
-        || (!force && now_ns < NEXT_POOL_PURGE_NS.load(Ordering::Relaxed))
-    {
+    if POOL_DIRTY.is_empty() || (!force && now_ns < NEXT_POOL_PURGE_NS.load(Ordering::Relaxed)) {
         return;
     }
     NEXT_POOL_PURGE_NS.store(now_ns + delay_ns.max(1_000_000) / 2, Ordering::Relaxed);

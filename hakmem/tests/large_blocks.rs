@@ -1,0 +1,287 @@
+//! Large blocks: BigCache modes, the HAKMEM_* switches, ELO/evolution, the
+//! purge delay, the memory bound and call-site profiling.
+//!
+//! Options are read once per process, so each case re-runs this test binary
+//! as a child with its own environment (`child` below) and reads back the
+//! `RESULT key=value` lines the child prints.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+#[global_allocator]
+static A: hakmem::Hakmem = hakmem::Hakmem;
+
+const MIB: usize = 1 << 20;
+
+/// Runs scenario `name` in a child process with `env`; returns its results.
+fn child(name: &str, env: &[(&str, &str)]) -> (HashMap<String, String>, String, Option<i32>) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"]);
+    cmd.env("HAKMEM_TEST_SCENARIO", name);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HAKMEM_") && k != "HAKMEM_TEST_SCENARIO" {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut map = HashMap::new();
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("RESULT ") {
+            for kv in rest.split_whitespace() {
+                if let Some((k, v)) = kv.split_once('=') {
+                    map.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+    }
+    (map, stderr, out.status.code())
+}
+
+fn num(m: &HashMap<String, String>, k: &str) -> u64 {
+    m.get(k)
+        .unwrap_or_else(|| panic!("child did not report {k}: {m:?}"))
+        .parse()
+        .unwrap()
+}
+
+fn report() {
+    let s = hakmem::stats();
+    println!(
+        "RESULT hits={} misses={} puts={} refused={} evictions={} purged={} reserved={} \
+         maps={} unmaps={} mapped={} large_live={} phase={:?} transitions={} samples={} uses_plain={} uses_total={}",
+        s.large.bigcache_hits,
+        s.large.bigcache_misses,
+        s.large.bigcache_puts,
+        s.large.bigcache_refused,
+        s.large.bigcache_evictions,
+        s.large.bigcache_purged,
+        s.large.bigcache_reserved_bytes,
+        s.os_maps,
+        s.os_unmaps,
+        s.mapped,
+        s.large_live_bytes,
+        s.large.phase,
+        s.large.evo_transitions,
+        s.large.samples.iter().sum::<u64>(),
+        s.large.uses[0],
+        s.large.uses.iter().sum::<u64>(),
+    );
+}
+
+/// The `vm` pattern: blocks of about 2 MiB, every page touched, 4 live at once.
+fn vm_loop(iters: usize) {
+    let mut live: Vec<Vec<u8>> = Vec::new();
+    for i in 0..iters {
+        let size = 2 * MIB - (i % 7) * 4096;
+        let mut v = Vec::with_capacity(size);
+        // SAFETY: u8 needs no initialisation; every page is written below.
+        unsafe { v.set_len(size) };
+        for off in (0..size).step_by(4096) {
+            v[off] = i as u8;
+        }
+        if live.len() == 4 {
+            live.remove(0);
+        }
+        live.push(v);
+    }
+}
+
+/// Dispatches to the scenario named by HAKMEM_TEST_SCENARIO (children only).
+#[test]
+fn child_entry() {
+    let Ok(name) = std::env::var("HAKMEM_TEST_SCENARIO") else {
+        return;
+    };
+    match name.as_str() {
+        "vm" => {
+            vm_loop(400);
+            report();
+        }
+        "cross-thread" => {
+            // Blocks allocated here, freed by another thread, repeatedly.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let freer = std::thread::spawn(move || {
+                while let Ok(v) = rx.recv() {
+                    assert!(v.iter().step_by(4096).all(|&b| b == 0xab));
+                }
+                hakmem::collect(true);
+            });
+            for _ in 0..200 {
+                tx.send(vec![0xab; 3 * MIB]).unwrap();
+            }
+            drop(tx);
+            freer.join().unwrap();
+            hakmem::collect(true);
+            report();
+        }
+        "purge-delay" => {
+            vm_loop(50);
+            let before = hakmem::stats();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            hakmem::collect(false);
+            let after = hakmem::stats();
+            println!(
+                "RESULT held_before={} held_after={} mapped_before={} mapped_after={}",
+                before.large.bigcache_reserved_bytes,
+                after.large.bigcache_reserved_bytes,
+                before.mapped,
+                after.mapped
+            );
+            report();
+        }
+        "bound" => {
+            // Ten distinct 2 MiB blocks freed together: more than a 4 MiB bound holds.
+            let blocks: Vec<Vec<u8>> = (0..10).map(|_| vec![1u8; 2 * MIB]).collect();
+            drop(blocks);
+            report();
+        }
+        "profile" => {
+            for _ in 0..3 {
+                let p = hakmem::alloc_here(3 * MIB);
+                assert!(!p.is_null());
+                // SAFETY: from alloc_here.
+                unsafe { hakmem::free(p) };
+            }
+            report();
+        }
+        "header-magic" => {
+            let mut v = vec![0u8; 2 * MIB];
+            // SAFETY: deliberately corrupt the 16-byte header before the block.
+            unsafe { *(v.as_mut_ptr().sub(4) as *mut u32) = 0xdead_beef };
+            drop(v);
+            println!("RESULT survived=1");
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+#[test]
+fn bigcache_serves_the_vm_loop_without_syscalls() {
+    let (m, _, _) = child("vm", &[]);
+    assert!(num(&m, "hits") >= 390, "{m:?}");
+    assert!(
+        num(&m, "maps") < 40,
+        "a few segments and blocks, not one map per block: {m:?}"
+    );
+    assert!(num(&m, "samples") > 0, "learning measures some allocations");
+}
+
+#[test]
+fn switching_the_bigcache_off_maps_every_block() {
+    for env in [
+        [("HAKMEM_BIGCACHE", "off")],
+        [("HAKMEM_DISABLE_BIGCACHE", "1")],
+    ] {
+        let (m, _, _) = child("vm", &env);
+        assert_eq!(num(&m, "hits"), 0, "{env:?}: {m:?}");
+        assert_eq!(num(&m, "puts"), 0);
+        assert!(num(&m, "uses_total") >= 400, "every block mapped: {m:?}");
+    }
+}
+
+#[test]
+fn global_mode_hits_through_the_shared_cache() {
+    let (m, _, _) = child("vm", &[("HAKMEM_BIGCACHE", "global")]);
+    assert!(num(&m, "hits") >= 390, "{m:?}");
+}
+
+#[test]
+fn elo_switches_lock_the_strategy() {
+    for env in [
+        vec![("HAKMEM_DISABLE_ELO", "1")],
+        vec![("HAKMEM_EVO_POLICY", "frozen")],
+        vec![("HAKMEM_MINIMAL", "1")],
+    ] {
+        let (m, _, _) = child("vm", &env);
+        assert_eq!(m["phase"], "Locked", "{env:?}");
+        assert_eq!(num(&m, "samples"), 0, "no measuring when locked: {env:?}");
+        assert_eq!(
+            num(&m, "uses_plain"),
+            num(&m, "uses_total"),
+            "fixed strategy: {env:?}"
+        );
+    }
+    let (m, _, _) = child("vm", &[("HAKMEM_MINIMAL", "1")]);
+    assert_eq!(num(&m, "hits"), 0, "minimal turns the BigCache off");
+    let (m, _, _) = child("vm", &[]);
+    assert_ne!(m["phase"], "Locked", "the default learns");
+}
+
+#[test]
+fn cross_thread_large_frees_leak_nothing_in_every_mode() {
+    for mode in ["thread", "global", "off"] {
+        let (m, _, _) = child("cross-thread", &[("HAKMEM_BIGCACHE", mode)]);
+        assert_eq!(num(&m, "large_live"), 0, "{mode}: {m:?}");
+        assert_eq!(
+            num(&m, "reserved"),
+            0,
+            "{mode}: cache emptied by collect: {m:?}"
+        );
+        assert!(
+            num(&m, "mapped") < 64 * MIB as u64,
+            "{mode}: mapped back down: {m:?}"
+        );
+    }
+}
+
+#[test]
+fn cached_memory_goes_back_after_the_purge_delay() {
+    let (m, _, _) = child("purge-delay", &[("HAKMEM_PURGE_DELAY_MS", "50")]);
+    assert!(num(&m, "held_before") > 0, "blocks were cached: {m:?}");
+    assert_eq!(
+        num(&m, "held_after"),
+        0,
+        "and released after the delay: {m:?}"
+    );
+    assert!(
+        num(&m, "mapped_after") + 4 * MIB as u64 <= num(&m, "mapped_before"),
+        "{m:?}"
+    );
+    assert!(num(&m, "purged") >= 1);
+}
+
+#[test]
+fn the_memory_bound_is_kept() {
+    let (m, _, _) = child("bound", &[("HAKMEM_BIGCACHE_MAX_MB", "4")]);
+    assert!(num(&m, "refused") >= 6, "{m:?}");
+    assert!(num(&m, "reserved") <= 4 * MIB as u64, "{m:?}");
+    let (m, _, _) = child("bound", &[]);
+    assert_eq!(
+        num(&m, "refused"),
+        0,
+        "the default bound holds ten blocks: {m:?}"
+    );
+}
+
+#[test]
+fn profile_names_the_rust_call_site() {
+    let (m, stderr, _) = child("profile", &[("HAKMEM_PROFILE", "1")]);
+    assert!(num(&m, "hits") >= 2);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("large_blocks.rs"))
+        .unwrap_or_else(|| panic!("no site line in:\n{stderr}"));
+    // allocs, MiB, hits: 3 allocations of 3 MiB, 2 of them BigCache hits.
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[2..5], &["3", "9.0", "2"], "{line}");
+}
+
+#[test]
+fn header_magic_is_checked_in_debug_builds_only() {
+    let (m, stderr, code) = child("header-magic", &[]);
+    if cfg!(debug_assertions) {
+        assert_ne!(code, Some(0), "debug build must abort");
+        assert!(stderr.contains("corrupt large-block header"), "{stderr}");
+    } else {
+        assert_eq!(
+            m.get("survived").map(String::as_str),
+            Some("1"),
+            "release skips the check: {stderr}"
+        );
+    }
+}
