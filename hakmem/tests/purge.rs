@@ -1,0 +1,217 @@
+//! Memory going back to the OS under `#[global_allocator]`: freed small and
+//! medium blocks are purged (RSS falls), after `HAKMEM_PURGE_DELAY_MS` and not
+//! before, and freed large blocks are unmapped.
+//!
+//! Options are read once per process, so the tests that need particular
+//! `HAKMEM_*` values run in a child process (this binary re-executed with the
+//! variables set and one `#[ignore]`d test selected).
+
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+#[global_allocator]
+static A: hakmem::Hakmem = hakmem::Hakmem;
+
+const MIB: u64 = 1 << 20;
+
+/// RSS is process-wide: the tests in this binary run one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs the `#[ignore]`d test `name` in a child process with `env` set.
+fn run_child(name: &str, env: &[(&str, &str)]) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HAKMEM_TEST_CHILD", "1")
+        .envs(env.iter().copied())
+        .output()
+        .expect("re-run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child {name} with {env:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+fn in_child() -> bool {
+    std::env::var_os("HAKMEM_TEST_CHILD").is_some()
+}
+
+/// About `mib` MiB of small (1000 B) and medium (50 KB) blocks, every byte written.
+fn fill_small_and_medium(mib: usize) -> (Vec<Box<[u8]>>, Vec<Box<[u8]>>) {
+    let half = mib << 19;
+    let small = (0..half / 1000)
+        .map(|i| vec![i as u8 | 1; 1000].into_boxed_slice())
+        .collect();
+    let medium = (0..half / 50_000)
+        .map(|i| vec![i as u8 | 1; 50_000].into_boxed_slice())
+        .collect();
+    (small, medium)
+}
+
+#[test]
+fn freed_small_and_medium_blocks_are_purged_by_collect() {
+    let _serial = serial();
+    // More than 64 segments' worth: a forced collect must purge all of them.
+    const TOTAL: u64 = 320;
+    hakmem::collect(true);
+    let base = hakmem::stats();
+    let blocks = fill_small_and_medium(TOTAL as usize);
+    let peak = hakmem::stats();
+    assert!(
+        peak.resident >= base.resident + (TOTAL - 20) * MIB,
+        "{TOTAL} MiB of written blocks raised RSS by only {} MiB",
+        peak.resident.saturating_sub(base.resident) / MIB
+    );
+    drop(blocks);
+    hakmem::collect(true);
+    let after = hakmem::stats();
+    eprintln!(
+        "purge: resident {} -> {} -> {} MiB, purges +{} ({} MiB)",
+        base.resident / MIB,
+        peak.resident / MIB,
+        after.resident / MIB,
+        after.purges - peak.purges,
+        (after.purged_bytes - peak.purged_bytes) / MIB
+    );
+    assert!(after.purges > peak.purges, "collect(true) purged nothing");
+    assert!(
+        after.purged_bytes >= peak.purged_bytes + (TOTAL - 40) * MIB,
+        "collect(true) purged only {} MiB of {TOTAL} MiB freed",
+        (after.purged_bytes - peak.purged_bytes) / MIB
+    );
+    assert!(
+        after.resident + (TOTAL - 40) * MIB <= peak.resident,
+        "RSS fell only from {} to {} MiB after freeing {TOTAL} MiB",
+        peak.resident / MIB,
+        after.resident / MIB
+    );
+}
+
+#[test]
+fn freed_blocks_are_purged_after_the_delay_and_not_before() {
+    run_child("child_purge_delay", &[("HAKMEM_PURGE_DELAY_MS", "300")]);
+}
+
+#[test]
+#[ignore = "run in a child process by freed_blocks_are_purged_after_the_delay_and_not_before"]
+fn child_purge_delay() {
+    if !in_child() {
+        return;
+    }
+    assert_eq!(hakmem::options().purge_delay_ms, 300);
+    let blocks = fill_small_and_medium(64);
+    let peak = hakmem::stats();
+    drop(blocks);
+    // Too young: nothing freed just now may go back yet.
+    hakmem::collect(false);
+    let early = hakmem::stats();
+    assert!(
+        early.purged_bytes - peak.purged_bytes < 8 * MIB,
+        "{} MiB purged before the 300 ms delay",
+        (early.purged_bytes - peak.purged_bytes) / MIB
+    );
+    assert!(
+        early.resident + 16 * MIB > peak.resident,
+        "RSS fell before the delay"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    // No explicit collect: the thread keeps allocating (small, short-lived
+    // blocks) and its slow path does the purging once the delay has passed.
+    for round in 0..200 {
+        let v: Vec<Box<[u8]>> = (1..400)
+            .map(|i| vec![round as u8; i * 8].into_boxed_slice())
+            .collect();
+        drop(v);
+    }
+    let late = hakmem::stats();
+    eprintln!(
+        "purge delay: resident {} -> {} -> {} MiB",
+        peak.resident / MIB,
+        early.resident / MIB,
+        late.resident / MIB
+    );
+    assert!(
+        late.purged_bytes - early.purged_bytes >= 48 * MIB,
+        "only {} MiB purged after the delay had passed",
+        (late.purged_bytes - early.purged_bytes) / MIB
+    );
+    assert!(
+        late.resident + 40 * MIB <= peak.resident,
+        "RSS did not fall after the delay"
+    );
+}
+
+#[test]
+fn freed_large_blocks_are_unmapped() {
+    let _serial = serial();
+    let base = hakmem::stats();
+    let blocks: Vec<Vec<u8>> = (0..24)
+        .map(|i| vec![i as u8 | 1; (4 << 20) + i * 4096])
+        .collect();
+    let peak = hakmem::stats();
+    assert!(peak.mapped >= base.mapped + 96 * MIB);
+    drop(blocks);
+    // A cache of freed large blocks may keep some; a forced collect empties it.
+    hakmem::collect(true);
+    let after = hakmem::stats();
+    assert!(
+        after.os_unmaps >= peak.os_unmaps + 24,
+        "{} unmaps for 24 freed large blocks",
+        after.os_unmaps - peak.os_unmaps
+    );
+    assert!(
+        after.mapped + 96 * MIB <= peak.mapped,
+        "mapped fell only from {} to {} MiB",
+        peak.mapped / MIB,
+        after.mapped / MIB
+    );
+    assert!(
+        after.resident + 80 * MIB <= peak.resident,
+        "RSS did not fall"
+    );
+}
+
+#[test]
+fn without_bigcache_large_blocks_are_unmapped_at_free() {
+    run_child("child_no_bigcache", &[("HAKMEM_BIGCACHE", "off")]);
+}
+
+#[test]
+#[ignore = "run in a child process by without_bigcache_large_blocks_are_unmapped_at_free"]
+fn child_no_bigcache() {
+    if !in_child() {
+        return;
+    }
+    for i in 0..16usize {
+        let v = vec![1u8; (1 << 20) + i * 100_000];
+        let p = v.as_ptr();
+        assert!(hakmem::owns(p));
+        let before = hakmem::stats();
+        drop(v);
+        let after = hakmem::stats();
+        assert!(
+            after.os_unmaps > before.os_unmaps,
+            "block {i} not unmapped at free"
+        );
+        assert!(
+            after.mapped < before.mapped,
+            "block {i}: mapped did not fall"
+        );
+        assert!(
+            !hakmem::owns(p),
+            "the region of an unmapped block is still hakmem's"
+        );
+    }
+}
