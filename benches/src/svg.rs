@@ -87,6 +87,8 @@ pub fn write(path: &Path, rows: &[Row], scenarios: &[&str]) -> Result<(), String
     let top = bars.iter().map(|b| b.2).fold(1.0f64, f64::max);
     // Past 4× the detail that matters (who wins, by how much) is lost anyway.
     let y_max = (top * 1.15).min(4.0).max(1.2);
+    // Headroom above the tallest bar keeps the legend (top left) off the bars.
+    let axis_max = y_max * 1.4;
 
     let root = SVGBackend::new(path, (width, height)).into_drawing_area();
     let draw = |e: &dyn std::fmt::Display| e.to_string();
@@ -99,7 +101,7 @@ pub fn write(path: &Path, rows: &[Row], scenarios: &[&str]) -> Result<(), String
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..y_max)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..axis_max)
         .map_err(|e| draw(&e))?;
     let names: Vec<String> = scenarios.iter().map(|s| s.to_string()).collect();
     let x_formatter = move |x: &f64| {
@@ -149,19 +151,23 @@ pub fn write(path: &Path, rows: &[Row], scenarios: &[&str]) -> Result<(), String
             .map_err(|e| draw(&e))?
             .label(*allocator)
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], fill.filled()));
-        let label_style = TextStyle::from(("sans-serif", 11).into_font())
+        // Values read bottom to top just above each bar; a bar cut at the top
+        // carries its value inside, in white, so it never runs into the title.
+        let above = TextStyle::from(("sans-serif", 11).into_font())
             .transform(FontTransform::Rotate270)
             .pos(Pos::new(HPos::Left, VPos::Center));
+        let inside = TextStyle::from(("sans-serif", 11).into_font())
+            .color(&WHITE)
+            .transform(FontTransform::Rotate270)
+            .pos(Pos::new(HPos::Right, VPos::Center));
         chart
             .draw_series(mine.iter().map(|&(si, ratio)| {
                 let x = si as f64 - group / 2.0 + ai as f64 * slot + slot * 0.45;
-                let y = ratio.min(y_max) * 0.98;
-                let text = if ratio > y_max {
-                    format!("{ratio:.1}× ↑")
+                if ratio > y_max {
+                    Text::new(format!("{ratio:.1}× ↑"), (x, y_max * 0.99), inside.clone())
                 } else {
-                    format!("{ratio:.2}")
-                };
-                Text::new(text, (x, y), label_style.clone())
+                    Text::new(format!("{ratio:.2}"), (x, ratio + y_max * 0.01), above.clone())
+                }
             }))
             .map_err(|e| draw(&e))?;
     }
