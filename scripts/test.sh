@@ -17,7 +17,8 @@ cargo test --workspace -- --test-threads=2
 step "integration tests (release)"
 cargo test --release -p hakmem -- --test-threads=2
 
-for part in scripts/test-preload.sh scripts/test-bench.sh scripts/test-ebpf.sh; do
+for part in scripts/test-preload.sh scripts/test-hardened.sh scripts/test-bench.sh scripts/test-ebpf.sh \
+            scripts/test-breakdown.sh scripts/test-reliability.sh; do
   if [ -x "$part" ]; then
     step "$part"
     "$part"

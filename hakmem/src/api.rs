@@ -268,6 +268,9 @@ fn aligned_untimed(align: usize, size: usize, site: usize) -> *mut u8 {
         os::set_errno(libc::ENOMEM);
         return ptr::null_mut();
     }
+    // A block of at least one byte, as malloc(0): a large block of 0 bytes
+    // would start at the very end of its mapping, outside memory hakmem owns.
+    let size = size.max(1);
     match class_for_aligned(size, align) {
         Some(c) => {
             if probe::tracing() {

@@ -212,7 +212,7 @@ fn check_block(page: *mut Page, addr: usize, local: bool) {
             crate::api::double_free(addr as *mut u8, p.class as usize);
         }
         // SAFETY: free-list blocks belong to the page.
-        b = unsafe { (*b).next };
+        b = p.next_of(b);
     }
 }
 
@@ -226,7 +226,7 @@ fn alloc_class_slow(heap: *mut Heap, c: usize) -> *mut u8 {
     let heap = if is_empty_heap(heap) {
         match init_current() {
             Some(h) => h,
-            None => return ptr::null_mut(),
+            None => return out_of_memory(),
         }
     } else {
         heap
@@ -267,8 +267,15 @@ fn alloc_class_slow(heap: *mut Heap, c: usize) -> *mut u8 {
             h.counters.allocs[c].add(1);
             b as *mut u8
         }
-        None => ptr::null_mut(),
+        None => out_of_memory(),
     }
+}
+
+/// The OS refused memory: NULL with errno ENOMEM, as malloc must.
+#[cold]
+fn out_of_memory() -> *mut u8 {
+    os::set_errno(libc::ENOMEM);
+    ptr::null_mut()
 }
 
 #[cold]

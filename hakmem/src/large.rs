@@ -37,7 +37,15 @@ pub struct LargeHeader {
 
 pub const HEADER_SIZE: usize = core::mem::size_of::<LargeHeader>();
 const _: () = assert!(HEADER_SIZE == 16);
-const MAGIC: u32 = 0x4841_4b4d; // "HAKM"
+pub const MAGIC: u32 = 0x4841_4b4d; // "HAKM"
+/// Hardened builds: the magic of a block waiting in the BigCache.
+pub const FREED_MAGIC: u32 = 0x4652_4545; // "FREE"
+/// Hardened builds: a PROT_NONE page after every large block (not counted in len_pages).
+const GUARD: usize = if crate::hardening::ENABLED {
+    OS_PAGE
+} else {
+    0
+};
 
 /// Per-thread large-block state: BigCache slots, exploration RNG, the one
 /// allocation being measured for ELO, and the purge clock.
@@ -130,7 +138,10 @@ pub unsafe fn header(p: usize, region: Region) -> Option<*mut LargeHeader> {
     if hdr.offset as usize != expected_offset || p % 16 != 0 {
         return None;
     }
-    if cfg!(any(debug_assertions, feature = "debug-checks")) && hdr.magic != MAGIC {
+    if cfg!(any(debug_assertions, feature = "debug-checks"))
+        && hdr.magic != MAGIC
+        && hdr.magic != FREED_MAGIC
+    {
         crate::api::corrupt_header(p as *mut u8);
     }
     Some(h)
@@ -173,23 +184,29 @@ fn map_raw(size: usize, align: usize, site: u32) -> Option<Block> {
     let p = if align < SEGMENT_SIZE {
         let offset = align.max(HEADER_SIZE);
         let len = page_round(offset.checked_add(size)?)?;
-        let base = os::map_aligned(len, SEGMENT_SIZE)? as usize;
+        let base = os::map_aligned(len + GUARD, SEGMENT_SIZE)? as usize;
+        if GUARD > 0 {
+            crate::hardening::guard((base + len) as *mut u8, GUARD);
+        }
         write_header(base as *mut LargeHeader, len, offset, site);
         segment_map::set(base, Region::LargeHeaderAtBase);
         base + offset
     } else {
         // The block starts a 4 MiB region; one OS page in front holds the header.
         let len = page_round(size.checked_add(OS_PAGE)?)?;
-        let over = len.checked_add(align)?;
+        let over = len.checked_add(align)?.checked_add(GUARD)?;
         let raw = os::map(over)? as usize;
         let p = (raw + OS_PAGE + align - 1) & !(align - 1);
         let start = p - OS_PAGE;
         if start > raw {
             os::unmap(raw as *mut u8, start - raw);
         }
-        let tail = raw + over - (start + len);
+        let tail = raw + over - (start + len + GUARD);
         if tail > 0 {
-            os::unmap((start + len) as *mut u8, tail);
+            os::unmap((start + len + GUARD) as *mut u8, tail);
+        }
+        if GUARD > 0 {
+            crate::hardening::guard((start + len) as *mut u8, GUARD);
         }
         write_header((p - HEADER_SIZE) as *mut LargeHeader, len, OS_PAGE, site);
         segment_map::set(p, Region::LargeHeaderBefore);
@@ -226,12 +243,15 @@ pub fn unmap_block(p: usize, h: *mut LargeHeader) {
     let (len, offset) = unsafe { ((*h).len_pages as usize * OS_PAGE, (*h).offset as usize) };
     let start = p - offset;
     segment_map::clear(p & !(SEGMENT_SIZE - 1));
-    os::unmap(start as *mut u8, len);
+    os::unmap(start as *mut u8, len + GUARD);
 }
 
 /// Grows or shrinks the block at `p` in place to at least `new_size` usable
 /// bytes. Returns false if the mapping cannot change without moving.
 pub fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) -> bool {
+    if GUARD > 0 {
+        return false; // the guard page sits right after the mapping
+    }
     // SAFETY: validated header.
     let hdr = unsafe { &mut *h };
     let offset = hdr.offset as usize;

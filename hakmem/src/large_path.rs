@@ -78,6 +78,10 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
                 // SAFETY: as above.
                 unsafe { (*hdr).site = large::site_word(slot, large::strategy_of(word)) };
             }
+            if crate::hardening::ENABLED {
+                // SAFETY: as above.
+                unsafe { (*hdr).magic = large::MAGIC };
+            }
             let usable = large::usable_size(hdr);
             h.counters.bigcache_hits.add(1);
             finish_alloc(h, p as *mut u8, size, usable, slot, true, zero, false);
@@ -159,6 +163,10 @@ pub unsafe fn free(a: usize, region: Region) {
         crate::api::foreign_pointer("free", a as *mut u8);
         return;
     };
+    // SAFETY: validated header.
+    if crate::hardening::ENABLED && unsafe { (*hdr).magic } == large::FREED_MAGIC {
+        crate::hardening::double_free(a, crate::size_class::NUM_CLASSES);
+    }
     let usable = large::usable_size(hdr);
     let Some(heap) = heap::current_or_init() else {
         large::unmap_block(a, hdr);
@@ -192,6 +200,10 @@ pub unsafe fn free(a: usize, region: Region) {
     };
     match put {
         Put::Cached { evicted } => {
+            if crate::hardening::ENABLED {
+                // SAFETY: the block is ours until the cache hands it out again.
+                unsafe { (*hdr).magic = large::FREED_MAGIC };
+            }
             h.counters.bigcache_puts.add(1);
             h.counters.bigcache_evictions.add(evicted as u64);
         }

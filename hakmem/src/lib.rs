@@ -31,6 +31,8 @@ pub mod evolution;
 mod exit_report;
 mod global_alloc;
 #[allow(missing_docs)]
+pub mod hardening;
+#[allow(missing_docs)]
 pub mod heap;
 #[allow(missing_docs)]
 pub mod large;

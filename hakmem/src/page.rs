@@ -19,6 +19,7 @@
 //! A page belongs to the heap that owns its segment; only that heap's thread
 //! touches the non-atomic fields.
 
+use crate::hardening;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -58,6 +59,9 @@ pub struct Page {
     pub prev: *mut Page,
     /// Address of the first block.
     pub start: *mut u8,
+    /// Secret that encodes this page's free-list links (hardened builds only).
+    #[cfg(feature = "hardened")]
+    pub key: usize,
 }
 
 impl Page {
@@ -76,6 +80,8 @@ impl Page {
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
         start: ptr::null_mut(),
+        #[cfg(feature = "hardened")]
+        key: 0,
     };
 
     /// Makes this descriptor a fresh page of `class` over `[start, start+bytes)`.
@@ -86,6 +92,66 @@ impl Page {
         self.start = start;
         self.reserved = (bytes / block_size) as u32;
         self.in_use = true;
+        #[cfg(feature = "hardened")]
+        {
+            self.key = hardening::page_key(start as usize);
+        }
+    }
+
+    #[inline(always)]
+    fn key(&self) -> usize {
+        #[cfg(feature = "hardened")]
+        return self.key;
+        #[cfg(not(feature = "hardened"))]
+        0
+    }
+
+    /// The link stored in free block `b` (decoded; checked in hardened builds).
+    #[inline(always)]
+    pub(crate) fn next_of(&self, b: *mut Block) -> *mut Block {
+        // SAFETY: `b` is a free block of this page; its first word is the link.
+        let stored = unsafe { (*b).next } as usize;
+        let next = hardening::decode(stored, b as usize, self.key());
+        if hardening::ENABLED && next != 0 {
+            let start = self.start as usize;
+            let end = start + self.reserved as usize * self.block_size as usize;
+            if next < start || next >= end {
+                hardening::corrupted_free_list(b as usize, self.class as usize);
+            }
+        }
+        next as *mut Block
+    }
+
+    /// Stores link `next` in free block `b` (encoded in hardened builds).
+    #[inline(always)]
+    fn set_next(&self, b: *mut Block, next: *mut Block) {
+        // SAFETY: `b` is a block of this page nobody else uses.
+        unsafe {
+            (*b).next = hardening::encode(next as usize, b as usize, self.key()) as *mut Block
+        };
+    }
+
+    /// Hardened builds: tag a block as free (second word), or abort if it already is.
+    #[inline(always)]
+    fn mark_freed(&self, b: *mut Block) {
+        if hardening::ENABLED && self.block_size >= 16 {
+            let tag = hardening::freed_tag(self.key());
+            // SAFETY: blocks of 16 bytes or more have a second word.
+            let second = unsafe { (b as *mut usize).add(1) };
+            if unsafe { *second } == tag {
+                hardening::double_free(b as usize, self.class as usize);
+            }
+            unsafe { *second = tag };
+        }
+    }
+
+    /// Hardened builds: a block handed out is no longer tagged free.
+    #[inline(always)]
+    fn clear_freed(&self, b: *mut Block) {
+        if hardening::ENABLED && self.block_size >= 16 {
+            // SAFETY: as in mark_freed.
+            unsafe { *(b as *mut usize).add(1) = 0 };
+        }
     }
 
     /// Pops a block from `free`, or null.
@@ -93,10 +159,9 @@ impl Page {
     pub fn pop(&mut self) -> *mut Block {
         let b = self.free;
         if !b.is_null() {
-            // SAFETY: blocks on `free` are carved blocks of this page whose
-            // first word is the link.
-            self.free = unsafe { (*b).next };
+            self.free = self.next_of(b);
             self.used += 1;
+            self.clear_freed(b);
         }
         b
     }
@@ -105,8 +170,8 @@ impl Page {
     /// needs the owner's attention (it just became empty, or was full).
     #[inline(always)]
     pub fn push_local(&mut self, b: *mut Block) -> bool {
-        // SAFETY: `b` is a block of this page that the caller no longer uses.
-        unsafe { (*b).next = self.free };
+        self.mark_freed(b);
+        self.set_next(b, self.free);
         self.free = b;
         self.used -= 1;
         self.used == 0 || self.in_full
@@ -115,10 +180,10 @@ impl Page {
     /// Pushes a block freed by a thread that does not own the page.
     #[inline]
     pub fn push_remote(&self, b: *mut Block) {
+        self.mark_freed(b);
         let mut head = self.thread_free.load(Ordering::Relaxed);
         loop {
-            // SAFETY: `b` is a block of this page that the caller no longer uses.
-            unsafe { (*b).next = head };
+            self.set_next(b, head);
             // SeqCst pairs with the segment's remote flag (see segment.rs).
             match self.thread_free.compare_exchange_weak(
                 head,
@@ -140,14 +205,15 @@ impl Page {
         let list = self.thread_free.swap(ptr::null_mut(), Ordering::SeqCst);
         let mut n = 1u32;
         let mut tail = list;
-        // SAFETY: the list holds blocks of this page pushed by `push_remote`.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                n += 1;
+        loop {
+            let next = self.next_of(tail);
+            if next.is_null() {
+                break;
             }
-            (*tail).next = self.free;
+            tail = next;
+            n += 1;
         }
+        self.set_next(tail, self.free);
         self.free = list;
         self.used -= n;
         n
@@ -168,10 +234,10 @@ impl Page {
             let mut p = first;
             for _ in 1..n {
                 let next = p.add(bs);
-                (*(p as *mut Block)).next = next as *mut Block;
+                self.set_next(p as *mut Block, next as *mut Block);
                 p = next;
             }
-            (*(p as *mut Block)).next = self.free;
+            self.set_next(p as *mut Block, self.free);
             self.free = first as *mut Block;
         }
         self.capacity += n;
@@ -208,7 +274,7 @@ impl Page {
                 self.class
             );
             // SAFETY: checked to be a block of this page above.
-            b = unsafe { (*b).next };
+            b = self.next_of(b);
         }
         assert_eq!(
             self.used + n,

@@ -158,11 +158,14 @@ impl Segment {
         self.free_pages &= !(1 << i);
         self.dirty_pages &= !(1 << i);
         let page_size = 1usize << self.page_shift;
-        let (start, bytes) = if i == 0 {
+        let (start, mut bytes) = if i == 0 {
             (self.base() + SEGMENT_HEADER, page_size - SEGMENT_HEADER)
         } else {
             (self.base() + i * page_size, page_size)
         };
+        if crate::hardening::ENABLED && i == self.kind.page_count() - 1 {
+            bytes -= os::OS_PAGE; // the segment's guard page
+        }
         let bs = crate::size_class::block_size(class);
         self.pages[i].init(class, bs, start as *mut u8, bytes);
         Some(&mut self.pages[i])
@@ -287,6 +290,13 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
         Some(s) => s,
         None => {
             let p = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)? as *mut Segment;
+            if crate::hardening::ENABLED {
+                // A guard page ends every segment (it stays when the segment is pooled).
+                crate::hardening::guard(
+                    (p as usize + SEGMENT_SIZE - os::OS_PAGE) as *mut u8,
+                    os::OS_PAGE,
+                );
+            }
             segment_map::set(p as usize, Region::ClassSegment);
             p
         }
