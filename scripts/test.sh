@@ -8,14 +8,17 @@ step() { printf '\n=== %s (t=%ss)\n' "$*" $((SECONDS - start)); }
 step "dependencies"
 ./scripts/deps.sh
 
-step "build (release)"
+step "build (release, every target)"
 cargo build --release --workspace --all-targets
 
-step "unit and integration tests (debug: invariant checks on)"
-cargo test --workspace -- --test-threads=2
+step "unit and integration tests (release, whole workspace)"
+cargo test --release --workspace -- --test-threads=2
 
-step "integration tests (release)"
-cargo test --release -p hakmem -- --test-threads=2
+# The allocator once more in a debug build: invariant checks, header magic
+# checks and the abort on foreign pointers are on (its only dependency is libc,
+# so this build is quick).
+step "allocator tests (debug: invariant checks on)"
+cargo test -p hakmem -- --test-threads=2
 
 for part in scripts/test-preload.sh scripts/test-hardened.sh scripts/test-bench.sh scripts/test-ebpf.sh \
             scripts/test-breakdown.sh scripts/test-reliability.sh; do
