@@ -292,7 +292,11 @@ impl ThreadCache {
     }
 
     fn return_spare_budget(&mut self) {
-        if self.budget > self.held + CHUNK {
+        if self.held == 0 {
+            // An empty cache keeps no budget: the bound is shared.
+            unreserve(self.budget);
+            self.budget = 0;
+        } else if self.budget > self.held + CHUNK {
             let spare = (self.budget - self.held) / CHUNK * CHUNK;
             let spare = spare.min(self.budget - self.held);
             self.budget -= spare;

@@ -80,7 +80,7 @@ pub const STRATEGIES: &[Strategy] = &[
 /// Number of strategies.
 pub const N: usize = STRATEGIES.len();
 /// The fixed strategy (`HAKMEM_DISABLE_ELO=1`, `HAKMEM_MINIMAL=1`, frozen at start).
-pub const DEFAULT: u8 = 0;
+pub const DEFAULT: u8 = 2;
 /// Price of one minor page fault in TSC cycles (about 0.25 us at 3 GHz: the
 /// kernel's anonymous-fault path with zeroing of a 4 KiB page).
 pub const FAULT_CYCLES: u64 = 750;

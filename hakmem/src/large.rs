@@ -159,32 +159,26 @@ pub fn usable_size(h: *const LargeHeader) -> usize {
 pub fn map_block(size: usize, align: usize, site: u32, strategy: u8) -> Option<Block> {
     let s = &crate::elo::STRATEGIES[strategy as usize];
     let mapped = size.checked_add(size / 100 * s.slack_pct as usize)?;
-    let block = map_raw(mapped, align, site_word(site, strategy))?;
-    let len = usable_size_at(block.ptr);
-    if s.hugepage {
-        // The whole mapping: THP needs 2 MiB-aligned ranges, and the mapping starts 4 MiB-aligned.
-        let start = block.ptr as usize & !(OS_PAGE - 1);
-        os::advise_hugepage(start as *mut u8, (len + OS_PAGE) & !(OS_PAGE - 1));
-    }
+    let block = map_raw(mapped, align, site_word(site, strategy), s.hugepage)?;
     if s.populate {
         os::populate(block.ptr, size);
     }
     Some(block)
 }
 
-fn usable_size_at(p: *mut u8) -> usize {
-    let r = segment_map::lookup(p as usize);
-    // SAFETY: `p` was just mapped and registered.
-    usable_size(unsafe { header(p as usize, r) }.expect("fresh block"))
-}
-
-fn map_raw(size: usize, align: usize, site: u32) -> Option<Block> {
+/// Maps the block; `hugepage` asks for transparent huge pages *before* the
+/// header is written (a 4 KiB page already present in a 2 MiB range keeps the
+/// kernel from putting a huge page there at the first fault).
+fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block> {
     let align = align.max(16);
     let t = probe::now();
     let p = if align < SEGMENT_SIZE {
         let offset = align.max(HEADER_SIZE);
         let len = page_round(offset.checked_add(size)?)?;
         let base = os::map_aligned(len + GUARD, SEGMENT_SIZE)? as usize;
+        if hugepage {
+            os::advise_hugepage(base as *mut u8, len);
+        }
         if GUARD > 0 {
             crate::hardening::guard((base + len) as *mut u8, GUARD);
         }
@@ -207,6 +201,9 @@ fn map_raw(size: usize, align: usize, site: u32) -> Option<Block> {
         }
         if GUARD > 0 {
             crate::hardening::guard((start + len) as *mut u8, GUARD);
+        }
+        if hugepage {
+            os::advise_hugepage(start as *mut u8, len);
         }
         write_header((p - HEADER_SIZE) as *mut LargeHeader, len, OS_PAGE, site);
         segment_map::set(p, Region::LargeHeaderBefore);

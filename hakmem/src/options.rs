@@ -40,6 +40,8 @@ pub struct Options {
     pub bigcache_max_mb: u64,
     /// `HAKMEM_VERBOSE=1`: report every foreign pointer, not only the first.
     pub verbose: bool,
+    /// `HAKMEM_HUGEPAGES=1`: ask for transparent huge pages on segments.
+    pub huge_pages: bool,
     /// `HAKMEM_TRACE=1`: time components from the start, as if a tracer had
     /// attached (lets `probe-cli run` see the very first allocations).
     pub trace_at_start: bool,
@@ -58,6 +60,7 @@ impl Options {
         bigcache_max_mb: 64,
         verbose: false,
         trace_at_start: false,
+        huge_pages: false,
     };
 
     /// Profiling is an optional feature: off under `HAKMEM_MINIMAL`.
@@ -189,6 +192,15 @@ pub const TABLE: &[OptionSpec] = &[
         meaning: "report every foreign pointer passed to free/realloc, not just the first",
         apply: |o, v| {
             o.verbose = flag(v).map_err(|_| "0")?;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_HUGEPAGES",
+        values: "0 (default), 1",
+        meaning: "transparent huge pages on small-block segments: fewer faults and TLB misses, but RSS moves in 2 MiB steps and khugepaged can refill purged ranges",
+        apply: |o, v| {
+            o.huge_pages = flag(v).map_err(|_| "0")?;
             Ok(())
         },
     },

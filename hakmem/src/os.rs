@@ -98,8 +98,10 @@ pub fn purge(p: *mut u8, len: usize) -> bool {
     let t = probe::now();
     // SAFETY: callers pass a mapped range holding no live block.
     let r = unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-    GLOBAL.purges.fetch_add(1, Relaxed);
-    GLOBAL.purged_bytes.fetch_add(len as u64, Relaxed);
+    if r == 0 {
+        GLOBAL.purges.fetch_add(1, Relaxed);
+        GLOBAL.purged_bytes.fetch_add(len as u64, Relaxed);
+    }
     if probe::tracing() {
         probe::emit(Component::OsPurge, t, len as u64);
     }

@@ -138,7 +138,14 @@ impl Segment {
         self.kind = kind;
         self.page_shift = kind.page_shift();
         self.free_pages = self.all_pages();
-        self.dirty_pages = 0;
+        // With transparent huge pages, the first touch of a page makes its
+        // whole 2 MiB resident: count every free page as possibly resident so
+        // that purging gives all of it back.
+        self.dirty_pages = if crate::options::get().huge_pages {
+            self.all_pages()
+        } else {
+            0
+        };
         self.last_release_ns = 0;
         self.next = ptr::null_mut();
         self.prev = ptr::null_mut();
@@ -290,6 +297,11 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
         Some(s) => s,
         None => {
             let p = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)? as *mut Segment;
+            if crate::options::get().huge_pages {
+                // Two transparent huge pages per segment: one fault per 2 MiB
+                // instead of 512, and far fewer TLB misses on a hot heap.
+                os::advise_hugepage(p as *mut u8, SEGMENT_SIZE);
+            }
             if crate::hardening::ENABLED {
                 // A guard page ends every segment (it stays when the segment is pooled).
                 crate::hardening::guard(
