@@ -16,9 +16,32 @@ pub const MAX_CLASS_SIZE: usize = 512 * 1024;
 /// this far into the segment; see `segment.rs`). Larger alignments go large.
 pub const MAX_CLASS_ALIGN: usize = 8 * 1024;
 
+/// Sizes up to this are mapped to their class by one table load.
+const TABLE_MAX: usize = 1024;
+
+/// `SMALL_CLASS[(size + 7) / 8]` = class of `size`, for `size <= TABLE_MAX`.
+static SMALL_CLASS: [u8; TABLE_MAX / 8 + 1] = {
+    let mut t = [0u8; TABLE_MAX / 8 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = class_of_computed(i * 8) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// The class serving `size` bytes (`size <= MAX_CLASS_SIZE`).
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
+    if size <= TABLE_MAX {
+        return SMALL_CLASS[(size + 7) >> 3] as usize;
+    }
+    class_of_computed(size)
+}
+
+/// The class of `size` by arithmetic (the table is built from this).
+#[inline(always)]
+const fn class_of_computed(size: usize) -> usize {
     if size <= 128 {
         if size <= 8 {
             0
