@@ -91,8 +91,12 @@ pub struct Row {
     pub threads: usize,
     /// Operations per run.
     pub ops: u64,
-    /// Median over runs of ns per operation.
+    /// Median over runs of each run's median batch time per operation, ns:
+    /// the typical cost of one operation.
     pub median_ns: Option<f64>,
+    /// Median over runs of each run's mean (wall × threads / ops), ns: the
+    /// throughput view, which includes rare stalls and bursts.
+    pub mean_ns: Option<f64>,
     /// Median over runs of each run's p99 batch latency, ns per operation.
     pub p99_ns: Option<f64>,
     /// median_ns / mimalloc's median_ns on the same scenario.

@@ -166,7 +166,11 @@ pub fn write(path: &Path, rows: &[Row], scenarios: &[&str]) -> Result<(), String
                 if ratio > y_max {
                     Text::new(format!("{ratio:.1}× ↑"), (x, y_max * 0.99), inside.clone())
                 } else {
-                    Text::new(format!("{ratio:.2}"), (x, ratio + y_max * 0.01), above.clone())
+                    Text::new(
+                        format!("{ratio:.2}"),
+                        (x, ratio + y_max * 0.01),
+                        above.clone(),
+                    )
                 }
             }))
             .map_err(|e| draw(&e))?;

@@ -59,14 +59,21 @@ pub fn fmt_kib(kib: Option<u64>) -> String {
     kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
 }
 
-fn cells(row: &Row) -> Vec<String> {
+/// glibc grows its heap with `brk`, which the fixed columns do not show; the
+/// column appears only in scenarios where some allocator used it.
+fn wants_brk(rows: &[&Row]) -> bool {
+    rows.iter()
+        .any(|r| r.syscalls.get("brk").is_some_and(|n| *n > 0))
+}
+
+fn cells(row: &Row, brk: bool) -> Vec<String> {
     if row.runs == 0 {
         let why = row
             .error
             .clone()
             .unwrap_or_else(|| "no run completed".into());
         let mut cells = vec![row.allocator.clone(), format!("failed: {why}")];
-        cells.resize(HEADER.len(), String::new());
+        cells.resize(HEADER.len() + usize::from(brk), String::new());
         return cells;
     }
     let syscall = |name: &str| {
@@ -74,7 +81,7 @@ fn cells(row: &Row) -> Vec<String> {
             .get(name)
             .map_or_else(|| "n/a".to_string(), |n| group_thousands(*n))
     };
-    vec![
+    let mut cells = vec![
         row.allocator.clone(),
         row.median_ns.map_or("-".into(), fmt_ns),
         fmt_ratio(row),
@@ -85,23 +92,33 @@ fn cells(row: &Row) -> Vec<String> {
         syscall("madvise"),
         fmt_kib(row.peak_rss_kb),
         fmt_kib(row.rss_after_kb),
-    ]
+    ];
+    if brk {
+        cells.insert(8, syscall("brk"));
+    }
+    cells
 }
 
 fn build(rows: &[&Row], markdown: bool) -> Table {
+    let brk = wants_brk(rows);
+    let mut header = HEADER.to_vec();
+    if brk {
+        header.insert(8, "brk");
+    }
+    let style = if markdown {
+        ASCII_MARKDOWN
+    } else {
+        UTF8_FULL_CONDENSED
+    };
     let mut table = Table::new();
     table
-        .load_style(if markdown {
-            ASCII_MARKDOWN
-        } else {
-            UTF8_FULL_CONDENSED
-        })
+        .load_style(style)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(HEADER.to_vec());
+        .set_header(header.clone());
     for row in rows {
-        table.add_row(cells(row));
+        table.add_row(cells(row, brk));
     }
-    for i in 1..HEADER.len() {
+    for i in 1..header.len() {
         if let Some(column) = table.column_mut(i) {
             column.set_cell_alignment(CellAlignment::Right);
         }

@@ -14,7 +14,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_hakmem-bench");
 /// cleared so they cannot change what a test measures.
 fn bench(args: &[&str]) -> Output {
     let mut command = Command::new(BIN);
-    command.args(args).env_remove("LD_PRELOAD").env_remove("HAKMEM_BENCH_CHILD");
+    command
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .env_remove("HAKMEM_BENCH_CHILD");
     command.output().expect("hakmem-bench starts")
 }
 
@@ -82,7 +85,16 @@ fn section(text: &str, title: &str) -> Vec<(String, String)> {
 }
 
 fn run_json(scenario: &str, allocator: &str, extra: &[&str]) -> Value {
-    let mut args = vec!["run", "--scenario", scenario, "--allocator", allocator, "--size", "tiny", "--json"];
+    let mut args = vec![
+        "run",
+        "--scenario",
+        scenario,
+        "--allocator",
+        allocator,
+        "--size",
+        "tiny",
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let output = bench(&args);
     assert_ok(&output);
@@ -107,11 +119,25 @@ fn list_names_every_scenario_and_the_baseline_allocators() {
         "fragmentation",
         "glibc-simple",
     ] {
-        assert!(scenarios.iter().any(|s| s == expected), "list lacks scenario {expected}");
+        assert!(
+            scenarios.iter().any(|s| s == expected),
+            "list lacks scenario {expected}"
+        );
     }
     let available = available_allocators();
-    for always in ["hakmem", "hakmem-frozen", "hakmem-minimal", "hakmem-global", "mimalloc", "jemalloc", "system"] {
-        assert!(available.iter().any(|a| a == always), "{always} is linked in, so always available");
+    for always in [
+        "hakmem",
+        "hakmem-frozen",
+        "hakmem-minimal",
+        "hakmem-global",
+        "mimalloc",
+        "jemalloc",
+        "system",
+    ] {
+        assert!(
+            available.iter().any(|a| a == always),
+            "{always} is linked in, so always available"
+        );
     }
     // A missing library is reported with the reason, not silently dropped.
     for (name, status) in allocators() {
@@ -153,8 +179,14 @@ fn every_scenario_completes_with_every_available_allocator() {
         assert_eq!(row["runs"], 1, "{what}: {}", row["error"]);
         assert!(row["error"].is_null(), "{what}: {}", row["error"]);
         assert!(row["ops"].as_u64().unwrap() > 0, "{what} did no work");
-        assert!(row["median_ns"].as_f64().unwrap() > 0.0, "{what} has no time");
-        assert!(row["peak_rss_kb"].as_u64().unwrap() > 0, "{what} has no RSS");
+        assert!(
+            row["median_ns"].as_f64().unwrap() > 0.0,
+            "{what} has no time"
+        );
+        assert!(
+            row["peak_rss_kb"].as_u64().unwrap() > 0,
+            "{what} has no RSS"
+        );
     }
     // The terminal table has a line per allocator in each scenario's table.
     let table = stdout(&output);
@@ -198,15 +230,24 @@ fn compare_json_has_one_row_per_allocator_and_writes_markdown_and_svg() {
     assert_eq!(rows.len(), 6, "2 scenarios x 3 allocators");
     for scenario in ["vm", "small-churn"] {
         let mine: Vec<&Value> = rows.iter().filter(|r| r["scenario"] == scenario).collect();
-        let mut names: Vec<&str> = mine.iter().map(|r| r["allocator"].as_str().unwrap()).collect();
+        let mut names: Vec<&str> = mine
+            .iter()
+            .map(|r| r["allocator"].as_str().unwrap())
+            .collect();
         names.sort();
-        assert_eq!(names, ["hakmem", "mimalloc", "system"], "one row per allocator in {scenario}");
+        assert_eq!(
+            names,
+            ["hakmem", "mimalloc", "system"],
+            "one row per allocator in {scenario}"
+        );
         for row in &mine {
             // The warm-up run is not counted.
             assert_eq!(row["samples"].as_array().unwrap().len(), 2);
             let ratio = row["vs_mimalloc"].as_f64().unwrap();
             let expected = row["median_ns"].as_f64().unwrap()
-                / mine.iter().find(|r| r["allocator"] == "mimalloc").unwrap()["median_ns"].as_f64().unwrap();
+                / mine.iter().find(|r| r["allocator"] == "mimalloc").unwrap()["median_ns"]
+                    .as_f64()
+                    .unwrap();
             assert!((ratio - expected).abs() < 1e-9);
         }
         // Each run was its own process, with its own allocator.
@@ -217,7 +258,9 @@ fn compare_json_has_one_row_per_allocator_and_writes_markdown_and_svg() {
                 .iter()
                 .map(|s| s["backend"].as_str().unwrap())
                 .collect();
-            assert!(backends.iter().all(|b| *b == row["allocator"].as_str().unwrap()));
+            assert!(backends
+                .iter()
+                .all(|b| *b == row["allocator"].as_str().unwrap()));
         }
     }
     let md = std::fs::read_to_string(&markdown).unwrap();
@@ -252,12 +295,18 @@ fn the_dispatching_global_allocator_uses_the_requested_backend() {
         if let Some(stat) = stat {
             // Only the allocator that served the process reports figures, and
             // a workload that ran must have made it map memory.
-            assert!(report["allocator_stats"][stat].as_u64().unwrap() > 0, "{allocator}: {stat}");
+            assert!(
+                report["allocator_stats"][stat].as_u64().unwrap() > 0,
+                "{allocator}: {stat}"
+            );
         } else {
             assert!(report["allocator_stats"].as_object().unwrap().is_empty());
         }
         // Linked-in allocators leave the C heap to libc.
-        assert!(report["malloc_provider"].as_str().unwrap().contains("libc"), "{allocator}");
+        assert!(
+            report["malloc_provider"].as_str().unwrap().contains("libc"),
+            "{allocator}"
+        );
     }
 }
 
@@ -275,12 +324,20 @@ fn a_preload_run_proves_the_preloaded_library_served_malloc() {
         }
         let report = run_json("small-churn", &name, &[]);
         let provider = report["malloc_provider"].as_str().unwrap();
-        assert!(!provider.contains("libc.so"), "{name}: malloc still came from libc");
-        assert_eq!(report["preload_mapped"], true, "{name}: library not in /proc/self/maps");
+        assert!(
+            !provider.contains("libc.so"),
+            "{name}: malloc still came from libc"
+        );
+        assert_eq!(
+            report["preload_mapped"], true,
+            "{name}: library not in /proc/self/maps"
+        );
         checked += 1;
     }
     // The generic form, with the library path given explicitly.
-    let tcmalloc = allocators().into_iter().find(|(n, s)| n == "tcmalloc" && s.starts_with("available"));
+    let tcmalloc = allocators()
+        .into_iter()
+        .find(|(n, s)| n == "tcmalloc" && s.starts_with("available"));
     if tcmalloc.is_some() {
         let path = ["x86_64", "aarch64"]
             .iter()
@@ -288,7 +345,10 @@ fn a_preload_run_proves_the_preloaded_library_served_malloc() {
             .find(|p| Path::new(p).exists())
             .unwrap();
         let report = run_json("vm", &format!("preload:{path}"), &[]);
-        assert_eq!(report["malloc_provider"].as_str().unwrap(), canonical(&path));
+        assert_eq!(
+            report["malloc_provider"].as_str().unwrap(),
+            canonical(&path)
+        );
         assert_eq!(report["preload_mapped"], true);
         checked += 1;
     }
@@ -331,23 +391,54 @@ fn syscalls_are_counted_by_the_harness() {
 #[test]
 fn bad_arguments_exit_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--scenario", "nope", "--allocator", "system"], "nope"),
+        (
+            &["run", "--scenario", "nope", "--allocator", "system"],
+            "nope",
+        ),
         (&["run", "--scenario", "vm", "--allocator", "nope"], "nope"),
         (&["compare", "--scenario", "vm,nope"], "nope"),
-        (&["compare", "--scenario", "vm", "--allocators", "mimalloc,nope"], "nope"),
+        (
+            &[
+                "compare",
+                "--scenario",
+                "vm",
+                "--allocators",
+                "mimalloc,nope",
+            ],
+            "nope",
+        ),
         (&["compare", "--scenario", "vm", "--runs", "0"], "--runs"),
-        (&["compare", "--scenario", "vm", "--threads", "0"], "--threads"),
+        (
+            &["compare", "--scenario", "vm", "--threads", "0"],
+            "--threads",
+        ),
         (&["compare", "--scenario", "vm", "--size", "huge"], "huge"),
         (&["compare", "--scenario", "vm", "--runs", "many"], "many"),
-        (&["run", "--scenario", "vm", "--allocator", "preload:/no/such/lib.so"], "/no/such/lib.so"),
+        (
+            &[
+                "run",
+                "--scenario",
+                "vm",
+                "--allocator",
+                "preload:/no/such/lib.so",
+            ],
+            "/no/such/lib.so",
+        ),
         (&["frobnicate"], "frobnicate"),
     ];
     for (args, needle) in cases {
         let output = bench(args);
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line:\n{err}");
-        assert!(err.contains(needle), "{args:?}: message does not name {needle}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line:\n{err}"
+        );
+        assert!(
+            err.contains(needle),
+            "{args:?}: message does not name {needle}: {err}"
+        );
         assert!(stdout(&output).is_empty(), "{args:?} printed to stdout");
     }
 }
