@@ -19,6 +19,9 @@ pub struct Calibration {
     pub unprobed_call_ns: f64,
     /// ns hakmem spends timing one component instance (two TSC reads).
     pub timing_ns: f64,
+    /// ns a component with nothing in it reads (back-to-back timestamps): the
+    /// floor under every component figure.
+    pub empty_component_ns: f64,
     /// Calls per round.
     pub iterations: u32,
     /// Rounds.
@@ -46,6 +49,17 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Mean ns between two back-to-back timestamps, as hakmem takes them.
+fn empty_component(n: u32) -> f64 {
+    let tsc = crate::tsc::Tsc::calibrate(std::time::Duration::from_millis(20));
+    let mut cycles = 0u64;
+    for _ in 0..n {
+        let t = hakmem::probe::now();
+        cycles += std::hint::black_box(hakmem::probe::now()).wrapping_sub(t);
+    }
+    tsc.ns(cycles as f64 / n as f64)
+}
+
 /// Measures the probe hit cost in this process.
 pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
     if iterations == 0 || rounds == 0 {
@@ -68,6 +82,7 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
         let t = hakmem::probe::now();
         std::hint::black_box(hakmem::probe::now().wrapping_sub(t));
     });
+    let empty_component_ns = empty_component(iterations);
     let mut plain = Vec::new();
     for _ in 0..rounds {
         plain.push(per_call(iterations, hit));
@@ -92,6 +107,7 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
         probe_hit_ns,
         unprobed_call_ns,
         timing_ns,
+        empty_component_ns,
         iterations,
         rounds,
         per_round_ns,
@@ -112,7 +128,13 @@ pub fn print(c: &Calibration) {
         "  TSC timing pair:  {:>9.1} ns  (hakmem's own cost per timed component)",
         c.timing_ns
     );
-    println!("A component's own probe hit comes after its timestamps, so its figure excludes it;");
-    println!("an outer component (malloc) includes the hits of the components timed inside it");
-    println!("unless hakmem subtracts them. Each probe event slows the traced program by one hit.");
+    println!(
+        "  empty component:  {:>9.1} ns  (what a component with nothing in it reads)",
+        c.empty_component_ns
+    );
+    println!("No component figure includes a probe hit: a component's own hit comes after its");
+    println!("timestamps, and hakmem subtracts the hits of the components timed inside another");
+    println!(
+        "(malloc around small_fast, ...). Each probe event slows the traced program by one hit."
+    );
 }

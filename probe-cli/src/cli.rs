@@ -22,6 +22,10 @@ pub enum Command {
     Run(RunArgs),
     /// Measure what one probe hit costs on this machine.
     Calibrate(CalibrateArgs),
+    /// Reproduce the overhead-breakdown table of a hakmem-bench scenario: per-component
+    /// cost from the probes, checked against feature-isolation runs, with the syscalls
+    /// and page faults of each configuration.
+    Breakdown(BreakdownArgs),
 }
 
 /// Output options shared by the tracing commands.
@@ -77,6 +81,48 @@ pub struct CalibrateArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BreakdownArgs {
+    /// hakmem-bench scenario (see `hakmem-bench list`).
+    #[arg(long)]
+    pub scenario: String,
+    /// Measured runs per configuration (each its own process; the noise is their spread).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Uncounted warm-up runs per configuration.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Traced runs of the default (and the global-BigCache) configuration.
+    #[arg(long, default_value_t = 2)]
+    pub trace_runs: usize,
+    /// Amount of work per run, passed to hakmem-bench: tiny, small, default or large.
+    #[arg(long, default_value = "default")]
+    pub size: String,
+    /// Amount of work of the traced runs [default: --size]. Every probe hit slows
+    /// the traced run by the calibrated hit cost, so a smaller size keeps
+    /// small-block scenarios quick; figures are per operation either way.
+    #[arg(long)]
+    pub trace_size: Option<String>,
+    /// Worker threads for multi-threaded scenarios [default: hakmem-bench's].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// The hakmem-bench binary [default: next to probe-cli, or target/release].
+    #[arg(long, value_name = "PATH", env = "HAKMEM_BENCH")]
+    pub bench: Option<PathBuf>,
+    /// Print the breakdown as JSON (with a schema_version) instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a chart of the two estimates per component as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Also write the tables as Markdown to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Also write breakdown.txt, .json, .md and .svg into DIR (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// A positive, finite number of seconds, or a usage error naming the option.

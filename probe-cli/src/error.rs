@@ -13,6 +13,8 @@ pub enum Error {
     NoProcess(u32),
     /// The process runs, but hakmem is not in it (exit 4).
     NoHakmem(String),
+    /// The program to measure is missing or failed (exit 4).
+    Target(String),
     /// The kernel lacks something the probes need (exit 1).
     Kernel(String),
     /// Anything else (exit 1).
@@ -25,7 +27,7 @@ impl Error {
         match self {
             Error::Usage(_) => 2,
             Error::NotPermitted(_) => 3,
-            Error::NoProcess(_) | Error::NoHakmem(_) => 4,
+            Error::NoProcess(_) | Error::NoHakmem(_) | Error::Target(_) => 4,
             Error::Kernel(_) | Error::Other(_) => 1,
         }
     }
@@ -43,6 +45,7 @@ impl fmt::Display for Error {
             Error::NotPermitted(m) => write!(f, "not permitted: {m}"),
             Error::NoProcess(pid) => write!(f, "no such process: {pid}"),
             Error::NoHakmem(m) => write!(f, "hakmem not found: {m}"),
+            Error::Target(m) => write!(f, "target: {m}"),
             Error::Kernel(m) => write!(f, "kernel: {m}"),
             Error::Other(m) => write!(f, "{m}"),
         }

@@ -1,8 +1,10 @@
 //! probe-cli: watch hakmem's components live in a running process with eBPF.
 //!
 //! `main` only parses and maps errors to exit codes (0 done, 2 usage, 3 not
-//! permitted, 4 no such process / no hakmem in it); the commands live in their modules.
+//! permitted, 4 no such process / no hakmem in it, or a target that fails); the
+//! commands live in their modules.
 
+mod breakdown;
 mod calibrate;
 mod cli;
 mod elf;
@@ -25,6 +27,7 @@ fn main() {
     let result = match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Run(args) => run::run(args),
+        Command::Breakdown(args) => breakdown::run(args),
         Command::Calibrate(args) => crate::privileges::check(false)
             .and_then(|()| calibrate::measure(args.iterations, args.rounds))
             .map(|c| {

@@ -449,7 +449,7 @@ pub fn text(r: &Report) -> String {
     let p = &r.probe;
     let cost = match (p.hit_cost_ns, p.added_ms) {
         (Some(c), Some(a)) => format!(
-            " x {} = {} added to the target (outside each component's own figure)",
+            " x {} = {} added to the target (in no component's figure)",
             human_ns(c),
             human_ns(a * 1e6)
         ),

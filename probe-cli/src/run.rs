@@ -9,7 +9,7 @@
 //! only ones that escape the per-component figures (syscalls and perf counters
 //! see everything from exec on).
 
-use crate::cli::{seconds, RunArgs};
+use crate::cli::{seconds, OutputArgs, RunArgs};
 use crate::elf::{self, ElfInfo};
 use crate::error::{Error, Result};
 use crate::perf::{PerfCounters, Scope};
@@ -18,9 +18,10 @@ use crate::session::{self, Session};
 use crate::target::{self, Linkage, Target};
 use crate::trace::stop_flag;
 use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Finds CMD like execvp does.
@@ -93,8 +94,15 @@ struct Child {
     exec_error: libc::c_int,
 }
 
-/// Forks the child; it blocks until `release` and then execs `path`.
-fn spawn_suspended(path: &Path, argv: &[CString], envp: &[CString]) -> Result<Child> {
+/// Forks the child; it blocks until `release` and then execs `path` (with its
+/// stdout on `stdout` when given).
+fn spawn_suspended(
+    path: &Path,
+    argv: &[CString],
+    envp: &[CString],
+    stdout: Option<&OwnedFd>,
+) -> Result<Child> {
+    let stdout = stdout.map(|fd| fd.as_raw_fd());
     let path = cstring(path.as_os_str().as_bytes())?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -128,6 +136,9 @@ fn spawn_suspended(path: &Path, argv: &[CString], envp: &[CString]) -> Result<Ch
             libc::close(err[0]);
             if libc::read(go[0], (&mut byte as *mut u8).cast(), 1) != 1 {
                 libc::_exit(126);
+            }
+            if let Some(fd) = stdout {
+                libc::dup2(fd, 1);
             }
             libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
             let errno = *libc::__errno_location();
@@ -215,8 +226,42 @@ fn poll_child(pid: libc::pid_t) -> Event {
 
 /// Runs the run command.
 pub fn run(args: RunArgs) -> Result<()> {
-    let duration = seconds("duration", args.duration)?;
-    let exe = resolve_command(&args.command[0])?;
+    let launch = Launch {
+        duration: seconds("duration", args.duration)?,
+        command: args.command,
+        env: Vec::new(),
+        preload: args.preload,
+        stdout: None,
+    };
+    let stop = stop_flag()?;
+    let (mut session, state) = trace_launch(launch, args.output, &stop)?;
+    session.report(&state, true)
+}
+
+/// A command to start under the tracer.
+pub struct Launch {
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// Changes to probe-cli's environment for the command: set, or remove (`None`).
+    pub env: Vec<(String, Option<String>)>,
+    /// libhakmem.so to preload (`None`: the default one) unless CMD links hakmem.
+    pub preload: Option<PathBuf>,
+    /// End the command (SIGTERM) after this long.
+    pub duration: Option<Duration>,
+    /// Where the command's stdout goes (default: probe-cli's).
+    pub stdout: Option<OwnedFd>,
+}
+
+/// Starts `launch` under the probes and traces it until it ends (or `stop` is set,
+/// or its duration is over). Returns the session, ready for its final report, and
+/// how the command ended.
+pub fn trace_launch(
+    launch: Launch,
+    output: OutputArgs,
+    stop: &AtomicBool,
+) -> Result<(Session, String)> {
+    let duration = launch.duration;
+    let exe = resolve_command(&launch.command[0])?;
     let gate_elf = entry_elf(&exe)?;
     let gate_info = elf::inspect(&gate_elf).map_err(Error::Usage)?;
     let gate_offset = gate_info
@@ -234,7 +279,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 None,
             )
         } else {
-            let lib = find_library(args.preload)?;
+            let lib = find_library(launch.preload)?;
             let info = elf::inspect(&lib).map_err(Error::NoHakmem)?;
             if !info.has_hakmem() {
                 return Err(Error::NoHakmem(format!(
@@ -247,7 +292,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         };
     let probe_offset = info.probe_offset.expect("has_hakmem checked it");
 
-    let argv = args
+    let argv = launch
         .command
         .iter()
         .map(|a| cstring(a.as_bytes()))
@@ -255,6 +300,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
+    for (k, v) in &launch.env {
+        let k = k.as_bytes().to_vec();
+        env.retain(|(name, _)| *name != k);
+        if let Some(v) = v {
+            env.push((k, v.as_bytes().to_vec()));
+        }
+    }
     if let Some(lib) = &preload {
         let lib = lib.as_os_str().as_bytes().to_vec();
         match env.iter_mut().find(|(k, _)| k == b"LD_PRELOAD") {
@@ -284,8 +336,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
 
     let hit_cost = session::quick_hit_cost();
-    let stop = stop_flag()?;
-    let mut child = spawn_suspended(&exe, &argv, &envp)?;
+    let mut child = spawn_suspended(&exe, &argv, &envp, launch.stdout.as_ref())?;
+    drop(launch.stdout);
     let pid = child.pid as u32;
 
     let attach = || -> Result<(Probes, PerfCounters)> {
@@ -304,7 +356,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let placeholder = Target {
         pid,
-        command: args.command.join(" "),
+        command: launch.command.join(" "),
         hakmem_path: hakmem_file.clone(),
         open_path: hakmem_file.clone(),
         linkage,
@@ -318,7 +370,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         perf,
         Scope::Inherited,
         hit_cost,
-        args.output,
+        output,
     );
     child.release()?;
 
@@ -359,7 +411,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if !armed {
         eprintln!("probe-cli: warning: the command ended before reaching its entry point; no component was traced");
     }
-    session.report(&state, true)
+    Ok((session, state))
 }
 
 /// At the gate: find hakmem's flag in the now fully mapped child, switch it on and

@@ -4,7 +4,7 @@
 use crate::cli::OutputArgs;
 use crate::error::{Error, Result};
 use crate::perf::{PerfCounters, Scope};
-use crate::probes::Probes;
+use crate::probes::{KernelCounts, Probes};
 use crate::report;
 use crate::target::Target;
 use crate::tsc::Tsc;
@@ -64,8 +64,12 @@ impl Session {
         self.perf.refresh();
     }
 
-    /// Reads everything and prints one report (and rewrites the Prometheus file).
-    pub fn report(&mut self, state: &str, final_report: bool) -> Result<()> {
+    /// Reads everything into a report (without printing it).
+    pub fn snapshot(
+        &mut self,
+        state: &str,
+        final_report: bool,
+    ) -> Result<(report::Report, KernelCounts)> {
         let counts = self.probes.read()?;
         let perf = self.perf.read();
         let r = report::build(report::Inputs {
@@ -83,6 +87,12 @@ impl Session {
             elapsed_s: self.started.elapsed().as_secs_f64(),
             final_report,
         });
+        Ok((r, counts))
+    }
+
+    /// Reads everything and prints one report (and rewrites the Prometheus file).
+    pub fn report(&mut self, state: &str, final_report: bool) -> Result<()> {
+        let (r, counts) = self.snapshot(state, final_report)?;
         let text = if self.output.json {
             serde_json::to_string(&r).map_err(|e| Error::Other(format!("encoding JSON: {e}")))?
                 + "\n"

@@ -1,0 +1,95 @@
+//! The hakmem configurations a breakdown runs, each in its own process, and the
+//! `HAKMEM_*` variables that select them.
+
+/// One configuration of hakmem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Short name used in tables, JSON and the estimate table below.
+    pub name: &'static str,
+    /// Variables set in the child (every other `HAKMEM_*` option is cleared).
+    pub env: &'static [(&'static str, &'static str)],
+    /// One line for people.
+    pub about: &'static str,
+}
+
+/// The default: per-thread BigCache, ELO learning, evolution, call-site profiling.
+pub const DEFAULT: Config = Config {
+    name: "default",
+    env: &[],
+    about: "defaults (per-thread BigCache, ELO learning)",
+};
+/// The BigCache shared by all threads instead of per-thread slots.
+pub const GLOBAL: Config = Config {
+    name: "global",
+    env: &[("HAKMEM_BIGCACHE", "global")],
+    about: "global BigCache",
+};
+/// No BigCache: every large free goes back to the OS.
+pub const NO_BIGCACHE: Config = Config {
+    name: "no_bigcache",
+    env: &[("HAKMEM_DISABLE_BIGCACHE", "1")],
+    about: "BigCache off",
+};
+/// Fixed large-block strategy: no ELO selection, no evolution sampling.
+pub const NO_ELO: Config = Config {
+    name: "no_elo",
+    env: &[("HAKMEM_DISABLE_ELO", "1")],
+    about: "ELO off (fixed strategy)",
+};
+/// Evolution frozen from the start on the default strategy.
+pub const FROZEN: Config = Config {
+    name: "frozen",
+    env: &[("HAKMEM_EVO_POLICY", "frozen")],
+    about: "evolution frozen",
+};
+/// Every optional feature off: the baseline of the isolation.
+pub const MINIMAL: Config = Config {
+    name: "minimal",
+    env: &[("HAKMEM_MINIMAL", "1")],
+    about: "every optional feature off",
+};
+
+/// In the order they are run within each round (interleaved, so a slow phase
+/// of the machine hits every configuration alike).
+pub const ALL: &[Config] = &[DEFAULT, GLOBAL, NO_BIGCACHE, NO_ELO, FROZEN, MINIMAL];
+
+/// The configurations that are also traced with the probes.
+pub const TRACED: &[Config] = &[DEFAULT, GLOBAL];
+
+/// hakmem's options that are cleared in every child, so that a value in the
+/// user's shell cannot turn one configuration into another.
+pub const CLEARED: &[&str] = &[
+    "HAKMEM_BIGCACHE",
+    "HAKMEM_DISABLE_BIGCACHE",
+    "HAKMEM_DISABLE_ELO",
+    "HAKMEM_EVO_POLICY",
+    "HAKMEM_MINIMAL",
+    "HAKMEM_TRACE",
+    "HAKMEM_STATS",
+    "HAKMEM_PROFILE",
+    "LD_PRELOAD",
+];
+
+/// The child's environment changes for `config`: `None` removes the variable.
+pub fn env_changes(config: &Config) -> Vec<(String, Option<String>)> {
+    let mut changes: Vec<(String, Option<String>)> =
+        CLEARED.iter().map(|v| (v.to_string(), None)).collect();
+    for (k, v) in config.env {
+        changes.push((k.to_string(), Some(v.to_string())));
+    }
+    changes
+}
+
+/// `KEY=VALUE …` for tables ("(none)" for the default).
+pub fn env_label(config: &Config) -> String {
+    if config.env.is_empty() {
+        "(none)".into()
+    } else {
+        config
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
