@@ -21,10 +21,8 @@ pub fn list() {
         };
         println!("  {:<17} {:<40} {}", a.name, status, a.about);
     }
-    println!(
-        "  {:<17} {:<40} {}",
-        "preload:PATH", "if PATH exists", "any malloc library via LD_PRELOAD"
-    );
+    let (name, status) = ("preload:PATH", "if PATH exists");
+    println!("  {name:<17} {status:<40} any malloc library via LD_PRELOAD");
     println!(
         "\nsyscall counting: {}",
         syscount::choose(SyscallMode::Auto).label()

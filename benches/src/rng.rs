@@ -27,7 +27,7 @@ impl Rng {
     /// A value in `[0, n)`; `n` must be non-zero. Multiply-shift, no division.
     #[inline]
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// A value in `[lo, hi]` (inclusive).

@@ -86,7 +86,7 @@ pub fn write(path: &Path, rows: &[Row], scenarios: &[&str]) -> Result<(), String
     let height = 560u32;
     let top = bars.iter().map(|b| b.2).fold(1.0f64, f64::max);
     // Past 4× the detail that matters (who wins, by how much) is lost anyway.
-    let y_max = (top * 1.15).min(4.0).max(1.2);
+    let y_max = (top * 1.15).clamp(1.2, 4.0);
     // Headroom above the tallest bar keeps the legend (top left) off the bars.
     let axis_max = y_max * 1.4;
 
