@@ -79,7 +79,7 @@ pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
 pub fn unmap(p: *mut u8, len: usize) {
     let t = probe::now();
     // SAFETY: callers pass a range they mapped and no longer use.
-    let r = unsafe { libc::munmap(p as *mut libc::c_void, len) };
+    let r = keep_errno(|| unsafe { libc::munmap(p as *mut libc::c_void, len) });
     if r == 0 {
         GLOBAL.os_unmaps.fetch_add(1, Relaxed);
         GLOBAL.mapped.fetch_sub(len as u64, Relaxed);
@@ -97,7 +97,8 @@ pub fn purge(p: *mut u8, len: usize) -> bool {
     }
     let t = probe::now();
     // SAFETY: callers pass a mapped range holding no live block.
-    let r = unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    let r =
+        keep_errno(|| unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) });
     if r == 0 {
         GLOBAL.purges.fetch_add(1, Relaxed);
         GLOBAL.purged_bytes.fetch_add(len as u64, Relaxed);
@@ -111,7 +112,7 @@ pub fn purge(p: *mut u8, len: usize) -> bool {
 /// Tries to grow or shrink the mapping `[p, p+old)` to `new` bytes without moving it.
 pub fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
     // SAFETY: without MREMAP_MAYMOVE the mapping keeps its address or the call fails.
-    let r = unsafe { libc::mremap(p as *mut libc::c_void, old, new, 0) };
+    let r = keep_errno(|| unsafe { libc::mremap(p as *mut libc::c_void, old, new, 0) });
     if r == libc::MAP_FAILED {
         return false;
     }
@@ -179,14 +180,35 @@ pub fn set_errno(e: i32) {
 /// instead of one page fault per page later. False if unsupported.
 pub fn populate(p: *mut u8, len: usize) -> bool {
     const MADV_POPULATE_WRITE: i32 = 23;
-    // SAFETY: callers pass a range they own.
-    unsafe { libc::madvise(p as *mut libc::c_void, len, MADV_POPULATE_WRITE) == 0 }
+    // madvise takes a page-aligned start (a block starts just past its
+    // header): cover the pages holding the range.
+    let start = p as usize & !(OS_PAGE - 1);
+    let len = len + (p as usize - start);
+    // SAFETY: callers pass a range they own; its pages are theirs too.
+    keep_errno(|| unsafe {
+        libc::madvise(start as *mut libc::c_void, len, MADV_POPULATE_WRITE) == 0
+    })
 }
 
 /// Asks for transparent huge pages on `[p, p+len)` (one fault per 2 MiB).
 pub fn advise_hugepage(p: *mut u8, len: usize) -> bool {
     // SAFETY: callers pass a range they own; advice only.
-    unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_HUGEPAGE) == 0 }
+    keep_errno(|| unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_HUGEPAGE) == 0 })
+}
+
+/// Runs `f` (a syscall whose failure hakmem handles itself) and restores
+/// errno: `free` must leave errno alone (POSIX.1-2024), and a malloc that
+/// succeeds after, say, refused advice must not leave a stale error behind.
+#[inline]
+fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *slot };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { *slot = saved };
+    r
 }
 
 /// Minor page faults of the calling thread so far (getrusage: a syscall, so

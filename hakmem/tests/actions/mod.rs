@@ -304,7 +304,11 @@ fn raw_alloc(how: How, size: usize, align: usize) -> (usize, Family, usize, bool
     }
 }
 
+/// Frees a block; free must leave errno alone (POSIX.1-2024).
 fn raw_free(b: &Block) {
+    const SENTINEL: i32 = 4242;
+    // SAFETY: this thread's errno slot.
+    unsafe { *libc::__errno_location() = SENTINEL };
     // SAFETY: a live block of this family, checked and no longer used.
     unsafe {
         match b.family {
@@ -312,6 +316,7 @@ fn raw_free(b: &Block) {
             Family::Rust => hakmem::Hakmem.dealloc(b.ptr as *mut u8, b.layout()),
         }
     }
+    assert_eq!(errno(), SENTINEL, "free of a {b:?} changed errno");
 }
 
 /// What the other thread is asked to do.
@@ -458,6 +463,8 @@ impl Model {
     /// Checks a fresh block and records it.
     fn admit(&mut self, b: Block, what: &str) {
         let p = b.ptr;
+        // errno was cleared before the call: success leaves it alone.
+        assert_eq!(errno(), 0, "{what} succeeded but set errno");
         assert!(
             p % b.align == 0,
             "{what}: {p:#x} not aligned to {} ({b:?})",
@@ -742,6 +749,7 @@ impl Model {
     /// as [`Model::admit`] but its pattern is checked, not written.
     fn admit_filled(&mut self, b: Block, what: &str) {
         check_prefix(b.id, b.ptr, b.size, what);
+        clear_errno(); // this thread's errno says nothing about the other's call
         self.admit(b, what);
     }
 
