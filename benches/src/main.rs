@@ -116,11 +116,11 @@ fn print_run(r: &model::RunReport) {
         "{} with {} ({} thread(s), {} ops)",
         c.scenario, c.allocator, c.threads, c.ops
     );
-    println!("  ns/op        {}", table::fmt_ns(c.ns_per_op));
     println!(
-        "  p50 / p99    {} / {}",
+        "  ns/op        {} median, {} p99, {} mean (wall x threads / ops)",
         table::fmt_ns(c.p50_ns),
-        table::fmt_ns(c.p99_ns)
+        table::fmt_ns(c.p99_ns),
+        table::fmt_ns(c.ns_per_op)
     );
     println!("  page faults  {} minor, {} major", c.minflt, c.majflt);
     let counts: Vec<String> = r
