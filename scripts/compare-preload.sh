@@ -130,50 +130,39 @@ loaded() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# run_program NAME LIB CMD...: median wall and peak RSS over $repeat runs.
-run_program() {
-  local name=$1 lib=$2
-  shift 2
-  : >"$tmp/samples"
-  for _ in $(seq 1 "$repeat"); do measure "$lib" "$@" >>"$tmp/samples"; done
-  printf '%s %s %s\n' "$name" "$(cut -d' ' -f1 "$tmp/samples" | median)" "$(cut -d' ' -f2 "$tmp/samples" | median)"
-}
-
-# redis: the server is the process under test; redis-benchmark (never
-# preloaded) drives it over loopback with a bounded number of requests.
-run_redis() {
-  local lib=$1 port=$((20000 + RANDOM % 20000)) walls=() rss=()
-  : >"$tmp/samples"
-  for _ in $(seq 1 "$repeat"); do
-    env ${lib:+LD_PRELOAD=$lib} redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-      --daemonize no --logfile "$tmp/redis.log" &
-    redis_pid=$!
-    # Wait (bounded) for the port to accept connections; redis-benchmark
-    # itself can spin forever against a server that is not listening yet.
-    local up=0
-    for _ in $(seq 1 100); do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=1; break; fi
-      sleep 0.05
-    done
-    if [ $up = 0 ]; then
-      echo "compare-preload.sh: redis-server${lib:+ with $lib} did not start: $(tail -1 "$tmp/redis.log")" >&2
-      exit 1
-    fi
-    if [ -n "$lib" ] && ! grep -qF "$(readlink -f "$lib")" "/proc/$redis_pid/maps"; then
-      echo "compare-preload.sh: redis-server did not load $lib" >&2
-      exit 1
-    fi
-    local start end
-    start=$(date +%s.%N)
-    timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -n "$redis_n" -c 20 -P 8 -q -t set,get,lpush,lpop,sadd >/dev/null
-    end=$(date +%s.%N)
-    printf '%s %s\n' "$(echo "$end - $start" | awk '{ printf "%.3f", $1 - $3 }')" \
-      "$(awk '/^VmHWM:/ { print $2 }' "/proc/$redis_pid/status")" >>"$tmp/samples"
-    kill "$redis_pid"
-    wait "$redis_pid" 2>/dev/null || true
-    redis_pid=
+# redis_once LIB: one sample ("wall_seconds peak_rss_kib") of redis-server
+# with LIB preloaded, driven by redis-benchmark (never preloaded) over
+# loopback with a bounded number of requests. Not run in a subshell, so the
+# EXIT trap can always stop the server.
+redis_once() {
+  local lib=$1 port=$((20000 + RANDOM % 20000))
+  env ${lib:+LD_PRELOAD=$lib} redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --logfile "$tmp/redis.log" &
+  redis_pid=$!
+  # Wait (bounded) for the port to accept connections; redis-benchmark
+  # itself can spin forever against a server that is not listening yet.
+  local up=0
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=1; break; fi
+    sleep 0.05
   done
-  printf 'redis %s %s\n' "$(cut -d' ' -f1 "$tmp/samples" | median)" "$(cut -d' ' -f2 "$tmp/samples" | median)"
+  if [ $up = 0 ]; then
+    echo "compare-preload.sh: redis-server${lib:+ with $lib} did not start: $(tail -1 "$tmp/redis.log")" >&2
+    exit 1
+  fi
+  if [ -n "$lib" ] && ! grep -qF "$(readlink -f "$lib")" "/proc/$redis_pid/maps"; then
+    echo "compare-preload.sh: redis-server did not load $lib" >&2
+    exit 1
+  fi
+  local start end
+  start=$(date +%s.%N)
+  timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -n "$redis_n" -c 20 -P 8 -q -t set,get,lpush,lpop,sadd >/dev/null
+  end=$(date +%s.%N)
+  printf '%s %s\n' "$(echo "$end $start" | awk '{ printf "%.3f", $1 - $2 }')" \
+    "$(awk '/^VmHWM:/ { print $2 }' "/proc/$redis_pid/status")"
+  kill "$redis_pid"
+  wait "$redis_pid" 2>/dev/null || true
+  redis_pid=
 }
 
 programs=("python3" "sort" "gcc")
@@ -181,22 +170,38 @@ command -v gcc >/dev/null || programs=("python3" "sort")
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then programs+=(redis); fi
 
 : >"$tmp/results"
+available=()
 for a in "${order[@]}"; do
   lib=${libs[$a]}
-  if ! loaded "$lib"; then
+  if loaded "$lib"; then
+    available+=("$a")
+  else
     echo "$a missing ${lib}" >>"$tmp/results"
     echo "compare-preload.sh: $a: ${lib} not found or not loadable, skipped" >&2
-    continue
   fi
+done
+
+# Rounds are interleaved (every program with every allocator, then again) so
+# a drift of the machine during the run is shared instead of landing on
+# whichever allocator happened to run last.
+for round in $(seq 1 "$repeat"); do
   for p in "${programs[@]}"; do
-    echo "compare-preload.sh: $p with $a" >&2
-    case $p in
-      python3) r=$(run_program python3 "$lib" "$python" "$tmp/alloc_heavy.py") ;;
-      sort) r=$(run_program sort "$lib" env LC_ALL=C sort -S 256M -o "$tmp/sorted.txt" "$tmp/lines.txt") ;;
-      gcc) r=$(run_program gcc "$lib" gcc -O2 -c -o "$tmp/generated.o" "$tmp/generated.c") ;;
-      redis) r=$(run_redis "$lib") ;;
-    esac
-    echo "$a $r" >>"$tmp/results"
+    for a in "${available[@]}"; do
+      lib=${libs[$a]}
+      echo "compare-preload.sh: round $round/$repeat: $p with $a" >&2
+      case $p in
+        python3) measure "$lib" "$python" "$tmp/alloc_heavy.py" ;;
+        sort) measure "$lib" env LC_ALL=C sort -S 256M -o "$tmp/sorted.txt" "$tmp/lines.txt" ;;
+        gcc) measure "$lib" gcc -O2 -c -o "$tmp/generated.o" "$tmp/generated.c" ;;
+        redis) redis_once "$lib" ;;
+      esac >>"$tmp/samples.$a.$p"
+    done
+  done
+done
+for p in "${programs[@]}"; do
+  for a in "${available[@]}"; do
+    f=$tmp/samples.$a.$p
+    echo "$a $p $(cut -d' ' -f1 "$f" | median) $(cut -d' ' -f2 "$f" | median)" >>"$tmp/results"
   done
 done
 
