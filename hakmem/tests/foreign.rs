@@ -103,7 +103,8 @@ fn owns_tells_our_blocks_from_everything_else() {
 #[test]
 fn freeing_a_foreign_pointer_leaves_it_alone() {
     let (ok, output) = run_child("child_free_foreign");
-    if cfg!(debug_assertions) {
+    // hakmem's checks are on in debug builds and with the debug-checks feature.
+    if cfg!(any(debug_assertions, feature = "debug-checks")) {
         assert!(
             !ok,
             "debug build: free of a foreign pointer did not abort\n{output}"
@@ -170,7 +171,7 @@ fn child_free_foreign() {
 
 #[test]
 fn debug_builds_catch_bad_frees_of_our_blocks() {
-    if !cfg!(debug_assertions) {
+    if !cfg!(any(debug_assertions, feature = "debug-checks")) {
         return; // release builds trust the pointer past the region lookup
     }
     let (ok, output) = run_child("child_free_interior");
