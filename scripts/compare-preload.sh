@@ -125,7 +125,11 @@ loaded() {
   local lib=$1
   [ -z "$lib" ] && return 0
   [ -f "$lib" ] || return 1
-  LD_PRELOAD=$lib cat /proc/self/maps | grep -qF "$(readlink -f "$lib")"
+  # Captured first: `cat | grep -q` under pipefail fails whenever grep exits
+  # before cat has written everything (SIGPIPE).
+  local maps
+  maps=$(LD_PRELOAD=$lib cat /proc/self/maps)
+  grep -qF "$(readlink -f "$lib")" <<<"$maps"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
