@@ -22,6 +22,10 @@ pub struct Calibration {
     /// ns a component with nothing in it reads (back-to-back timestamps): the
     /// floor under every component figure.
     pub empty_component_ns: f64,
+    /// ns an empty component timed (and probed) inside another adds to the
+    /// outer one's figure: its timestamps, the event call around the probe hit,
+    /// and what the trap leaves cold. hakmem subtracts the hit itself.
+    pub nested_component_ns: f64,
     /// Calls per round.
     pub iterations: u32,
     /// Rounds.
@@ -49,15 +53,30 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Mean ns between two back-to-back timestamps, as hakmem takes them.
-fn empty_component(n: u32) -> f64 {
+/// Median ns of `n` readings of `f` (in TSC cycles): a preemption in the
+/// middle of the loop moves a mean, not a median.
+fn median_reading(n: u32, mut f: impl FnMut() -> u64) -> f64 {
     let tsc = crate::tsc::Tsc::calibrate(std::time::Duration::from_millis(20));
-    let mut cycles = 0u64;
-    for _ in 0..n {
+    let mut cycles: Vec<f64> = (0..n).map(|_| f() as f64).collect();
+    tsc.ns(median(&mut cycles))
+}
+
+/// What a component with nothing in it reads: two back-to-back timestamps.
+fn empty_component(n: u32) -> f64 {
+    median_reading(n, || {
         let t = hakmem::probe::now();
-        cycles += std::hint::black_box(hakmem::probe::now()).wrapping_sub(t);
-    }
-    tsc.ns(cycles as f64 / n as f64)
+        std::hint::black_box(hakmem::probe::now()).wrapping_sub(t)
+    })
+}
+
+/// What an outer component reads around one probed, empty inner component.
+fn nested_component(n: u32) -> f64 {
+    median_reading(n, || {
+        let t = hakmem::probe::now();
+        let inner = hakmem::probe::now();
+        hakmem::probe::emit(hakmem::probe::Component::SmallFast, inner, 0);
+        hakmem::probe::now().wrapping_sub(t)
+    })
 }
 
 /// Measures the probe hit cost in this process.
@@ -103,11 +122,14 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
         )));
     }
     let probe_hit_ns = median(&mut per_round_ns.clone());
+    // After the count check: these events are hits too.
+    let nested_component_ns = (nested_component(iterations) - empty_component_ns).max(0.0);
     Ok(Calibration {
         probe_hit_ns,
         unprobed_call_ns,
         timing_ns,
         empty_component_ns,
+        nested_component_ns,
         iterations,
         rounds,
         per_round_ns,
@@ -132,9 +154,12 @@ pub fn print(c: &Calibration) {
         "  empty component:  {:>9.1} ns  (what a component with nothing in it reads)",
         c.empty_component_ns
     );
+    println!(
+        "  nested component: {:>9.1} ns  (what a probed component adds to the one around it)",
+        c.nested_component_ns
+    );
     println!("No component figure includes a probe hit: a component's own hit comes after its");
     println!("timestamps, and hakmem subtracts the hits of the components timed inside another");
-    println!(
-        "(malloc around small_fast, ...). Each probe event slows the traced program by one hit."
-    );
+    println!("(malloc around small_fast, ...); the outer one still carries the inner one's timing");
+    println!("(nested component). Each probe event slows the traced program by one hit.");
 }

@@ -137,7 +137,7 @@ fn per_op(run: &TracedRun, names: &[&str], cal: &Calibration) -> (f64, f64, f64)
     }
     if any_top {
         // The calls inside them were timed too; that timing is in their figure.
-        calibrated -= nested * cal.timing_ns;
+        calibrated -= nested * cal.nested_component_ns;
     }
     (calibrated.max(0.0) / ops, raw / ops, calls as f64 / ops)
 }
@@ -424,7 +424,7 @@ mod tests {
         Calibration {
             probe_hit_ns: 500.0,
             empty_component_ns: 10.0,
-            timing_ns: 20.0,
+            nested_component_ns: 20.0,
         }
     }
 

@@ -73,7 +73,7 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     let calibration = model::Calibration {
         probe_hit_ns: c.probe_hit_ns,
         empty_component_ns: c.empty_component_ns,
-        timing_ns: c.timing_ns,
+        nested_component_ns: c.nested_component_ns,
     };
 
     let rounds = args.warmup + args.runs;

@@ -53,9 +53,9 @@ pub struct Calibration {
     /// What a component with no work in it reads (back-to-back timestamps),
     /// subtracted from every component instance, ns.
     pub empty_component_ns: f64,
-    /// Cost of hakmem's timing of one component instance (two TSC reads), ns:
-    /// what a nested instance adds to the component around it.
-    pub timing_ns: f64,
+    /// What a probed component adds to the figure of the one around it (its
+    /// timestamps and event call; the hit itself is excluded by hakmem), ns.
+    pub nested_component_ns: f64,
 }
 
 /// One row of the table: a component, and the two independent estimates of its cost.

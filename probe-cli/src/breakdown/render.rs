@@ -214,6 +214,14 @@ fn headline(b: &Breakdown) -> String {
         ns(b.total_ns_per_op),
         pm(b.total_noise_ns)
     );
+    if b.hakmem_ns_per_op.is_some_and(|h| h > b.total_ns_per_op) {
+        let _ = writeln!(
+            o,
+            "warning: the probes see more time in hakmem than the untraced run takes in all: \
+             each probe hit is a trap that leaves caches and predictors cold, which slows the \
+             next few ns-scale fast paths; read the probe column as an upper bound here"
+        );
+    }
     o
 }
 
@@ -235,11 +243,11 @@ fn footer(b: &Breakdown) -> String {
     let _ = writeln!(
         o,
         "calibration: a probe hit costs {} (excluded from every figure; it slowed the traced runs by {}); \
-         an empty component reads {} (subtracted per instance); timing a nested instance costs {} (subtracted from malloc/free/realloc)",
+         an empty component reads {} (subtracted per instance); a probed component adds {} to the one around it (subtracted from malloc/free/realloc per nested instance)",
         ns(c.probe_hit_ns),
         added.join(", "),
         ns(c.empty_component_ns),
-        ns(c.timing_ns)
+        ns(c.nested_component_ns)
     );
     let _ = writeln!(
         o,

@@ -1,6 +1,10 @@
 //! The breakdown as an SVG chart: per component, the probe estimate and the
 //! isolation delta side by side (horizontal bars, ns per operation), each with
 //! its noise as a whisker and its value written next to it.
+//!
+//! The axis is a signed log scale (sign(v) · log10(1 + |v|/ns)): a feature's
+//! net saving of milliseconds and a selection cost of a few ns must both stay
+//! readable on one chart.
 
 use super::model::Breakdown;
 use super::render::ns;
@@ -33,6 +37,26 @@ fn bars(b: &Breakdown) -> Bars {
         .collect()
 }
 
+/// Signed log: 0 at 0, one unit per decade of ns either way.
+fn symlog(v: f64) -> f64 {
+    v.signum() * (1.0 + v.abs()).log10()
+}
+
+/// A decade tick's label ("100 ns", "-1.00 µs"): the inverse of `symlog` at integers.
+fn tick(x: f64) -> String {
+    let k = x.round();
+    if (x - k).abs() > 1e-6 {
+        return String::new();
+    }
+    if k == 0.0 {
+        return "0".into();
+    }
+    let v = k.signum() * 10f64.powf(k.abs());
+    let text = ns(v);
+    // "100.0 ns" -> "100 ns", "1.00 µs" -> "1 µs".
+    text.replace(".00 ", " ").replace(".0 ", " ")
+}
+
 /// Writes the chart to `path`.
 pub fn write(path: &Path, b: &Breakdown) -> Result<(), String> {
     let bars = bars(b);
@@ -41,11 +65,11 @@ pub fn write(path: &Path, b: &Breakdown) -> Result<(), String> {
         .iter()
         .flat_map(|(_, p, i)| [*p, *i])
         .flatten()
-        .flat_map(|(v, e)| [v - e, v + e]);
+        .flat_map(|(v, e)| [symlog(v - e), symlog(v + e)]);
     let (lo, hi) = values.fold((0f64, 1f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    // Room for the value labels on both sides.
-    let pad = (hi - lo) * 0.22;
-    let x_range = (if lo < 0.0 { lo - pad } else { 0.0 })..(hi + pad);
+    // Room for the value labels on both sides, whole decades at the ends.
+    let x_range = (if lo < 0.0 { (lo - 1.2).floor() } else { 0.0 })..(hi + 1.2).ceil();
+    let decades = (x_range.end - x_range.start) as usize;
 
     let height = 140 + 56 * n as u32;
     let root = SVGBackend::new(path, (1100, height)).into_drawing_area();
@@ -74,14 +98,15 @@ pub fn write(path: &Path, b: &Breakdown) -> Result<(), String> {
             String::new()
         }
     };
-    let x_formatter = |x: &f64| ns(*x);
+    let x_formatter = |x: &f64| tick(*x);
     chart
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(2 * n + 1)
+        .x_labels(decades + 1)
         .y_label_formatter(&y_formatter)
         .x_label_formatter(&x_formatter)
-        .x_desc("ns per operation (whisker: noise across runs)")
+        .x_desc("per operation, signed log scale (whisker: noise across runs)")
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 13))
         .draw()
@@ -109,7 +134,7 @@ pub fn write(path: &Path, b: &Breakdown) -> Result<(), String> {
         chart
             .draw_series(items.iter().map(|&(y, v, _)| {
                 Rectangle::new(
-                    [(0.0, y - thickness / 2.0), (v, y + thickness / 2.0)],
+                    [(0.0, y - thickness / 2.0), (symlog(v), y + thickness / 2.0)],
                     colour.filled(),
                 )
             }))
@@ -118,13 +143,20 @@ pub fn write(path: &Path, b: &Breakdown) -> Result<(), String> {
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], colour.filled()));
         chart
             .draw_series(items.iter().map(|&(y, v, e)| {
-                PathElement::new(vec![(v - e, y), (v + e, y)], BLACK.stroke_width(1))
+                PathElement::new(
+                    vec![(symlog(v - e), y), (symlog(v + e), y)],
+                    BLACK.stroke_width(1),
+                )
             }))
             .map_err(|e| err(&e))?;
         chart
             .draw_series(items.iter().map(|&(y, v, e)| {
                 let right = v >= 0.0;
-                let x = if right { v.max(0.0) + e } else { v - e };
+                let x = if right {
+                    symlog(v + e).max(symlog(v))
+                } else {
+                    symlog(v - e).min(symlog(v))
+                };
                 let gap = (x_range.end - x_range.start) * 0.005;
                 Text::new(
                     ns(v),
@@ -142,7 +174,7 @@ pub fn write(path: &Path, b: &Breakdown) -> Result<(), String> {
         .map_err(|e| err(&e))?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::LowerLeft)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.4))
         .label_font(("sans-serif", 13))
@@ -150,4 +182,19 @@ pub fn write(path: &Path, b: &Breakdown) -> Result<(), String> {
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_is_signed_and_logarithmic() {
+        assert_eq!(symlog(0.0), 0.0);
+        assert!((symlog(99.0) - 2.0).abs() < 1e-12);
+        assert!((symlog(-99.0) + 2.0).abs() < 1e-12);
+        assert_eq!(tick(3.0), "1 µs");
+        assert_eq!(tick(-2.0), "-100 ns");
+        assert_eq!(tick(0.5), "");
+    }
 }
