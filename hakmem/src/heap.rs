@@ -756,7 +756,13 @@ fn exit_key() -> Option<libc::pthread_key_t> {
         return None;
     }
     match EXIT_KEY.compare_exchange(0, key as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Some(key),
+        Ok(_) => {
+            // Once per process, with the first heap (already published, so
+            // an allocation inside pthread_atfork finds it).
+            // SAFETY: a valid handler that only stores to an atomic.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            Some(key)
+        }
         Err(winner) => {
             // Another thread created one first: use theirs (no lock, so no
             // lock for a forked child to inherit).
@@ -765,6 +771,16 @@ fn exit_key() -> Option<libc::pthread_key_t> {
             Some((winner - 1) as libc::pthread_key_t)
         }
     }
+}
+
+/// In a forked child: stop timing for a tracer. The tracer's uprobe is scoped
+/// to the parent's pid, so the child's probe events would reach nobody; worse,
+/// Linux 6.18 rewrites an optimised uprobe's nop5 into a `call` to an
+/// `[uprobes-trampoline]` page that the child's copy of the text keeps but the
+/// child's address space lacks, so the child's first probe event would jump
+/// into unmapped memory (SIGSEGV).
+unsafe extern "C" fn after_fork_in_child() {
+    crate::probe::hakmem_trace_enabled.store(0, Ordering::Relaxed);
 }
 
 #[cold]
