@@ -108,6 +108,13 @@ pub struct BreakdownArgs {
     /// Worker threads for multi-threaded scenarios [default: hakmem-bench's].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run probe-cli and every measured process in the real-time class
+    /// (SCHED_FIFO 1; root or CAP_SYS_NICE). On a machine shared with other work a
+    /// time-shared process is preempted for milliseconds at a time, and every
+    /// preemption that lands inside a timed region stretches it; the kernel's RT
+    /// throttling still leaves other tasks 5% of each CPU.
+    #[arg(long)]
+    pub realtime: bool,
     /// The hakmem-bench binary [default: next to probe-cli, or target/release].
     #[arg(long, value_name = "PATH", env = "HAKMEM_BENCH")]
     pub bench: Option<PathBuf>,

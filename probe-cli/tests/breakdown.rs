@@ -71,12 +71,13 @@ fn breakdown(args: &[&str], env: &[(&str, &str)]) -> Output {
     run(c, env)
 }
 
-/// As [`breakdown`], at a higher priority (nice -10, root only): on a machine
-/// shared with builds, a workload that gets a fraction `s` of a CPU sees every
-/// duration stretched by up to 1/s, the test's known delay included.
+/// As [`breakdown`], with `--realtime`. On a machine shared with builds, a
+/// time-sharing task is preempted for a few ms every few ms, and a preemption
+/// that lands inside the known delay stretches it: both estimates would see
+/// 1.5-2x the delay (rightly), not the delay.
 fn breakdown_prioritised(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new("nice");
-    c.args(["-n", "-10", PROBE_CLI, "breakdown"]).args(args);
+    let mut c = Command::new(PROBE_CLI);
+    c.args(["breakdown", "--realtime"]).args(args);
     run(c, env)
 }
 
@@ -247,6 +248,8 @@ fn a_known_delay_in_elo_selection_shows_in_both_estimates() {
         );
         return;
     };
+    // Large next to ELO selection's own cost (tens of ns) and to the noise of
+    // vm's time per operation; small next to the workload.
     const DELAY_NS: f64 = 20_000.0;
     let out = breakdown_prioritised(
         &[
@@ -277,11 +280,11 @@ fn a_known_delay_in_elo_selection_shows_in_both_estimates() {
         "added {added:.0} ns/op; probes {probe:.0} ns/op; isolation {isolation:.0} ± {noise:.0} ns/op"
     );
     assert!(
-        (probe - added).abs() < 0.25 * added,
+        (probe - added).abs() < 0.15 * added,
         "the probes see the delay: {probe} vs {added}"
     );
     assert!(
-        (isolation - added).abs() < 0.35 * added + noise,
+        isolation > 0.7 * added - noise && isolation < 1.5 * added + noise,
         "the isolation delta sees the delay: {isolation} ± {noise} vs {added}"
     );
     // The delay is charged to ELO selection, not to its neighbours.
@@ -289,7 +292,7 @@ fn a_known_delay_in_elo_selection_shows_in_both_estimates() {
     assert!(bigcache < 0.2 * added, "BigCache probe {bigcache}");
     let evolution = num(&row(&b, "evolution")["isolation"]["ns_per_op"], "frozen");
     assert!(
-        (evolution - added).abs() < 0.35 * added + noise,
+        evolution > 0.7 * added - noise && evolution < 1.5 * added + noise,
         "frozen stops ELO selection too: {evolution}"
     );
 }

@@ -61,6 +61,9 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     let trace_size = args.trace_size.clone().unwrap_or_else(|| args.size.clone());
     check_size("trace-size", &trace_size)?;
     crate::privileges::check(true)?;
+    if args.realtime {
+        realtime()?;
+    }
     let workload = bench::Workload {
         bench: bench::locate(args.bench.clone())?,
         scenario: args.scenario.clone(),
@@ -160,6 +163,7 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
         trace_runs: args.trace_runs,
         threads,
         bench: workload.bench.display().to_string(),
+        realtime: args.realtime,
         calibration: calibration.clone(),
         total_ns_per_op: default.ns_per_op,
         total_noise_ns: default.noise_ns,
@@ -176,6 +180,22 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
             .collect(),
     };
     write_outputs(&args, &breakdown)
+}
+
+/// Puts this process (and so every child it starts) in SCHED_FIFO at priority 1.
+fn realtime() -> Result<()> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: plain syscall on this process with a valid parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EPERM) => {
+                Error::NotPermitted("--realtime needs root or CAP_SYS_NICE".into())
+            }
+            _ => Error::Other(format!("--realtime: sched_setscheduler: {e}")),
+        });
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, content: &[u8]) -> Result<()> {

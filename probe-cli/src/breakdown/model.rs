@@ -28,6 +28,8 @@ pub struct Breakdown {
     pub threads: usize,
     /// The hakmem-bench binary.
     pub bench: String,
+    /// Whether the runs were in the real-time class (`--realtime`).
+    pub realtime: bool,
     pub calibration: Calibration,
     /// Median ns per operation of the default configuration, untraced: the
     /// "total" every share is a fraction of.

@@ -198,8 +198,15 @@ fn headline(b: &Breakdown) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "hakmem overhead breakdown: scenario {} ({} threads, size {}, {} runs per configuration + {} warm-up; {} traced run(s) of size {})",
-        b.scenario, b.threads, b.size, b.runs, b.warmup, b.trace_runs, b.trace_size
+        "hakmem overhead breakdown: scenario {} ({} threads, size {}, {} runs per configuration + {} warm-up; {} traced run(s) of size {}{})",
+        b.scenario,
+        b.threads,
+        b.size,
+        b.runs,
+        b.warmup,
+        b.trace_runs,
+        b.trace_size,
+        if b.realtime { "; SCHED_FIFO" } else { "" }
     );
     let hakmem = b.hakmem_ns_per_op.map_or_else(String::new, |h| {
         format!(
