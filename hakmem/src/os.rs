@@ -190,6 +190,17 @@ pub fn populate(p: *mut u8, len: usize) -> bool {
     })
 }
 
+/// Asks for (`on`) or against transparent huge pages on `[p, p+len)`.
+pub fn advise_thp(p: *mut u8, len: usize, on: bool) -> bool {
+    let advice = if on {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
+    // SAFETY: callers pass a range they own; advice only.
+    unsafe { libc::madvise(p as *mut libc::c_void, len, advice) == 0 }
+}
+
 /// Asks for transparent huge pages on `[p, p+len)` (one fault per 2 MiB).
 pub fn advise_hugepage(p: *mut u8, len: usize) -> bool {
     // SAFETY: callers pass a range they own; advice only.

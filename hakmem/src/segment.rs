@@ -72,6 +72,9 @@ pub struct Segment {
     /// `page_kind.page_shift()`, cached for the free path.
     pub page_shift: u32,
     pub kind: PageKind,
+    /// The mapping is advised for transparent huge pages (survives pooling:
+    /// pool purges keep the first OS page, where this field lives).
+    pub thp: bool,
     /// Bit i: page i is not carved into blocks (owner only).
     pub free_pages: u64,
     /// Bit i: page i is free and its memory not yet given back (owner only).
@@ -297,11 +300,6 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
         Some(s) => s,
         None => {
             let p = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)? as *mut Segment;
-            if crate::options::get().huge_pages {
-                // Two transparent huge pages per segment: one fault per 2 MiB
-                // instead of 512, and far fewer TLB misses on a hot heap.
-                os::advise_hugepage(p as *mut u8, SEGMENT_SIZE);
-            }
             if crate::hardening::ENABLED {
                 // A guard page ends every segment (it stays when the segment is pooled).
                 crate::hardening::guard(
@@ -313,8 +311,19 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
             p
         }
     };
+    // Big-page segments (2 MiB pages = huge pages, so a page purge never
+    // splits one) always get transparent huge pages: one fault per 2 MiB
+    // instead of 512. Others only with HAKMEM_HUGEPAGES=1. Advised before the
+    // header is written, so the first fault can already be a huge one.
+    let want_thp = kind == PageKind::Big || crate::options::get().huge_pages;
     // SAFETY: a popped or fresh segment belongs to nobody else.
-    unsafe { (*seg).init(kind, owner) };
+    unsafe {
+        if (*seg).thp != want_thp {
+            os::advise_thp(seg as *mut u8, SEGMENT_SIZE, want_thp);
+            (*seg).thp = want_thp;
+        }
+        (*seg).init(kind, owner);
+    }
     Some(seg)
 }
 
@@ -347,7 +356,12 @@ pub fn maintain_pool(now_ns: u64, delay_ns: u64) {
         // SAFETY: popped, so ours until pushed again.
         let pooled_at = unsafe { (*seg).pooled_at_ns.load(Ordering::Relaxed) };
         if now_ns.saturating_sub(pooled_at) >= delay_ns {
-            os::purge(seg as *mut u8, SEGMENT_SIZE);
+            // Everything but the first OS page, which keeps the header's
+            // fields that outlive pooling (`thp`, the stack link).
+            os::purge(
+                (seg as usize + os::OS_PAGE) as *mut u8,
+                SEGMENT_SIZE - os::OS_PAGE,
+            );
             POOL_CLEAN.push(seg);
         } else if n_young < young.len() {
             young[n_young] = seg;

@@ -140,7 +140,10 @@ fn two_thousand_short_lived_threads_keep_memory_bounded() {
     // number of threads ever started.
     let mapped_growth = end.mapped.saturating_sub(base.mapped);
     assert!(
-        mapped_growth < 64 * MIB,
+        // A leak of one segment per thread would be 8 GiB; the peak number of
+        // segments in flight (8 threads, abandoned ones waiting for adoption)
+        // varies from run to run between about 20 and 80 MiB here.
+        mapped_growth < 128 * MIB,
         "mapped memory grew by {} MiB over {THREADS} threads",
         mapped_growth / MIB
     );
