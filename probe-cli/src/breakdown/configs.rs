@@ -70,6 +70,21 @@ pub const CLEARED: &[&str] = &[
     "LD_PRELOAD",
 ];
 
+/// Pads every configuration's environment to the same size.
+///
+/// The environment sits at the top of the initial stack, so its size moves the
+/// stack's alignment, and with it the speed of code that is a few ns per call
+/// (Mytkowicz et al., "Producing wrong data without doing anything obviously
+/// wrong!", ASPLOS 2009). Measured here: small-churn ran 7 ns (70%) slower per
+/// operation under three of the six configurations, none of which touch the
+/// small path, until the environments were made the same size.
+pub const PAD: &str = "HAKMEM_BREAKDOWN_PAD";
+
+/// Bytes `config`'s variables take in the environment block ("K=V\0").
+fn env_bytes(config: &Config) -> usize {
+    config.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+}
+
 /// The child's environment changes for `config`: `None` removes the variable.
 pub fn env_changes(config: &Config) -> Vec<(String, Option<String>)> {
     let mut changes: Vec<(String, Option<String>)> =
@@ -77,6 +92,8 @@ pub fn env_changes(config: &Config) -> Vec<(String, Option<String>)> {
     for (k, v) in config.env {
         changes.push((k.to_string(), Some(v.to_string())));
     }
+    let widest = ALL.iter().map(env_bytes).max().unwrap_or(0);
+    changes.push((PAD.into(), Some("x".repeat(widest - env_bytes(config)))));
     changes
 }
 
@@ -91,5 +108,22 @@ pub fn env_label(config: &Config) -> String {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_configuration_has_an_environment_of_the_same_size() {
+        let size = |c: &Config| -> usize {
+            env_changes(c)
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| k.len() + v.len() + 2))
+                .sum()
+        };
+        let sizes: Vec<usize> = ALL.iter().map(size).collect();
+        assert!(sizes.iter().all(|s| *s == sizes[0]), "{sizes:?}");
     }
 }

@@ -8,10 +8,12 @@
 //!   themselves (`hakmem/src/probe.rs`, `PROBE_CYCLES`).
 //! * **Isolation estimate**: median ns/op with the feature on minus median
 //!   ns/op with it off, each from its own untraced processes.
-//! * **Noise**: half the range across runs (of each configuration for the
-//!   isolation delta, combined as sqrt(a² + b²); of the traced runs for the
-//!   probes). Two estimates *disagree* when they differ by more than the sum of
-//!   their noises.
+//! * **Noise**: a robust standard deviation across runs, 1.4826 × the median
+//!   absolute deviation (one preempted run out of five moves it little; for two
+//!   runs it is half their difference × 1.48), of each configuration for the
+//!   isolation delta, combined as sqrt(a² + b²), and of the traced runs for the
+//!   probes. Two estimates *disagree* when they differ by more than twice their
+//!   combined noise, sqrt(probe² + isolation²).
 
 use super::configs;
 use super::model::{
@@ -61,15 +63,20 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Half of max − min; 0 for fewer than two values.
-pub fn half_range(values: &[f64]) -> f64 {
+/// 1.4826 × the median absolute deviation (the standard deviation for normal
+/// data, robust to an outlier); 0 for fewer than two values.
+pub fn robust_sigma(values: &[f64]) -> f64 {
     if values.len() < 2 {
         return 0.0;
     }
-    let max = values.iter().copied().fold(f64::MIN, f64::max);
-    let min = values.iter().copied().fold(f64::MAX, f64::min);
-    (max - min) / 2.0
+    let m = median(values);
+    let deviations: Vec<f64> = values.iter().map(|v| (v - m).abs()).collect();
+    1.4826 * median(&deviations)
 }
+
+/// How far apart two estimates may be before they disagree, in units of
+/// their combined noise.
+pub const DISAGREE_SIGMAS: f64 = 2.0;
 
 fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
     let v: Vec<f64> = values.map(|x| x as f64).collect();
@@ -104,7 +111,7 @@ pub fn summarize_config(config: &configs::Config, runs: &[PlainRun]) -> ConfigSu
         runs: runs.len(),
         ops: runs.first().map_or(0, |r| r.ops),
         ns_per_op: median(&samples),
-        noise_ns: half_range(&samples),
+        noise_ns: robust_sigma(&samples),
         samples_ns_per_op: samples,
         syscalls: median_counts(runs.iter().map(|r| &r.syscalls)),
         page_faults: median_u64(runs.iter().map(|r| r.page_faults)),
@@ -159,7 +166,7 @@ fn probe_estimate(
     let calls_per_op = median(&calls);
     Some(ProbeEstimate {
         ns_per_op,
-        noise_ns: half_range(&cooked),
+        noise_ns: robust_sigma(&cooked),
         raw_ns_per_op: median(&raw),
         calls_per_op,
         ns_per_call: (calls_per_op > 0.0).then(|| ns_per_op / calls_per_op),
@@ -178,7 +185,7 @@ fn probe_difference(
     let b = probe_estimate(off, names, cal)?;
     Some(ProbeEstimate {
         ns_per_op: a.ns_per_op - b.ns_per_op,
-        noise_ns: a.noise_ns + b.noise_ns,
+        noise_ns: a.noise_ns.hypot(b.noise_ns),
         raw_ns_per_op: a.raw_ns_per_op - b.raw_ns_per_op,
         calls_per_op: a.calls_per_op,
         ns_per_call: (a.calls_per_op > 0.0).then(|| (a.ns_per_op - b.ns_per_op) / a.calls_per_op),
@@ -340,9 +347,10 @@ pub fn rows(
                 })
             });
             let disagree = match (&probe, &isolation) {
-                (Some(p), Some(i)) => {
-                    Some((p.ns_per_op - i.ns_per_op).abs() > p.noise_ns + i.noise_ns)
-                }
+                (Some(p), Some(i)) => Some(
+                    (p.ns_per_op - i.ns_per_op).abs()
+                        > DISAGREE_SIGMAS * p.noise_ns.hypot(i.noise_ns),
+                ),
                 _ => None,
             };
             let cost = probe
@@ -455,8 +463,12 @@ mod tests {
     fn medians_and_ranges() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(half_range(&[1.0, 5.0, 2.0]), 2.0);
-        assert_eq!(half_range(&[1.0]), 0.0);
+        // Deviations from the median 2: 1, 3, 0 -> median 1.
+        assert!((robust_sigma(&[1.0, 5.0, 2.0]) - 1.4826).abs() < 1e-12);
+        assert!((robust_sigma(&[1.0, 3.0]) - 1.4826).abs() < 1e-12);
+        assert_eq!(robust_sigma(&[1.0]), 0.0);
+        // One wild run out of five hardly moves it.
+        assert!(robust_sigma(&[10.0, 11.0, 10.0, 11.0, 500.0]) < 2.0);
     }
 
     #[test]
@@ -485,7 +497,7 @@ mod tests {
         assert_eq!(p.ns_per_call, Some(100.0));
         let i = elo.isolation.as_ref().unwrap();
         assert_eq!(i.ns_per_op, 100.0);
-        assert!((i.noise_ns - 50f64.sqrt()).abs() < 1e-9);
+        assert!((i.noise_ns - 1.4826 * 5.0 * 2f64.sqrt()).abs() < 1e-9);
         assert_eq!(elo.disagree, Some(false));
         assert!((elo.share.unwrap() - 100.0 / 1100.0).abs() < 1e-9);
         // malloc: 300 per call read, minus 10 floor, minus 20 timing per nested hit.

@@ -34,7 +34,7 @@ pub struct Breakdown {
     /// Median ns per operation of the default configuration, untraced: the
     /// "total" every share is a fraction of.
     pub total_ns_per_op: f64,
-    /// Half the range of that across runs.
+    /// Its robust standard deviation across runs.
     pub total_noise_ns: f64,
     /// Time in hakmem per operation (probes, default configuration).
     pub hakmem_ns_per_op: Option<f64>,
@@ -78,7 +78,7 @@ pub struct Row {
     pub mitigable: &'static str,
     /// The origin analysis's guess per allocation, ns.
     pub origin_guess_ns: Option<&'static str>,
-    /// True when both estimates exist and differ by more than their noise.
+    /// True when both estimates exist and differ by more than twice their combined noise.
     pub disagree: Option<bool>,
     /// What the estimates do and do not include.
     pub note: &'static str,
@@ -89,7 +89,7 @@ pub struct Row {
 pub struct ProbeEstimate {
     /// Calibrated: the empty-component reading subtracted per instance.
     pub ns_per_op: f64,
-    /// Half the range across traced runs.
+    /// Robust standard deviation across traced runs (see `estimate.rs`).
     pub noise_ns: f64,
     /// Before calibration (an upper bound).
     pub raw_ns_per_op: f64,
@@ -105,7 +105,7 @@ pub struct ProbeEstimate {
 #[derive(Clone, Debug, Serialize)]
 pub struct IsolationEstimate {
     pub ns_per_op: f64,
-    /// sqrt(noise_on² + noise_off²), each half the range across runs.
+    /// sqrt(noise_on² + noise_off²), each a robust standard deviation across runs.
     pub noise_ns: f64,
     /// Configuration with the feature on, and off.
     pub on: &'static str,
@@ -123,7 +123,7 @@ pub struct ConfigSummary {
     /// Operations per run.
     pub ops: u64,
     pub ns_per_op: f64,
-    /// Half the range of ns per operation across runs.
+    /// Robust standard deviation of ns per operation across runs.
     pub noise_ns: f64,
     /// Every run's ns per operation.
     pub samples_ns_per_op: Vec<f64>,

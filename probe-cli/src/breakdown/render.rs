@@ -258,7 +258,7 @@ fn footer(b: &Breakdown) -> String {
     );
     let _ = writeln!(
         o,
-        "noise: half the range across runs (isolation: sqrt(on^2 + off^2)); DISAGREE = the estimates differ by more than their noises added"
+        "noise: robust standard deviation across runs (1.4826 x median absolute deviation; isolation: sqrt(on^2 + off^2)); DISAGREE = the estimates differ by more than twice their combined noise"
     );
     o
 }
