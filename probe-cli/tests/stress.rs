@@ -49,8 +49,15 @@ fn bpf_unavailable() -> Option<String> {
         .clone()
 }
 
+/// One test at a time: the throughput figures must not see the other tests' load.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 macro_rules! require_bpf {
     () => {
+        let _serial = serial();
         if let Some(reason) = bpf_unavailable() {
             eprintln!("SKIP: {reason}");
             return;

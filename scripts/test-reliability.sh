@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Reliability suite (issue 7), bounded: about 5 minutes on the 2-core CI machine
+# once the workspace is built (scripts/test.sh builds it first).
+#
+#  1. model test (proptest, 1000 action sequences) and fault injection (map
+#     injector, RLIMIT_AS, handle_alloc_error), release
+#  2. churn under LD_PRELOAD: 10,000 threads with RSS bounded, 1,000 forks from
+#     9 threads (with exec), a SIGUSR1/SIGALRM storm, RLIMIT_AS from C;
+#     release library, shorter forms on the debug library
+#  3. the stress example for 20 s (4 threads, seed printed)
+#  4. valgrind memcheck of the C conformance programs with hakmem preloaded
+#  5. a bounded libFuzzer run (scripts/test-fuzz.sh, 60 s; skips without nightly)
+#  6. the hakmem test suite once with --features debug-checks, release
+#  7. probe-cli under stress (root and BPF; each test says SKIP otherwise)
+#
+# The long forms are in scripts/stress-long.sh. Knobs: MODEL_CASES (1000),
+# STRESS_SECONDS (20), STRESS_SEED (day of the year), FUZZ_SECONDS (60).
+# Ends with the figures for the README's reliability section.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+start=$SECONDS
+target=${CARGO_TARGET_DIR:-target}
+release_lib=$root/$target/release/libhakmem.so
+debug_lib=$root/$target/debug/libhakmem.so
+
+# Options from the caller's environment would change what is checked.
+for v in $(env | grep -o '^HAKMEM_[A-Za-z0-9_]*' || true); do unset "$v"; done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/hakmem-reliability.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+figures=()
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+ok() { printf 'ok   %-40s %s\n' "$1" "$2"; }
+section() { printf -- '--- %s (t=%ss)\n' "$*" $((SECONDS - start)); }
+
+# Fails unless $1 (a stderr file) is free of hakmem warnings.
+no_warnings() {
+  if grep -q 'hakmem:' "$1"; then
+    sed 's/^/    /' "$1" | head -5 >&2
+    fail "$2: hakmem printed on stderr"
+  fi
+}
+
+# run NAME LIB CMD...: CMD with LIB preloaded (none if LIB is -); output in
+# $tmp/NAME.out/.err; fails with the tail of stderr on failure or timeout.
+run() {
+  local name=$1 lib=$2
+  shift 2
+  local rc=0 pre=()
+  [ "$lib" != - ] && pre=(env LD_PRELOAD="$lib")
+  timeout 300 "${pre[@]}" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    sed 's/^/    /' "$tmp/$name.err" | tail -15 >&2
+    sed 's/^/    /' "$tmp/$name.out" | tail -5 >&2
+    [ "$rc" -eq 124 ] && fail "$name: timed out after 300 s"
+    fail "$name: exit status $rc"
+  fi
+}
+
+section "build"
+# (Separate commands: `--example` would restrict every -p to its examples.)
+cargo build --release -p hakmem-preload
+cargo build -p hakmem-preload
+cargo build --release -p hakmem --example stress
+for lib in "$release_lib" "$debug_lib"; do
+  [ -f "$lib" ] || fail "$lib was not built"
+done
+
+# ---------------------------------------------------------------------------
+section "model test and fault injection (release)"
+cases=${MODEL_CASES:-1000}
+t0=$SECONDS
+PROPTEST_CASES=$cases cargo test --release -p hakmem --test model --test fault_injection \
+  -- --test-threads=2 >"$tmp/model.out" 2>&1 || {
+  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/model.out" | grep -A30 -- '^----\|minimal failing' | head -60 >&2
+  fail "model / fault injection tests"
+}
+passed=$(grep -o '[0-9]* passed' "$tmp/model.out" | awk '{s += $1} END {print s + 0}')
+ok "model + fault injection" "$passed tests, $cases random action sequences [$((SECONDS - t0))s]"
+figures+=("model test: $cases random sequences of up to 400 actions per run (plus 2 fixed ones)")
+figures+=("fault injection: 6 Rust cases (small/medium/big/large exhaustion, every entry point, realloc keeps the block, BigCache hit while maps fail, new thread without heap, try_reserve, 2 x handle_alloc_error abort, RLIMIT_AS) + rlimit_as.c (5 entry points) + FailMaps actions in every model/fuzz sequence")
+
+# ---------------------------------------------------------------------------
+section "churn, signals and RLIMIT_AS under LD_PRELOAD"
+mkdir -p "$tmp/bin"
+for t in thread_churn_10k fork_churn signal_storm rlimit_as; do
+  gcc -O1 -g -pthread -Wall -Wextra -o "$tmp/bin/$t" "hakmem/tests/c/$t.c" || fail "compiling $t.c"
+done
+ulimit -c 0
+for build in release debug; do
+  lib=$release_lib threads=10000 forks=1000 secs=3
+  [ "$build" = debug ] && lib=$debug_lib threads=2000 forks=100 secs=2
+  t0=$SECONDS
+  run "churn.$build" "$lib" "$tmp/bin/thread_churn_10k" "$threads"
+  no_warnings "$tmp/churn.$build.err" "thread_churn_10k ($build)"
+  ok "thread churn ($build)" "$(cut -d: -f2- "$tmp/churn.$build.out") [$((SECONDS - t0))s]"
+  t0=$SECONDS
+  run "fork.$build" "$lib" "$tmp/bin/fork_churn" "$forks"
+  no_warnings "$tmp/fork.$build.err" "fork_churn ($build)"
+  ok "fork churn ($build)" "$(cut -d: -f2- "$tmp/fork.$build.out") [$((SECONDS - t0))s]"
+  t0=$SECONDS
+  run "signals.$build" "$lib" "$tmp/bin/signal_storm" "$secs"
+  no_warnings "$tmp/signals.$build.err" "signal_storm ($build)"
+  ok "signal storm ($build)" "$(cut -d: -f2- "$tmp/signals.$build.out") [$((SECONDS - t0))s]"
+  run "rlimit.$build" "$lib" "$tmp/bin/rlimit_as"
+  no_warnings "$tmp/rlimit.$build.err" "rlimit_as ($build)"
+  ok "RLIMIT_AS ($build)" "$(tail -1 "$tmp/rlimit.$build.out" | cut -d: -f2- | cut -d';' -f1)"
+done
+figures+=("churn: $(cut -d: -f2- "$tmp/churn.release.out")")
+figures+=("fork: $(cut -d: -f2- "$tmp/fork.release.out")")
+figures+=("signals: $(cut -d: -f2- "$tmp/signals.release.out")")
+
+# ---------------------------------------------------------------------------
+section "stress example"
+seed=${STRESS_SEED:-$((10#$(date +%j)))}
+run stress - "$target/release/examples/stress" --threads 4 --seconds "${STRESS_SECONDS:-20}" --seed "$seed"
+no_warnings "$tmp/stress.err" "stress"
+ok "stress" "$(tail -1 "$tmp/stress.out" | cut -d: -f2- | cut -c1-150)"
+figures+=("stress (seed $seed):$(tail -1 "$tmp/stress.out" | cut -d: -f3-)")
+
+# ---------------------------------------------------------------------------
+section "valgrind memcheck with hakmem preloaded"
+# Valgrind's memcheck replaces malloc in libc and in every object without a
+# soname, libhakmem.so included, so plain `LD_PRELOAD=libhakmem.so valgrind
+# prog` mixes the two allocators (invalid frees). somalloc=nouserintercepts
+# leaves hakmem in place: memcheck then checks hakmem's own memory accesses
+# and the program's accesses outside hakmem's mappings, and must count 0
+# allocations of its own (proof that hakmem served them). It cannot see
+# block-level errors inside hakmem's mappings (hakmem has no client requests).
+if ! command -v valgrind >/dev/null; then
+  echo "SKIP valgrind: not installed (scripts/deps.sh installs it)"
+  figures+=("valgrind: skipped (not installed)")
+else
+  for t in api_conformance override_check; do
+    gcc -O1 -g -pthread -o "$tmp/bin/$t" "hakmem/tests/c/$t.c" -ldl || fail "compiling $t.c"
+    t0=$SECONDS
+    rc=0
+    LD_PRELOAD=$release_lib timeout 300 valgrind --soname-synonyms=somalloc=nouserintercepts \
+      --error-exitcode=99 "$tmp/bin/$t" >"$tmp/vg.$t.out" 2>"$tmp/vg.$t.err" || rc=$?
+    if [ "$rc" -ne 0 ] || ! grep -q 'ERROR SUMMARY: 0 errors' "$tmp/vg.$t.err"; then
+      grep -v '^==[0-9]*== *$' "$tmp/vg.$t.err" | head -40 >&2
+      fail "valgrind $t: status $rc"
+    fi
+    grep -q 'total heap usage: 0 allocs' "$tmp/vg.$t.err" ||
+      fail "valgrind $t: memcheck's allocator served blocks, so hakmem was not tested"
+    ok "valgrind memcheck $t" "$(head -1 "$tmp/vg.$t.out" | cut -d: -f2-); 0 errors [$((SECONDS - t0))s]"
+  done
+  figures+=("valgrind memcheck: api_conformance and override_check with libhakmem.so preloaded, 0 errors")
+fi
+
+# ---------------------------------------------------------------------------
+section "fuzzing (bounded)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-60} ./scripts/test-fuzz.sh | tee "$tmp/fuzz.out"
+figures+=("fuzz: $(grep -E '^(ok|SKIP)' "$tmp/fuzz.out" | tail -1)")
+
+# ---------------------------------------------------------------------------
+section "hakmem tests with --features debug-checks (release optimisation)"
+# Without LTO and with parallel codegen: the checks are what matters here, and
+# this keeps the extra build under a minute.
+t0=$SECONDS
+CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+  cargo test --release -p hakmem --features debug-checks --lib --tests -- --test-threads=2 \
+  >"$tmp/checks.out" 2>&1 || {
+  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/checks.out" | grep -B2 -A20 -- '^----\|panicked\|error' | head -60 >&2
+  fail "tests with debug-checks"
+}
+passed=$(grep -o '[0-9]* passed' "$tmp/checks.out" | awk '{s += $1} END {print s + 0}')
+ok "debug-checks pass" "$passed tests passed [$((SECONDS - t0))s]"
+figures+=("debug-checks: the whole hakmem suite, $passed tests, in a release build with invariant checks on")
+
+# ---------------------------------------------------------------------------
+section "probe-cli under stress"
+t0=$SECONDS
+cargo test --release -p probe-cli --test stress -- --test-threads=1 --nocapture >"$tmp/probe.out" 2>&1 || {
+  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/probe.out" | tail -40 >&2
+  fail "probe-cli stress tests"
+}
+if grep -q '^SKIP' "$tmp/probe.out"; then
+  ok "probe-cli stress" "skipped: $(grep -m1 '^SKIP' "$tmp/probe.out")"
+else
+  grep -E '^(churn under trace|two tracers|attempt|BPF maps)' "$tmp/probe.out" | sed 's/^/     /'
+  ok "probe-cli stress" "4 tests [$((SECONDS - t0))s]"
+  figures+=("probe-cli after detach: $(grep '^attempt' "$tmp/probe.out" | tail -1 | cut -d: -f2-)")
+fi
+
+echo
+echo "=== reliability figures (t=$((SECONDS - start))s)"
+printf '  %s\n' "${figures[@]}"
+echo "--- reliability suite passed in $((SECONDS - start)) s"
