@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use estimate::{PlainRun, TracedRun};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -87,6 +87,18 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     progress.set_prefix(format!("breakdown {}", args.scenario));
+    // indicatif draws nothing when stderr is not a terminal (CI logs): one line
+    // per round and per traced run there instead.
+    let lines = !std::io::stderr().is_terminal();
+    let say = |what: String| {
+        if lines {
+            eprintln!(
+                "probe-cli: breakdown {}: {what} ({:.0} s)",
+                args.scenario,
+                progress.elapsed().as_secs_f64()
+            );
+        }
+    };
     let interrupted = |stop: &AtomicBool| {
         if stop.load(Ordering::Relaxed) {
             Err(Error::Other("interrupted".into()))
@@ -98,6 +110,15 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     let mut plain: BTreeMap<&'static str, Vec<PlainRun>> = BTreeMap::new();
     let mut threads = 0;
     for round in 0..rounds {
+        say(format!(
+            "round {}/{rounds}{}",
+            round + 1,
+            if round < args.warmup {
+                " (warm-up)"
+            } else {
+                ""
+            }
+        ));
         for config in configs::ALL {
             interrupted(&stop)?;
             let label = if round < args.warmup {
@@ -127,6 +148,12 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     for config in configs::TRACED {
         for i in 0..args.trace_runs {
             interrupted(&stop)?;
+            say(format!(
+                "{} traced {}/{}",
+                config.name,
+                i + 1,
+                args.trace_runs
+            ));
             progress.set_message(format!(
                 "{} traced {}/{}",
                 config.name,
