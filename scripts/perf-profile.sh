@@ -15,7 +15,9 @@
 #                              of the symbol: hakmem::heap, bigcache, elo, ...)
 # Uses the cycles event where the CPU exposes hardware counters, else the cpu-clock
 # software timer (and says so). Code inlined into another function is charged to
-# that function's component: the grouping follows symbols, not source lines.
+# that function's component: the grouping follows symbols, not source lines (with
+# LTO the small-block fast path lives inside __rust_alloc/__rust_dealloc, counted as
+# "api + inlined fast path").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,10 +110,11 @@ RULES = [  # first match wins: (component, pattern on the symbol)
     ("os", r"hakmem::os::"),
     ("profile", r"hakmem::profile"),
     ("heap (small blocks)", r"hakmem::heap|hakmem::page|hakmem::size_class|hakmem::tls"),
-    ("api (malloc/free entry)", r"hakmem::api|hakmem::global_alloc|<hakmem::Hakmem|hakmem_bench::dispatch"),
+    # With LTO the small fast path is inlined into the global allocator's shims.
+    ("api + inlined fast path", r"hakmem::api|hakmem::global_alloc|<hakmem::Hakmem|hakmem_bench::dispatch|__rust_(alloc|dealloc|realloc|alloc_zeroed)\b"),
     ("hakmem (other)", r"hakmem::"),
     ("workload (hakmem-bench)", r"hakmem_bench::|hdrhistogram"),
-    ("kernel: page faults", r"\[k\] .*(fault|clear_page|folio|pte|lru|memcg|charge|zap|rmqueue|alloc_pages|huge)"),
+    ("kernel: page faults", r"\[k\] .*(fault|clear_page|folio|pte|lru|memcg|charge|zap|rmqueue|alloc_pages|huge|anon)"),
     ("kernel: other", r"\[k\]"),
     ("other (libc, loader, std)", r""),
 ]
