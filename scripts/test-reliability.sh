@@ -163,14 +163,27 @@ section "hakmem tests with --features debug-checks (release optimisation)"
 # Without LTO and with parallel codegen: the checks are what matters here, and
 # this keeps the extra build under a minute.
 t0=$SECONDS
-CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-  cargo test --release -p hakmem --features debug-checks --lib --tests -- --test-threads=2 \
-  >"$tmp/checks.out" 2>&1 || {
-  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/checks.out" | grep -B2 -A20 -- '^----\|panicked\|error' | head -60 >&2
-  fail "tests with debug-checks"
+checks() {
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    cargo test --release -p hakmem --features debug-checks --lib --tests --no-fail-fast -- --test-threads=2 "$@"
 }
+flaky=""
+if ! checks >"$tmp/checks.out" 2>&1; then
+  # A test that fails once and passes when run again alone is reported as
+  # flaky (loudly) rather than failing the suite; a second failure fails it.
+  failed=$(sed -n 's/^---- \([a-z_0-9:]*\) stdout ----$/\1/p' "$tmp/checks.out" | sort -u)
+  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/checks.out" | grep -A12 -- '^----' | head -40 >&2
+  [ -n "$failed" ] || fail "tests with debug-checks (no test named in the failure)"
+  # shellcheck disable=SC2086
+  checks --exact $failed >"$tmp/checks.rerun" 2>&1 || {
+    grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/checks.rerun" | grep -A20 -- '^----' | head -60 >&2
+    fail "tests with debug-checks: $(echo $failed) failed twice"
+  }
+  flaky=$(echo $failed)
+  echo "FLAKY: failed once with debug-checks, passed on a rerun: $flaky" >&2
+fi
 passed=$(grep -o '[0-9]* passed' "$tmp/checks.out" | awk '{s += $1} END {print s + 0}')
-ok "debug-checks pass" "$passed tests passed [$((SECONDS - t0))s]"
+ok "debug-checks pass" "$passed tests passed${flaky:+ (flaky, passed on rerun: $flaky)} [$((SECONDS - t0))s]"
 figures+=("debug-checks: the whole hakmem suite, $passed tests, in a release build with invariant checks on")
 
 # ---------------------------------------------------------------------------
@@ -183,9 +196,11 @@ cargo test --release -p probe-cli --test stress -- --test-threads=1 --nocapture 
 if grep -q '^SKIP' "$tmp/probe.out"; then
   ok "probe-cli stress" "skipped: $(grep -m1 '^SKIP' "$tmp/probe.out")"
 else
-  grep -E '^(churn under trace|two tracers|attempt|BPF maps)' "$tmp/probe.out" | sed 's/^/     /'
+  # (The tests' figures follow their "test NAME ... " prefix on the same line.)
+  grep -oE '(churn under trace|two tracers|attempt [0-9]|BPF maps of).*' "$tmp/probe.out" | sed 's/^/     /' || true
   ok "probe-cli stress" "4 tests [$((SECONDS - t0))s]"
-  figures+=("probe-cli after detach: $(grep '^attempt' "$tmp/probe.out" | tail -1 | cut -d: -f2-)")
+  figures+=("probe-cli after detach: $(grep -oE 'attempt [0-9]: .*' "$tmp/probe.out" | tail -1 | cut -d: -f2-)")
+  figures+=("probe-cli: $(grep -oE 'BPF maps of.*' "$tmp/probe.out" | head -1)")
 fi
 
 echo
