@@ -198,7 +198,7 @@ pub fn advise_thp(p: *mut u8, len: usize, on: bool) -> bool {
         libc::MADV_NOHUGEPAGE
     };
     // SAFETY: callers pass a range they own; advice only.
-    unsafe { libc::madvise(p as *mut libc::c_void, len, advice) == 0 }
+    keep_errno(|| unsafe { libc::madvise(p as *mut libc::c_void, len, advice) == 0 })
 }
 
 /// Asks for transparent huge pages on `[p, p+len)` (one fault per 2 MiB).
