@@ -6,6 +6,7 @@
 #   STRESS_THREADS=8         threads of the stress example
 #   STRESS_SEED=1            its seed (per-worker operations are reproducible)
 #   FUZZ_JOBS=2              parallel libFuzzer processes
+#   FUZZ_FEATURES=hardened   fuzz the hardened build
 #   MODEL_CASES=20000        proptest sequences of the model test (release)
 #   CHURN_THREADS=100000     threads for thread_churn_10k
 #   FORKS=10000              forks for fork_churn
@@ -61,7 +62,9 @@ if want model; then
   section "model test: ${MODEL_CASES:-20000} sequences (release)"
   PROPTEST_CASES=${MODEL_CASES:-20000} cargo test --release -p hakmem --test model -- --nocapture ||
     fail "model test"
-  figures+=("model: ${MODEL_CASES:-20000} random action sequences")
+  PROPTEST_CASES=${MODEL_CASES:-20000} cargo test --release -p hakmem --features hardened --test model -- --nocapture ||
+    fail "model test (hardened)"
+  figures+=("model: ${MODEL_CASES:-20000} random action sequences, default and hardened builds")
 fi
 
 if want churn; then

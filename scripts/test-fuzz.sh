@@ -8,6 +8,7 @@
 #
 #   FUZZ_SECONDS=60 (default)  how long to fuzz
 #   FUZZ_JOBS=1 (default)      parallel fuzzing processes (each gets FUZZ_SECONDS)
+#   FUZZ_FEATURES=hardened     fuzz hakmem's hardened build instead
 #
 # Longer runs (the corpus in fuzz/corpus/actions/ grows and is reused):
 #   FUZZ_SECONDS=3600 scripts/test-fuzz.sh
@@ -23,6 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-1}
+features=()
+[ -n "${FUZZ_FEATURES:-}" ] && features=(--features "$FUZZ_FEATURES")
 
 skip() {
   echo "SKIP fuzz: $*"
@@ -36,7 +39,7 @@ for v in $(env | grep -o '^HAKMEM_[A-Za-z0-9_]*' || true); do unset "$v"; done
 
 cd fuzz
 echo "--- building the fuzz target (nightly, ASan, hakmem with debug-checks)"
-cargo +nightly fuzz build -O actions
+cargo +nightly fuzz build -O "${features[@]}" actions
 mkdir -p corpus/actions
 log=$(mktemp "${TMPDIR:-/tmp}/hakmem-fuzz.XXXXXX")
 trap 'rm -f "$log"' EXIT
@@ -46,7 +49,13 @@ args=(-max_total_time="$seconds" -max_len=4096 -rss_limit_mb=3072 -timeout=30 -p
 if [ "$jobs" -gt 1 ]; then
   args+=(-jobs="$jobs" -workers="$jobs")
 fi
-cargo +nightly fuzz run -O actions -- "${args[@]}" >"$log" 2>&1 || rc=$?
+rm -f fuzz-*.log
+cargo +nightly fuzz run -O "${features[@]}" actions -- "${args[@]}" >"$log" 2>&1 || rc=$?
+# With -jobs each worker logs to fuzz-N.log in the working directory.
+if ls fuzz-*.log >/dev/null 2>&1; then
+  cat fuzz-*.log >>"$log"
+  rm -f fuzz-*.log
+fi
 if [ "$rc" -ne 0 ]; then
   grep -v '^#\|^"' "$log" | tail -60 >&2
   echo "FAIL: the fuzzer found a failing input (exit $rc); see fuzz/artifacts/actions/ and the replay commands at the top of $0" >&2
@@ -54,4 +63,4 @@ if [ "$rc" -ne 0 ]; then
 fi
 runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
 corpus=$(find corpus/actions -type f | wc -l)
-echo "ok   fuzz actions: $runs executions in ${seconds} s, no failure; corpus $corpus inputs"
+echo "ok   fuzz actions${FUZZ_FEATURES:+ ($FUZZ_FEATURES)}: $runs executions in ${seconds} s x $jobs job(s), no failure; corpus $corpus inputs"

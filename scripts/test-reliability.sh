@@ -10,7 +10,8 @@
 #  3. the stress example for 20 s (4 threads, seed printed)
 #  4. valgrind memcheck of the C conformance programs with hakmem preloaded
 #  5. a bounded libFuzzer run (scripts/test-fuzz.sh, 60 s; skips without nightly)
-#  6. the hakmem test suite once with --features debug-checks, release
+#  6. the hakmem test suite once with --features debug-checks, release; the
+#     model and fault injection also against the hardened build
 #  7. probe-cli under stress (root and BPF; each test says SKIP otherwise)
 #
 # The long forms are in scripts/stress-long.sh. Knobs: MODEL_CASES (1000),
@@ -185,6 +186,17 @@ fi
 passed=$(grep -o '[0-9]* passed' "$tmp/checks.out" | awk '{s += $1} END {print s + 0}')
 ok "debug-checks pass" "$passed tests passed${flaky:+ (flaky, passed on rerun: $flaky)} [$((SECONDS - t0))s]"
 figures+=("debug-checks: the whole hakmem suite, $passed tests, in a release build with invariant checks on")
+
+# The model and the fault injection once more against the hardened build
+# (same build settings, so the dependencies are shared).
+t0=$SECONDS
+CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 PROPTEST_CASES=300 \
+  cargo test --release -p hakmem --features hardened,debug-checks --test model --test fault_injection \
+  -- --test-threads=2 >"$tmp/hardened.out" 2>&1 || {
+  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/hardened.out" | grep -A30 -- '^----\|minimal failing' | head -60 >&2
+  fail "model / fault injection with --features hardened"
+}
+ok "model + fault injection (hardened)" "300 random action sequences [$((SECONDS - t0))s]"
 
 # ---------------------------------------------------------------------------
 section "probe-cli under stress"
