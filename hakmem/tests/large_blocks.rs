@@ -262,7 +262,12 @@ fn the_memory_bound_is_kept() {
 
 #[test]
 fn profile_names_the_rust_call_site() {
-    let (m, stderr, _) = child("profile", &[("HAKMEM_PROFILE", "1")]);
+    // A fixed strategy: while learning, the `slack` strategy maps a larger class,
+    // whose block then waits in another slot and the next lookup misses.
+    let (m, stderr, _) = child(
+        "profile",
+        &[("HAKMEM_PROFILE", "1"), ("HAKMEM_DISABLE_ELO", "1")],
+    );
     assert!(num(&m, "hits") >= 2);
     let line = stderr
         .lines()

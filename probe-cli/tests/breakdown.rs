@@ -251,52 +251,75 @@ fn a_known_delay_in_elo_selection_shows_in_both_estimates() {
     // Large next to ELO selection's own cost (tens of ns) and to the noise of
     // vm's time per operation; small next to the workload.
     const DELAY_NS: f64 = 20_000.0;
-    let out = breakdown_prioritised(
-        &[
-            "--scenario",
-            "vm",
-            "--size",
-            "small",
-            "--runs",
-            "5",
-            "--trace-runs",
-            "3",
-            "--json",
-            "--bench",
-            slowed.to_str().unwrap(),
-        ],
-        &[("HAKMEM_TEST_DELAY_NS", &format!("{DELAY_NS}"))],
-    );
-    let b = json(&out);
-    let elo = row(&b, "elo_select");
+    // Timings on a shared 2-core machine: one more attempt when a check fails
+    // (a stall inside a timed region, e.g. RT throttling, can land in any
+    // component), and the second attempt must pass every check.
+    let mut last = String::new();
+    for attempt in 1..=2 {
+        let out = breakdown_prioritised(
+            &[
+                "--scenario",
+                "vm",
+                "--size",
+                "small",
+                "--runs",
+                "5",
+                "--trace-runs",
+                "3",
+                "--json",
+                "--bench",
+                slowed.to_str().unwrap(),
+            ],
+            &[("HAKMEM_TEST_DELAY_NS", &format!("{DELAY_NS}"))],
+        );
+        match delay_checks(&json(&out), DELAY_NS) {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("attempt {attempt}: {e}");
+                last = e;
+            }
+        }
+    }
+    panic!("{last}");
+}
+
+/// Every way the known delay must show, or the first that does not.
+fn delay_checks(b: &Value, delay_ns: f64) -> Result<(), String> {
+    let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
+    let elo = row(b, "elo_select");
     let calls = num(&elo["probe"]["calls_per_op"], "ELO calls/op");
-    assert!(calls > 0.9, "vm selects a strategy per operation: {elo}");
+    check(
+        calls > 0.9,
+        format!("vm selects a strategy per operation: {elo}"),
+    )?;
     // Without the delay ELO selection costs tens of ns: the rest is the delay.
-    let added = DELAY_NS * calls;
+    let added = delay_ns * calls;
     let probe = num(&elo["probe"]["ns_per_op"], "probe");
     let isolation = num(&elo["isolation"]["ns_per_op"], "isolation");
     let noise = num(&elo["isolation"]["noise_ns"], "isolation noise");
     eprintln!(
         "added {added:.0} ns/op; probes {probe:.0} ns/op; isolation {isolation:.0} ± {noise:.0} ns/op"
     );
-    assert!(
+    check(
         (probe - added).abs() < 0.15 * added,
-        "the probes see the delay: {probe} vs {added}"
-    );
-    assert!(
+        format!("the probes see the delay: {probe} vs {added}"),
+    )?;
+    check(
         isolation > 0.7 * added - noise && isolation < 1.5 * added + noise,
-        "the isolation delta sees the delay: {isolation} ± {noise} vs {added}"
-    );
+        format!("the isolation delta sees the delay: {isolation} ± {noise} vs {added}"),
+    )?;
     // The delay is charged to ELO selection, not to its neighbours.
-    let bigcache = num(&row(&b, "bigcache")["probe"]["ns_per_op"], "BigCache probe");
-    assert!(bigcache < 0.2 * added, "BigCache probe {bigcache}");
-    let evolution = num(&row(&b, "evolution")["isolation"]["ns_per_op"], "frozen");
-    assert!(
+    let bigcache = num(&row(b, "bigcache")["probe"]["ns_per_op"], "BigCache probe");
+    check(
+        bigcache < 0.2 * added,
+        format!("BigCache probe {bigcache} ns/op: the delay leaked into a neighbour"),
+    )?;
+    let evolution = num(&row(b, "evolution")["isolation"]["ns_per_op"], "frozen");
+    check(
         evolution > 0.7 * added - noise && evolution < 1.5 * added + noise,
-        "frozen stops ELO selection too: {evolution}"
-    );
+        format!("frozen stops ELO selection too: {evolution}"),
+    )
 }
-
 #[test]
 fn bad_arguments_exit_2_and_a_missing_bench_exits_4() {
     let out = breakdown(&["--scenario", "vm", "--size", "huge"], &[]);
