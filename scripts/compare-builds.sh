@@ -34,10 +34,10 @@ mkdir -p "$variants"
 
 echo "building the default libhakmem.so and hakmem-bench" >&2
 cargo build --release -q -p hakmem-preload -p hakmem-bench
-echo "building libhakmem.so with --features hakmem/$feature (in $variants/$feature)" >&2
-CARGO_TARGET_DIR=$variants/$feature cargo build --release -q -p hakmem-preload --features "hakmem/$feature"
+echo "building libhakmem.so with hakmem feature $feature (in $variants/$feature)" >&2
+CARGO_TARGET_DIR=$variants/$feature cargo build --release -q -p hakmem-preload --features "hakmem-core/$feature"
 
-default_lib=$(realpath "$variants")/libhakmem-default.so
+default_lib=$(realpath "$variants")/libhakmem-default.so  # same stack layout: hakmem-bench pads argv + environment
 variant_lib=$(realpath "$variants")/libhakmem-$feature.so
 cp "$target/release/libhakmem.so" "$default_lib"
 cp "$variants/$feature/release/libhakmem.so" "$variant_lib"

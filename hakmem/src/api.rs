@@ -26,7 +26,7 @@ pub const MIN_ALIGN: usize = 16;
 #[inline(always)]
 pub fn malloc_at(size: usize, site: usize) -> *mut u8 {
     if probe::tracing() {
-        return traced(size, || alloc_traced(size, site));
+        return traced(size, move || alloc_traced(size, site));
     }
     if size <= MAX_CLASS_SIZE {
         heap::alloc_small(size)
@@ -258,7 +258,7 @@ pub fn aligned_at(align: usize, size: usize, site: usize) -> *mut u8 {
         return malloc_at(size, site);
     }
     if probe::tracing() {
-        return traced(size, || aligned_untimed(align, size, site));
+        return traced(size, move || aligned_untimed(align, size, site));
     }
     aligned_untimed(align, size, site)
 }
