@@ -236,7 +236,16 @@ pub unsafe fn realloc_at(p: *mut u8, size: usize, site: usize) -> *mut u8 {
     if size <= old && size >= old / 2 {
         return p;
     }
-    let q = malloc_at(size, site);
+    // A block that grew once is likely to grow again: moving it to a class one
+    // step (12.5%) above the request halves the copies of a buffer grown by small
+    // steps (the `realloc` scenario spent half its time in memmove), at the
+    // waste mimalloc's 25%-spaced classes always have.
+    let want = if size > old && size <= MAX_CLASS_SIZE {
+        (size + size / 8).min(MAX_CLASS_SIZE)
+    } else {
+        size
+    };
+    let q = malloc_at(want, site);
     if q.is_null() {
         return q; // errno is ENOMEM; `p` untouched
     }
