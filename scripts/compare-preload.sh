@@ -174,6 +174,21 @@ command -v gcc >/dev/null || programs=("python3" "sort")
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then programs+=(redis); fi
 
 : >"$tmp/results"
+# What "none" means per program: glibc, unless the binary links an allocator
+# of its own (Debian's redis-server links libjemalloc.so.2, so its baseline is
+# jemalloc, and a preloaded allocator replaces that one).
+own_allocator() {
+  local libs_of
+  libs_of=$(ldd "$(command -v "$1")" 2>/dev/null || true)
+  case $libs_of in
+    *libjemalloc*) echo jemalloc ;;
+    *libtcmalloc*) echo tcmalloc ;;
+    *libmimalloc*) echo mimalloc ;;
+    *) echo glibc ;;
+  esac
+}
+declare -A binary_of=([python3]=$python [sort]=sort [gcc]=gcc [redis]=redis-server)
+for p in "${programs[@]}"; do echo "own $p $(own_allocator "${binary_of[$p]}")" >>"$tmp/results"; done
 available=()
 for a in "${order[@]}"; do
   lib=${libs[$a]}
@@ -209,23 +224,24 @@ for p in "${programs[@]}"; do
   done
 done
 
-# The table: one row per program and allocator, time relative to glibc.
+# The table: one row per program and allocator, time relative to none.
 table=$(awk -v repeat="$repeat" -v quick="$quick" '
   $2 == "missing" { missing[$1] = $3; next }
+  $1 == "own" { own[$2] = $3; next }
   { key = $2 SUBSEP $1; wall[key] = $3; rss[key] = $4; if (!($2 in seen)) { seen[$2] = 1; progs[++np] = $2 }
     if (!($1 in aseen)) { aseen[$1] = 1; allocs[++na] = $1 } }
   END {
-    printf "| program | allocator | wall time (s) | vs glibc | peak RSS (MiB) |\n|---|---|---:|---:|---:|\n"
+    printf "| program | allocator | wall time (s) | vs none | peak RSS (MiB) |\n|---|---|---:|---:|---:|\n"
     for (p = 1; p <= np; p++) for (a = 1; a <= na; a++) {
       key = progs[p] SUBSEP allocs[a]
       if (!(key in wall)) continue
       base = (progs[p] SUBSEP "none") in wall ? wall[progs[p] SUBSEP "none"] : 0
       vs = base > 0 ? sprintf("%+.1f%%", (wall[key] / base - 1) * 100) : "-"
       if (allocs[a] == "none") vs = "baseline"
-      printf "| %s | %s | %.3f | %s | %.1f |\n", progs[p], allocs[a] == "none" ? "none (glibc)" : allocs[a], wall[key], vs, rss[key] / 1024
+      printf "| %s | %s | %.3f | %s | %.1f |\n", progs[p], allocs[a] == "none" ? "none (" own[progs[p]] ")" : allocs[a], wall[key], vs, rss[key] / 1024
     }
     for (m in missing) printf "| (all) | %s | missing: %s | | |\n", m, missing[m]
-    printf "\nMedian of %d run(s) per cell%s; peak RSS is the program'"'"'s (redis: the server'"'"'s VmHWM).\n", repeat, quick ? ", --quick inputs (not meaningful numbers)" : ""
+    printf "\nMedian of %d run(s) per cell%s; peak RSS is the program'"'"'s (redis: the server'"'"'s VmHWM); \"none\" is the allocator the program links: glibc'"'"'s, or its own.\n", repeat, quick ? ", --quick inputs (not meaningful numbers)" : ""
   }' "$tmp/results")
 if [ -n "$out" ]; then printf '%s\n' "$table" >"$out"; fi
 printf '%s\n' "$table"

@@ -198,7 +198,7 @@ pub const TABLE: &[OptionSpec] = &[
     OptionSpec {
         name: "HAKMEM_HUGEPAGES",
         values: "0 (default), 1",
-        meaning: "transparent huge pages on small-block segments: fewer faults and TLB misses, but RSS moves in 2 MiB steps and khugepaged can refill purged ranges",
+        meaning: "transparent huge pages on the segments of blocks up to 512 KiB: fewer faults and TLB misses, but RSS moves in 2 MiB steps and khugepaged can refill purged ranges",
         apply: |o, v| {
             o.huge_pages = flag(v).map_err(|_| "0")?;
             Ok(())
