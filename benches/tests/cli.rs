@@ -110,6 +110,7 @@ fn list_names_every_scenario_and_the_baseline_allocators() {
     let scenarios = scenarios();
     for expected in [
         "vm",
+        "large-reuse",
         "small-churn",
         "larson",
         "xthread",

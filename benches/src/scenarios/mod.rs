@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 pub mod cache_scratch;
 pub mod fragmentation;
 pub mod glibc_simple;
+pub mod large_reuse;
 pub mod larson;
 pub mod mstress;
 pub mod realloc;
@@ -81,6 +82,7 @@ pub struct Scenario {
 /// Every scenario, in the order tables list them.
 pub static ALL: &[Scenario] = &[
     vm::SCENARIO,
+    large_reuse::SCENARIO,
     small_churn::SCENARIO,
     small_churn_mt::SCENARIO,
     larson::SCENARIO,
