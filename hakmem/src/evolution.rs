@@ -329,6 +329,14 @@ fn transition(to: Phase) {
     }
 }
 
+/// Test hook: lock the lifecycle on strategy `s` (as `HAKMEM_EVO_POLICY=frozen`
+/// does on the default), so a test can change the strategy mid-run.
+#[doc(hidden)]
+pub fn lock_on_for_test(s: u8) {
+    FROZEN_ON.store(s, Relaxed);
+    PHASE.store(Phase::Locked as u8, Relaxed);
+}
+
 /// Test hook: put the lifecycle in `p` with fresh ratings.
 #[doc(hidden)]
 pub fn reset_for_test(p: Phase) {

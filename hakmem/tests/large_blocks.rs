@@ -120,6 +120,28 @@ fn child_entry() {
             hakmem::collect(true);
             report();
         }
+        "hit-takes-strategy" => {
+            // A block mapped and cached under purge-on-cache, then reused in a
+            // loop while the strategy is plain: its frees must follow plain
+            // (no madvise per free), not the strategy that first mapped it.
+            let purge_on_cache = hakmem::elo::STRATEGIES
+                .iter()
+                .position(|s| s.purge_on_cache)
+                .unwrap() as u8;
+            hakmem::evolution::lock_on_for_test(purge_on_cache);
+            drop(std::hint::black_box(vec![1u8; 2 * MIB]));
+            hakmem::evolution::lock_on_for_test(0);
+            let before = hakmem::stats();
+            for _ in 0..100 {
+                drop(std::hint::black_box(vec![1u8; 2 * MIB]));
+            }
+            let after = hakmem::stats();
+            println!(
+                "RESULT loop_purges={} loop_hits={}",
+                after.purges - before.purges,
+                after.large.bigcache_hits - before.large.bigcache_hits
+            );
+        }
         "purge-delay" => {
             vm_loop(50);
             let before = hakmem::stats();
@@ -229,6 +251,14 @@ fn cross_thread_large_frees_leak_nothing_in_every_mode() {
             "{mode}: mapped back down: {m:?}"
         );
     }
+}
+
+#[test]
+fn a_cache_hit_follows_the_strategy_selected_for_it() {
+    let (r, err, code) = child("hit-takes-strategy", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(num(&r, "loop_hits"), 100, "{r:?}");
+    assert_eq!(num(&r, "loop_purges"), 0, "{r:?}");
 }
 
 #[test]
