@@ -21,7 +21,7 @@ pub const SCENARIO: Scenario = Scenario {
     run,
 };
 
-const BASE_OPS: u64 = 200_000;
+const BASE_OPS: u64 = 50_000;
 /// Just under 2 MiB, as a buffer with a small header would be.
 const SIZE: usize = (2 << 20) - 4096;
 /// Operations per timed batch: a hit takes tens of ns, a miss microseconds.
