@@ -127,6 +127,19 @@ pub fn select(rng: &mut Rng) -> u8 {
     }
 }
 
+/// The strategy a BigCache hit takes: the current best, one load, never an
+/// exploration. Strategies differ in how a block is mapped, so they are
+/// explored on misses; exploring on a hit would only apply, say,
+/// purge-on-cache to a block in steady reuse (a `vm` run went from 3.7 to
+/// 13.8 µs per operation that way: a 2 MiB purge and 512 faults per explored hit).
+#[inline]
+pub fn best() -> u8 {
+    match phase() {
+        Phase::Frozen | Phase::Locked => FROZEN_ON.load(Relaxed),
+        Phase::Learn => RATINGS.best(),
+    }
+}
+
 /// `--features test-delay` only: spins for `HAKMEM_TEST_DELAY_NS` ns (read once,
 /// without allocating), a known cost that probe-cli's breakdown test must find.
 #[cfg(feature = "test-delay")]

@@ -1,8 +1,9 @@
 //! The large-block paths: allocation and free of blocks above the last size class.
 //!
-//! Allocation: choose a strategy (evolution/ELO: one load when frozen), look
-//! in the BigCache (per-thread slots by call site and size class, or the
-//! global cache), else map a block the way the strategy says. Free: validate
+//! Allocation: look in the BigCache (per-thread slots by call site and size
+//! class, or the global cache); a hit takes the current best strategy (one
+//! load). A miss chooses a strategy (evolution/ELO: one load when frozen,
+//! epsilon-greedy while learning) and maps a block the way it says. Free: validate
 //! the header, offer the block to the BigCache, else unmap. One allocation in
 //! a few is measured for the ELO ratings (`evolution.rs`).
 
@@ -51,7 +52,6 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
     } else {
         0
     };
-    let strategy = evolution::select(&mut h.large.rng);
     let sampling = evolution::should_sample(&mut h.large);
     let (t0, faults0) = if sampling {
         (probe::now(), evolution::begin_sample())
@@ -72,13 +72,13 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
         if let Some(p) = hit {
             // Cached blocks have the default layout: the header just before the block.
             let hdr = (p - HEADER_SIZE) as *mut LargeHeader;
-            // The block now belongs to this site and to the strategy chosen for
-            // this allocation: its free follows that strategy, and a sample is
+            // The block now belongs to this site and to the current best
+            // strategy: its free follows that strategy, and a sample is
             // charged to it. Keeping the strategy it was mapped with let one
             // block circulating in a loop charge every sample, and every
             // purge-on-put, to whatever strategy mapped it first (a run stuck
             // at 1.3 µs per hit on `purge-on-cache`).
-            let want = large::site_word(slot, strategy);
+            let want = large::site_word(slot, evolution::best());
             // SAFETY: a cached block's header (validated when it was freed).
             if unsafe { (*hdr).site } != want {
                 // SAFETY: as above.
@@ -108,6 +108,8 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
         // Map the whole class so the block can serve any request of its class later.
         map_size = bigcache::class_size(bigcache::class_of(size)).max(size);
     }
+    // Strategies are chosen (and explored) where they matter: on a new mapping.
+    let strategy = evolution::select(&mut h.large.rng);
     let Some(block) = large::map_block(map_size, align, slot, strategy) else {
         return fail();
     };
