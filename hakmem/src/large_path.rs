@@ -53,11 +53,7 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
         0
     };
     let sampling = evolution::should_sample(&mut h.large);
-    let (t0, faults0) = if sampling {
-        (probe::now(), evolution::begin_sample())
-    } else {
-        (0, 0)
-    };
+    let t0 = if sampling { probe::now() } else { 0 };
 
     let mut map_size = size;
     if mode != BigCacheMode::Off && bigcache::cacheable(size, align) {
@@ -80,7 +76,8 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
             // at 1.3 µs per hit on `purge-on-cache`).
             let want = large::site_word(slot, evolution::best());
             // SAFETY: a cached block's header (validated when it was freed).
-            if unsafe { (*hdr).site } != want {
+            let word = unsafe { (*hdr).site };
+            if word != want {
                 // SAFETY: as above.
                 unsafe { (*hdr).site = want };
             }
@@ -92,6 +89,12 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
             h.counters.bigcache_hits.add(1);
             finish_alloc(h, p as *mut u8, size, usable, slot, true, zero, false);
             if sampling {
+                // Only a block its last put purged can fault during this life.
+                let faults0 = if bigcache::purges_on_put(large::strategy_of(word)) {
+                    evolution::begin_sample()
+                } else {
+                    evolution::FAULTS_NOT_COUNTED
+                };
                 h.large.sample = Sample {
                     ptr: p,
                     alloc_cycles: probe::now() - t0,
@@ -110,6 +113,11 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
     }
     // Strategies are chosen (and explored) where they matter: on a new mapping.
     let strategy = evolution::select(&mut h.large.rng);
+    let faults0 = if sampling {
+        evolution::begin_sample()
+    } else {
+        0
+    };
     let Some(block) = large::map_block(map_size, align, slot, strategy) else {
         return fail();
     };
