@@ -132,11 +132,22 @@ pub fn select(rng: &mut Rng) -> u8 {
 /// explored on misses; exploring on a hit would only apply, say,
 /// purge-on-cache to a block in steady reuse (a `vm` run went from 3.7 to
 /// 13.8 µs per operation that way: a 2 MiB purge and 512 faults per explored hit).
+/// While learning it is timed as ELO selection (and slowed with it by the
+/// `test-delay` feature), as it is the strategy choice of that allocation.
 #[inline]
 pub fn best() -> u8 {
     match phase() {
         Phase::Frozen | Phase::Locked => FROZEN_ON.load(Relaxed),
-        Phase::Learn => RATINGS.best(),
+        Phase::Learn => {
+            let t = if probe::tracing() { probe::now() } else { 0 };
+            let s = RATINGS.best();
+            #[cfg(feature = "test-delay")]
+            test_delay();
+            if t != 0 {
+                probe::emit(Component::EloSelect, t, s as u64);
+            }
+            s
+        }
     }
 }
 
