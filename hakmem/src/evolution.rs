@@ -4,8 +4,9 @@
 //!   learn ──(converged)──► frozen ──(workload shift)──► learn …
 //! ```
 //!
-//! * **learn**: strategies are chosen epsilon-greedy (`elo.rs`); one large
-//!   allocation in [`LEARN_SAMPLE_EVERY`] per thread is measured.
+//! * **learn**: a BigCache miss chooses its strategy epsilon-greedy (`elo.rs`);
+//!   a hit takes the cached best ([`best`]); one large allocation in
+//!   [`LEARN_SAMPLE_EVERY`] per thread is measured.
 //! * **converged** (the freeze criterion): at least [`MIN_MATCHES`] rated
 //!   matches, the cached best unchanged for the last [`STABLE_MATCHES`], and its
 //!   rating ahead of every other by [`MIN_LEAD`] points — or [`MAX_MATCHES`]
