@@ -107,6 +107,12 @@ pub struct Ratings {
 
 pub static RATINGS: Ratings = Ratings::new();
 
+impl Default for Ratings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Ratings {
     pub const fn new() -> Self {
         Ratings {
@@ -235,6 +241,8 @@ fn libm_pow10(x: f32) -> f32 {
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// The next value. Not `Iterator::next`: the sequence never ends.
+    #[allow(clippy::should_implement_trait)]
     #[inline]
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
@@ -286,7 +294,7 @@ mod tests {
         // Strategy 2 costs 1,000 cycles, every other 10,000.
         let mut rng = Rng(42);
         for i in 0..600 {
-            let s = (i % N) as usize;
+            let s = i % N;
             let opp = (rng.next() % N as u64) as usize;
             let cost = if s == 2 {
                 1_000

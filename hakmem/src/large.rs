@@ -148,7 +148,7 @@ pub unsafe fn header(p: usize, region: Region) -> Option<*mut LargeHeader> {
 }
 
 /// Bytes usable at `p` (a validated large block).
-pub fn usable_size(h: *const LargeHeader) -> usize {
+pub(crate) fn usable_size(h: *const LargeHeader) -> usize {
     // SAFETY: validated header.
     let hdr = unsafe { &*h };
     hdr.len_pages as usize * OS_PAGE - hdr.offset as usize
@@ -190,7 +190,7 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
         if hugepage {
             os::advise_hugepage(base as *mut u8, len);
         }
-        if GUARD > 0 {
+        if crate::hardening::ENABLED {
             crate::hardening::guard((base + len) as *mut u8, GUARD);
         }
         write_header(base as *mut LargeHeader, len, offset, site);
@@ -210,7 +210,7 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
         if tail > 0 {
             os::unmap((start + len + GUARD) as *mut u8, tail);
         }
-        if GUARD > 0 {
+        if crate::hardening::ENABLED {
             crate::hardening::guard((start + len) as *mut u8, GUARD);
         }
         if hugepage {
@@ -246,7 +246,7 @@ fn write_header(h: *mut LargeHeader, len: usize, offset: usize, site: u32) {
 }
 
 /// Unmaps the large block at `p` whose header is `h`.
-pub fn unmap_block(p: usize, h: *mut LargeHeader) {
+pub(crate) fn unmap_block(p: usize, h: *mut LargeHeader) {
     // SAFETY: validated header of a block nobody uses any more.
     let (len, offset) = unsafe { ((*h).len_pages as usize * OS_PAGE, (*h).offset as usize) };
     let start = p - offset;
@@ -256,8 +256,8 @@ pub fn unmap_block(p: usize, h: *mut LargeHeader) {
 
 /// Grows or shrinks the block at `p` in place to at least `new_size` usable
 /// bytes. Returns false if the mapping cannot change without moving.
-pub fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) -> bool {
-    if GUARD > 0 {
+pub(crate) fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) -> bool {
+    if crate::hardening::ENABLED {
         return false; // the guard page sits right after the mapping
     }
     // SAFETY: validated header.

@@ -97,14 +97,14 @@ pub fn print(s: &LargeStats) {
         s.phase, s.evo_transitions, STRATEGIES[s.strategy as usize].name, s.elo_matches
     );
     w.flush_stderr();
-    for i in 0..elo::N {
+    for (i, strategy) in STRATEGIES.iter().enumerate() {
         if s.samples[i] == 0 && s.uses[i] == 0 {
             continue;
         }
         let _ = writeln!(
             w,
             "hakmem stats:   strategy {:18} rating {:7.1}  mean cost {:10.0} cycles  samples {:6}  blocks mapped {}",
-            STRATEGIES[i].name, s.ratings[i], s.mean_cost[i], s.samples[i], s.uses[i]
+            strategy.name, s.ratings[i], s.mean_cost[i], s.samples[i], s.uses[i]
         );
         w.flush_stderr();
     }

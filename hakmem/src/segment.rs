@@ -236,7 +236,7 @@ impl SegmentStack {
         }
     }
 
-    pub fn push(&self, seg: *mut Segment) {
+    pub(crate) fn push(&self, seg: *mut Segment) {
         let mut h = self.head.load(Ordering::Relaxed);
         loop {
             // SAFETY: the pusher owns `seg` until the CAS publishes it.
@@ -331,7 +331,7 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
 }
 
 /// Gives an empty segment back to the pool.
-pub fn release(seg: *mut Segment, now_ns: u64) {
+pub(crate) fn release(seg: *mut Segment, now_ns: u64) {
     // SAFETY: the caller owns `seg` and it holds no live block.
     unsafe {
         debug_assert!((*seg).is_empty());

@@ -48,8 +48,11 @@ fn in_child() -> bool {
     std::env::var_os("HAKMEM_TEST_CHILD").is_some()
 }
 
+/// Owned blocks of one size band.
+type Blocks = Vec<Box<[u8]>>;
+
 /// About `mib` MiB of small (1000 B) and medium (50 KB) blocks, every byte written.
-fn fill_small_and_medium(mib: usize) -> (Vec<Box<[u8]>>, Vec<Box<[u8]>>) {
+fn fill_small_and_medium(mib: usize) -> (Blocks, Blocks) {
     let half = mib << 19;
     let small = (0..half / 1000)
         .map(|i| vec![i as u8 | 1; 1000].into_boxed_slice())

@@ -106,7 +106,7 @@ fn objects_passed_between_threads_keep_their_contents() {
         .map(|(me, rx)| {
             let txs: Vec<mpsc::Sender<Obj>> = txs.clone();
             thread::spawn(move || {
-                let mut rng = Rng(0x1234_5678_9abc_def1 ^ (me as u64 + 1) * 0x1000_0001);
+                let mut rng = Rng(0x1234_5678_9abc_def1 ^ ((me as u64 + 1) * 0x1000_0001));
                 let mut kept: Vec<Obj> = Vec::new(); // freed later by this thread
                 let mut held: Vec<Obj> = Vec::new(); // received, freed later, out of order
                 let mut received = 0u64;

@@ -4,6 +4,10 @@
 //! `hakmem::api` and nothing more; allocator logic lives in the hakmem crate.
 //! The caller's return address is the call site for large-block profiling.
 
+// The safety contract of every function here is the C library's (malloc(3),
+// posix_memalign(3), ...): pointers passed in come from this allocator or are null.
+#![allow(clippy::missing_safety_doc)]
+
 use core::ffi::c_void;
 use hakmem_core::api;
 use libc::{c_int, size_t};
