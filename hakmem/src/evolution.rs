@@ -110,22 +110,11 @@ pub fn frozen_on() -> u8 {
     FROZEN_ON.load(Relaxed)
 }
 
-/// The strategy for the next large block: one load when frozen.
+/// The strategy for a newly mapped block: one load when frozen,
+/// epsilon-greedy while learning.
 #[inline]
 pub fn select(rng: &mut Rng) -> u8 {
-    match phase() {
-        Phase::Frozen | Phase::Locked => FROZEN_ON.load(Relaxed),
-        Phase::Learn => {
-            let t = if probe::tracing() { probe::now() } else { 0 };
-            let s = elo::select_learning(&RATINGS, rng);
-            #[cfg(feature = "test-delay")]
-            test_delay();
-            if t != 0 {
-                probe::emit(Component::EloSelect, t, s as u64);
-            }
-            s
-        }
-    }
+    choose(|| elo::select_learning(&RATINGS, rng))
 }
 
 /// The strategy a BigCache hit takes: the current best, one load, never an
@@ -133,15 +122,20 @@ pub fn select(rng: &mut Rng) -> u8 {
 /// explored on misses; exploring on a hit would only apply, say,
 /// purge-on-cache to a block in steady reuse (a `vm` run went from 3.7 to
 /// 13.8 µs per operation that way: a 2 MiB purge and 512 faults per explored hit).
-/// While learning it is timed as ELO selection (and slowed with it by the
-/// `test-delay` feature), as it is the strategy choice of that allocation.
 #[inline]
 pub fn best() -> u8 {
+    choose(|| RATINGS.best())
+}
+
+/// The frozen strategy, or `learning`'s choice timed as ELO selection (and
+/// slowed by the `test-delay` feature): every strategy choice is one.
+#[inline(always)]
+fn choose(learning: impl FnOnce() -> u8) -> u8 {
     match phase() {
         Phase::Frozen | Phase::Locked => FROZEN_ON.load(Relaxed),
         Phase::Learn => {
             let t = if probe::tracing() { probe::now() } else { 0 };
-            let s = RATINGS.best();
+            let s = learning();
             #[cfg(feature = "test-delay")]
             test_delay();
             if t != 0 {
@@ -188,8 +182,9 @@ pub struct Sample {
     pub ptr: usize,
     /// Cycles spent in hakmem allocating it.
     pub alloc_cycles: u64,
-    /// The thread's minor faults when it was allocated.
-    pub faults0: u64,
+    /// The thread's minor faults when it was allocated; `None` for a block
+    /// that cannot fault (see [`begin_sample`]).
+    pub faults0: Option<u64>,
     pub size: usize,
 }
 
@@ -197,7 +192,7 @@ impl Sample {
     pub const NONE: Sample = Sample {
         ptr: 0,
         alloc_cycles: 0,
-        faults0: 0,
+        faults0: None,
         size: 0,
     };
 }
@@ -220,24 +215,20 @@ pub fn should_sample(ts: &mut crate::large::ThreadState) -> bool {
     true
 }
 
-/// Starts measuring: returns the faults baseline (taken before the allocation).
-pub fn begin_sample() -> u64 {
-    os::thread_minor_faults()
+/// Starts measuring: the faults baseline (taken before the allocation), or
+/// `None` when the block's life cannot fault (a BigCache hit no purge
+/// emptied): the two `getrusage` calls (~0.4 µs each here) are then skipped.
+/// They made learning cost 86 ns per operation on a BigCache-hit loop and
+/// 230 ns on `vm`.
+pub fn begin_sample(may_fault: bool) -> Option<u64> {
+    may_fault.then(os::thread_minor_faults)
 }
-
-/// `Sample::faults0` of a block whose pages are all resident (a BigCache hit
-/// no purge emptied): its life cannot fault, so the two `getrusage` calls
-/// (~0.4 µs each here) are skipped. They made learning cost 86 ns per
-/// operation on a BigCache-hit loop and 230 ns on `vm`.
-pub const FAULTS_NOT_COUNTED: u64 = u64::MAX;
 
 /// The block `p` being measured was freed; `free_cycles` were spent freeing it.
 pub fn finish_sample(sample: Sample, strategy: u8, free_cycles: u64, rng: &mut Rng) {
-    let faults = if sample.faults0 == FAULTS_NOT_COUNTED {
-        0
-    } else {
-        os::thread_minor_faults().saturating_sub(sample.faults0)
-    };
+    let faults = sample
+        .faults0
+        .map_or(0, |f0| os::thread_minor_faults().saturating_sub(f0));
     let cost = sample.alloc_cycles + free_cycles + faults * elo::FAULT_CYCLES;
     record(strategy as usize, cost, sample.size, rng);
 }

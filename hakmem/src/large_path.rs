@@ -90,17 +90,9 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
             finish_alloc(h, p as *mut u8, size, usable, slot, true, zero, false);
             if sampling {
                 // Only a block its last put purged can fault during this life.
-                let faults0 = if bigcache::purges_on_put(large::strategy_of(word)) {
-                    evolution::begin_sample()
-                } else {
-                    evolution::FAULTS_NOT_COUNTED
-                };
-                h.large.sample = Sample {
-                    ptr: p,
-                    alloc_cycles: probe::now() - t0,
-                    faults0,
-                    size,
-                };
+                let faults0 =
+                    evolution::begin_sample(bigcache::purges_on_put(large::strategy_of(word)));
+                start_sample(h, p, t0, faults0, size);
             }
             if t != 0 {
                 probe::emit(Component::LargeAlloc, t, size as u64);
@@ -114,9 +106,9 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
     // Strategies are chosen (and explored) where they matter: on a new mapping.
     let strategy = evolution::select(&mut h.large.rng);
     let faults0 = if sampling {
-        evolution::begin_sample()
+        evolution::begin_sample(true)
     } else {
-        0
+        None
     };
     let Some(block) = large::map_block(map_size, align, slot, strategy) else {
         return fail();
@@ -125,17 +117,23 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
     let usable = large::usable_size(header_of(block.ptr as usize));
     finish_alloc(h, block.ptr, size, usable, slot, false, zero, block.zeroed);
     if sampling {
-        h.large.sample = Sample {
-            ptr: block.ptr as usize,
-            alloc_cycles: probe::now() - t0,
-            faults0,
-            size,
-        };
+        start_sample(h, block.ptr as usize, t0, faults0, size);
     }
     if t != 0 {
         probe::emit(Component::LargeAlloc, t, size as u64);
     }
     block.ptr
+}
+
+/// The block at `p` is the one this thread measures; its allocation began at `t0`.
+#[inline]
+fn start_sample(h: &mut Heap, p: usize, t0: u64, faults0: Option<u64>, size: usize) {
+    h.large.sample = Sample {
+        ptr: p,
+        alloc_cycles: probe::now() - t0,
+        faults0,
+        size,
+    };
 }
 
 #[allow(clippy::too_many_arguments)]

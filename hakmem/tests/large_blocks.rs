@@ -74,14 +74,6 @@ fn report() {
     );
 }
 
-/// Minor page faults of this process so far.
-fn minor_faults() -> u64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    u.ru_minflt as u64
-}
-
 /// The `vm` pattern: blocks of about 2 MiB, every page touched, 4 live at once.
 fn vm_loop(iters: usize) {
     let mut live: Vec<Vec<u8>> = Vec::new();
@@ -116,9 +108,10 @@ fn child_entry() {
             // Warm-up: the first blocks' pages fault in once (1 to 512 faults
             // each, by the strategy learning tried); steady reuse after that.
             vm_loop(100);
-            let faults0 = minor_faults();
+            let faults0 = hakmem::os::thread_minor_faults();
             vm_loop(300);
-            println!("RESULT loop_faults={}", minor_faults() - faults0);
+            let faults = hakmem::os::thread_minor_faults() - faults0;
+            println!("RESULT loop_faults={faults}");
             report();
         }
         "cross-thread" => {
