@@ -54,6 +54,9 @@ mod report;
 pub mod segment;
 mod segment_map;
 #[allow(missing_docs)]
+pub mod span_heap;
+mod purge_thread;
+#[allow(missing_docs)]
 pub mod size_class;
 #[allow(missing_docs)]
 pub mod stats;
