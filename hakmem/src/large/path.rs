@@ -7,14 +7,14 @@
 //! the header, offer the block to the BigCache, else unmap. One allocation in
 //! a few is measured for the ELO ratings (`evolution.rs`).
 
-use crate::bigcache::{self, Put};
-use crate::evolution::{self, Sample};
-use crate::heap::{self, Heap};
-use crate::large::{self, LargeHeader, HEADER_SIZE};
+use crate::large::bigcache::{self, Put};
+use crate::large::evolution::{self, Sample};
+use crate::small::heap::{self, Heap};
+use crate::large::block::{self, LargeHeader, HEADER_SIZE};
 use crate::options::BigCacheMode;
 use crate::os;
 use crate::probe::{self, Component};
-use crate::profile;
+use crate::large::profile;
 use crate::segment_map::Region;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +74,7 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
             // block circulating in a loop charge every sample, and every
             // purge-on-put, to whatever strategy mapped it first (a run stuck
             // at 1.3 µs per hit on `purge-on-cache`).
-            let want = large::site_word(slot, evolution::best());
+            let want = block::site_word(slot, evolution::best());
             // SAFETY: a cached block's header (validated when it was freed).
             let word = unsafe { (*hdr).site };
             if word != want {
@@ -83,15 +83,15 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
             }
             if crate::hardening::ENABLED {
                 // SAFETY: as above.
-                unsafe { (*hdr).magic = large::MAGIC };
+                unsafe { (*hdr).magic = block::MAGIC };
             }
-            let usable = large::usable_size(hdr);
+            let usable = block::usable_size(hdr);
             h.counters.bigcache_hits.add(1);
             finish_alloc(h, p as *mut u8, size, usable, slot, true, zero, false);
             if sampling {
                 // Only a block its last put purged can fault during this life.
                 let faults0 =
-                    evolution::begin_sample(bigcache::purges_on_put(large::strategy_of(word)));
+                    evolution::begin_sample(bigcache::purges_on_put(block::strategy_of(word)));
                 start_sample(h, p, t0, faults0, size);
             }
             if t != 0 {
@@ -110,11 +110,11 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
     } else {
         None
     };
-    let Some(block) = large::map_block(map_size, align, slot, strategy) else {
+    let Some(block) = block::map_block(map_size, align, slot, strategy) else {
         return fail();
     };
     h.counters.strategy_uses[strategy as usize].add(1);
-    let usable = large::usable_size(header_of(block.ptr as usize));
+    let usable = block::usable_size(header_of(block.ptr as usize));
     finish_alloc(h, block.ptr, size, usable, slot, false, zero, block.zeroed);
     if sampling {
         start_sample(h, block.ptr as usize, t0, faults0, size);
@@ -162,7 +162,7 @@ fn finish_alloc(
 fn header_of(p: usize) -> *mut LargeHeader {
     let r = crate::segment_map::lookup(p);
     // SAFETY: `p` was just produced by map_block.
-    unsafe { large::header(p, r) }.expect("fresh large block has a header")
+    unsafe { block::header(p, r) }.expect("fresh large block has a header")
 }
 
 /// Frees the large block at `a`.
@@ -173,17 +173,17 @@ fn header_of(p: usize) -> *mut LargeHeader {
 #[inline(never)]
 pub unsafe fn free(a: usize, region: Region) {
     // SAFETY: forwarded contract.
-    let Some(hdr) = (unsafe { large::header(a, region) }) else {
+    let Some(hdr) = (unsafe { block::header(a, region) }) else {
         crate::api::foreign_pointer("free", a as *mut u8);
         return;
     };
     // SAFETY: validated header.
-    if crate::hardening::ENABLED && unsafe { (*hdr).magic } == large::FREED_MAGIC {
-        crate::hardening::double_free(a, crate::size_class::NUM_CLASSES);
+    if crate::hardening::ENABLED && unsafe { (*hdr).magic } == block::FREED_MAGIC {
+        crate::hardening::double_free(a, crate::small::size_class::NUM_CLASSES);
     }
-    let usable = large::usable_size(hdr);
+    let usable = block::usable_size(hdr);
     let Some(heap) = heap::current_or_init() else {
-        large::unmap_block(a, hdr);
+        block::unmap_block(a, hdr);
         return;
     };
     // SAFETY: this thread's heap.
@@ -198,7 +198,7 @@ pub unsafe fn free(a: usize, region: Region) {
     };
     // SAFETY: validated header.
     let (word, offset) = unsafe { ((*hdr).site, (*hdr).offset as usize) };
-    let strategy = large::strategy_of(word);
+    let strategy = block::strategy_of(word);
     let mode = h.large.mode;
     let put = if mode == BigCacheMode::Off || offset != HEADER_SIZE {
         Put::Refused
@@ -206,7 +206,7 @@ pub unsafe fn free(a: usize, region: Region) {
         h.large.cache.put(
             a,
             usable,
-            large::site_of(word),
+            block::site_of(word),
             bigcache::purges_on_put(strategy),
         )
     } else {
@@ -216,7 +216,7 @@ pub unsafe fn free(a: usize, region: Region) {
         Put::Cached { evicted } => {
             if crate::hardening::ENABLED {
                 // SAFETY: the block is ours until the cache hands it out again.
-                unsafe { (*hdr).magic = large::FREED_MAGIC };
+                unsafe { (*hdr).magic = block::FREED_MAGIC };
             }
             h.counters.bigcache_puts.add(1);
             h.counters.bigcache_evictions.add(evicted as u64);
@@ -225,7 +225,7 @@ pub unsafe fn free(a: usize, region: Region) {
             if mode != BigCacheMode::Off && offset == HEADER_SIZE && usable >= bigcache::MIN_SIZE {
                 h.counters.bigcache_refused.add(1);
             }
-            large::unmap_block(a, hdr);
+            block::unmap_block(a, hdr);
         }
     }
     if t0 != 0 && probe::tracing() {
@@ -244,12 +244,12 @@ pub unsafe fn free(a: usize, region: Region) {
 
 /// Tries to grow the large block at `a` to `size` bytes without moving it.
 pub fn grow_in_place(a: usize, h: *mut LargeHeader, size: usize) -> bool {
-    let old = large::usable_size(h);
-    if !large::resize_in_place(a, h, size) {
+    let old = block::usable_size(h);
+    if !block::resize_in_place(a, h, size) {
         return false;
     }
     if let Some(heap) = heap::current_or_init() {
-        let new = large::usable_size(h);
+        let new = block::usable_size(h);
         // SAFETY: this thread's heap.
         unsafe {
             (*heap)

@@ -18,7 +18,7 @@
 
 use crate::os::{self, OS_PAGE};
 use crate::probe::{self, Component};
-use crate::segment::SEGMENT_SIZE;
+use crate::small::segment::SEGMENT_SIZE;
 use crate::segment_map::{self, Region};
 
 /// The header of a large block.
@@ -50,9 +50,9 @@ const GUARD: usize = if crate::hardening::ENABLED {
 /// Per-thread large-block state: BigCache slots, exploration RNG, the one
 /// allocation being measured for ELO, and the purge clock.
 pub struct ThreadState {
-    pub cache: crate::bigcache::ThreadCache,
-    pub rng: crate::elo::Rng,
-    pub sample: crate::evolution::Sample,
+    pub cache: crate::large::bigcache::ThreadCache,
+    pub rng: crate::large::elo::Rng,
+    pub sample: crate::large::evolution::Sample,
     /// Large allocations until the next measured one.
     pub sample_countdown: u32,
     /// Large operations since the last purge-clock check.
@@ -68,9 +68,9 @@ pub struct ThreadState {
 impl ThreadState {
     pub const fn new() -> Self {
         ThreadState {
-            cache: crate::bigcache::ThreadCache::new(),
-            rng: crate::elo::Rng(0x9e37_79b9_7f4a_7c15),
-            sample: crate::evolution::Sample::NONE,
+            cache: crate::large::bigcache::ThreadCache::new(),
+            rng: crate::large::elo::Rng(0x9e37_79b9_7f4a_7c15),
+            sample: crate::large::evolution::Sample::NONE,
             sample_countdown: 0,
             ops: 0,
             aged_ns: 0,
@@ -157,14 +157,14 @@ pub(crate) fn usable_size(h: *const LargeHeader) -> usize {
 /// Maps a block of at least `size` usable bytes aligned to `align`, following
 /// `strategy` (an index into `elo::STRATEGIES`); `site` is the header's site word.
 pub fn map_block(size: usize, align: usize, site: u32, strategy: u8) -> Option<Block> {
-    let s = &crate::elo::STRATEGIES[strategy as usize];
+    let s = &crate::large::elo::STRATEGIES[strategy as usize];
     let mapped = size.checked_add(size / 100 * s.slack_pct as usize)?;
     // Huge pages and pre-faulting pay up front for a block that is touched
     // whole and reused from the BigCache. A block too big to cache is more often
     // a reserve touched in part (`sort -S 256M`'s buffer): there, huge pages
     // meant zeroing and compacting 2 MiB per touch, and sort ran 20% slower
     // than on glibc.
-    let up_front = size <= crate::bigcache::MAX_SIZE;
+    let up_front = size <= crate::large::bigcache::MAX_SIZE;
     let block = map_raw(
         mapped,
         align,
