@@ -5,19 +5,19 @@
 //! (`heap.rs`), above to large blocks (`large_path.rs`). While a tracer is
 //! attached, each entry point takes the traced twin that times it.
 
-use crate::heap;
-use crate::large;
-use crate::large_path;
+use crate::small::heap;
+use crate::large::block;
+use crate::large::path as large_path;
 use crate::os;
 use crate::probe::{self, Component};
 use crate::segment_map::{self, Region};
-use crate::size_class::{class_for_aligned, MAX_CLASS_SIZE};
+use crate::small::size_class::{class_for_aligned, MAX_CLASS_SIZE};
 use crate::stats::GLOBAL;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Largest request hakmem tries to serve (as glibc: PTRDIFF_MAX).
-const MAX_REQUEST: usize = isize::MAX as usize - 2 * crate::segment::SEGMENT_SIZE;
+const MAX_REQUEST: usize = isize::MAX as usize - 2 * crate::small::segment::SEGMENT_SIZE;
 
 /// Alignment every `malloc` result has (for blocks of more than 8 bytes).
 pub const MIN_ALIGN: usize = 16;
@@ -55,7 +55,7 @@ fn traced(size: usize, f: impl FnOnce() -> *mut u8) -> *mut u8 {
 /// `malloc` while traced: the small path reports fast path vs refill.
 fn alloc_traced(size: usize, site: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
-        heap::alloc_class_traced(crate::size_class::class_of(size))
+        heap::alloc_class_traced(crate::small::size_class::class_of(size))
     } else {
         large_path::alloc(size, MIN_ALIGN, site, false)
     }
@@ -147,8 +147,8 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
             0
         }
         // SAFETY: large kinds.
-        r => match unsafe { large::header(a, r) } {
-            Some(h) => large::usable_size(h),
+        r => match unsafe { block::header(a, r) } {
+            Some(h) => block::usable_size(h),
             None => {
                 foreign_pointer("malloc_usable_size", p);
                 0
@@ -165,7 +165,7 @@ unsafe fn usable_size_quiet(p: *mut u8) -> usize {
         Region::ClassSegment => unsafe { heap::usable_size_class(a) },
         Region::Foreign => 0,
         // SAFETY: as in usable_size.
-        r => unsafe { large::header(a, r) }.map_or(0, |h| large::usable_size(h)),
+        r => unsafe { block::header(a, r) }.map_or(0, |h| block::usable_size(h)),
     }
 }
 
@@ -175,17 +175,19 @@ pub fn owns(p: *const u8) -> bool {
     match segment_map::lookup(a) {
         Region::Foreign => false,
         Region::ClassSegment => true,
+        // The whole arena is one mapping of ours.
+        Region::Span => crate::large::span_heap::contains(a),
         // A large block's mapping may cover only part of its 4 MiB region;
         // the kernel can put someone else's mapping in the rest.
         r => {
-            let base = a & !(crate::segment::SEGMENT_SIZE - 1);
+            let base = a & !(crate::small::segment::SEGMENT_SIZE - 1);
             let (h, start) = if r == Region::LargeHeaderAtBase {
                 (base, base)
             } else {
-                (base - large::HEADER_SIZE, base - os::OS_PAGE)
+                (base - block::HEADER_SIZE, base - os::OS_PAGE)
             };
             // SAFETY: the region is registered, so its header is mapped.
-            let len = unsafe { (*(h as *const large::LargeHeader)).len_pages } as usize;
+            let len = unsafe { (*(h as *const block::LargeHeader)).len_pages } as usize;
             a < start + len * os::OS_PAGE
         }
     }
@@ -217,9 +219,9 @@ pub unsafe fn realloc_at(p: *mut u8, size: usize, site: usize) -> *mut u8 {
             return ptr::null_mut();
         }
         // SAFETY: large kinds.
-        r => match unsafe { large::header(a, r) } {
+        r => match unsafe { block::header(a, r) } {
             Some(h) => {
-                let old = large::usable_size(h);
+                let old = block::usable_size(h);
                 if size > old && size > MAX_CLASS_SIZE && large_path::grow_in_place(a, h, size) {
                     return p;
                 }

@@ -85,7 +85,7 @@ pub fn corrupted_free_list(block: usize, class: usize) -> ! {
 /// Aborts: `p` was freed twice.
 #[cold]
 pub fn double_free(p: usize, class: usize) -> ! {
-    if class >= crate::size_class::NUM_CLASSES {
+    if class >= crate::small::size_class::NUM_CLASSES {
         fatal(format_args!("hakmem: double free of {p:#x} (large block)"))
     }
     fatal(format_args!(

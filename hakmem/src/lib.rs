@@ -22,48 +22,26 @@
 
 #[allow(missing_docs)]
 pub mod api;
-#[allow(missing_docs)]
-pub mod bigcache;
-#[allow(missing_docs)]
-pub mod elo;
-#[allow(missing_docs)]
-pub mod evolution;
 mod exit_report;
 mod global_alloc;
 #[allow(missing_docs)]
 pub mod hardening;
-#[allow(missing_docs)]
-pub mod heap;
-#[allow(missing_docs)]
 pub mod large;
-mod large_path;
-#[allow(missing_docs)]
-pub mod large_stats;
 #[allow(missing_docs)]
 pub mod options;
 #[allow(missing_docs)]
 pub mod os;
 #[allow(missing_docs)]
-pub mod page;
-#[allow(missing_docs)]
 pub mod probe;
-#[allow(missing_docs)]
-pub mod profile;
 mod report;
-#[allow(missing_docs)]
-pub mod segment;
 mod segment_map;
-#[allow(missing_docs)]
-pub mod span_heap;
-mod purge_thread;
-#[allow(missing_docs)]
-pub mod size_class;
+pub mod small;
 #[allow(missing_docs)]
 pub mod stats;
 mod tls;
 
 pub use global_alloc::Hakmem;
-pub use large_stats::LargeStats;
+pub use large::stats::LargeStats;
 pub use options::Options;
 pub use stats::{ClassStats, Stats};
 
@@ -85,7 +63,7 @@ pub fn options() -> Options {
 /// Collects this thread's pending cross-thread frees and gives free memory
 /// back to the OS: all of it if `force`, else what has waited the purge delay.
 pub fn collect(force: bool) {
-    heap::collect(force)
+    small::heap::collect(force)
 }
 
 /// Allocates `size` bytes attributed to call site `site` (any stable number,
@@ -97,7 +75,7 @@ pub fn alloc_at(size: usize, site: usize) -> *mut u8 {
 /// Allocates `size` bytes attributed to the caller's source location.
 #[track_caller]
 pub fn alloc_here(size: usize) -> *mut u8 {
-    api::malloc_at(size, profile::rust_site(core::panic::Location::caller()))
+    api::malloc_at(size, large::profile::rust_site(core::panic::Location::caller()))
 }
 
 /// Frees a block from [`alloc_at`] / [`alloc_here`].

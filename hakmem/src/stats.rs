@@ -5,7 +5,7 @@
 //! registry of all heaps ever created and sums them. Rare events (OS calls,
 //! purges) use process-wide atomics.
 
-use crate::size_class::{block_size, NUM_CLASSES};
+use crate::small::size_class::{block_size, NUM_CLASSES};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Process-wide counters of rare events.
@@ -76,7 +76,7 @@ pub struct HeapCounters {
     pub bigcache_evictions: Counter,
     pub bigcache_purged: Counter,
     /// Large blocks mapped with each ELO strategy.
-    pub strategy_uses: [Counter; crate::elo::N],
+    pub strategy_uses: [Counter; crate::large::elo::N],
 }
 
 impl HeapCounters {
@@ -95,7 +95,7 @@ impl HeapCounters {
             bigcache_refused: Counter::new(),
             bigcache_evictions: Counter::new(),
             bigcache_purged: Counter::new(),
-            strategy_uses: [const { Counter::new() }; crate::elo::N],
+            strategy_uses: [const { Counter::new() }; crate::large::elo::N],
         }
     }
 }
@@ -156,7 +156,7 @@ pub struct Stats {
     pub segments_reclaimed: u64,
     pub classes: [ClassStats; NUM_CLASSES],
     /// BigCache, ELO and evolution counters.
-    pub large: crate::large_stats::LargeStats,
+    pub large: crate::large::stats::LargeStats,
 }
 
 /// Sums the counters of every heap into a [`Stats`].
@@ -180,10 +180,10 @@ pub fn collect() -> Stats {
         segments_abandoned: GLOBAL.segments_abandoned.load(Relaxed),
         segments_reclaimed: GLOBAL.segments_reclaimed.load(Relaxed),
         classes: [ClassStats::default(); NUM_CLASSES],
-        large: crate::large_stats::LargeStats::collect(),
+        large: crate::large::stats::LargeStats::collect(),
     };
     let (mut lba, mut lbf) = (0u64, 0u64);
-    crate::heap::for_each_heap(|c| {
+    crate::small::heap::for_each_heap(|c| {
         for i in 0..NUM_CLASSES {
             s.classes[i].allocs += c.allocs[i].get();
             s.classes[i].frees += c.frees[i].get();
@@ -237,7 +237,7 @@ pub fn print(s: &Stats) {
         s.segments_reclaimed,
     );
     w.flush_stderr();
-    crate::large_stats::print(&s.large);
+    crate::large::stats::print(&s.large);
     let _ = writeln!(
         w,
         "hakmem stats: class  block_size      allocs       frees        live"

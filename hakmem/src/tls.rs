@@ -11,11 +11,11 @@
 //! x86-64 lays it out), later reads are one `%fs`-relative load. Otherwise
 //! (a library dlopen'ed into dynamic TLS) the offset stays unused.
 
-use crate::heap::Heap;
+use crate::small::heap::Heap;
 use core::cell::Cell;
 
 thread_local! {
-    static CURRENT: Cell<*mut Heap> = const { Cell::new(crate::heap::EMPTY_HEAP_PTR) };
+    static CURRENT: Cell<*mut Heap> = const { Cell::new(crate::small::heap::EMPTY_HEAP_PTR) };
 }
 
 #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn set_then_get_in_each_thread() {
         std::thread::spawn(|| {
-            let h = 0x1000 as *mut crate::heap::Heap;
+            let h = 0x1000 as *mut crate::small::heap::Heap;
             let before = super::get();
             super::set(h);
             assert_eq!(super::get(), h);

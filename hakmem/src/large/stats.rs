@@ -1,7 +1,7 @@
 //! Counters of the large-block machinery (BigCache, ELO, evolution) in [`crate::Stats`].
 
-use crate::elo::{self, RATINGS, STRATEGIES};
-use crate::evolution::{self, Phase};
+use crate::large::elo::{self, RATINGS, STRATEGIES};
+use crate::large::evolution::{self, Phase};
 
 /// Large-block counters.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +43,7 @@ impl LargeStats {
             bigcache_refused: 0,
             bigcache_evictions: 0,
             bigcache_purged: 0,
-            bigcache_reserved_bytes: crate::bigcache::reserved_bytes(),
+            bigcache_reserved_bytes: crate::large::bigcache::reserved_bytes(),
             phase: evolution::phase(),
             evo_transitions: evolution::transitions(),
             strategy: match evolution::phase() {
@@ -61,7 +61,7 @@ impl LargeStats {
             s.mean_cost[i] = RATINGS.mean_cost(i);
             s.samples[i] = RATINGS.samples(i);
         }
-        crate::heap::for_each_heap(|c| {
+        crate::small::heap::for_each_heap(|c| {
             s.bigcache_hits += c.bigcache_hits.get();
             s.bigcache_misses += c.bigcache_misses.get();
             s.bigcache_puts += c.bigcache_puts.get();

@@ -22,7 +22,7 @@
 //! stacks (no lock a forked child could inherit).
 
 use crate::os;
-use crate::page::Page;
+use crate::small::page::Page;
 use crate::segment_map::{self, Region};
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 pub const SEGMENT_SHIFT: u32 = 22;
 pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
 /// Bytes at the start of a segment taken by its header; page 0 starts here.
-pub const SEGMENT_HEADER: usize = crate::size_class::MAX_CLASS_ALIGN;
+pub const SEGMENT_HEADER: usize = crate::small::size_class::MAX_CLASS_ALIGN;
 /// Most pages a segment can have (Small kind).
 pub const MAX_PAGES: usize = 64;
 
@@ -176,7 +176,7 @@ impl Segment {
         if crate::hardening::ENABLED && i == self.kind.page_count() - 1 {
             bytes -= os::OS_PAGE; // the segment's guard page
         }
-        let bs = crate::size_class::block_size(class);
+        let bs = crate::small::size_class::block_size(class);
         self.pages[i].init(class, bs, start as *mut u8, bytes);
         Some(&mut self.pages[i])
     }

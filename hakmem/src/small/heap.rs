@@ -22,10 +22,10 @@
 
 use crate::options;
 use crate::os;
-use crate::page::{Block, Page};
+use crate::small::page::{Block, Page};
 use crate::probe::{self, Component};
-use crate::segment::{self, PageKind, Segment, ABANDONED};
-use crate::size_class::{class_of, page_kind, NUM_CLASSES};
+use crate::small::segment::{self, PageKind, Segment, ABANDONED};
+use crate::small::size_class::{class_of, page_kind, NUM_CLASSES};
 use crate::stats::{HeapCounters, GLOBAL};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -43,7 +43,7 @@ pub struct Heap {
     /// This thread's counters (see stats.rs).
     pub counters: HeapCounters,
     /// Large-block state of this thread: BigCache slots, ELO sampling.
-    pub large: crate::large::ThreadState,
+    pub large: crate::large::block::ThreadState,
     /// Slow-path calls since the last maintenance check.
     slow_calls: u32,
     /// Earliest time of the next purge pass, in monotonic ns.
@@ -73,7 +73,7 @@ pub static EMPTY_HEAP: SyncHeap = SyncHeap(Heap {
     last: [ptr::null_mut(); NUM_CLASSES],
     segments: [ptr::null_mut(); 3],
     counters: HeapCounters::new(),
-    large: crate::large::ThreadState::new(),
+    large: crate::large::block::ThreadState::new(),
     slow_calls: 0,
     next_maintenance_ns: 0,
     registry_next: ptr::null_mut(),
@@ -622,12 +622,12 @@ impl Heap {
             }
         }
         segment::maintain_pool(now, delay_ns);
-        crate::large_path::purge_thread(self, now, delay_ns);
+        crate::large::path::purge_thread(self, now, delay_ns);
     }
 
     /// Thread exit: give back what is free, leave the rest for other threads.
     fn abandon(&mut self) {
-        crate::large_path::thread_exit(self);
+        crate::large::path::thread_exit(self);
         self.collect_remote();
         let now = os::monotonic_ns();
         for k in 0..3 {
@@ -731,7 +731,7 @@ fn new_heap() -> Option<*mut Heap> {
     // SAFETY: fresh zeroed memory, sized and aligned for a Heap; written before publication.
     unsafe {
         ptr::copy_nonoverlapping(EMPTY_HEAP_PTR as *const Heap, heap, 1);
-        (*heap).large = crate::large::ThreadState::new();
+        (*heap).large = crate::large::block::ThreadState::new();
     }
     GLOBAL.heaps_created.fetch_add(1, Ordering::Relaxed);
     let mut head = REGISTRY.load(Ordering::Relaxed);

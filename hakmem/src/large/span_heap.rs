@@ -124,6 +124,8 @@ pub struct SpanCounters {
     pub used_pages: AtomicU64,
     /// Blocks grown or shrunk in place.
     pub resized_in_place: AtomicU64,
+    /// Blocks freed by a thread other than their owner, sent here past its BigCache.
+    pub cross_thread_frees: AtomicU64,
 }
 
 pub static COUNTERS: SpanCounters = SpanCounters {
@@ -136,6 +138,7 @@ pub static COUNTERS: SpanCounters = SpanCounters {
     dirty_pages: AtomicU64::new(0),
     used_pages: AtomicU64::new(0),
     resized_in_place: AtomicU64::new(0),
+    cross_thread_frees: AtomicU64::new(0),
 };
 
 /// Arenas reserved so far.
@@ -197,7 +200,7 @@ extern "C" fn fork_parent() {
 
 extern "C" fn fork_child() {
     LOCK.store(false, Release);
-    crate::purge_thread::after_fork_in_child();
+    crate::large::purge_thread::after_fork_in_child();
 }
 
 /// Registers the fork handlers once (before the first arena exists, with no
@@ -391,6 +394,10 @@ fn take(l: &mut Lists, kind: u32, span: u32, pages: usize, owner: u32) -> Span {
 }
 
 /// Reserves one more arena (outside the lock) and adds it as one clean span.
+/// After a failed reservation, none is tried again before this time (ms):
+/// under RLIMIT_AS every large allocation would otherwise pay a failing mmap.
+static GROW_AFTER_MS: AtomicU32 = AtomicU32::new(0);
+
 #[cold]
 fn grow() -> Option<()> {
     ensure_atfork();
@@ -398,7 +405,15 @@ fn grow() -> Option<()> {
     if count >= MAX_ARENAS {
         return None;
     }
-    let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE)? as usize;
+    let after = GROW_AFTER_MS.load(Relaxed);
+    if after != 0 && now_ms().wrapping_sub(after) > u32::MAX / 2 {
+        return None;
+    }
+    let Some(base) = os::map_aligned(ARENA_SIZE, ARENA_SIZE) else {
+        GROW_AFTER_MS.store(now_ms().wrapping_add(1000).max(1), Relaxed);
+        return None;
+    };
+    let base = base as usize;
     let g = lock();
     // Another thread may have added one meanwhile: keep ours anyway (it is
     // only address space until touched).
@@ -414,7 +429,7 @@ fn grow() -> Option<()> {
     let mut r = base;
     while r < base + ARENA_SIZE {
         crate::segment_map::set(r, crate::segment_map::Region::Span);
-        r += crate::segment::SEGMENT_SIZE;
+        r += crate::small::segment::SEGMENT_SIZE;
     }
     let l = g.lists();
     set_tags(base, META_PAGES, PAGES - META_PAGES, CLEAN);
@@ -820,9 +835,15 @@ mod tests {
     #[test]
     fn spans_fill_arenas_and_more_are_reserved() {
         let _s = serial();
-        let n = arenas();
         let spans: Vec<Span> = (0..6).map(|_| alloc(MAX_SPAN_PAGES, 9).unwrap()).collect();
-        assert!(arenas() > n.max(1), "six quarter-arena spans need a second arena");
+        assert!(arenas() >= 2, "six quarter-arena spans need a second arena");
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                let (a0, b0) = (a.start, b.start);
+                let len = MAX_SPAN_PAGES * OS_PAGE;
+                assert!(a0 + len <= b0 || b0 + len <= a0, "spans overlap");
+            }
+        }
         for s in &spans {
             assert!(contains(s.start));
             free(s.start);

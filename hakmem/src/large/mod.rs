@@ -1,0 +1,25 @@
+//! Large blocks (above the size classes): each its own mapping with a header
+//! (`block`), a per-thread cache of freed blocks (`bigcache`), the strategies
+//! and their ELO ratings (`elo`, `evolution`), call-site profiling
+//! (`profile`), their statistics (`stats`) and the alloc/free paths (`path`).
+//! Under the BigCache, freed memory of any size waits in page-granular spans
+//! (`span_heap`) until a later request or the purge (`purge_thread` gives it
+//! back while the program is idle).
+
+#[allow(missing_docs)]
+pub mod bigcache;
+#[allow(missing_docs)]
+pub mod block;
+#[allow(missing_docs)]
+pub mod elo;
+#[allow(missing_docs)]
+pub mod evolution;
+pub(crate) mod path;
+#[allow(missing_docs)]
+pub mod profile;
+#[allow(missing_docs)]
+pub mod purge_thread;
+#[allow(missing_docs)]
+pub mod span_heap;
+#[allow(missing_docs)]
+pub mod stats;
