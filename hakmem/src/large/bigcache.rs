@@ -127,8 +127,10 @@ fn purge_block_pages(p: usize, bytes: usize) {
     }
 }
 
-fn release_block(p: usize) {
-    block::unmap_block(p, header_of(p));
+/// Gives a block up (to the span level, or to the OS); `aged` = it waited
+/// the purge delay in the cache, so the span level may purge it at once.
+fn release_block(p: usize, aged: bool) {
+    block::release(p, header_of(p), aged);
 }
 
 // ---------------------------------------------------------------------------
@@ -246,7 +248,7 @@ impl ThreadCache {
             slot.blocks.copy_within(1.., 0);
             slot.count -= 1;
             self.held -= bytes;
-            release_block(old);
+            release_block(old, false);
             evicted = 1;
         }
         slot.site = site;
@@ -263,6 +265,10 @@ impl ThreadCache {
     /// Ages the cache by one purge pass: slots not refilled for three passes
     /// (at least one purge delay) are emptied. Returns blocks released.
     pub fn purge(&mut self) -> u32 {
+        self.purge_pass(true)
+    }
+
+    fn purge_pass(&mut self, aged: bool) -> u32 {
         self.gen = self.gen.wrapping_add(1);
         let mut released = 0;
         for b in 0..SITE_BUCKETS {
@@ -272,7 +278,7 @@ impl ThreadCache {
                     released += slot.count;
                     self.held -= slot.count as u64 * class_size(k) as u64;
                     for &p in &slot.blocks[..slot.count as usize] {
-                        release_block(p);
+                        release_block(p, aged);
                     }
                     slot.count = 0;
                 }
@@ -284,8 +290,18 @@ impl ThreadCache {
 
     /// Releases every block and all budget (thread exit). Returns blocks released.
     pub fn flush(&mut self) -> u32 {
+        self.flush_as(true)
+    }
+
+    /// [`Self::flush`] for reuse: the blocks go to the span level as freshly
+    /// freed memory (kept resident for the purge delay), not as aged.
+    pub fn flush_for_reuse(&mut self) -> u32 {
+        self.flush_as(false)
+    }
+
+    fn flush_as(&mut self, aged: bool) -> u32 {
         self.gen = self.gen.wrapping_add(3);
-        let released = self.purge();
+        let released = self.purge_pass(aged);
         unreserve(self.budget);
         self.budget = 0;
         released
@@ -380,7 +396,7 @@ pub fn global_purge(all: bool) -> u32 {
                     .is_ok()
             {
                 unreserve(class_size(k) as u64);
-                release_block(p);
+                release_block(p, true);
                 released += 1;
             }
         }

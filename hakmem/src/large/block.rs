@@ -329,6 +329,20 @@ pub(crate) fn unmap_block(p: usize, h: *mut LargeHeader) {
         crate::large::purge_thread::notify();
         return;
     }
+    unmap_direct(p, start, len);
+}
+
+/// Gives up the block at `p` like [`unmap_block`]; `aged` = it already waited
+/// the purge delay (in the BigCache), so a span may be purged at the next pass.
+pub(crate) fn release(p: usize, h: *mut LargeHeader, aged: bool) {
+    if !aged || !in_span(p) {
+        return unmap_block(p, h);
+    }
+    span_heap::free_aged(p - HEADER_SIZE);
+    crate::large::purge_thread::notify();
+}
+
+fn unmap_direct(p: usize, start: usize, len: usize) {
     segment_map::clear(p & !(SEGMENT_SIZE - 1));
     os::unmap(start as *mut u8, len + GUARD);
 }
