@@ -97,14 +97,28 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
     }
     if let Some(path) = &args.svg {
         let names: Vec<&str> = plan.scenarios.iter().map(|s| s.name).collect();
-        svg::write(path, &comparison.rows, &names)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let bars: Vec<svg::Bar> = comparison
+            .rows
+            .iter()
+            .map(|r| svg::Bar {
+                group: r.scenario.clone(),
+                allocator: r.allocator.clone(),
+                value: r.median_ns,
+            })
+            .collect();
+        let chart = svg::Chart {
+            title: "hakmem-bench: time per operation by scenario",
+            measure: "time per operation",
+            baseline: aggregate::BASELINE,
+            baseline_label: "mimalloc",
+        };
+        svg::write(path, &chart, &bars, &names).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(all_ok)
 }
 
 /// What a reader needs to judge the numbers: cores, kernel, CPU.
-fn machine() -> BTreeMap<String, String> {
+pub fn machine() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     m.insert("cores".into(), cores.to_string());
