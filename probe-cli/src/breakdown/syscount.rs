@@ -8,10 +8,6 @@ use hakmem_ebpf::layout::SYSCALLS;
 use perf_event::events::Tracepoint;
 use perf_event::{Builder, Counter};
 use std::collections::BTreeMap;
-use std::path::Path;
-
-/// Where tracefs may be mounted.
-const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// The tracepoint ids of the watched syscalls (the same list the BPF trace watches),
 /// with counters on probe-cli itself kept open for its lifetime.
@@ -25,16 +21,13 @@ pub struct Syscalls {
 impl Syscalls {
     /// Finds the tracepoints and checks that counters may be opened on them.
     pub fn open() -> Result<Syscalls> {
-        let root = TRACEFS
-            .iter()
-            .map(Path::new)
-            .find(|r| r.join("events/syscalls").is_dir())
-            .ok_or_else(|| {
-                Error::Kernel(
-                    "no syscall tracepoints (tracefs at /sys/kernel/tracing, CONFIG_FTRACE_SYSCALLS)"
-                        .into(),
-                )
-            })?;
+        let root = crate::tracefs::root()?;
+        if !root.join("events/syscalls").is_dir() {
+            return Err(Error::Kernel(format!(
+                "no syscall tracepoints in {} (CONFIG_FTRACE_SYSCALLS)",
+                root.display()
+            )));
+        }
         let mut ids = Vec::new();
         let mut keepalive = Vec::new();
         for sc in SYSCALLS {
