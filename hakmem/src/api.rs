@@ -46,7 +46,8 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn traced(size: usize, f: impl FnOnce() -> *mut u8) -> *mut u8 {
-    let t = probe::now();
+    // Large blocks are rare and costly: a sample would miss them, time them all.
+    let t = probe::start_op(size > MAX_CLASS_SIZE);
     let p = f();
     probe::emit(Component::Malloc, t, size as u64);
     p
@@ -123,9 +124,10 @@ unsafe fn free_untraced(p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn traced_free(p: *mut u8) {
-    let t = probe::now();
+    // The size lookup is the tracer's, not free's: outside the timed region.
     // SAFETY: forwarded contract.
     let size = unsafe { usable_size_quiet(p) };
+    let t = probe::start_op(size > MAX_CLASS_SIZE);
     // SAFETY: forwarded contract.
     unsafe { free_untraced(p) };
     probe::emit(Component::Free, t, size as u64);
@@ -205,7 +207,33 @@ pub unsafe fn realloc_at(p: *mut u8, size: usize, site: usize) -> *mut u8 {
         unsafe { free(p) };
         return ptr::null_mut();
     }
-    let t = if probe::tracing() { probe::now() } else { 0 };
+    if probe::tracing() {
+        // SAFETY: forwarded contract.
+        return unsafe { traced_realloc(p, size, site) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { resize(p, size, site, false) }
+}
+
+/// `realloc` while traced: one `Realloc` event per call, whether the block
+/// stays or moves (the move's allocation and free report their inner
+/// components only, not a second top-level malloc and free).
+#[cold]
+#[inline(never)]
+unsafe fn traced_realloc(p: *mut u8, size: usize, site: usize) -> *mut u8 {
+    let t = probe::start_op(size > MAX_CLASS_SIZE);
+    // SAFETY: forwarded contract.
+    let q = unsafe { resize(p, size, site, true) };
+    probe::emit(Component::Realloc, t, size as u64);
+    q
+}
+
+/// The body of `realloc` for a live `p` and `size > 0`; `traced` takes the
+/// move's allocation and free without their top-level events.
+///
+/// # Safety
+/// As [`realloc_at`].
+unsafe fn resize(p: *mut u8, size: usize, site: usize, traced: bool) -> *mut u8 {
     let a = p as usize;
     let region = segment_map::lookup(a);
     let old = match region {
@@ -245,17 +273,22 @@ pub unsafe fn realloc_at(p: *mut u8, size: usize, site: usize) -> *mut u8 {
     } else {
         size
     };
-    let q = malloc_at(want, site);
+    let q = if traced {
+        alloc_traced(want, site)
+    } else {
+        malloc_at(want, site)
+    };
     if q.is_null() {
         return q; // errno is ENOMEM; `p` untouched
     }
     // SAFETY: both blocks are live and distinct; `old` and `size` bound their lengths.
     unsafe {
         ptr::copy_nonoverlapping(p, q, old.min(size));
-        free(p);
-    }
-    if t != 0 {
-        probe::emit(Component::Realloc, t, size as u64);
+        if traced {
+            free_untraced(p);
+        } else {
+            free(p);
+        }
     }
     q
 }

@@ -132,7 +132,7 @@ pub fn alloc_small(size: usize) -> *mut u8 {
 /// As [`alloc_class`], reporting fast path vs refill to the tracer.
 #[cold]
 pub fn alloc_class_traced(c: usize) -> *mut u8 {
-    let t = probe::now();
+    let t = probe::start();
     let heap = current();
     // SAFETY: as in `alloc_class`.
     unsafe {
@@ -295,7 +295,8 @@ fn free_local_slow(h: &mut Heap, seg: *mut Segment, page: *mut Page) {
 #[cold]
 #[inline(never)]
 fn free_remote(seg: *mut Segment, page: *mut Page, addr: usize) {
-    let t = if probe::tracing() { probe::now() } else { 0 };
+    let traced = probe::tracing();
+    let t = if traced { probe::start() } else { 0 };
     // Count in this thread's heap (create it: a thread that only frees is rare).
     // Read the class before the push: after it the owner may recycle the page.
     // SAFETY: `page` is a live page descriptor; the block is live until pushed.
@@ -314,7 +315,7 @@ fn free_remote(seg: *mut Segment, page: *mut Page, addr: usize) {
             (*seg).remote_pending.store(1, Ordering::SeqCst);
         }
     }
-    if t != 0 {
+    if traced {
         probe::emit(Component::RemoteFree, t, class as u64);
     }
 }
@@ -773,14 +774,9 @@ fn exit_key() -> Option<libc::pthread_key_t> {
     }
 }
 
-/// In a forked child: stop timing for a tracer. The tracer's uprobe is scoped
-/// to the parent's pid, so the child's probe events would reach nobody; worse,
-/// Linux 6.18 rewrites an optimised uprobe's nop5 into a `call` to an
-/// `[uprobes-trampoline]` page that the child's copy of the text keeps but the
-/// child's address space lacks, so the child's first probe event would jump
-/// into unmapped memory (SIGSEGV).
+/// In a forked child: reset the tracer's records (see `probe::after_fork_in_child`).
 unsafe extern "C" fn after_fork_in_child() {
-    crate::probe::hakmem_trace_enabled.store(0, Ordering::Relaxed);
+    crate::probe::after_fork_in_child();
 }
 
 #[cold]
