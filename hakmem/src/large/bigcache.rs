@@ -14,8 +14,8 @@
 //! refilled for about `HAKMEM_PURGE_DELAY_MS` is emptied and its blocks go
 //! back to the OS. Within a full slot the oldest block is evicted.
 
-use crate::large::elo::STRATEGIES;
 use crate::large::block::{self, LargeHeader};
+use crate::large::elo::STRATEGIES;
 use crate::os::OS_PAGE;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -123,12 +123,14 @@ fn purge_block_pages(p: usize, bytes: usize) {
     let start = (p + OS_PAGE - 1) & !(OS_PAGE - 1);
     let end = (p + bytes) & !(OS_PAGE - 1);
     if end > start {
-        crate::os::purge(start as *mut u8, end - start);
+        // SAFETY: whole pages of a cached block (nobody uses it), past its header page.
+        unsafe { crate::vm::purge(start as *mut u8, end - start) };
     }
 }
 
 fn release_block(p: usize) {
-    block::unmap_block(p, header_of(p));
+    // SAFETY: a block leaving the cache: validated header, no user.
+    unsafe { block::unmap_block(p, header_of(p)) };
 }
 
 // ---------------------------------------------------------------------------
@@ -454,7 +456,8 @@ mod tests {
         assert_eq!(held_blocks, (DEPTH - 2) as u32);
         assert_eq!(c.held(), 0);
         for p in [blocks[DEPTH], blocks[DEPTH - 1]] {
-            block::unmap_block(p, header_of(p));
+            // SAFETY: a block the test mapped and no longer uses.
+            unsafe { block::unmap_block(p, header_of(p)) };
         }
     }
 

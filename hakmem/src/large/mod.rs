@@ -16,3 +16,4 @@ pub(crate) mod path;
 pub mod profile;
 #[allow(missing_docs)]
 pub mod stats;
+pub mod thread;
