@@ -23,8 +23,11 @@ cargo build --release -p hakmem-bench -p hakmem-preload
 # Its own workspace (see benches/mimalloc3/Cargo.toml); the library lands next to hakmem-bench.
 cargo build --release --manifest-path benches/mimalloc3/Cargo.toml --target-dir "$(realpath "${CARGO_TARGET_DIR:-target}")"
 
-echo "--- integration tests (release)"
-cargo test --release -p hakmem-bench -- --test-threads=2
+# (Skipped when scripts/test.sh, which already ran them with the workspace, calls this.)
+if [ -z "${HAKMEM_TEST_FULL:-}" ]; then
+  echo "--- integration tests (release)"
+  cargo test --release -p hakmem-bench -- --test-threads=2
+fi
 
 echo "--- compare --scenario vm at the default size: the table in well under a minute"
 t0=$SECONDS

@@ -48,17 +48,13 @@ fn hit() {
     hakmem::probe::emit_cycles(hakmem::probe::Component::Malloc, 1, 0);
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// Median ns of `n` readings of `f` (in TSC cycles): a preemption in the
 /// middle of the loop moves a mean, not a median.
 fn median_reading(n: u32, mut f: impl FnMut() -> u64) -> f64 {
     let tsc = crate::tsc::Tsc::calibrate(std::time::Duration::from_millis(20));
-    let mut cycles: Vec<f64> = (0..n).map(|_| f() as f64).collect();
-    tsc.ns(median(&mut cycles))
+    let cycles: Vec<f64> = (0..n).map(|_| f() as f64).collect();
+    tsc.ns(hakmem_bench::stats::median(&cycles).unwrap_or(0.0))
 }
 
 /// What a component with nothing in it reads: two back-to-back timestamps.
