@@ -31,7 +31,7 @@ fi
 
 echo "--- compare --scenario vm at the default size: the table in well under a minute"
 t0=$SECONDS
-timeout 120 target/release/hakmem-bench compare --scenario vm --json "$tmp/vm.json" >"$tmp/vm.txt" ||
+timeout 120 "${CARGO_TARGET_DIR:-target}"/release/hakmem-bench compare --scenario vm --json "$tmp/vm.json" >"$tmp/vm.txt" ||
   fail "compare --scenario vm failed: $(tail -3 "$tmp/vm.txt")"
 elapsed=$((SECONDS - t0))
 cat "$tmp/vm.txt"

@@ -102,7 +102,7 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
     for _ in 0..rounds {
         plain.push(per_call(iterations, hit));
     }
-    let unprobed_call_ns = median(&mut plain);
+    let unprobed_call_ns = hakmem_bench::stats::median(&plain).unwrap_or(0.0);
 
     let mut probes = Probes::load(std::process::id())?;
     probes.attach_components(&exe, offset)?;
@@ -117,7 +117,7 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
             "the uprobe saw {hits} of {expected} calls"
         )));
     }
-    let probe_hit_ns = median(&mut per_round_ns.clone());
+    let probe_hit_ns = hakmem_bench::stats::median(&per_round_ns).unwrap_or(0.0);
     // After the count check: these events are hits too.
     let nested_component_ns = (nested_component(iterations) - empty_component_ns).max(0.0);
     Ok(Calibration {
