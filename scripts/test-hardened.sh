@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 tdir=${CARGO_TARGET_DIR:-target}/hardened
 cargo build --release -q -p hakmem-preload --features hardened --target-dir "$tdir"
 cargo test -q -p hakmem --features hardened --lib --target-dir "$tdir" 2>&1 | grep -E "test result" || { echo "FAIL: hardened unit tests"; exit 1; }
-lib=$PWD/$tdir/release/libhakmem.so
+lib=$(realpath "$tdir")/release/libhakmem.so
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 gcc -O1 -g -o "$work/hardened_checks" hakmem/tests/c/hardened_checks.c
 
