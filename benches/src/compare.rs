@@ -5,7 +5,7 @@
 //! slow drift of the machine (thermal, a background job) spreads over all
 //! allocators instead of penalising whichever ran last.
 
-use crate::aggregate;
+use crate::aggregate::{self, BASELINE};
 use crate::cli::ComparePlan;
 use crate::launch::run_child;
 use crate::model::{Comparison, Row, RunReport, SCHEMA_VERSION};
@@ -77,6 +77,20 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
         let caption = table::caption(&mine, scenario.about, args.runs, args.warmup);
         println!("{caption}\n{}\n", table::terminal(&mine));
         markdown.push_str(&format!("**{caption}**\n\n{}\n\n", table::markdown(&mine)));
+    }
+
+    if plan.scenarios.len() > 1 {
+        for reference in [BASELINE, "mimalloc3"] {
+            if let Some(text) = table::summary(&rows, reference, false) {
+                println!("Over all scenarios, relative to {reference}:\n{text}\n");
+            }
+            if let Some(text) = table::summary(&rows, reference, true) {
+                markdown.push_str(&format!(
+                    "**Over all scenarios, relative to {reference}** (geometric means of the \
+                     per-scenario ratios of median time and of peak RSS)\n\n{text}\n\n"
+                ));
+            }
+        }
     }
 
     let comparison = Comparison {
