@@ -22,11 +22,14 @@
 
 #[allow(missing_docs)]
 pub mod api;
+pub mod counters;
+pub mod diag;
 mod exit_report;
 mod global_alloc;
 #[allow(missing_docs)]
 pub mod hardening;
 pub mod large;
+pub mod layout;
 #[allow(missing_docs)]
 pub mod options;
 #[allow(missing_docs)]
@@ -38,7 +41,8 @@ mod segment_map;
 pub mod small;
 #[allow(missing_docs)]
 pub mod stats;
-mod tls;
+pub mod thread;
+pub mod vm;
 
 pub use global_alloc::Hakmem;
 pub use large::stats::LargeStats;
@@ -63,7 +67,7 @@ pub fn options() -> Options {
 /// Collects this thread's pending cross-thread frees and gives free memory
 /// back to the OS: all of it if `force`, else what has waited the purge delay.
 pub fn collect(force: bool) {
-    small::heap::collect(force)
+    thread::collect(force)
 }
 
 /// Allocates `size` bytes attributed to call site `site` (any stable number,
@@ -75,7 +79,10 @@ pub fn alloc_at(size: usize, site: usize) -> *mut u8 {
 /// Allocates `size` bytes attributed to the caller's source location.
 #[track_caller]
 pub fn alloc_here(size: usize) -> *mut u8 {
-    api::malloc_at(size, large::profile::rust_site(core::panic::Location::caller()))
+    api::malloc_at(
+        size,
+        large::profile::rust_site(core::panic::Location::caller()),
+    )
 }
 
 /// Frees a block from [`alloc_at`] / [`alloc_here`].

@@ -10,8 +10,12 @@ use crate::timing::{new_histogram, Recorder};
 use hdrhistogram::Histogram;
 
 pub mod cache_scratch;
+pub mod cache_thrash;
+pub mod cfrac;
+pub mod espresso;
 pub mod fragmentation;
 pub mod glibc_simple;
+pub mod glibc_thread;
 pub mod large_phase;
 pub mod large_pipeline;
 pub mod large_realloc;
@@ -20,6 +24,7 @@ pub mod large_varied;
 pub mod larson;
 pub mod mstress;
 pub mod realloc;
+pub mod rptest;
 pub mod small_churn;
 pub mod small_churn_mt;
 pub mod vm;
@@ -83,7 +88,8 @@ pub struct Scenario {
     pub run: fn(&Params) -> Outcome,
 }
 
-/// Every scenario, in the order tables list them.
+/// Every scenario, in the order tables list them. Appending one is a new file
+/// in this folder and a line here.
 pub static ALL: &[Scenario] = &[
     vm::SCENARIO,
     large_reuse::SCENARIO,
@@ -100,6 +106,12 @@ pub static ALL: &[Scenario] = &[
     realloc::SCENARIO,
     fragmentation::SCENARIO,
     glibc_simple::SCENARIO,
+    // Small-object shapes of the public allocator benchmark suite (issue 15).
+    cfrac::SCENARIO,
+    espresso::SCENARIO,
+    rptest::SCENARIO,
+    cache_thrash::SCENARIO,
+    glibc_thread::SCENARIO,
 ];
 
 /// Look a scenario up by its command-line name.

@@ -14,8 +14,8 @@
 //! refilled for about `HAKMEM_PURGE_DELAY_MS` is emptied and its blocks go
 //! back to the OS. Within a full slot the oldest block is evicted.
 
-use crate::large::elo::STRATEGIES;
 use crate::large::block::{self, LargeHeader};
+use crate::large::elo::STRATEGIES;
 use crate::os::OS_PAGE;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -123,14 +123,16 @@ fn purge_block_pages(p: usize, bytes: usize) {
     let start = (p + OS_PAGE - 1) & !(OS_PAGE - 1);
     let end = (p + bytes) & !(OS_PAGE - 1);
     if end > start {
-        crate::os::purge(start as *mut u8, end - start);
+        // SAFETY: whole pages of a cached block (nobody uses it), past its header page.
+        unsafe { crate::vm::purge(start as *mut u8, end - start) };
     }
 }
 
 /// Gives a block up (to the span level, or to the OS); `aged` = it waited
 /// the purge delay in the cache, so the span level may purge it at once.
 fn release_block(p: usize, aged: bool) {
-    block::release(p, header_of(p), aged);
+    // SAFETY: a block leaving the cache: validated header, no user.
+    unsafe { block::release(p, header_of(p), aged) };
 }
 
 // ---------------------------------------------------------------------------
@@ -470,7 +472,8 @@ mod tests {
         assert_eq!(held_blocks, (DEPTH - 2) as u32);
         assert_eq!(c.held(), 0);
         for p in [blocks[DEPTH], blocks[DEPTH - 1]] {
-            block::unmap_block(p, header_of(p));
+            // SAFETY: a block the test mapped and no longer uses.
+            unsafe { block::unmap_block(p, header_of(p)) };
         }
     }
 

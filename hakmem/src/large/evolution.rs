@@ -199,7 +199,7 @@ impl Sample {
 
 /// Whether this allocation should be measured (and starts the countdown again).
 #[inline]
-pub fn should_sample(ts: &mut crate::large::block::ThreadState) -> bool {
+pub fn should_sample(ts: &mut crate::large::thread::ThreadState) -> bool {
     if ts.sample.ptr != 0 {
         return false;
     }

@@ -23,3 +23,4 @@ pub mod purge_thread;
 pub mod span_heap;
 #[allow(missing_docs)]
 pub mod stats;
+pub mod thread;

@@ -9,17 +9,20 @@
 //! a few is measured for the ELO ratings (`evolution.rs`).
 
 use crate::large::bigcache::{self, Put};
-use crate::large::evolution::{self, Sample};
-use crate::small::heap::{self, Heap};
 use crate::large::block::{self, LargeHeader, HEADER_SIZE};
+use crate::large::evolution::{self, Sample};
+use crate::large::profile;
+use crate::large::thread::ThreadState;
 use crate::options::BigCacheMode;
 use crate::os;
 use crate::probe::{self, Component};
-use crate::large::profile;
 use crate::large::span_heap;
-use crate::segment_map::Region;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
+
+/// How the large paths reach the calling thread's state, created on first use
+/// (None if the OS refuses memory). The thread context, a layer above, passes it.
+pub type StateOf = fn() -> Option<*mut ThreadState>;
 
 /// Large operations between two looks at the purge clock.
 const OPS_PER_CLOCK_CHECK: u32 = 64;
@@ -32,39 +35,39 @@ fn fail() -> *mut u8 {
 /// Allocates a large block of `size` bytes aligned to `align`; zeroed if `zero`.
 #[cold]
 #[inline(never)]
-pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
+pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: StateOf) -> *mut u8 {
     let t = if probe::tracing() { probe::now() } else { 0 };
-    if crate::api::too_big(size) {
+    if crate::layout::too_big(size) {
         return fail();
     }
-    let Some(heap) = heap::current_or_init() else {
+    let Some(ts) = state() else {
         return fail();
     };
-    // SAFETY: this thread's heap, used only by this thread.
-    let h = unsafe { &mut *heap };
-    h.large.ops += 1;
-    if h.large.ops >= OPS_PER_CLOCK_CHECK {
-        h.large.ops = 0;
-        let delay = h.large.purge_delay_ns;
+    // SAFETY: this thread's state, used only by this thread.
+    let h = unsafe { &mut *ts };
+    h.ops += 1;
+    if h.ops >= OPS_PER_CLOCK_CHECK {
+        h.ops = 0;
+        let delay = h.purge_delay_ns;
         // One pass at most here: after an idle stretch, three passes at once
         // released the block this thread had put a moment ago (a hit loop
         // on a loaded machine missed once every 64 operations).
         age_thread_cache(h, os::monotonic_ns(), delay, 1);
     }
-    let mode = h.large.mode;
-    let slot = if h.large.profiling {
+    let mode = h.mode;
+    let slot = if h.profiling {
         profile::site_slot(site)
     } else {
         0
     };
-    let sampling = evolution::should_sample(&mut h.large);
+    let sampling = evolution::should_sample(h);
     let t0 = if sampling { probe::now() } else { 0 };
 
     let mut map_size = size;
     if mode != BigCacheMode::Off && bigcache::cacheable(size, align) {
         let tl = if t != 0 { probe::now() } else { 0 };
         let hit = match mode {
-            BigCacheMode::Thread => h.large.cache.get(size, slot),
+            BigCacheMode::Thread => h.cache.get(size, slot),
             _ => bigcache::global_get(size),
         };
         if tl != 0 {
@@ -115,21 +118,21 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
         // faulting every page, into reuse.
         if (span_heap::dirty_bytes() as usize) < map_size {
             let released = match mode {
-                BigCacheMode::Thread if h.large.cache.held() == 0 => 0,
-                BigCacheMode::Thread => h.large.cache.flush_for_reuse(),
+                BigCacheMode::Thread if h.cache.held() == 0 => 0,
+                BigCacheMode::Thread => h.cache.flush_for_reuse(),
                 _ => bigcache::global_purge(true),
             };
             h.counters.bigcache_purged.add(released as u64);
         }
     }
     // Strategies are chosen (and explored) where they matter: on a new mapping.
-    let strategy = evolution::select(&mut h.large.rng);
+    let strategy = evolution::select(&mut h.rng);
     let faults0 = if sampling {
         evolution::begin_sample(true)
     } else {
         None
     };
-    let owner = block::owner_tag(heap);
+    let owner = block::owner_tag(ts as usize);
     let Some(block) = block::map_block(map_size, align, slot, strategy, owner) else {
         return fail();
     };
@@ -147,8 +150,8 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
 
 /// The block at `p` is the one this thread measures; its allocation began at `t0`.
 #[inline]
-fn start_sample(h: &mut Heap, p: usize, t0: u64, faults0: Option<u64>, size: usize) {
-    h.large.sample = Sample {
+fn start_sample(h: &mut ThreadState, p: usize, t0: u64, faults0: Option<u64>, size: usize) {
+    h.sample = Sample {
         ptr: p,
         alloc_cycles: probe::now() - t0,
         faults0,
@@ -159,7 +162,7 @@ fn start_sample(h: &mut Heap, p: usize, t0: u64, faults0: Option<u64>, size: usi
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn finish_alloc(
-    h: &mut Heap,
+    h: &mut ThreadState,
     p: *mut u8,
     size: usize,
     usable: usize,
@@ -188,29 +191,26 @@ fn header_of(p: usize) -> *mut LargeHeader {
 /// Frees the large block at `a`.
 ///
 /// # Safety
-/// `region` is `segment_map::lookup(a)`, one of the large kinds.
+/// `hdr` is the validated header of the block at `a` (`block::header`), a
+/// block the caller no longer uses.
 #[cold]
 #[inline(never)]
-pub unsafe fn free(a: usize, region: Region) {
-    // SAFETY: forwarded contract.
-    let Some(hdr) = (unsafe { block::header(a, region) }) else {
-        crate::api::foreign_pointer("free", a as *mut u8);
-        return;
-    };
+pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: StateOf) {
     // SAFETY: validated header.
     if crate::hardening::ENABLED && unsafe { (*hdr).magic } == block::FREED_MAGIC {
-        crate::hardening::double_free(a, crate::small::size_class::NUM_CLASSES);
+        crate::diag::double_free(a, None);
     }
     let usable = block::usable_size(hdr);
-    let Some(heap) = heap::current_or_init() else {
-        block::unmap_block(a, hdr);
+    let Some(ts) = state() else {
+        // SAFETY: the caller's contract.
+        unsafe { block::unmap_block(a, hdr) };
         return;
     };
-    // SAFETY: this thread's heap.
-    let h = unsafe { &mut *heap };
+    // SAFETY: this thread's state.
+    let h = unsafe { &mut *ts };
     h.counters.large_frees.add(1);
     h.counters.large_bytes_freed.add(usable as u64);
-    let measuring = h.large.sample.ptr == a;
+    let measuring = h.sample.ptr == a;
     let t0 = if measuring || probe::tracing() {
         probe::now()
     } else {
@@ -219,21 +219,21 @@ pub unsafe fn free(a: usize, region: Region) {
     // SAFETY: validated header.
     let (word, offset) = unsafe { ((*hdr).site, (*hdr).offset as usize) };
     let strategy = block::strategy_of(word);
-    let mode = h.large.mode;
+    let mode = h.mode;
     // A block another thread allocated goes to the shared span level, where
     // that thread's next miss finds it resident (tcmalloc's transfer cache
     // plays this part there): in this thread's slots it would only wait for
     // the purge while its owner maps fresh memory.
     let foreign = mode == BigCacheMode::Thread
         && block::in_span(a)
-        && block::span_owner(a) != block::owner_tag(heap);
+        && block::span_owner(a) != block::owner_tag(ts as usize);
     let put = if mode == BigCacheMode::Off || offset != HEADER_SIZE || foreign {
         if foreign {
             span_heap::COUNTERS.cross_thread_frees.fetch_add(1, Ordering::Relaxed);
         }
         Put::Refused
     } else if mode == BigCacheMode::Thread {
-        h.large.cache.put(
+        h.cache.put(
             a,
             usable,
             block::site_of(word),
@@ -259,7 +259,8 @@ pub unsafe fn free(a: usize, region: Region) {
             {
                 h.counters.bigcache_refused.add(1);
             }
-            block::unmap_block(a, hdr);
+            // SAFETY: the caller's contract; the cache did not take the block.
+            unsafe { block::unmap_block(a, hdr) };
         }
     }
     if t0 != 0 && probe::tracing() {
@@ -270,23 +271,27 @@ pub unsafe fn free(a: usize, region: Region) {
         );
     }
     if measuring {
-        let sample = h.large.sample;
-        h.large.sample = Sample::NONE;
-        evolution::finish_sample(sample, strategy, probe::now() - t0, &mut h.large.rng);
+        let sample = h.sample;
+        h.sample = Sample::NONE;
+        evolution::finish_sample(sample, strategy, probe::now() - t0, &mut h.rng);
     }
 }
 
 /// Tries to grow the large block at `a` to `size` bytes without moving it.
-pub fn grow_in_place(a: usize, h: *mut LargeHeader, size: usize) -> bool {
+///
+/// # Safety
+/// `h` is the validated header of the live block at `a` (`block::header`).
+pub unsafe fn grow_in_place(a: usize, h: *mut LargeHeader, size: usize, state: StateOf) -> bool {
     let old = block::usable_size(h);
-    if !block::resize_in_place(a, h, size) {
+    // SAFETY: the caller's contract; growing cuts nothing off.
+    if size <= old || !unsafe { block::resize_in_place(a, h, size) } {
         return false;
     }
-    if let Some(heap) = heap::current_or_init() {
+    if let Some(ts) = state() {
         let new = block::usable_size(h);
-        // SAFETY: this thread's heap.
+        // SAFETY: this thread's state.
         unsafe {
-            (*heap)
+            (*ts)
                 .counters
                 .large_bytes_allocated
                 .add(new.saturating_sub(old) as u64);
@@ -306,20 +311,20 @@ fn passes_since(last: u64, now: u64, delay_ns: u64) -> u32 {
 
 /// Ages this thread's BigCache (and the global one) by the purge passes the
 /// time since the last one calls for; `delay_ns == 0` releases everything now.
-pub fn purge_thread(h: &mut Heap, now: u64, delay_ns: u64) {
+pub fn purge_thread(h: &mut ThreadState, now: u64, delay_ns: u64) {
     age_thread_cache(h, now, delay_ns, 3)
 }
 
 /// [`purge_thread`] with at most `max_passes` passes over this thread's cache.
-fn age_thread_cache(h: &mut Heap, now: u64, delay_ns: u64, max_passes: u32) {
+fn age_thread_cache(h: &mut ThreadState, now: u64, delay_ns: u64, max_passes: u32) {
     let mut released = 0;
     if delay_ns == 0 {
-        released += h.large.cache.flush() + bigcache::global_purge(true);
+        released += h.cache.flush() + bigcache::global_purge(true);
         span_heap::purge(0, true);
     } else {
-        for _ in 0..passes_since(h.large.aged_ns, now, delay_ns).min(max_passes) {
-            h.large.aged_ns = now;
-            released += h.large.cache.purge();
+        for _ in 0..passes_since(h.aged_ns, now, delay_ns).min(max_passes) {
+            h.aged_ns = now;
+            released += h.cache.purge();
         }
         let last = GLOBAL_AGED_NS.load(Ordering::Relaxed);
         // The first call only starts the clock.
@@ -350,8 +355,8 @@ fn age_thread_cache(h: &mut Heap, now: u64, delay_ns: u64, max_passes: u32) {
 }
 
 /// Thread exit: the thread's cached blocks go back to the OS.
-pub fn thread_exit(h: &mut Heap) {
-    let released = h.large.cache.flush();
+pub fn thread_exit(h: &mut ThreadState) {
+    let released = h.cache.flush();
     h.counters.bigcache_purged.add(released as u64);
-    h.large.sample = Sample::NONE;
+    h.sample = Sample::NONE;
 }

@@ -33,7 +33,7 @@
 //! released in both parent and child, so a forked child never inherits it held.
 //! Purging (`madvise`) happens outside it: a span being purged is marked busy.
 //!
-//! Depends only on `os` (and `segment_map`, to mark arenas as ours).
+//! Depends only on `os` and `vm` (and `segment_map`, to mark arenas as ours).
 
 use crate::os::{self, OS_PAGE};
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -409,7 +409,7 @@ fn grow() -> Option<()> {
     if after != 0 && now_ms().wrapping_sub(after) > u32::MAX / 2 {
         return None;
     }
-    let Some(base) = os::map_aligned(ARENA_SIZE, ARENA_SIZE) else {
+    let Some(base) = crate::vm::map_aligned(ARENA_SIZE, ARENA_SIZE) else {
         GROW_AFTER_MS.store(now_ms().wrapping_add(1000).max(1), Relaxed);
         return None;
     };
@@ -420,7 +420,8 @@ fn grow() -> Option<()> {
     let idx = ARENA_COUNT.load(Acquire);
     if idx >= MAX_ARENAS {
         drop(g);
-        os::unmap(base as *mut u8, ARENA_SIZE);
+        // SAFETY: the arena just mapped, never published.
+        unsafe { crate::vm::unmap(base as *mut u8, ARENA_SIZE) };
         return None;
     }
     ARENAS[idx].store(base, Release);
@@ -429,7 +430,7 @@ fn grow() -> Option<()> {
     let mut r = base;
     while r < base + ARENA_SIZE {
         crate::segment_map::set(r, crate::segment_map::Region::Span);
-        r += crate::small::segment::SEGMENT_SIZE;
+        r += crate::layout::SEGMENT_SIZE;
     }
     let l = g.lists();
     set_tags(base, META_PAGES, PAGES - META_PAGES, CLEAN);
@@ -645,7 +646,9 @@ pub fn purge(delay_ms: u64, wait: bool) -> u64 {
         set_tags(base, page, len, BUSY);
         COUNTERS.dirty_pages.fetch_sub(len as u64, Relaxed);
         drop(g);
-        os::purge((base + page * OS_PAGE) as *mut u8, len * OS_PAGE);
+        // SAFETY: a free span marked busy: no block lives there and no
+        // other thread touches it until it is put back below.
+        unsafe { crate::vm::purge((base + page * OS_PAGE) as *mut u8, len * OS_PAGE) };
         COUNTERS.purges.fetch_add(1, Relaxed);
         COUNTERS.purged_bytes.fetch_add((len * OS_PAGE) as u64, Relaxed);
         purged += (len * OS_PAGE) as u64;

@@ -56,7 +56,9 @@ pub struct LargeStats {
 }
 
 impl LargeStats {
-    pub(crate) fn collect() -> Self {
+    /// The process-wide part (cache budget, evolution, ratings); the
+    /// per-thread counters are added with [`LargeStats::add`].
+    pub(crate) fn global() -> Self {
         let mut s = LargeStats {
             bigcache_hits: 0,
             bigcache_misses: 0,
@@ -108,18 +110,22 @@ impl LargeStats {
             s.mean_cost[i] = RATINGS.mean_cost(i);
             s.samples[i] = RATINGS.samples(i);
         }
-        crate::small::heap::for_each_heap(|c| {
-            s.bigcache_hits += c.bigcache_hits.get();
-            s.bigcache_misses += c.bigcache_misses.get();
-            s.bigcache_puts += c.bigcache_puts.get();
-            s.bigcache_refused += c.bigcache_refused.get();
-            s.bigcache_evictions += c.bigcache_evictions.get();
-            s.bigcache_purged += c.bigcache_purged.get();
-            for i in 0..elo::N {
-                s.uses[i] += c.strategy_uses[i].get();
-            }
-        });
         s
+    }
+}
+
+impl LargeStats {
+    /// Adds one thread's counters.
+    pub(crate) fn add(&mut self, c: &crate::large::thread::Counters) {
+        self.bigcache_hits += c.bigcache_hits.get();
+        self.bigcache_misses += c.bigcache_misses.get();
+        self.bigcache_puts += c.bigcache_puts.get();
+        self.bigcache_refused += c.bigcache_refused.get();
+        self.bigcache_evictions += c.bigcache_evictions.get();
+        self.bigcache_purged += c.bigcache_purged.get();
+        for i in 0..elo::N {
+            self.uses[i] += c.strategy_uses[i].get();
+        }
     }
 }
 
