@@ -36,7 +36,7 @@ fn pipeline() -> (u64, u64, u64) {
         if i == 40 {
             warm = (
                 hakmem::os::thread_minor_faults(),
-                hakmem::stats::GLOBAL.os_maps.load(std::sync::atomic::Ordering::Relaxed),
+                hakmem::stats().os_maps,
             );
         }
         let size = sizes[i % sizes.len()];
@@ -51,7 +51,7 @@ fn pipeline() -> (u64, u64, u64) {
     drop(tx);
     consumer.join().unwrap();
     let faults = hakmem::os::thread_minor_faults() - warm.0;
-    let maps = hakmem::stats::GLOBAL.os_maps.load(std::sync::atomic::Ordering::Relaxed) - warm.1;
+    let maps = hakmem::stats().os_maps - warm.1;
     (faults, maps, pages)
 }
 

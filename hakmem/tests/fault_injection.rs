@@ -251,7 +251,7 @@ fn child_large_failures() {
     arm();
     // Blocks up to 64 MiB come from the span heap's reserved arena, which
     // has room without a new map: served, with no map attempted.
-    let maps = hakmem::stats::GLOBAL.os_maps.load(std::sync::atomic::Ordering::Relaxed);
+    let maps = hakmem::stats().os_maps;
     for size in [600 * KIB, 2 * MIB] {
         let p = api::malloc(size);
         ensure!(!p.is_null(), "malloc({size}) from the arena's free spans");
@@ -260,7 +260,7 @@ fn child_large_failures() {
         unsafe { api::free(p) };
     }
     ensure!(
-        hakmem::stats::GLOBAL.os_maps.load(std::sync::atomic::Ordering::Relaxed) == maps,
+        hakmem::stats().os_maps == maps,
         "span blocks needed a map"
     );
     // Above the span range every large block needs a map of its own.

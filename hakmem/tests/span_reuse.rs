@@ -3,7 +3,6 @@
 //!
 //! One test in this binary, so no other test maps or faults meanwhile.
 
-use std::sync::atomic::Ordering::Relaxed;
 
 #[global_allocator]
 static A: hakmem::Hakmem = hakmem::Hakmem;
@@ -27,7 +26,7 @@ fn a_block_freed_at_one_size_serves_other_sizes_without_faults() {
     touch(first, 6 * MIB);
     // SAFETY: a live block.
     unsafe { hakmem::free(first) };
-    let maps0 = hakmem::stats::GLOBAL.os_maps.load(Relaxed);
+    let maps0 = hakmem::stats().os_maps;
     let faults0 = hakmem::os::thread_minor_faults();
     for (i, size) in [3 * MIB + 12_345, 700 << 10, 2 * MIB - 4096].into_iter().enumerate() {
         let p = hakmem::alloc_at(size, 0x52 + i);
@@ -41,7 +40,7 @@ fn a_block_freed_at_one_size_serves_other_sizes_without_faults() {
         unsafe { hakmem::free(p) };
     }
     let faults = hakmem::os::thread_minor_faults() - faults0;
-    let maps = hakmem::stats::GLOBAL.os_maps.load(Relaxed) - maps0;
+    let maps = hakmem::stats().os_maps - maps0;
     assert_eq!(maps, 0, "no new mapping");
     // 5.7 MiB written = 1,460 pages; a few faults for the test's own bookkeeping.
     assert!(faults < 16, "{faults} page faults: the resident pages were not reused");
