@@ -578,6 +578,21 @@ mod tests {
     fn events_are_counted_exactly_and_timed_when_sampled() {
         std::thread::spawn(|| {
             let before = hakmem_sample_period.load(Ordering::Relaxed);
+            // A thread's slot keeps the counts of the thread that had it
+            // before (other tests trace too): take this thread's slot with one
+            // event, then compare against what it held.
+            emit_cycles(Component::OsPurge, 1, 0);
+            let r = LOCAL.with(|l| l.record.get());
+            // SAFETY: this thread's slot, a static.
+            let r = unsafe { &*r };
+            let c = |x: Component| &r.components[x as usize];
+            let calls0 = |x: Component| c(x).calls.load(Ordering::Relaxed);
+            let (malloc0, fast0) = (calls0(Component::Malloc), calls0(Component::SmallFast));
+            let arg0 = c(Component::Malloc).sum_arg.load(Ordering::Relaxed);
+            let timed0 = c(Component::Malloc).timed.load(Ordering::Relaxed);
+            let fast_timed0 = c(Component::SmallFast).timed.load(Ordering::Relaxed);
+            let map_timed0 = c(Component::OsMap).timed.load(Ordering::Relaxed);
+            let hist0: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
             for _ in 0..1000 {
                 let t = start_op(false);
                 let inner = start();
@@ -586,20 +601,16 @@ mod tests {
                 emit(Component::Malloc, t, 16);
             }
             emit_cycles(Component::OsMap, 100, 4096);
-            let r = LOCAL.with(|l| l.record.get());
-            // SAFETY: this thread's slot, a static.
-            let r = unsafe { &*r };
-            let c = |x: Component| &r.components[x as usize];
-            assert_eq!(c(Component::Malloc).calls.load(Ordering::Relaxed), 1000);
-            assert_eq!(c(Component::SmallFast).calls.load(Ordering::Relaxed), 1000);
-            assert_eq!(c(Component::Malloc).sum_arg.load(Ordering::Relaxed), 16_000);
-            let timed = c(Component::Malloc).timed.load(Ordering::Relaxed);
+            assert_eq!(calls0(Component::Malloc) - malloc0, 1000);
+            assert_eq!(calls0(Component::SmallFast) - fast0, 1000);
+            assert_eq!(c(Component::Malloc).sum_arg.load(Ordering::Relaxed) - arg0, 16_000);
+            let timed = c(Component::Malloc).timed.load(Ordering::Relaxed) - timed0;
             assert!(timed > 0 && timed < 200, "1 in {before}: {timed} timed of 1000");
-            assert_eq!(c(Component::SmallFast).timed.load(Ordering::Relaxed), timed);
-            assert_eq!(c(Component::OsMap).timed.load(Ordering::Relaxed), 1);
+            assert_eq!(c(Component::SmallFast).timed.load(Ordering::Relaxed) - fast_timed0, timed);
+            assert_eq!(c(Component::OsMap).timed.load(Ordering::Relaxed) - map_timed0, 1);
             // Each timed operation stands for `period` of them.
             let hist: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
-            assert_eq!(hist, timed * u64::from(before.next_power_of_two()));
+            assert_eq!(hist - hist0, timed * u64::from(before.next_power_of_two()));
             let t = start_op(true);
             emit(Component::Malloc, t, 1 << 20);
             let hist_after: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
