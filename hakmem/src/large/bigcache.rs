@@ -384,6 +384,16 @@ pub fn global_put(p: usize, usable: usize, purge: bool) -> Put {
 /// Ages the shared cache by one pass (rate-limited by the caller); releases
 /// blocks that waited three passes. Returns blocks released.
 pub fn global_purge(all: bool) -> u32 {
+    global_release(all, true)
+}
+
+/// Moves every block of the shared cache to the span level as freshly freed
+/// memory (for a miss that can reuse it). Returns blocks released.
+pub fn global_flush_for_reuse() -> u32 {
+    global_release(true, false)
+}
+
+fn global_release(all: bool, aged: bool) -> u32 {
     let gen = GLOBAL_GEN.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
     let mut released = 0;
     for k in 0..NUM_CLASSES {
@@ -398,7 +408,7 @@ pub fn global_purge(all: bool) -> u32 {
                     .is_ok()
             {
                 unreserve(class_size(k) as u64);
-                release_block(p, true);
+                release_block(p, aged || !all);
                 released += 1;
             }
         }

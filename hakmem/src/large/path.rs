@@ -120,7 +120,7 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: StateOf)
             let released = match mode {
                 BigCacheMode::Thread if h.cache.held() == 0 => 0,
                 BigCacheMode::Thread => h.cache.flush_for_reuse(),
-                _ => bigcache::global_purge(true),
+                _ => bigcache::global_flush_for_reuse(),
             };
             h.counters.bigcache_purged.add(released as u64);
         }
