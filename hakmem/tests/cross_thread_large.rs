@@ -34,10 +34,7 @@ fn pipeline() -> (u64, u64, u64) {
     let mut pages = 0u64;
     for i in 0..200 {
         if i == 40 {
-            warm = (
-                hakmem::os::thread_minor_faults(),
-                hakmem::stats().os_maps,
-            );
+            warm = (hakmem::os::thread_minor_faults(), hakmem::stats().os_maps);
         }
         let size = sizes[i % sizes.len()];
         let p = hakmem::alloc_at(size, 0x77);
@@ -72,13 +69,26 @@ fn run(mode: &str) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{mode}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().find_map(|l| l.find("RESULT ").map(|i| &l[i + 7..])).expect("result line");
-    let v: Vec<u64> = line.split_whitespace().map(|kv| kv.split_once('=').unwrap().1.parse().unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{mode}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("RESULT ").map(|i| &l[i + 7..]))
+        .expect("result line");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
+        .collect();
     let (faults, maps, pages) = (v[0], v[1], v[2]);
     // Without reuse every page of every buffer faults (`pages`); with it
     // only the few the consumer's lag leaves fresh.
-    assert!(faults * 20 < pages, "{mode}: {faults} faults for {pages} pages written");
+    assert!(
+        faults * 20 < pages,
+        "{mode}: {faults} faults for {pages} pages written"
+    );
     assert!(maps <= 2, "{mode}: {maps} new mappings after warm-up");
 }
 

@@ -259,10 +259,7 @@ fn child_large_failures() {
         // SAFETY: live.
         unsafe { api::free(p) };
     }
-    ensure!(
-        hakmem::stats().os_maps == maps,
-        "span blocks needed a map"
-    );
+    ensure!(hakmem::stats().os_maps == maps, "span blocks needed a map");
     // Above the span range every large block needs a map of its own.
     let cases: [(&str, *mut u8); 6] = [
         ("malloc(80 MiB)", api::malloc(80 * MIB)),

@@ -53,20 +53,36 @@ fn run(env: &[(&str, &str)]) -> (u64, u64) {
     }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().find_map(|l| l.find("RESULT ").map(|i| &l[i + 7..])).expect("result line");
-    let v: Vec<u64> = line.split_whitespace().map(|kv| kv.split_once('=').unwrap().1.parse().unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("RESULT ").map(|i| &l[i + 7..]))
+        .expect("result line");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
+        .collect();
     (v[0], v[1])
 }
 
 #[test]
 fn idle_memory_goes_back_without_an_allocator_call() {
     let (before, after) = run(&[]);
-    assert!(before >= after + 40, "RSS {before} MiB -> {after} MiB while idle");
+    assert!(
+        before >= after + 40,
+        "RSS {before} MiB -> {after} MiB while idle"
+    );
 }
 
 #[test]
 fn without_the_background_thread_it_stays_until_the_next_call() {
     let (before, after) = run(&[("HAKMEM_BACKGROUND_PURGE", "0")]);
-    assert!(after + 8 >= before, "RSS {before} MiB -> {after} MiB with the thread off");
+    assert!(
+        after + 8 >= before,
+        "RSS {before} MiB -> {after} MiB with the thread off"
+    );
 }

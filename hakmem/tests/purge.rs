@@ -175,7 +175,7 @@ fn freed_large_blocks_go_back_to_the_os() {
     let purged = after.large.span_purged_bytes - peak.large.span_purged_bytes;
     let unmaps = after.os_unmaps - peak.os_unmaps;
     assert!(
-        purged >= 96 * MIB as u64 || unmaps >= 24,
+        purged >= 96 * MIB || unmaps >= 24,
         "{} MiB purged, {unmaps} unmaps for 24 freed large blocks",
         purged >> 20
     );
@@ -221,5 +221,9 @@ fn child_no_bigcache() {
     }
     // The background thread purges them after the delay, with no call here.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(hakmem::stats().large.span_dirty_bytes, 0, "dirty spans left after 200 ms");
+    assert_eq!(
+        hakmem::stats().large.span_dirty_bytes,
+        0,
+        "dirty spans left after 200 ms"
+    );
 }

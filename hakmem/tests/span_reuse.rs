@@ -3,7 +3,6 @@
 //!
 //! One test in this binary, so no other test maps or faults meanwhile.
 
-
 #[global_allocator]
 static A: hakmem::Hakmem = hakmem::Hakmem;
 
@@ -28,7 +27,10 @@ fn a_block_freed_at_one_size_serves_other_sizes_without_faults() {
     unsafe { hakmem::free(first) };
     let maps0 = hakmem::stats().os_maps;
     let faults0 = hakmem::os::thread_minor_faults();
-    for (i, size) in [3 * MIB + 12_345, 700 << 10, 2 * MIB - 4096].into_iter().enumerate() {
+    for (i, size) in [3 * MIB + 12_345, 700 << 10, 2 * MIB - 4096]
+        .into_iter()
+        .enumerate()
+    {
         let p = hakmem::alloc_at(size, 0x52 + i);
         assert!(!p.is_null());
         touch(p, size);
@@ -43,5 +45,8 @@ fn a_block_freed_at_one_size_serves_other_sizes_without_faults() {
     let maps = hakmem::stats().os_maps - maps0;
     assert_eq!(maps, 0, "no new mapping");
     // 5.7 MiB written = 1,460 pages; a few faults for the test's own bookkeeping.
-    assert!(faults < 16, "{faults} page faults: the resident pages were not reused");
+    assert!(
+        faults < 16,
+        "{faults} page faults: the resident pages were not reused"
+    );
 }

@@ -16,10 +16,10 @@
 //! Freed large blocks go to the BigCache (`bigcache.rs`) when it takes them;
 //! how a block is mapped and kept follows the strategy chosen by `elo.rs`.
 
+use crate::large::span_heap;
 use crate::layout::SEGMENT_SIZE;
 use crate::os::{self, OS_PAGE};
 use crate::probe::{self, Component};
-use crate::large::span_heap;
 use crate::segment_map::{self, Region};
 use crate::vm;
 
@@ -191,7 +191,12 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
 fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) -> Option<Block> {
     let t = probe::now();
     let span = span_heap::alloc(pages, owner)?;
-    write_header(span.start as *mut LargeHeader, pages * OS_PAGE, HEADER_SIZE, site);
+    write_header(
+        span.start as *mut LargeHeader,
+        pages * OS_PAGE,
+        HEADER_SIZE,
+        site,
+    );
     let p = span.start + HEADER_SIZE;
     if populate && !span.dirty {
         os::populate(p as *mut u8, size);

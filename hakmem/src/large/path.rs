@@ -12,11 +12,11 @@ use crate::large::bigcache::{self, Put};
 use crate::large::block::{self, LargeHeader, HEADER_SIZE};
 use crate::large::evolution::{self, Sample};
 use crate::large::profile;
+use crate::large::span_heap;
 use crate::large::thread::ThreadState;
 use crate::options::BigCacheMode;
 use crate::os;
 use crate::probe::{self, Component};
-use crate::large::span_heap;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -229,7 +229,9 @@ pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: StateOf) {
         && block::span_owner(a) != block::owner_tag(ts as usize);
     let put = if mode == BigCacheMode::Off || offset != HEADER_SIZE || foreign {
         if foreign {
-            span_heap::COUNTERS.cross_thread_frees.fetch_add(1, Ordering::Relaxed);
+            span_heap::COUNTERS
+                .cross_thread_frees
+                .fetch_add(1, Ordering::Relaxed);
         }
         Put::Refused
     } else if mode == BigCacheMode::Thread {

@@ -42,11 +42,7 @@ pub fn running() -> bool {
 #[inline]
 pub fn notify() {
     match STATE.load(Relaxed) {
-        RUNNING => {
-            if PARKED.load(SeqCst) == 1 && PARKED.swap(0, SeqCst) == 1 {
-                futex_wake();
-            }
-        }
+        RUNNING if PARKED.load(SeqCst) == 1 && PARKED.swap(0, SeqCst) == 1 => futex_wake(),
         NOT_STARTED => start(),
         _ => {}
     }

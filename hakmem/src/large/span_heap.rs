@@ -85,7 +85,8 @@ static ARENAS: [AtomicUsize; MAX_ARENAS] = [const { AtomicUsize::new(0) }; MAX_A
 static ARENA_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Arena index + 1 by `address / ARENA_SIZE` (47-bit user addresses), 0 = none:
 /// a pointer's arena in one load (1 MiB of `.bss`, resident only where used).
-static ARENA_OF: [AtomicU16; 1 << (47 - ARENA_SHIFT)] = [const { AtomicU16::new(0) }; 1 << (47 - ARENA_SHIFT)];
+static ARENA_OF: [AtomicU16; 1 << (47 - ARENA_SHIFT)] =
+    [const { AtomicU16::new(0) }; 1 << (47 - ARENA_SHIFT)];
 const ARENA_SHIFT: u32 = ARENA_SIZE.trailing_zeros();
 
 /// List heads (span ids) per state (0 = dirty, 1 = clean) and bin.
@@ -483,7 +484,9 @@ pub fn owner(start: usize) -> u32 {
 /// Records a new owner for the live span at `start` (a block handed to another thread).
 pub fn set_owner(start: usize, owner: u32) {
     let base = start & !(ARENA_SIZE - 1);
-    meta(base, (start - base) / OS_PAGE).prev.store(owner, Relaxed);
+    meta(base, (start - base) / OS_PAGE)
+        .prev
+        .store(owner, Relaxed);
 }
 
 /// Gives the live span at `start` back: it becomes dirty (its pages stay
@@ -516,7 +519,15 @@ fn free_since(start: usize, since: u32) {
 
 /// Puts `[page, page+len)` into the free lists as `kind`, coalescing with
 /// free neighbours of the same kind.
-fn insert_free(l: &mut Lists, a: usize, base: usize, mut page: usize, mut len: usize, kind: u32, since: u32) {
+fn insert_free(
+    l: &mut Lists,
+    a: usize,
+    base: usize,
+    mut page: usize,
+    mut len: usize,
+    kind: u32,
+    since: u32,
+) {
     let mut since = since;
     if page > META_PAGES {
         let left = meta(base, page - 1);
@@ -578,7 +589,9 @@ pub fn resize(start: usize, pages: usize) -> bool {
     if pages < len {
         set_tags(base, page, pages, USED);
         COUNTERS.used_pages.fetch_sub((len - pages) as u64, Relaxed);
-        COUNTERS.dirty_pages.fetch_add((len - pages) as u64, Relaxed);
+        COUNTERS
+            .dirty_pages
+            .fetch_add((len - pages) as u64, Relaxed);
         clear_tag(base, page + len - 1);
         insert_free(l, a, base, page + pages, len - pages, DIRTY, now_ms());
     } else {
@@ -650,7 +663,9 @@ pub fn purge(delay_ms: u64, wait: bool) -> u64 {
         // other thread touches it until it is put back below.
         unsafe { crate::vm::purge((base + page * OS_PAGE) as *mut u8, len * OS_PAGE) };
         COUNTERS.purges.fetch_add(1, Relaxed);
-        COUNTERS.purged_bytes.fetch_add((len * OS_PAGE) as u64, Relaxed);
+        COUNTERS
+            .purged_bytes
+            .fetch_add((len * OS_PAGE) as u64, Relaxed);
         purged += (len * OS_PAGE) as u64;
         let g = lock();
         insert_free(g.lists(), a, base, page, len, CLEAN, 0);
@@ -694,6 +709,7 @@ fn debug_check() {
 
 /// Walks every arena and list and panics on a broken invariant (see the
 /// module docs). Takes the lock.
+#[allow(clippy::needless_range_loop)] // `s` is the state index of two arrays
 pub fn check() {
     let g = lock();
     let l = g.lists();
@@ -702,12 +718,20 @@ pub fn check() {
     for s in 0..2 {
         for b in 0..BINS {
             let mut span = l.head[s][b];
-            assert_eq!(l.nonempty[s] & (1 << b) != 0, span != NIL, "bitmap of bin {b}");
+            assert_eq!(
+                l.nonempty[s] & (1 << b) != 0,
+                span != NIL,
+                "bitmap of bin {b}"
+            );
             let mut prev = NIL;
             while span != NIL {
                 let m = meta_of(span);
                 let len = m.len.load(Relaxed) as usize;
-                assert_eq!(m.state.load(Relaxed) & KIND, s as u32 + 1, "span in the list of its state");
+                assert_eq!(
+                    m.state.load(Relaxed) & KIND,
+                    s as u32 + 1,
+                    "span in the list of its state"
+                );
                 assert_eq!(bin(len), b, "span in the bin of its length");
                 assert_eq!(m.prev.load(Relaxed), prev, "list links");
                 listed[s] += 1;
@@ -732,10 +756,17 @@ pub fn check() {
             assert_eq!(last.state.load(Relaxed) & KIND, kind);
             assert_eq!(last.len.load(Relaxed) as usize, len);
             for p in page + 1..page + len - 1 {
-                assert_eq!(meta(base, p).state.load(Relaxed), INTERIOR, "interior page {p}");
+                assert_eq!(
+                    meta(base, p).state.load(Relaxed),
+                    INTERIOR,
+                    "interior page {p}"
+                );
             }
             if kind == DIRTY || kind == CLEAN {
-                assert_ne!(kind, prev_kind, "adjacent free spans of one state are coalesced");
+                assert_ne!(
+                    kind, prev_kind,
+                    "adjacent free spans of one state are coalesced"
+                );
                 free_spans[(kind - 1) as usize] += 1;
             }
             if kind == DIRTY {
@@ -747,7 +778,11 @@ pub fn check() {
         assert_eq!(page, PAGES, "spans tile the arena");
     }
     assert_eq!(listed, free_spans, "every free span is listed once");
-    assert_eq!(dirty, COUNTERS.dirty_pages.load(Relaxed), "dirty page count");
+    assert_eq!(
+        dirty,
+        COUNTERS.dirty_pages.load(Relaxed),
+        "dirty page count"
+    );
 }
 
 #[cfg(test)]
