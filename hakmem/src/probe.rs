@@ -178,14 +178,7 @@ impl ThreadRecord {
 
     fn clear(&self) {
         for c in &self.components {
-            for f in [
-                &c.calls,
-                &c.timed,
-                &c.sum_cycles,
-                &c.max_cycles,
-                &c.sum_arg,
-                &c.nonzero_arg,
-            ] {
+            for f in [&c.calls, &c.timed, &c.sum_cycles, &c.max_cycles, &c.sum_arg, &c.nonzero_arg] {
                 f.store(0, Ordering::Relaxed);
             }
             for b in &c.hist {
@@ -325,8 +318,7 @@ pub fn start_op(always: bool) -> u64 {
         x ^= x >> 7;
         x ^= x << 17;
         l.rng.set(x);
-        let period =
-            (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two();
+        let period = (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two();
         let timed = always || x & (period - 1) == 0;
         l.sampling.set(timed);
         l.weight.set(if always { 1 } else { period });
@@ -405,8 +397,7 @@ fn record(component: Component, cycles: Option<u64>, weight: u64, arg: u64) {
         if l.shared.get() {
             c.calls.fetch_add(1, Ordering::Relaxed);
             c.sum_arg.fetch_add(arg, Ordering::Relaxed);
-            c.nonzero_arg
-                .fetch_add((arg != 0) as u64, Ordering::Relaxed);
+            c.nonzero_arg.fetch_add((arg != 0) as u64, Ordering::Relaxed);
             if let Some(d) = cycles {
                 c.timed.fetch_add(1, Ordering::Relaxed);
                 c.sum_cycles.fetch_add(d * weight, Ordering::Relaxed);
@@ -415,8 +406,7 @@ fn record(component: Component, cycles: Option<u64>, weight: u64, arg: u64) {
             }
         } else {
             // Only this thread writes its slot: plain load + store, no lock prefix.
-            let bump =
-                |f: &AtomicU64, by: u64| f.store(f.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+            let bump = |f: &AtomicU64, by: u64| f.store(f.load(Ordering::Relaxed) + by, Ordering::Relaxed);
             bump(&c.calls, 1);
             bump(&c.sum_arg, arg);
             bump(&c.nonzero_arg, (arg != 0) as u64);
@@ -444,12 +434,7 @@ fn claim(l: &Local) -> *const ThreadRecord {
             if slot == MAX_RECORDS - 1 {
                 break; // the last slot is the shared one
             }
-            match word.compare_exchange_weak(
-                bits,
-                bits | 1 << bit,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match word.compare_exchange_weak(bits, bits | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
                     hakmem_records_used.fetch_max(slot as u32 + 1, Ordering::Release);
                     let r: *const ThreadRecord = &hakmem_records[slot];
@@ -481,12 +466,7 @@ fn release_at_thread_exit(slot: usize) {
         if unsafe { libc::pthread_key_create(&mut key, Some(free_slot)) } != 0 {
             return; // the slot stays taken: harmless
         }
-        k = match EXIT_KEY.compare_exchange(
-            0,
-            key as usize + 1,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
+        k = match EXIT_KEY.compare_exchange(0, key as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => key as usize + 1,
             Err(winner) => {
                 // SAFETY: our key, unused.
@@ -499,10 +479,7 @@ fn release_at_thread_exit(slot: usize) {
     // (keys >= 32), the nested malloc finds it instead of claiming again.
     // SAFETY: a valid key; the value is the slot number + 1 (never null).
     unsafe {
-        libc::pthread_setspecific(
-            (k - 1) as libc::pthread_key_t,
-            (slot + 1) as *const libc::c_void,
-        )
+        libc::pthread_setspecific((k - 1) as libc::pthread_key_t, (slot + 1) as *const libc::c_void)
     };
 }
 
@@ -524,17 +501,12 @@ pub fn after_fork_in_child() {
         r.clear();
     }
     // Only the forking thread lives on, in its own slot (if it had one).
-    let mine = LOCAL.with(|l| {
-        (!l.shared.get())
-            .then(|| l.record.get())
-            .filter(|r| !r.is_null())
-    });
+    let mine = LOCAL.with(|l| (!l.shared.get()).then(|| l.record.get()).filter(|r| !r.is_null()));
     for w in &SLOT_BITS {
         w.store(0, Ordering::Relaxed);
     }
     if let Some(r) = mine {
-        let slot =
-            (r as usize - hakmem_records.as_ptr() as usize) / core::mem::size_of::<ThreadRecord>();
+        let slot = (r as usize - hakmem_records.as_ptr() as usize) / core::mem::size_of::<ThreadRecord>();
         SLOT_BITS[slot / 64].fetch_or(1 << (slot % 64), Ordering::Relaxed);
     }
     if hakmem_trace_follow.load(Ordering::Relaxed) == 0 {
@@ -620,11 +592,7 @@ mod tests {
             let timed0 = c(Component::Malloc).timed.load(Ordering::Relaxed);
             let fast_timed0 = c(Component::SmallFast).timed.load(Ordering::Relaxed);
             let map_timed0 = c(Component::OsMap).timed.load(Ordering::Relaxed);
-            let hist0: u64 = c(Component::Malloc)
-                .hist
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .sum();
+            let hist0: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
             for _ in 0..1000 {
                 let t = start_op(false);
                 let inner = start();
@@ -635,37 +603,17 @@ mod tests {
             emit_cycles(Component::OsMap, 100, 4096);
             assert_eq!(calls0(Component::Malloc) - malloc0, 1000);
             assert_eq!(calls0(Component::SmallFast) - fast0, 1000);
-            assert_eq!(
-                c(Component::Malloc).sum_arg.load(Ordering::Relaxed) - arg0,
-                16_000
-            );
+            assert_eq!(c(Component::Malloc).sum_arg.load(Ordering::Relaxed) - arg0, 16_000);
             let timed = c(Component::Malloc).timed.load(Ordering::Relaxed) - timed0;
-            assert!(
-                timed > 0 && timed < 200,
-                "1 in {before}: {timed} timed of 1000"
-            );
-            assert_eq!(
-                c(Component::SmallFast).timed.load(Ordering::Relaxed) - fast_timed0,
-                timed
-            );
-            assert_eq!(
-                c(Component::OsMap).timed.load(Ordering::Relaxed) - map_timed0,
-                1
-            );
+            assert!(timed > 0 && timed < 200, "1 in {before}: {timed} timed of 1000");
+            assert_eq!(c(Component::SmallFast).timed.load(Ordering::Relaxed) - fast_timed0, timed);
+            assert_eq!(c(Component::OsMap).timed.load(Ordering::Relaxed) - map_timed0, 1);
             // Each timed operation stands for `period` of them.
-            let hist: u64 = c(Component::Malloc)
-                .hist
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .sum();
+            let hist: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
             assert_eq!(hist - hist0, timed * u64::from(before.next_power_of_two()));
             let t = start_op(true);
             emit(Component::Malloc, t, 1 << 20);
-            let hist_after: u64 = c(Component::Malloc)
-                .hist
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .sum();
+            let hist_after: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
             assert_eq!(hist_after, hist + 1, "an operation timed always weighs 1");
         })
         .join()
