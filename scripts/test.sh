@@ -16,6 +16,7 @@ cargo build --release --workspace --all-targets
 step "clippy (every target, warnings are errors)"
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --release --workspace --all-targets -- -D warnings
+  cargo clippy --release -p hakmem --lib -- -D missing_docs -D clippy::undocumented_unsafe_blocks
 else
   echo "SKIP: cargo clippy is not installed (rustup component add clippy)"
 fi
