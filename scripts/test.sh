@@ -37,6 +37,11 @@ else
   step "build (release, every target)"
 fi
 cargo build --release --workspace --all-targets
+if [ -n "$driver" ]; then
+  step "clippy: every item of the hakmem library documented, every unsafe block with its SAFETY reason"
+  (unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+   cargo clippy --release -p hakmem --lib -- -D missing_docs -D clippy::undocumented_unsafe_blocks)
+fi
 
 step "unit and integration tests (release, whole workspace)"
 cargo test --release --workspace -- --test-threads=2

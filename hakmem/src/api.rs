@@ -304,9 +304,9 @@ unsafe fn resize(p: *mut u8, size: usize, site: usize, traced: bool) -> *mut u8 
         Owner::Large(r) => match large_header("realloc", p, r, true) {
             Some(h) => {
                 let old = block::usable_size(h);
-                // SAFETY: a validated header of a live block (realloc's contract).
                 if size > old
                     && size > MAX_CLASS_SIZE
+                    // SAFETY: a validated header of a live block (realloc's contract).
                     && unsafe { large_path::grow_in_place(a, h, size, thread::large_state) }
                 {
                     return p;

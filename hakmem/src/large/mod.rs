@@ -1,19 +1,17 @@
 //! Large blocks (above the size classes): each its own mapping with a header
 //! (`block`), a per-thread cache of freed blocks (`bigcache`), the strategies
-//! and their ELO ratings (`elo`, `evolution`), call-site profiling
-//! (`profile`), their statistics (`stats`) and the alloc/free paths (`path`).
+//! and their ELO ratings ([`elo`], [`evolution`]), call-site profiling
+//! (`profile`), their statistics ([`stats`]), the per-thread state (`thread`)
+//! and the alloc/free paths (`path`).
+//!
+//! Imports nothing of `small`; the thread context above holds a
+//! `thread::ThreadState` and passes it to `path`.
 
-#[allow(missing_docs)]
-pub mod bigcache;
-#[allow(missing_docs)]
-pub mod block;
-#[allow(missing_docs)]
+pub(crate) mod bigcache;
+pub(crate) mod block;
 pub mod elo;
-#[allow(missing_docs)]
 pub mod evolution;
 pub(crate) mod path;
-#[allow(missing_docs)]
-pub mod profile;
-#[allow(missing_docs)]
+pub(crate) mod profile;
 pub mod stats;
-pub mod thread;
+pub(crate) mod thread;

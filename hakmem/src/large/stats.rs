@@ -6,7 +6,9 @@ use crate::large::evolution::{self, Phase};
 /// Large-block counters.
 #[derive(Clone, Copy, Debug)]
 pub struct LargeStats {
+    /// BigCache lookups that found a block.
     pub bigcache_hits: u64,
+    /// BigCache lookups that did not.
     pub bigcache_misses: u64,
     /// Blocks that entered the cache on free.
     pub bigcache_puts: u64,
@@ -26,9 +28,11 @@ pub struct LargeStats {
     pub strategy: u8,
     /// Rated matches played since learning (re)started.
     pub elo_matches: u64,
+    /// ELO rating per strategy.
     pub ratings: [f32; elo::N],
     /// Mean measured cost per strategy (cycles; 0 = never measured).
     pub mean_cost: [f32; elo::N],
+    /// Samples measured per strategy.
     pub samples: [u64; elo::N],
     /// Blocks mapped with each strategy.
     pub uses: [u64; elo::N],
