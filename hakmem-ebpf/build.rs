@@ -11,7 +11,32 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// hakmem writes its records in the layout the BPF programs and probe-cli read:
+/// the same fields at the same offsets, or the build stops.
+fn check_record_layout() {
+    use core::mem::{offset_of, size_of};
+    use hakmem::probe::{ComponentRecord, ThreadRecord, HIST_BUCKETS, RECORD_COMPONENTS};
+    use layout::{ComponentStats, ProcessTotals};
+    assert_eq!(size_of::<ComponentRecord>(), size_of::<ComponentStats>());
+    assert_eq!(size_of::<ThreadRecord>(), size_of::<ProcessTotals>());
+    assert_eq!(RECORD_COMPONENTS, layout::MAX_COMPONENTS);
+    assert_eq!(HIST_BUCKETS, layout::HIST_BUCKETS);
+    let pairs = [
+        (offset_of!(ComponentRecord, calls), offset_of!(ComponentStats, calls)),
+        (offset_of!(ComponentRecord, timed), offset_of!(ComponentStats, timed)),
+        (offset_of!(ComponentRecord, sum_cycles), offset_of!(ComponentStats, sum_cycles)),
+        (offset_of!(ComponentRecord, max_cycles), offset_of!(ComponentStats, max_cycles)),
+        (offset_of!(ComponentRecord, sum_arg), offset_of!(ComponentStats, sum_arg)),
+        (offset_of!(ComponentRecord, nonzero_arg), offset_of!(ComponentStats, nonzero_arg)),
+        (offset_of!(ComponentRecord, hist), offset_of!(ComponentStats, hist)),
+    ];
+    for (hakmem, shared) in pairs {
+        assert_eq!(hakmem, shared, "hakmem::probe::ComponentRecord differs from layout.rs");
+    }
+}
+
 fn main() {
+    check_record_layout();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let src = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("bpf");
     println!("cargo:rerun-if-changed=bpf");

@@ -11,10 +11,13 @@
 /// `floor(log2(v)) == i` (bucket 0 also counts `v == 0`), so 64 buckets cover `u64`.
 pub const HIST_BUCKETS: usize = 64;
 
-/// Slots of the per-component map. Larger than hakmem's component count so that a
-/// newer hakmem that appended components is still counted by an older probe-cli
-/// (ids are append-only, see `hakmem::probe`).
-pub const MAX_COMPONENTS: usize = 64;
+/// Component slots of a process's record (`hakmem::probe::RECORD_COMPONENTS`:
+/// larger than hakmem's component count, so that a newer hakmem that appended
+/// components is still read by an older probe-cli; ids are append-only).
+pub const MAX_COMPONENTS: usize = 16;
+
+/// Processes a trace can follow (the `traced` and `finals` maps).
+pub const MAX_TRACED: usize = 4096;
 
 /// Threads that can be inside a watched syscall at the same time (the enter
 /// timestamp waits in a hash map until the exit).
@@ -68,20 +71,24 @@ pub const SYSCALLS: &[WatchedSyscall] = &[
 
 /// Kernel-side bookkeeping counters, by slot in the `misc` map.
 pub const MISC_COUNTERS: &[&str] = &[
-    // A probe event named a component id >= MAX_COMPONENTS.
-    "unknown_component",
+    // The exit probe could not read the process's record.
+    "final_unreadable",
     // A syscall enter found the in-flight map full, so its latency was lost.
     "inflight_full",
-    // Times the run gate stopped the target so the tracer could arm it.
-    "gate_stops",
+    // A followed child or a final record found its map full.
+    "traced_full",
+    // Children that joined the traced set (with `follow`).
+    "forks_followed",
 ];
 
-/// Slot of `unknown_component` in the `misc` map.
-pub const MISC_UNKNOWN_COMPONENT: u32 = 0;
+/// Slot of `final_unreadable` in the `misc` map.
+pub const MISC_FINAL_UNREADABLE: u32 = 0;
 /// Slot of `inflight_full` in the `misc` map.
 pub const MISC_INFLIGHT_FULL: u32 = 1;
-/// Slot of `gate_stops` in the `misc` map.
-pub const MISC_GATE_STOPS: u32 = 2;
+/// Slot of `traced_full` in the `misc` map.
+pub const MISC_TRACED_FULL: u32 = 2;
+/// Slot of `forks_followed` in the `misc` map.
+pub const MISC_FORKS_FOLLOWED: u32 = 3;
 
 /// How a field type is spelled in C.
 pub trait CType {
@@ -153,12 +160,15 @@ macro_rules! shared_structs {
 }
 
 shared_structs! {
-    /// What one CPU saw of one component (map `component_stats`, per-CPU array
-    /// indexed by component id). Userspace sums the CPUs.
+    /// What a process counted of one component: the very layout of
+    /// `hakmem::probe::ComponentRecord` (build.rs checks every offset), read from
+    /// the process's memory or from `finals`.
     struct ComponentStats as component_stats {
-        /// Probe events.
+        /// Instances (exact).
         calls: u64,
-        /// Sum of the TSC cycles the events reported.
+        /// Instances that were timed (sampled; see `hakmem::probe`).
+        timed: u64,
+        /// Sum of the TSC cycles of the timed instances.
         sum_cycles: u64,
         /// Largest single duration, TSC cycles.
         max_cycles: u64,
@@ -187,6 +197,27 @@ shared_structs! {
         hist: [u64; HIST_BUCKETS],
     }
 
+    /// A process's totals, every component by id (map `finals`, by tgid): the
+    /// layout of `hakmem::probe::ThreadRecord`.
+    struct ProcessTotals as process_totals {
+        /// Indexed by component id.
+        components: [ComponentStats; MAX_COMPONENTS],
+    }
+
+    /// A process in the traced set (map `traced`, by tgid).
+    struct TracedProcess as traced_process {
+        /// The tgid that forked it (0 for the first one).
+        parent: u32,
+        /// 1 once its leader exited.
+        exited: u32,
+        /// execs it made while traced.
+        execs: u32,
+        /// Keeps the size a multiple of 8 on both sides.
+        pad: u32,
+        /// Its command name (`comm`, NUL padded) after the last exec.
+        comm: [u64; 2],
+    }
+
     /// A syscall in flight (map `inflight`, keyed by thread id), from enter to exit.
     struct SyscallStart as syscall_start {
         /// `bpf_ktime_get_ns` at enter.
@@ -200,6 +231,12 @@ shared_structs! {
     }
 }
 
+impl CType for ComponentStats {
+    fn c_decl(name: &str) -> String {
+        format!("struct component_stats {name}")
+    }
+}
+
 /// The C constants of this file, as `#define`s, and the syscall-number-to-slot
 /// function the syscall programs use.
 pub fn c_constants() -> String {
@@ -209,6 +246,7 @@ pub fn c_constants() -> String {
     out.push_str(&format!(
         "#define HAKMEM_MAX_INFLIGHT {MAX_INFLIGHT_SYSCALLS}\n"
     ));
+    out.push_str(&format!("#define HAKMEM_MAX_TRACED {MAX_TRACED}\n"));
     out.push_str(&format!(
         "#define HAKMEM_SYSCALL_SLOTS {}\n",
         SYSCALLS.len()

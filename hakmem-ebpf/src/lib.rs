@@ -6,11 +6,12 @@
 
 pub mod layout;
 
-pub use layout::{ComponentStats, SyscallStart, SyscallStats};
+pub use layout::{ComponentStats, ProcessTotals, SyscallStart, SyscallStats, TracedProcess};
 
-/// The compiled BPF object (programs `hakmem_probe_event`, `sys_enter`, `sys_exit`,
-/// `hakmem_run_gate`; maps `component_stats`, `syscall_stats`, `inflight`, `misc`;
-/// global `target_tgid`), aligned for aya's loader.
+/// The compiled BPF object (programs `hakmem_probe_final`, `sys_enter`, `sys_exit`,
+/// `follow_fork`, `follow_exec`, `follow_exit`; maps `traced`, `finals`,
+/// `scratch`, `syscall_stats`, `inflight`, `misc`; global `follow`), aligned for
+/// aya's loader.
 pub static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hakmem.bpf.o"));
 
@@ -21,6 +22,10 @@ unsafe impl aya::Pod for ComponentStats {}
 unsafe impl aya::Pod for SyscallStats {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SyscallStart {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ProcessTotals {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TracedProcess {}
 
 #[cfg(test)]
 mod tests {
@@ -29,11 +34,15 @@ mod tests {
     #[test]
     fn misc_slots_match_their_names() {
         assert_eq!(
-            MISC_COUNTERS[MISC_UNKNOWN_COMPONENT as usize],
-            "unknown_component"
+            MISC_COUNTERS[MISC_FINAL_UNREADABLE as usize],
+            "final_unreadable"
         );
         assert_eq!(MISC_COUNTERS[MISC_INFLIGHT_FULL as usize], "inflight_full");
-        assert_eq!(MISC_COUNTERS[MISC_GATE_STOPS as usize], "gate_stops");
+        assert_eq!(MISC_COUNTERS[MISC_TRACED_FULL as usize], "traced_full");
+        assert_eq!(
+            MISC_COUNTERS[MISC_FORKS_FOLLOWED as usize],
+            "forks_followed"
+        );
     }
 
     #[test]
@@ -47,7 +56,13 @@ mod tests {
     #[test]
     fn c_header_mentions_every_struct() {
         let c = c_structs();
-        for s in ["component_stats", "syscall_stats", "syscall_start"] {
+        for s in [
+            "component_stats",
+            "process_totals",
+            "traced_process",
+            "syscall_stats",
+            "syscall_start",
+        ] {
             assert!(c.contains(&format!("struct {s} {{")), "{s} missing");
         }
     }

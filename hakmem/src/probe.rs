@@ -4,30 +4,62 @@
 //!
 //! * `hakmem_trace_enabled` is an exported `u32` in `.data`/`.bss`. While it is
 //!   0 (nobody watching) every probe point costs one relaxed load and a branch
-//!   that is never taken. A tracer sets it to a non-zero value by writing the
-//!   process's memory (`/proc/PID/mem` at the symbol's address) when it attaches
-//!   and back to 0 when it detaches.
-//! * While it is non-zero, hakmem times its components with the TSC and calls
-//!   `hakmem_probe_event(component, cycles, arg)` once per component instance.
-//!   That function is written in assembly: its first instruction is the 5-byte
-//!   nop `0f 1f 44 00 00`, which the kernel's optimised uprobe path handles
-//!   without single-stepping (about 0.5 us a hit on the reference VMs, against
-//!   10 us for a stepped instruction), then `ret`. The probe's own trap happens
-//!   *after* the duration was measured, so it does not inflate the figures; it
-//!   only slows the traced process, and `probe-cli calibrate` measures by how much.
-//! * Arguments follow the SysV ABI: `component` (u32, one of [`Component`]) in
-//!   `rdi`, `cycles` (u64, TSC ticks spent in the component) in `rsi`, `arg`
-//!   (u64, meaning per component, see the table) in `rdx`.
+//!   that is never taken. It counts the tracers attached: each adds 1 when it
+//!   attaches and takes 1 away when it detaches, by writing the process's memory
+//!   (`/proc/PID/mem` at the symbol's address), so two tracers come and go
+//!   independently. `HAKMEM_TRACE=1` counts as one tracer from the start.
+//! * `hakmem_tracers` holds the pids of the attached tracers (0 = free slot), so
+//!   that a tracer killed before it could detach is found dead and its count
+//!   taken back by the next one. hakmem itself never reads it; the tracers
+//!   update both symbols under a lock of their own (see probe-cli).
+//! * While tracing, every component instance is *counted* in the calling
+//!   thread's [`ThreadRecord`], a slot of the exported array `hakmem_records`
+//!   (no probe hit, no lock, no allocation: a few adds to memory only this
+//!   thread writes). Counters only grow, so a tracer reads exact totals at any
+//!   moment from `/proc/PID/mem` (the `hakmem_records_used` first slots) and
+//!   reports the difference since it attached. A slot outlives its thread (the
+//!   next thread reuses it and keeps adding); a thread that finds no free slot
+//!   adds to the last one with atomic read-modify-writes.
+//! * Timing is sampled: a top-level operation (malloc, free, realloc) is timed
+//!   with the TSC, together with every component inside it, with probability
+//!   1 / `hakmem_sample_period` (a power of two a tracer may write; 1 times every
+//!   call), and always when it is about a large block (rare and costly: a
+//!   sample would miss them). Components outside the small paths (large
+//!   blocks, OS calls, ELO) are timed on every call: they cost microseconds,
+//!   two TSC reads do not. A timed instance counts for as many instances as it
+//!   stands for (its weight: the period, or 1): `sum_cycles` and `hist` are
+//!   estimates of every instance's time, `timed` counts the instances behind
+//!   them.
+//! * At process exit (`.fini_array`) hakmem sums the slots into
+//!   `hakmem_records_final` and calls `hakmem_probe_final(record)` once: the
+//!   tracer's uprobe there copies the totals before the memory disappears. The
+//!   function starts with `push %rbp`, which the kernel emulates without a
+//!   single-step and without the `[uprobes-trampoline]` page of an optimised
+//!   nop5 site (a forked child inherits the call into it but not the page).
+//! * `hakmem_trace_follow` (non-zero: a tracer follows children) keeps a forked
+//!   child tracing; otherwise the child stops timing itself at once. Either way
+//!   the child's records start from zero (the parent's counts stay the parent's).
 //!
 //! [`COMPONENTS`] is the one definition of the component ids; hakmem-ebpf's
-//! build script generates its C header from it.
+//! build script generates its C header from it, and checks that its map
+//! layout matches [`ComponentRecord`].
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Non-zero while a tracer is attached (see the module docs).
 #[no_mangle]
 #[used]
 pub static hakmem_trace_enabled: AtomicU32 = AtomicU32::new(0);
+
+/// Slots of [`hakmem_tracers`].
+pub const MAX_TRACERS: usize = 8;
+
+/// Pids of the attached tracers, 0 for a free slot (see the module docs).
+#[no_mangle]
+#[used]
+pub static hakmem_tracers: [AtomicU32; MAX_TRACERS] = [const { AtomicU32::new(0) }; MAX_TRACERS];
 
 /// The components a probe event can name. Values are part of the tracer ABI:
 /// append, never renumber.
@@ -85,22 +117,141 @@ pub const COMPONENTS: &[(Component, &str)] = &[
     (Component::LargeAlloc, "large_alloc"),
 ];
 
-/// The probe site: a 5-byte nop (the optimised-uprobe site), then `ret`.
-/// `#[no_mangle]` so that it is in the dynamic symbol table of libhakmem.so
-/// (and survives `strip`), like `hakmem_trace_enabled`.
+/// log2 buckets of a component's cycle histogram (bucket `i` counts durations
+/// `d` with `floor(log2(d)) == i`, bucket 0 also `d == 0`).
+pub const HIST_BUCKETS: usize = 64;
+
+/// Component slots of a [`ThreadRecord`] (room for appended components).
+pub const RECORD_COMPONENTS: usize = 16;
+
+/// Slots of `hakmem_records`: threads beyond share the last one.
+pub const MAX_RECORDS: usize = 256;
+
+/// Default sampling period of the timed operations (see the module docs).
+pub const DEFAULT_SAMPLE_PERIOD: u32 = 64;
+
+const _: () = assert!(COMPONENTS.len() <= RECORD_COMPONENTS);
+
+/// What one thread (slot) counted of one component. Every field only grows.
+#[repr(C)]
+pub struct ComponentRecord {
+    /// Instances (exact).
+    pub calls: AtomicU64,
+    /// Instances that were timed (sampled).
+    pub timed: AtomicU64,
+    /// TSC cycles of the timed instances, each times its weight: an estimate
+    /// of all instances' cycles.
+    pub sum_cycles: AtomicU64,
+    /// Longest timed instance, TSC cycles.
+    pub max_cycles: AtomicU64,
+    /// Sum of the instances' `arg` (see [`Component`]).
+    pub sum_arg: AtomicU64,
+    /// Instances with a non-zero `arg`.
+    pub nonzero_arg: AtomicU64,
+    /// log2 histogram of the timed instances' cycles, each counted its weight
+    /// times (so the buckets sum to an estimate of all instances).
+    pub hist: [AtomicU64; HIST_BUCKETS],
+}
+
+/// One slot of `hakmem_records`: every component, by id.
+#[repr(C)]
+pub struct ThreadRecord {
+    /// Indexed by [`Component`] id.
+    pub components: [ComponentRecord; RECORD_COMPONENTS],
+}
+
+impl ThreadRecord {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZERO_COMPONENT: ComponentRecord = ComponentRecord {
+        calls: AtomicU64::new(0),
+        timed: AtomicU64::new(0),
+        sum_cycles: AtomicU64::new(0),
+        max_cycles: AtomicU64::new(0),
+        sum_arg: AtomicU64::new(0),
+        nonzero_arg: AtomicU64::new(0),
+        hist: [const { AtomicU64::new(0) }; HIST_BUCKETS],
+    };
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZERO: ThreadRecord = ThreadRecord {
+        components: [Self::ZERO_COMPONENT; RECORD_COMPONENTS],
+    };
+
+    fn clear(&self) {
+        for c in &self.components {
+            for f in [&c.calls, &c.timed, &c.sum_cycles, &c.max_cycles, &c.sum_arg, &c.nonzero_arg] {
+                f.store(0, Ordering::Relaxed);
+            }
+            for b in &c.hist {
+                b.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Adds `other` into `self` (owner-free: atomic adds).
+    fn add(&self, other: &ThreadRecord) {
+        for (a, b) in self.components.iter().zip(&other.components) {
+            let pairs = [
+                (&a.calls, &b.calls),
+                (&a.timed, &b.timed),
+                (&a.sum_cycles, &b.sum_cycles),
+                (&a.sum_arg, &b.sum_arg),
+                (&a.nonzero_arg, &b.nonzero_arg),
+            ];
+            for (x, y) in pairs {
+                x.fetch_add(y.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            a.max_cycles
+                .fetch_max(b.max_cycles.load(Ordering::Relaxed), Ordering::Relaxed);
+            for (x, y) in a.hist.iter().zip(&b.hist) {
+                x.fetch_add(y.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The per-thread slots a tracer reads (see the module docs).
+#[no_mangle]
+#[used]
+pub static hakmem_records: [ThreadRecord; MAX_RECORDS] = [ThreadRecord::ZERO; MAX_RECORDS];
+
+/// Slots ever handed out: a tracer reads `hakmem_records[..used]`.
+#[no_mangle]
+#[used]
+pub static hakmem_records_used: AtomicU32 = AtomicU32::new(0);
+
+/// The sum of every slot, written once at exit for `hakmem_probe_final`.
+#[no_mangle]
+#[used]
+pub static hakmem_records_final: ThreadRecord = ThreadRecord::ZERO;
+
+/// Operations are timed with probability 1 / this (a power of two; 0 reads as 1).
+#[no_mangle]
+#[used]
+pub static hakmem_sample_period: AtomicU32 = AtomicU32::new(DEFAULT_SAMPLE_PERIOD);
+
+/// Non-zero while a tracer follows children (see the module docs).
+#[no_mangle]
+#[used]
+pub static hakmem_trace_follow: AtomicU32 = AtomicU32::new(0);
+
+/// Slots in use, one bit each (a slot is free again when its thread exits).
+static SLOT_BITS: [AtomicU64; MAX_RECORDS / 64] = [const { AtomicU64::new(0) }; MAX_RECORDS / 64];
+
+/// The exit probe: `push %rbp` first (kernel-emulated, see the module docs),
+/// then `ret`. `#[no_mangle]` keeps it in the dynamic symbol table.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 #[no_mangle]
-pub extern "C" fn hakmem_probe_event(_component: u32, _cycles: u64, _arg: u64) {
-    core::arch::naked_asm!(".byte 0x0f, 0x1f, 0x44, 0x00, 0x00", "ret")
+pub extern "C" fn hakmem_probe_final(_record: *const ThreadRecord, _components: u32) {
+    core::arch::naked_asm!("push rbp", "mov rbp, rsp", "pop rbp", "ret")
 }
 
 /// Elsewhere: an ordinary empty function a uprobe can still attach to.
 #[cfg(not(target_arch = "x86_64"))]
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn hakmem_probe_event(component: u32, cycles: u64, arg: u64) {
-    core::hint::black_box((component, cycles, arg));
+pub extern "C" fn hakmem_probe_final(record: *const ThreadRecord, components: u32) {
+    core::hint::black_box((record, components));
 }
 
 /// True while a tracer is attached. One relaxed load.
@@ -111,20 +262,10 @@ pub fn tracing() -> bool {
     !cfg!(feature = "no-probes") && hakmem_trace_enabled.load(Ordering::Relaxed) != 0
 }
 
-/// The TSC (x86-64) or a monotonic nanosecond clock elsewhere.
+/// The TSC (x86-64) or a monotonic nanosecond clock elsewhere: a timestamp for
+/// components timed on every call (and for anything else that needs a clock).
 #[inline(always)]
 pub fn now() -> u64 {
-    raw_now().wrapping_sub(PROBE_CYCLES.with(|c| c.get()))
-}
-
-std::thread_local! {
-    /// TSC cycles this thread spent inside probe calls: subtracted from `now`, so an
-    /// outer component's duration excludes the probe hits of the components inside it.
-    static PROBE_CYCLES: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
-}
-
-#[inline(always)]
-fn raw_now() -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: rdtsc has no preconditions on x86-64.
@@ -136,22 +277,283 @@ fn raw_now() -> u64 {
     }
 }
 
-/// Emits one event: `component` ran from `start` (a [`now`] value) until now.
-#[inline(never)]
-#[cold]
-pub fn emit(component: Component, start: u64, arg: u64) {
-    let cycles = now().wrapping_sub(start);
-    emit_cycles(component, cycles, arg)
+/// The calling thread's probe state.
+struct Local {
+    /// Its slot (null until the first event).
+    record: Cell<*const ThreadRecord>,
+    /// True when the slot is shared (no free slot was left): atomic adds.
+    shared: Cell<bool>,
+    /// True inside a top-level operation chosen for timing.
+    sampling: Cell<bool>,
+    /// How many operations the timed one stands for (the period, or 1).
+    weight: Cell<u64>,
+    /// xorshift state of the sampling decision (0 = not seeded).
+    rng: Cell<u64>,
 }
 
-/// Emits an event with a duration measured elsewhere (or 0 for pure counts).
+std::thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            record: Cell::new(ptr::null()),
+            shared: Cell::new(false),
+            sampling: Cell::new(false),
+            weight: Cell::new(1),
+            rng: Cell::new(0),
+        }
+    };
+}
+
+/// Starts a top-level operation (malloc, free, realloc): decides whether it is
+/// timed (always when `always`: a large block, rare and costly, which a sample
+/// would miss). Returns its start timestamp, or 0 when only counted.
+#[inline]
+pub fn start_op(always: bool) -> u64 {
+    LOCAL.with(|l| {
+        let mut x = l.rng.get();
+        if x == 0 {
+            // Seeded per thread from the TSC and the slot address.
+            x = now() ^ (l as *const Local as u64).rotate_left(32) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        l.rng.set(x);
+        let period = (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two();
+        let timed = always || x & (period - 1) == 0;
+        l.sampling.set(timed);
+        l.weight.set(if always { 1 } else { period });
+        if timed {
+            now()
+        } else {
+            0
+        }
+    })
+}
+
+/// Starts a component inside a top-level operation: its timestamp when the
+/// operation is timed, 0 when it is only counted.
+#[inline]
+pub fn start() -> u64 {
+    if LOCAL.with(|l| l.sampling.get()) {
+        now()
+    } else {
+        0
+    }
+}
+
+/// Records one instance of `component` that started at `start` (a [`now`],
+/// [`start`] or [`start_op`] value; 0 = counted, not timed).
 #[inline(never)]
-#[cold]
+pub fn emit(component: Component, start: u64, arg: u64) {
+    let cycles = if start != 0 {
+        Some(now().wrapping_sub(start))
+    } else {
+        None
+    };
+    let sampled = matches!(
+        component,
+        Component::Malloc
+            | Component::Free
+            | Component::Realloc
+            | Component::SmallFast
+            | Component::SmallRefill
+            | Component::RemoteFree
+    );
+    let weight = if sampled {
+        LOCAL.with(|l| l.weight.get())
+    } else {
+        1
+    };
+    record(component, cycles, weight, arg);
+    if matches!(
+        component,
+        Component::Malloc | Component::Free | Component::Realloc
+    ) {
+        LOCAL.with(|l| l.sampling.set(false));
+    }
+}
+
+/// Records an instance with a duration measured elsewhere (weight 1).
+#[inline(never)]
 pub fn emit_cycles(component: Component, cycles: u64, arg: u64) {
-    let before = raw_now();
-    hakmem_probe_event(component as u32, cycles, arg);
-    let spent = raw_now().wrapping_sub(before);
-    PROBE_CYCLES.with(|c| c.set(c.get().wrapping_add(spent)));
+    record(component, Some(cycles), 1, arg)
+}
+
+/// floor(log2(v)), 0 for v == 0.
+#[inline(always)]
+fn bucket(v: u64) -> usize {
+    (63 - (v | 1).leading_zeros()) as usize
+}
+
+#[inline(always)]
+fn record(component: Component, cycles: Option<u64>, weight: u64, arg: u64) {
+    LOCAL.with(|l| {
+        let mut r = l.record.get();
+        if r.is_null() {
+            r = claim(l);
+        }
+        // SAFETY: slots are statics that live for the whole process.
+        let c = unsafe { &(*r).components[component as usize] };
+        if l.shared.get() {
+            c.calls.fetch_add(1, Ordering::Relaxed);
+            c.sum_arg.fetch_add(arg, Ordering::Relaxed);
+            c.nonzero_arg.fetch_add((arg != 0) as u64, Ordering::Relaxed);
+            if let Some(d) = cycles {
+                c.timed.fetch_add(1, Ordering::Relaxed);
+                c.sum_cycles.fetch_add(d * weight, Ordering::Relaxed);
+                c.max_cycles.fetch_max(d, Ordering::Relaxed);
+                c.hist[bucket(d)].fetch_add(weight, Ordering::Relaxed);
+            }
+        } else {
+            // Only this thread writes its slot: plain load + store, no lock prefix.
+            let bump = |f: &AtomicU64, by: u64| f.store(f.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+            bump(&c.calls, 1);
+            bump(&c.sum_arg, arg);
+            bump(&c.nonzero_arg, (arg != 0) as u64);
+            if let Some(d) = cycles {
+                bump(&c.timed, 1);
+                bump(&c.sum_cycles, d * weight);
+                if d > c.max_cycles.load(Ordering::Relaxed) {
+                    c.max_cycles.store(d, Ordering::Relaxed);
+                }
+                bump(&c.hist[bucket(d)], weight);
+            }
+        }
+    })
+}
+
+/// Gives the calling thread a slot: a free one, else the shared last one.
+#[cold]
+#[inline(never)]
+fn claim(l: &Local) -> *const ThreadRecord {
+    for (w, word) in SLOT_BITS.iter().enumerate() {
+        let mut bits = word.load(Ordering::Relaxed);
+        while bits != u64::MAX {
+            let bit = (!bits).trailing_zeros() as usize;
+            let slot = w * 64 + bit;
+            if slot == MAX_RECORDS - 1 {
+                break; // the last slot is the shared one
+            }
+            match word.compare_exchange_weak(bits, bits | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    hakmem_records_used.fetch_max(slot as u32 + 1, Ordering::Release);
+                    let r: *const ThreadRecord = &hakmem_records[slot];
+                    l.record.set(r);
+                    l.shared.set(false);
+                    release_at_thread_exit(slot);
+                    ensure_registered();
+                    return r;
+                }
+                Err(now) => bits = now,
+            }
+        }
+    }
+    hakmem_records_used.store(MAX_RECORDS as u32, Ordering::Release);
+    let r: *const ThreadRecord = &hakmem_records[MAX_RECORDS - 1];
+    l.record.set(r);
+    l.shared.set(true);
+    r
+}
+
+/// pthread key whose destructor frees a thread's slot (0 = not created yet).
+static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
+
+fn release_at_thread_exit(slot: usize) {
+    let mut k = EXIT_KEY.load(Ordering::Acquire);
+    if k == 0 {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: valid out-pointer and destructor; pthread_key_create does not allocate.
+        if unsafe { libc::pthread_key_create(&mut key, Some(free_slot)) } != 0 {
+            return; // the slot stays taken: harmless
+        }
+        k = match EXIT_KEY.compare_exchange(0, key as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => key as usize + 1,
+            Err(winner) => {
+                // SAFETY: our key, unused.
+                unsafe { libc::pthread_key_delete(key) };
+                winner
+            }
+        };
+    }
+    // The slot is published in LOCAL before this: if setspecific allocates
+    // (keys >= 32), the nested malloc finds it instead of claiming again.
+    // SAFETY: a valid key; the value is the slot number + 1 (never null).
+    unsafe {
+        libc::pthread_setspecific((k - 1) as libc::pthread_key_t, (slot + 1) as *const libc::c_void)
+    };
+}
+
+extern "C" fn free_slot(value: *mut libc::c_void) {
+    let slot = value as usize - 1;
+    LOCAL.with(|l| {
+        l.record.set(ptr::null());
+        l.shared.set(false);
+    });
+    // The slot's counts stay: the next thread to take it adds to them.
+    SLOT_BITS[slot / 64].fetch_and(!(1u64 << (slot % 64)), Ordering::AcqRel);
+}
+
+/// In a forked child (called by the heap's atfork handler): the child's counts
+/// start from zero, and it keeps tracing only if a tracer follows children.
+pub fn after_fork_in_child() {
+    let used = (hakmem_records_used.load(Ordering::Relaxed) as usize).min(MAX_RECORDS);
+    for r in &hakmem_records[..used] {
+        r.clear();
+    }
+    // Only the forking thread lives on, in its own slot (if it had one).
+    let mine = LOCAL.with(|l| (!l.shared.get()).then(|| l.record.get()).filter(|r| !r.is_null()));
+    for w in &SLOT_BITS {
+        w.store(0, Ordering::Relaxed);
+    }
+    if let Some(r) = mine {
+        let slot = (r as usize - hakmem_records.as_ptr() as usize) / core::mem::size_of::<ThreadRecord>();
+        SLOT_BITS[slot / 64].fetch_or(1 << (slot % 64), Ordering::Relaxed);
+    }
+    if hakmem_trace_follow.load(Ordering::Relaxed) == 0 {
+        hakmem_trace_enabled.store(0, Ordering::Relaxed);
+    }
+}
+
+/// `HAKMEM_TRACE=1` (which `probe-cli run` gives every process it starts)
+/// must count the very first allocation, the one that reads the options table:
+/// this constructor looks at that one variable only (getenv, no allocation)
+/// and raises the flag before `main`. options.rs still parses and checks it.
+extern "C" fn trace_from_environment() {
+    // SAFETY: a NUL-terminated name; getenv only reads the environment.
+    let v = unsafe { libc::getenv(c"HAKMEM_TRACE".as_ptr()) };
+    // SAFETY: getenv returned a NUL-terminated string (checked non-null).
+    if !v.is_null() && unsafe { core::ffi::CStr::from_ptr(v) } == c"1" {
+        hakmem_trace_enabled.store(1, Ordering::Relaxed);
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static TRACE_FROM_ENV: extern "C" fn() = trace_from_environment;
+
+/// At exit: the totals of every slot, handed to the tracer's exit probe.
+extern "C" fn at_exit() {
+    if !tracing() {
+        return;
+    }
+    let used = (hakmem_records_used.load(Ordering::Acquire) as usize).min(MAX_RECORDS);
+    hakmem_records_final.clear();
+    for r in &hakmem_records[..used] {
+        hakmem_records_final.add(r);
+    }
+    hakmem_probe_final(&hakmem_records_final, COMPONENTS.len() as u32);
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static AT_EXIT: extern "C" fn() = at_exit;
+
+/// Keeps [`AT_EXIT`] in a link that references nothing else of this file's
+/// statics (an object file nothing references may be dropped from an rlib).
+#[inline]
+pub fn ensure_registered() {
+    core::hint::black_box(&AT_EXIT);
+    core::hint::black_box(&TRACE_FROM_ENV);
 }
 
 #[cfg(test)]
@@ -166,11 +568,65 @@ mod tests {
     }
 
     #[test]
-    fn probe_function_starts_with_nop5() {
-        let f = hakmem_probe_event as *const () as *const u8;
-        // SAFETY: reading the first 6 bytes of our own code.
-        let bytes = unsafe { core::slice::from_raw_parts(f, 6) };
-        assert_eq!(bytes, &[0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3]);
+    fn final_probe_starts_with_push_rbp() {
+        let f = hakmem_probe_final as *const () as *const u8;
+        // SAFETY: reading the first byte of our own code.
+        assert_eq!(unsafe { *f }, 0x55, "push %rbp");
+    }
+
+    #[test]
+    fn events_are_counted_exactly_and_timed_when_sampled() {
+        std::thread::spawn(|| {
+            let before = hakmem_sample_period.load(Ordering::Relaxed);
+            // A thread's slot keeps the counts of the thread that had it
+            // before (other tests trace too): take this thread's slot with one
+            // event, then compare against what it held.
+            emit_cycles(Component::OsPurge, 1, 0);
+            let r = LOCAL.with(|l| l.record.get());
+            // SAFETY: this thread's slot, a static.
+            let r = unsafe { &*r };
+            let c = |x: Component| &r.components[x as usize];
+            let calls0 = |x: Component| c(x).calls.load(Ordering::Relaxed);
+            let (malloc0, fast0) = (calls0(Component::Malloc), calls0(Component::SmallFast));
+            let arg0 = c(Component::Malloc).sum_arg.load(Ordering::Relaxed);
+            let timed0 = c(Component::Malloc).timed.load(Ordering::Relaxed);
+            let fast_timed0 = c(Component::SmallFast).timed.load(Ordering::Relaxed);
+            let map_timed0 = c(Component::OsMap).timed.load(Ordering::Relaxed);
+            let hist0: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+            for _ in 0..1000 {
+                let t = start_op(false);
+                let inner = start();
+                assert_eq!(t == 0, inner == 0, "inner components follow the operation");
+                emit(Component::SmallFast, inner, 3);
+                emit(Component::Malloc, t, 16);
+            }
+            emit_cycles(Component::OsMap, 100, 4096);
+            assert_eq!(calls0(Component::Malloc) - malloc0, 1000);
+            assert_eq!(calls0(Component::SmallFast) - fast0, 1000);
+            assert_eq!(c(Component::Malloc).sum_arg.load(Ordering::Relaxed) - arg0, 16_000);
+            let timed = c(Component::Malloc).timed.load(Ordering::Relaxed) - timed0;
+            assert!(timed > 0 && timed < 200, "1 in {before}: {timed} timed of 1000");
+            assert_eq!(c(Component::SmallFast).timed.load(Ordering::Relaxed) - fast_timed0, timed);
+            assert_eq!(c(Component::OsMap).timed.load(Ordering::Relaxed) - map_timed0, 1);
+            // Each timed operation stands for `period` of them.
+            let hist: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+            assert_eq!(hist - hist0, timed * u64::from(before.next_power_of_two()));
+            let t = start_op(true);
+            emit(Component::Malloc, t, 1 << 20);
+            let hist_after: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+            assert_eq!(hist_after, hist + 1, "an operation timed always weighs 1");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn log2_buckets() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(1), 0);
+        assert_eq!(bucket(2), 1);
+        assert_eq!(bucket(1023), 9);
+        assert_eq!(bucket(u64::MAX), 63);
     }
 
     #[test]

@@ -31,9 +31,14 @@ pub enum Command {
 /// Output options shared by the tracing commands.
 #[derive(Args, Debug, Clone)]
 pub struct OutputArgs {
-    /// Print the reports as JSON (one object per report, with a schema_version).
+    /// Print the reports as JSON: one object per line and per report (with
+    /// --interval, one line per interval), each with a schema_version.
     #[arg(long)]
     pub json: bool,
+    /// Write the reports to FILE (created or truncated) instead of stdout
+    /// (`trace`) or stderr (`run`: never into the program's stdout).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Also write the report in the Prometheus text exposition format to FILE
     /// (rewritten atomically at every report, for a textfile collector).
     #[arg(long, value_name = "FILE")]
@@ -51,6 +56,10 @@ pub struct TraceArgs {
     /// Print an intermediate report every S seconds (cumulative since attach).
     #[arg(long, short, value_name = "S")]
     pub interval: Option<f64>,
+    /// Take in the processes PID forks from now on (and theirs), each with its
+    /// own row in the report.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -60,6 +69,9 @@ pub struct RunArgs {
     /// Stop tracing after this many seconds and end the command (SIGTERM).
     #[arg(long, short, value_name = "S")]
     pub duration: Option<f64>,
+    /// Print an intermediate report every S seconds (cumulative since the start).
+    #[arg(long, short, value_name = "S")]
+    pub interval: Option<f64>,
     /// libhakmem.so to preload (default: next to probe-cli, or target/release/).
     #[arg(long, value_name = "PATH", env = "HAKMEM_PRELOAD_LIB")]
     pub preload: Option<PathBuf>,

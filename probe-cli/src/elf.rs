@@ -1,31 +1,53 @@
-//! What probe-cli needs from an ELF file: where hakmem's probe symbols and the entry point are.
+//! What probe-cli needs from an ELF file: where hakmem's probe symbols are.
 
 use object::{Object, ObjectSegment, ObjectSymbol};
 use std::path::Path;
 
 /// The symbol hakmem's tracer flag lives at (see `hakmem::probe`).
 pub const TRACE_FLAG: &str = "hakmem_trace_enabled";
-/// The nop5 function hakmem reports component durations to.
-pub const PROBE_FUNCTION: &str = "hakmem_probe_event";
+/// The pids of the attached tracers (see `hakmem::probe`; absent in older builds).
+pub const TRACER_SLOTS: &str = "hakmem_tracers";
+/// The function hakmem calls once at exit with its totals (the exit probe).
+pub const PROBE_FUNCTION: &str = "hakmem_probe_final";
+/// The per-thread records (see `hakmem::probe`).
+pub const RECORDS: &str = "hakmem_records";
+/// How many records are in use.
+pub const RECORDS_USED: &str = "hakmem_records_used";
+/// The sampling period of the timed operations.
+pub const SAMPLE_PERIOD: &str = "hakmem_sample_period";
+/// Non-zero: forked children keep tracing.
+pub const TRACE_FOLLOW: &str = "hakmem_trace_follow";
 
 /// Addresses in one ELF file, before any load bias.
 #[derive(Clone, Debug)]
 pub struct ElfInfo {
     /// `hakmem_trace_enabled`'s virtual address, if the file has hakmem.
     pub trace_flag: Option<u64>,
-    /// `hakmem_probe_event`'s file offset (what a uprobe attaches to), if present.
+    /// `hakmem_tracers`' virtual address, if the file has it.
+    pub tracer_slots: Option<u64>,
+    /// `hakmem_probe_final`'s file offset (what a uprobe attaches to), if present.
     pub probe_offset: Option<u64>,
-    /// The entry point's file offset, if the file has an entry point.
-    pub entry_offset: Option<u64>,
+    /// `hakmem_records`' virtual address.
+    pub records: Option<u64>,
+    /// `hakmem_records_used`' virtual address.
+    pub records_used: Option<u64>,
+    /// `hakmem_sample_period`'s virtual address.
+    pub sample_period: Option<u64>,
+    /// `hakmem_trace_follow`'s virtual address.
+    pub trace_follow: Option<u64>,
     /// The lowest loadable virtual address, page aligned: where the mapping at file
     /// offset 0 sits before the load bias.
     pub base_vaddr: u64,
 }
 
 impl ElfInfo {
-    /// True when the file carries both of hakmem's probe symbols.
+    /// True when the file carries hakmem's probe symbols (of this version:
+    /// the flag, the records and the exit probe).
     pub fn has_hakmem(&self) -> bool {
-        self.trace_flag.is_some() && self.probe_offset.is_some()
+        self.trace_flag.is_some()
+            && self.probe_offset.is_some()
+            && self.records.is_some()
+            && self.records_used.is_some()
     }
 }
 
@@ -50,11 +72,14 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, String> {
         })
     };
     let base_vaddr = file.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
-    let entry = file.entry();
     Ok(ElfInfo {
         trace_flag: find(TRACE_FLAG),
+        tracer_slots: find(TRACER_SLOTS),
         probe_offset: find(PROBE_FUNCTION).and_then(file_offset),
-        entry_offset: (entry != 0).then(|| file_offset(entry)).flatten(),
+        records: find(RECORDS),
+        records_used: find(RECORDS_USED),
+        sample_period: find(SAMPLE_PERIOD),
+        trace_follow: find(TRACE_FOLLOW),
         base_vaddr,
     })
 }

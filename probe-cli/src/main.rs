@@ -12,11 +12,14 @@ mod error;
 mod perf;
 mod privileges;
 mod probes;
+mod records;
+mod registration;
 mod report;
 mod run;
 mod session;
 mod target;
 mod trace;
+mod tracefs;
 mod tsc;
 
 use clap::Parser;

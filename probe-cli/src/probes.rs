@@ -1,33 +1,36 @@
-//! The kernel side of a trace: loads hakmem-ebpf's programs for one process,
-//! attaches them, and reads their maps.
+//! The kernel side of a trace: loads hakmem-ebpf's programs, keeps the set of
+//! traced processes, attaches the programs, and reads their maps.
 
 use crate::error::{Error, Result};
-use aya::maps::PerCpuArray;
-use aya::programs::uprobe::UProbeLinkId;
+use aya::maps::{HashMap as BpfHashMap, PerCpuArray};
 use aya::programs::uprobe::UProbeScope;
-use aya::programs::{TracePoint, UProbe};
+use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use hakmem_ebpf::layout::{HIST_BUCKETS, MAX_COMPONENTS, MISC_COUNTERS, SYSCALLS};
-use hakmem_ebpf::{ComponentStats, SyscallStats};
+use hakmem_ebpf::layout::{HIST_BUCKETS, MISC_COUNTERS, SYSCALLS};
+use hakmem_ebpf::{ComponentStats, ProcessTotals, SyscallStats, TracedProcess};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
 
-/// Everything the programs aggregated so far, summed over the CPUs.
+/// Everything the programs aggregated so far.
 #[derive(Clone, Debug)]
 pub struct KernelCounts {
-    /// Indexed by component id (`MAX_COMPONENTS` slots).
+    /// Component totals of every traced process (filled by the session from
+    /// the processes' records and `finals`), indexed by component id.
     pub components: Vec<ComponentStats>,
-    /// Indexed like `hakmem_ebpf::layout::SYSCALLS`.
+    /// Indexed like `hakmem_ebpf::layout::SYSCALLS`, summed over the CPUs.
     pub syscalls: Vec<SyscallStats>,
     /// Indexed like `hakmem_ebpf::layout::MISC_COUNTERS`.
     pub misc: Vec<u64>,
+    /// The traced set, by tgid.
+    pub processes: BTreeMap<u32, TracedProcess>,
+    /// Totals hakmem handed over at exit, by tgid.
+    pub finals: BTreeMap<u32, ProcessTotals>,
 }
 
 /// The loaded programs of one trace.
 pub struct Probes {
     ebpf: Ebpf,
-    pid: NonZeroU32,
-    gate: Option<UProbeLinkId>,
 }
 
 /// Turns an aya error into one line, as a privilege error when the kernel said EPERM.
@@ -76,23 +79,45 @@ fn one_line(message: &str) -> String {
 }
 
 impl Probes {
-    /// Loads the programs filtered on process `pid` (nothing is attached yet).
-    pub fn load(pid: u32) -> Result<Probes> {
+    /// Loads the programs (nothing is attached, nothing is traced yet). With
+    /// `follow`, children of traced processes join the traced set.
+    pub fn load(follow: bool) -> Result<Probes> {
         if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
             return Err(Error::Kernel(
                 "this kernel has no uprobes (CONFIG_UPROBE_EVENTS)".into(),
             ));
         }
-        let pid = NonZeroU32::new(pid).ok_or(Error::NoProcess(0))?;
+        let follow = u32::from(follow);
         let ebpf = EbpfLoader::new()
-            .override_global("target_tgid", &pid.get(), true)
+            .override_global("follow", &follow, true)
             .load(hakmem_ebpf::BPF_OBJECT)
             .map_err(|e| bpf_error("loading the BPF programs", &e))?;
-        Ok(Probes {
-            ebpf,
-            pid,
-            gate: None,
-        })
+        Ok(Probes { ebpf })
+    }
+
+    /// Adds process `pid` to the traced set.
+    pub fn watch(&mut self, pid: u32) -> Result<()> {
+        let mut traced: BpfHashMap<_, u32, TracedProcess> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("traced")
+                .ok_or_else(|| Error::Other("BPF object has no map traced".into()))?,
+        )
+        .map_err(|e| bpf_error("the traced map", &e))?;
+        let mut entry = TracedProcess::default();
+        let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let mut bytes = [0u8; 16];
+        for (b, c) in bytes.iter_mut().zip(comm.iter().take(15)) {
+            if *c != b'\n' {
+                *b = *c;
+            }
+        }
+        entry.comm = [
+            u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")),
+            u64::from_ne_bytes(bytes[8..].try_into().expect("8 bytes")),
+        ];
+        traced
+            .insert(pid, entry, 0)
+            .map_err(|e| bpf_error("adding a process to the traced set", &e))
     }
 
     fn uprobe(&mut self, name: &str) -> Result<&mut UProbe> {
@@ -110,58 +135,50 @@ impl Probes {
         Ok(program)
     }
 
-    /// Attaches the per-component aggregation to hakmem's probe function, found at
-    /// `offset` in `file`.
-    pub fn attach_components(&mut self, file: &Path, offset: u64) -> Result<()> {
-        let pid = self.pid;
-        self.uprobe("hakmem_probe_event")?
-            .attach(offset, file, UProbeScope::OneProcess(pid))
+    /// Attaches the exit probe to hakmem's `hakmem_probe_final`, at `offset` in
+    /// `file`: in process `pid` only, or (None) in every process that maps the
+    /// file, the `traced` set doing the filtering.
+    pub fn attach_final(&mut self, file: &Path, offset: u64, pid: Option<u32>) -> Result<()> {
+        let scope = match pid.and_then(NonZeroU32::new) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
+        self.uprobe("hakmem_probe_final")?
+            .attach(offset, file, scope)
             .map_err(|e| bpf_error(&format!("attaching a uprobe to {}", file.display()), &e))?;
         Ok(())
     }
 
-    /// Attaches the run gate (stops the process once at `offset` in `file`, its
-    /// entry point) so the tracer can arm hakmem before the program runs.
-    pub fn attach_gate(&mut self, file: &Path, offset: u64) -> Result<()> {
-        let pid = self.pid;
-        let link = self
-            .uprobe("hakmem_run_gate")?
-            .attach(offset, file, UProbeScope::OneProcess(pid))
-            .map_err(|e| bpf_error(&format!("attaching the run gate to {}", file.display()), &e))?;
-        self.gate = Some(link);
+    fn raw_tracepoint(&mut self, program: &str, event: &str) -> Result<()> {
+        let p: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| Error::Other(format!("BPF object has no program {program}")))?
+            .try_into()
+            .map_err(|e| bpf_error(program, &e))?;
+        p.load()
+            .map_err(|e| bpf_error(&format!("loading {program}"), &e))?;
+        p.attach(event)
+            .map_err(|e| bpf_error(&format!("attaching raw tracepoint {event}"), &e))?;
         Ok(())
     }
 
-    /// Removes the run gate once it has done its job.
-    pub fn detach_gate(&mut self) -> Result<()> {
-        if let Some(link) = self.gate.take() {
-            self.uprobe("hakmem_run_gate")?
-                .detach(link)
-                .map_err(|e| bpf_error("detaching the run gate", &e))?;
-        }
-        Ok(())
-    }
-
-    /// Attaches the syscall latency programs (raw_syscalls tracepoints).
+    /// Attaches the syscall latency programs: raw tracepoints, opened by name
+    /// through bpf(2), so they need no tracefs mount.
     pub fn attach_syscalls(&mut self) -> Result<()> {
-        for (name, event) in [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")] {
-            let program: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| Error::Other(format!("BPF object has no program {name}")))?
-                .try_into()
-                .map_err(|e| bpf_error(name, &e))?;
-            program
-                .load()
-                .map_err(|e| bpf_error(&format!("loading {name}"), &e))?;
-            program
-                .attach("raw_syscalls", event)
-                .map_err(|e| bpf_error(&format!("attaching raw_syscalls:{event}"), &e))?;
-        }
-        Ok(())
+        self.raw_tracepoint("sys_enter", "sys_enter")?;
+        self.raw_tracepoint("sys_exit", "sys_exit")
     }
 
-    /// Reads and sums every map.
+    /// Attaches the process-lifetime programs (fork, exec, exit) that keep the
+    /// traced set.
+    pub fn attach_lifetimes(&mut self) -> Result<()> {
+        self.raw_tracepoint("follow_fork", "sched_process_fork")?;
+        self.raw_tracepoint("follow_exec", "sched_process_exec")?;
+        self.raw_tracepoint("follow_exit", "sched_process_exit")
+    }
+
+    /// Reads the kernel's maps (components are left empty: see `KernelCounts`).
     pub fn read(&self) -> Result<KernelCounts> {
         let read_err = |e: aya::maps::MapError| bpf_error("reading a BPF map", &e);
         let map = |name: &str| {
@@ -169,26 +186,13 @@ impl Probes {
                 .map(name)
                 .ok_or_else(|| Error::Other(format!("BPF object has no map {name}")))
         };
-
-        let components: PerCpuArray<_, ComponentStats> =
-            PerCpuArray::try_from(map("component_stats")?).map_err(read_err)?;
         let mut out = KernelCounts {
-            components: Vec::with_capacity(MAX_COMPONENTS),
+            components: Vec::new(),
             syscalls: Vec::new(),
             misc: Vec::new(),
+            processes: BTreeMap::new(),
+            finals: BTreeMap::new(),
         };
-        for values in components.iter() {
-            let mut total = ComponentStats::default();
-            for v in values.map_err(read_err)?.iter() {
-                total.calls += v.calls;
-                total.sum_cycles += v.sum_cycles;
-                total.max_cycles = total.max_cycles.max(v.max_cycles);
-                total.sum_arg += v.sum_arg;
-                total.nonzero_arg += v.nonzero_arg;
-                add_hist(&mut total.hist, &v.hist);
-            }
-            out.components.push(total);
-        }
 
         let syscalls: PerCpuArray<_, SyscallStats> =
             PerCpuArray::try_from(map("syscall_stats")?).map_err(read_err)?;
@@ -209,12 +213,54 @@ impl Probes {
         for values in misc.iter().take(MISC_COUNTERS.len()) {
             out.misc.push(values.map_err(read_err)?.iter().sum());
         }
+
+        let traced: BpfHashMap<_, u32, TracedProcess> =
+            BpfHashMap::try_from(map("traced")?).map_err(read_err)?;
+        for item in traced.iter() {
+            let (pid, p) = item.map_err(read_err)?;
+            out.processes.insert(pid, p);
+        }
+        let finals: BpfHashMap<_, u32, ProcessTotals> =
+            BpfHashMap::try_from(map("finals")?).map_err(read_err)?;
+        for item in finals.iter() {
+            let (pid, t) = item.map_err(read_err)?;
+            out.finals.insert(pid, t);
+        }
         Ok(out)
     }
 }
 
-fn add_hist(total: &mut [u64; HIST_BUCKETS], cpu: &[u64; HIST_BUCKETS]) {
-    for (t, c) in total.iter_mut().zip(cpu) {
+/// Adds one log2 histogram into another.
+pub fn add_hist(total: &mut [u64; HIST_BUCKETS], more: &[u64; HIST_BUCKETS]) {
+    for (t, c) in total.iter_mut().zip(more) {
         *t += c;
+    }
+}
+
+/// Adds `more` into `total`, component by component.
+pub fn add_components(total: &mut [ComponentStats], more: &[ComponentStats]) {
+    for (t, v) in total.iter_mut().zip(more) {
+        t.calls += v.calls;
+        t.timed += v.timed;
+        t.sum_cycles += v.sum_cycles;
+        t.max_cycles = t.max_cycles.max(v.max_cycles);
+        t.sum_arg += v.sum_arg;
+        t.nonzero_arg += v.nonzero_arg;
+        add_hist(&mut t.hist, &v.hist);
+    }
+}
+
+/// `now - before`, component by component (counters only grow; the max is
+/// kept as it is, the largest seen since the process started).
+pub fn sub_components(now: &mut [ComponentStats], before: &[ComponentStats]) {
+    for (n, b) in now.iter_mut().zip(before) {
+        n.calls = n.calls.saturating_sub(b.calls);
+        n.timed = n.timed.saturating_sub(b.timed);
+        n.sum_cycles = n.sum_cycles.saturating_sub(b.sum_cycles);
+        n.sum_arg = n.sum_arg.saturating_sub(b.sum_arg);
+        n.nonzero_arg = n.nonzero_arg.saturating_sub(b.nonzero_arg);
+        for (x, y) in n.hist.iter_mut().zip(&b.hist) {
+            *x = x.saturating_sub(*y);
+        }
     }
 }

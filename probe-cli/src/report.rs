@@ -28,6 +28,24 @@ pub struct Report {
     pub perf: PerfPart,
     pub correlation: Correlation,
     pub probe: ProbePart,
+    /// Every process traced (the first, and with following, its descendants).
+    pub processes: Vec<ProcessRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessRow {
+    pub pid: u32,
+    /// The traced process that forked it (0 for the first).
+    pub parent: u32,
+    /// Command name after its last exec.
+    pub command: String,
+    pub running: bool,
+    /// False when no hakmem was found in it (a static binary, a scrubbed environment).
+    pub hakmem: bool,
+    /// Top-level calls: malloc (the whole malloc family), free, realloc.
+    pub malloc: u64,
+    pub free: u64,
+    pub realloc: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -47,9 +65,18 @@ pub struct TargetPart {
 pub struct ComponentRow {
     pub id: u32,
     pub component: String,
+    /// Every instance, counted exactly.
     pub calls: u64,
+    /// Instances timed (sampled; see `probe.method`).
+    pub timed: u64,
+    /// Time of all instances: the timed instances' mean times `calls` (raw,
+    /// nothing subtracted; each timed instance weighed by how many it stands for).
     pub total_ns: f64,
+    /// Mean of the timed instances minus the calibrated cost of timing an empty
+    /// component (see `probe.empty_component_ns`).
     pub mean_ns: f64,
+    /// Mean of the timed instances as measured.
+    pub raw_mean_ns: f64,
     /// From the log2 histogram, interpolated inside the bucket.
     pub p50_ns: f64,
     pub p99_ns: f64,
@@ -107,12 +134,21 @@ pub struct Per1000 {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbePart {
-    /// Probe events (uprobe hits).
+    /// How the figures were made, in one sentence.
+    pub method: String,
+    /// Component instances counted (the sum of every component's calls).
     pub hits: u64,
-    /// Cost of one hit measured at attach (see `probe-cli calibrate`), ns.
+    /// Operations are timed 1 in this many (with everything inside them).
+    pub sample_period: u32,
+    /// What a component with nothing in it reads (two back-to-back TSC reads),
+    /// measured at attach and subtracted from every mean, ns.
+    pub empty_component_ns: Option<f64>,
+    /// Exit probes that fired (one per process that exited normally).
+    pub exit_probes: u64,
+    /// Cost of one exit probe hit measured at attach (see `probe-cli calibrate`), ns.
     pub hit_cost_ns: Option<f64>,
-    /// hits x hit cost: time the probes added to the target, which is *not* in the
-    /// component figures (hakmem takes its timestamps before the trap), ms.
+    /// Exit probes x hit cost: time the probes themselves added, ms. (Counting
+    /// and sampled timing cost the target a few ns per call; no trap.)
     pub added_ms: Option<f64>,
     /// TSC frequency used to convert cycles, GHz.
     pub tsc_ghz: f64,
@@ -125,6 +161,9 @@ pub struct Inputs<'a> {
     pub target: &'a Target,
     pub state: String,
     pub counts: &'a KernelCounts,
+    pub processes: &'a [crate::session::ProcessCounts],
+    pub sample_period: u32,
+    pub empty_component_ns: Option<f64>,
     pub perf: Vec<Reading>,
     pub perf_scope: &'static str,
     pub perf_threads: usize,
@@ -176,18 +215,32 @@ pub fn build(i: Inputs<'_>) -> Report {
         .iter()
         .enumerate()
         .filter(|(_, s)| s.calls > 0)
-        .map(|(id, s)| ComponentRow {
+        .map(|(id, s)| {
+            // sum_cycles and hist weigh each timed instance by how many it
+            // stands for (see hakmem::probe): their ratio is the mean.
+            let estimated: u64 = s.hist.iter().sum();
+            let raw_mean = if estimated > 0 {
+                ns(s.sum_cycles) / estimated as f64
+            } else {
+                0.0
+            };
+            let floor = i.empty_component_ns.unwrap_or(0.0);
+            let cooked = |v: f64| (v - floor).max(0.0);
+            ComponentRow {
             id: id as u32,
             component: component_name(id),
             calls: s.calls,
-            total_ns: ns(s.sum_cycles),
-            mean_ns: ns(s.sum_cycles) / s.calls as f64,
-            p50_ns: ns(percentile(&s.hist, 0.50, s.max_cycles)),
-            p99_ns: ns(percentile(&s.hist, 0.99, s.max_cycles)),
+            timed: s.timed,
+            total_ns: raw_mean * s.calls as f64,
+            mean_ns: cooked(raw_mean),
+            raw_mean_ns: raw_mean,
+            p50_ns: cooked(ns(percentile(&s.hist, 0.50, s.max_cycles))),
+            p99_ns: cooked(ns(percentile(&s.hist, 0.99, s.max_cycles))),
             max_ns: ns(s.max_cycles),
             share_of_alloc_time: 0.0,
             arg_sum: s.sum_arg,
             arg_nonzero: s.nonzero_arg,
+            }
         })
         .collect();
     let top: f64 = components
@@ -278,9 +331,24 @@ pub fn build(i: Inputs<'_>) -> Report {
             per_1000_allocations: per_1000,
         },
         probe: ProbePart {
+            method: format!(
+                "every call counted exactly in hakmem's per-thread records; malloc, free and \
+                 realloc timed 1 in {} calls with every component inside them, the large-block, \
+                 OS and ELO components on every call; {} subtracted from every mean",
+                i.sample_period,
+                i.empty_component_ns.map_or_else(
+                    || "nothing".to_string(),
+                    |e| format!("the calibrated cost of timing an empty component ({e:.1} ns)")
+                )
+            ),
             hits,
+            sample_period: i.sample_period,
+            empty_component_ns: i.empty_component_ns,
+            exit_probes: i.counts.finals.len() as u64,
             hit_cost_ns: i.hit_cost_ns,
-            added_ms: i.hit_cost_ns.map(|c| c * hits as f64 / 1e6),
+            added_ms: i
+                .hit_cost_ns
+                .map(|c| c * i.counts.finals.len() as f64 / 1e6),
             tsc_ghz: i.tsc.ticks_per_ns,
             kernel: MISC_COUNTERS
                 .iter()
@@ -288,6 +356,29 @@ pub fn build(i: Inputs<'_>) -> Report {
                 .zip(i.counts.misc.iter().copied())
                 .collect(),
         },
+        processes: i
+            .processes
+            .iter()
+            .map(|p| {
+                let calls = |name: &str| {
+                    let id = hakmem::probe::COMPONENTS
+                        .iter()
+                        .position(|(_, n)| *n == name)
+                        .expect("a known component");
+                    p.components.as_ref().map_or(0, |c| c[id].calls)
+                };
+                ProcessRow {
+                    pid: p.pid,
+                    parent: p.parent,
+                    command: p.comm.clone(),
+                    running: p.running,
+                    hakmem: p.components.is_some(),
+                    malloc: calls("malloc"),
+                    free: calls("free"),
+                    realloc: calls("realloc"),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -350,7 +441,8 @@ pub fn text(r: &Report) -> String {
 
     let _ = writeln!(
         o,
-        "\ncomponents (TSC-timed inside hakmem; share = of malloc+free+realloc time)"
+        "\ncomponents (counted and TSC-timed inside hakmem, timed 1 in {}; means net of the timing's own cost; share = of malloc+free+realloc time)",
+        r.probe.sample_period
     );
     if r.components.is_empty() {
         let _ = writeln!(
@@ -446,10 +538,34 @@ pub fn text(r: &Report) -> String {
         }
     }
 
+    if r.processes.len() > 1 {
+        let _ = writeln!(o, "\nprocesses ({} traced)", r.processes.len());
+        let _ = writeln!(
+            o,
+            "  {:>8} {:>8} {:<16} {:>10} {:>10} {:>10}  state",
+            "pid", "parent", "command", "malloc", "free", "realloc"
+        );
+        for p in &r.processes {
+            let _ = writeln!(
+                o,
+                "  {:>8} {:>8} {:<16} {:>10} {:>10} {:>10}  {}{}",
+                p.pid,
+                p.parent,
+                p.command,
+                p.malloc,
+                p.free,
+                p.realloc,
+                if p.running { "running" } else { "exited" },
+                if p.hakmem { "" } else { ", no hakmem" }
+            );
+        }
+    }
+
     let p = &r.probe;
+    let _ = writeln!(o, "\nmethod      {}", p.method);
     let cost = match (p.hit_cost_ns, p.added_ms) {
         (Some(c), Some(a)) => format!(
-            " x {} = {} added to the target (in no component's figure)",
+            " x {} = {} added to the target",
             human_ns(c),
             human_ns(a * 1e6)
         ),
@@ -457,13 +573,13 @@ pub fn text(r: &Report) -> String {
     };
     let _ = writeln!(
         o,
-        "\nprobe       {} hits{cost}; TSC {:.3} GHz",
-        p.hits, p.tsc_ghz
+        "probe       {} component instances counted; {} exit probe(s){cost}; TSC {:.3} GHz",
+        p.hits, p.exit_probes, p.tsc_ghz
     );
     let lost: Vec<String> = p
         .kernel
         .iter()
-        .filter(|(n, v)| **v > 0 && **n != "gate_stops")
+        .filter(|(n, v)| **v > 0 && **n != "forks_followed")
         .map(|(n, v)| format!("{n} {v}"))
         .collect();
     if !lost.is_empty() {

@@ -1,21 +1,21 @@
-//! `probe-cli run -- CMD`: start CMD with hakmem (preloaded unless CMD links it),
-//! traced from before its first allocation to its exit.
+//! `probe-cli run -- CMD`: start CMD with hakmem (preloaded unless CMD links
+//! it) and trace it through exec and into every child until the last exit.
 //!
-//! No ptrace: the child is forked and waits on a pipe while the probes attach to
-//! files (hakmem's and CMD's), scoped to its pid. A one-shot BPF "gate" on CMD's
-//! entry point stops it with SIGSTOP once the loader has mapped everything; then
-//! hakmem_trace_enabled is written, the gate removed, and the child continued.
-//! Allocations made by shared-library constructors before the entry point are the
-//! only ones that escape the per-component figures (syscalls and perf counters
-//! see everything from exec on).
+//! No ptrace and no stop: the child is forked and waits on a pipe while the
+//! programs load and the traced set gets its first pid; then it execs with
+//! `HAKMEM_TRACE=1` in its environment, so every hakmem in the tree (the
+//! command, what it execs, what it forks) counts from its first allocation.
+//! probe-cli is a child subreaper: orphaned descendants are reaped here, and
+//! the trace ends when no descendant is left. Reports go to stderr or `-o`,
+//! never to the command's stdout.
 
 use crate::cli::{seconds, OutputArgs, RunArgs};
 use crate::elf::{self, ElfInfo};
 use crate::error::{Error, Result};
 use crate::perf::{PerfCounters, Scope};
 use crate::probes::Probes;
-use crate::session::{self, Session};
-use crate::target::{self, Linkage, Target};
+use crate::session::{self, DefaultStream, Session};
+use crate::target::{Linkage, Target};
 use crate::trace::stop_flag;
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -199,26 +199,32 @@ impl Child {
     }
 }
 
-/// What waitpid said about the child.
+/// What waitpid said about one child.
 enum Event {
+    /// No child changed state.
     Nothing,
-    Stopped(i32),
-    Ended(String),
+    /// A child ended: its pid and how.
+    Ended(libc::pid_t, String),
+    /// No child is left.
+    NoChildren,
 }
 
-fn poll_child(pid: libc::pid_t) -> Event {
+/// Reaps one child, any child: with probe-cli a subreaper, the orphaned
+/// descendants of the command come back here too.
+fn poll_children() -> Event {
     let mut status = 0;
-    // SAFETY: non-blocking wait on our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WUNTRACED) };
-    if r != pid {
+    // SAFETY: non-blocking wait on our own children.
+    let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if r < 0 {
+        return Event::NoChildren;
+    }
+    if r == 0 {
         return Event::Nothing;
     }
-    if libc::WIFSTOPPED(status) {
-        Event::Stopped(libc::WSTOPSIG(status))
-    } else if libc::WIFEXITED(status) {
-        Event::Ended(format!("exited with status {}", libc::WEXITSTATUS(status)))
+    if libc::WIFEXITED(status) {
+        Event::Ended(r, format!("exited with status {}", libc::WEXITSTATUS(status)))
     } else if libc::WIFSIGNALED(status) {
-        Event::Ended(format!("killed by signal {}", libc::WTERMSIG(status)))
+        Event::Ended(r, format!("killed by signal {}", libc::WTERMSIG(status)))
     } else {
         Event::Nothing
     }
@@ -228,13 +234,15 @@ fn poll_child(pid: libc::pid_t) -> Event {
 pub fn run(args: RunArgs) -> Result<()> {
     let launch = Launch {
         duration: seconds("duration", args.duration)?,
+        interval: seconds("interval", args.interval)?,
         command: args.command,
         env: Vec::new(),
         preload: args.preload,
         stdout: None,
     };
+    let sink = session::open_sink(&args.output, DefaultStream::Stderr)?;
     let stop = stop_flag()?;
-    let (mut session, state) = trace_launch(launch, args.output, &stop)?;
+    let (mut session, state) = trace_launch(launch, args.output, sink, &stop)?;
     session.report(&state, true)
 }
 
@@ -248,33 +256,41 @@ pub struct Launch {
     pub preload: Option<PathBuf>,
     /// End the command (SIGTERM) after this long.
     pub duration: Option<Duration>,
+    /// Print an intermediate report this often.
+    pub interval: Option<Duration>,
     /// Where the command's stdout goes (default: probe-cli's).
     pub stdout: Option<OwnedFd>,
 }
 
-/// Starts `launch` under the probes and traces it until it ends (or `stop` is set,
-/// or its duration is over). Returns the session, ready for its final report, and
-/// how the command ended.
+/// Starts `launch` under the probes and traces it, through every exec and
+/// into every child, until the last of them ended (or `stop` is set, or its
+/// duration is over). Returns the session, ready for its final report, and how
+/// the command itself ended.
+///
+/// Every process of the tree runs with `HAKMEM_TRACE=1` (and libhakmem.so
+/// preloaded unless the command links hakmem): each times itself from its
+/// first allocation, whatever it execs keeps the environment, and the BPF
+/// programs add each forked child to the traced set. No process is stopped or
+/// written to.
 pub fn trace_launch(
     launch: Launch,
     output: OutputArgs,
+    sink: Box<dyn std::io::Write + Send>,
     stop: &AtomicBool,
 ) -> Result<(Session, String)> {
     let duration = launch.duration;
+    let interval = launch.interval;
     let exe = resolve_command(&launch.command[0])?;
-    let gate_elf = entry_elf(&exe)?;
-    let gate_info = elf::inspect(&gate_elf).map_err(Error::Usage)?;
-    let gate_offset = gate_info
-        .entry_offset
-        .ok_or_else(|| Error::Usage(format!("{} has no entry point", gate_elf.display())))?;
-    crate::privileges::check(true)?;
+    let first_elf = entry_elf(&exe)?;
+    let first_info = elf::inspect(&first_elf).map_err(Error::Usage)?;
+    crate::privileges::check(false)?;
 
     // hakmem is in the executable, or comes from the preloaded library.
     let (hakmem_file, info, linkage, preload): (PathBuf, ElfInfo, Linkage, Option<PathBuf>) =
-        if gate_info.has_hakmem() {
+        if first_info.has_hakmem() {
             (
-                gate_elf.clone(),
-                gate_info.clone(),
+                first_elf.clone(),
+                first_info.clone(),
                 Linkage::Executable,
                 None,
             )
@@ -283,9 +299,9 @@ pub fn trace_launch(
             let info = elf::inspect(&lib).map_err(Error::NoHakmem)?;
             if !info.has_hakmem() {
                 return Err(Error::NoHakmem(format!(
-                    "{} lacks the {} symbols",
+                    "{} lacks the {} symbols of this probe-cli's hakmem",
                     lib.display(),
-                    elf::TRACE_FLAG
+                    elf::PROBE_FUNCTION
                 )));
             }
             (lib.clone(), info, Linkage::Preloaded, Some(lib))
@@ -300,7 +316,9 @@ pub fn trace_launch(
     let mut env: Vec<(Vec<u8>, Vec<u8>)> = std::env::vars_os()
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
-    for (k, v) in &launch.env {
+    let mut changes = launch.env.clone();
+    changes.push(("HAKMEM_TRACE".into(), Some("1".into())));
+    for (k, v) in &changes {
         let k = k.as_bytes().to_vec();
         env.retain(|(name, _)| *name != k);
         if let Some(v) = v {
@@ -321,7 +339,7 @@ pub fn trace_launch(
     }
     let options: Vec<String> = env
         .iter()
-        .filter(|(k, _)| k.starts_with(b"HAKMEM_"))
+        .filter(|(k, _)| k.starts_with(b"HAKMEM_") && k.as_slice() != b"HAKMEM_TRACE")
         .map(|(k, v)| {
             format!(
                 "{}={}",
@@ -335,16 +353,20 @@ pub fn trace_launch(
         .map(|(k, v)| cstring(&[k.as_slice(), b"=", v.as_slice()].concat()))
         .collect::<Result<Vec<_>>>()?;
 
-    let hit_cost = session::quick_hit_cost();
+    let calibration = session::quick_calibration();
+    // Orphaned descendants come back to us, so "the last exit" is ours to see.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut child = spawn_suspended(&exe, &argv, &envp, launch.stdout.as_ref())?;
     drop(launch.stdout);
     let pid = child.pid as u32;
 
     let attach = || -> Result<(Probes, PerfCounters)> {
-        let mut probes = Probes::load(pid)?;
+        let mut probes = Probes::load(true)?;
+        probes.watch(pid)?;
         probes.attach_syscalls()?;
-        probes.attach_components(&hakmem_file, probe_offset)?;
-        probes.attach_gate(&gate_elf, gate_offset)?;
+        probes.attach_lifetimes()?;
+        probes.attach_final(&hakmem_file, probe_offset, None)?;
         Ok((probes, PerfCounters::open(pid, Scope::Inherited)))
     };
     let (probes, perf) = match attach() {
@@ -354,7 +376,7 @@ pub fn trace_launch(
             return Err(e);
         }
     };
-    let placeholder = Target {
+    let root = Target {
         pid,
         command: launch.command.join(" "),
         hakmem_path: hakmem_file.clone(),
@@ -363,76 +385,61 @@ pub fn trace_launch(
         options,
         elf: info,
         flag_address: 0,
+        load_bias: 0,
     };
     let mut session = Session::new(
-        placeholder,
+        root,
         probes,
         perf,
         Scope::Inherited,
-        hit_cost,
+        calibration,
         output,
+        sink,
     );
     child.release()?;
 
     let start = Instant::now();
-    let mut armed = false;
+    let mut next_report = interval.map(|i| start + i);
+    let mut state = None;
     let mut asked_to_end: Option<Instant> = None;
-    let state = loop {
-        match poll_child(child.pid) {
-            Event::Ended(how) => break how,
-            Event::Stopped(libc::SIGSTOP) if !armed => {
-                armed = true;
-                arm(&mut session);
-                // SAFETY: continuing our own stopped child.
-                unsafe { libc::kill(child.pid, libc::SIGCONT) };
+    loop {
+        match poll_children() {
+            Event::NoChildren => break,
+            Event::Ended(p, how) => {
+                if p == child.pid {
+                    state = Some(how);
+                }
+                continue;
             }
-            Event::Stopped(_) | Event::Nothing => {}
+            Event::Nothing => {}
         }
         let over = stop.load(Ordering::Relaxed) || duration.is_some_and(|d| start.elapsed() >= d);
         if over && asked_to_end.is_none() {
-            if armed {
-                let _ = session.target.set_tracing(false);
+            // Counts up to now, for the processes that die without an exit probe.
+            session.refresh();
+            for p in session.running() {
+                // SAFETY: signalling a process of the traced tree.
+                unsafe { libc::kill(p as libc::pid_t, libc::SIGTERM) };
             }
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.pid, libc::SIGTERM) };
             asked_to_end = Some(Instant::now());
         }
         if asked_to_end.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
-            // SAFETY: as above; it ignored SIGTERM.
-            unsafe { libc::kill(child.pid, libc::SIGKILL) };
+            for p in session.running() {
+                // SAFETY: as above; it ignored SIGTERM.
+                unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+            }
+            asked_to_end = Some(Instant::now());
         }
-        // Poll fast until the gate fired, so the child is not kept stopped.
-        std::thread::sleep(if armed {
-            Duration::from_millis(20)
-        } else {
-            Duration::from_micros(200)
-        });
-    };
-    if !armed {
-        eprintln!("probe-cli: warning: the command ended before reaching its entry point; no component was traced");
-    }
-    Ok((session, state))
-}
-
-/// At the gate: find hakmem's flag in the now fully mapped child, switch it on and
-/// remove the gate. A failure is reported, and the child still runs (untraced).
-fn arm(session: &mut Session) {
-    match target::locate(session.target.pid) {
-        Ok(located) => {
-            let command = std::mem::take(&mut session.target.command);
-            let options = std::mem::take(&mut session.target.options);
-            session.target = Target {
-                command,
-                options,
-                ..located
-            };
-            if let Err(e) = session.target.set_tracing(true) {
-                eprintln!("probe-cli: warning: {e}");
+        if let (Some(due), Some(every)) = (next_report, interval) {
+            if Instant::now() >= due {
+                session.report("running", false)?;
+                next_report = Some(due + every);
             }
         }
-        Err(e) => eprintln!("probe-cli: warning: {e}; components will not be traced"),
+        std::thread::sleep(Duration::from_millis(10));
     }
-    if let Err(e) = session.probes.detach_gate() {
-        eprintln!("probe-cli: warning: {e}");
-    }
+    Ok((
+        session,
+        state.unwrap_or_else(|| "exited".to_string()),
+    ))
 }

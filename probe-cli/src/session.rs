@@ -4,22 +4,45 @@
 use crate::cli::OutputArgs;
 use crate::error::{Error, Result};
 use crate::perf::{PerfCounters, Scope};
-use crate::probes::{KernelCounts, Probes};
+use crate::probes::{add_components, sub_components, KernelCounts, Probes};
+use crate::records;
 use crate::report;
-use crate::target::Target;
+use crate::target::{self, Target};
 use crate::tsc::Tsc;
+use hakmem_ebpf::{ComponentStats, ProcessTotals};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// Probe hits of the short calibration every trace makes before attaching.
 const QUICK_CALIBRATION: (u32, u32) = (20_000, 3);
 
-/// The cost of one probe hit, measured quickly (None if the measurement failed:
-/// the reports then just omit the overhead line).
-pub fn quick_hit_cost() -> Option<f64> {
-    crate::calibrate::measure(QUICK_CALIBRATION.0, QUICK_CALIBRATION.1)
-        .ok()
-        .map(|c| c.probe_hit_ns)
+/// What probing costs on this machine, measured quickly (None if the
+/// measurement failed: the reports then omit what depends on it).
+pub fn quick_calibration() -> Option<crate::calibrate::Calibration> {
+    crate::calibrate::measure(QUICK_CALIBRATION.0, QUICK_CALIBRATION.1).ok()
+}
+
+/// Where a command's reports go when there is no `-o FILE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultStream {
+    /// `trace`: the tracer's stdout is nobody else's.
+    Stdout,
+    /// `run`: stdout belongs to the traced program.
+    Stderr,
+}
+
+/// Opens the report destination: `-o FILE` (created or truncated now, so that an
+/// unwritable path is a usage error before anything touches the kernel), or the
+/// command's default stream.
+pub fn open_sink(output: &OutputArgs, default: DefaultStream) -> Result<Box<dyn Write + Send>> {
+    match &output.output {
+        Some(path) => std::fs::File::create(path)
+            .map(|f| Box::new(f) as Box<dyn Write + Send>)
+            .map_err(|e| Error::Usage(format!("-o {}: {e}", path.display()))),
+        None if default == DefaultStream::Stdout => Ok(Box::new(std::io::stdout())),
+        None => Ok(Box::new(std::io::stderr())),
+    }
 }
 
 /// Everything a trace holds while it runs.
@@ -32,8 +55,41 @@ pub struct Session {
     scope: Scope,
     tsc: Tsc,
     hit_cost_ns: Option<f64>,
+    empty_component_ns: Option<f64>,
     started: Instant,
     output: OutputArgs,
+    sink: Box<dyn Write + Send>,
+    /// What is known of every process image the trace saw, by (tgid, execs).
+    images: BTreeMap<(u32, u32), Image>,
+    /// The root's counts when the trace attached (subtracted from its image).
+    baseline: Option<(u32, Vec<ComponentStats>)>,
+    /// hakmem's sampling period, as last read from a traced process.
+    sample_period: Option<u32>,
+}
+
+/// One process image (a tgid between two execs) and its counts.
+#[derive(Default)]
+struct Image {
+    /// Where hakmem is in it (None: not looked up yet, or not found).
+    target: Option<Target>,
+    /// Its last totals read from its memory.
+    last: Option<ProcessTotals>,
+    /// Lookups that found no hakmem (a process that maps none is not retried forever).
+    misses: u32,
+}
+
+/// A process of the trace with its counts, for the report.
+pub struct ProcessCounts {
+    /// tgid.
+    pub pid: u32,
+    /// The tgid that forked it (0 for the first).
+    pub parent: u32,
+    /// Its command name after its last exec.
+    pub comm: String,
+    /// Still running.
+    pub running: bool,
+    /// Its counts since the trace began (None: no hakmem seen in it).
+    pub components: Option<Vec<ComponentStats>>,
 }
 
 impl Session {
@@ -43,8 +99,9 @@ impl Session {
         probes: Probes,
         perf: PerfCounters,
         scope: Scope,
-        hit_cost_ns: Option<f64>,
+        calibration: Option<crate::calibrate::Calibration>,
         output: OutputArgs,
+        sink: Box<dyn Write + Send>,
     ) -> Session {
         let tsc = Tsc::calibrate(Duration::from_millis(20));
         Session {
@@ -53,10 +110,81 @@ impl Session {
             perf,
             scope,
             tsc,
-            hit_cost_ns,
+            hit_cost_ns: calibration.as_ref().map(|c| c.probe_hit_ns),
+            empty_component_ns: calibration.as_ref().map(|c| c.empty_component_ns),
             started: Instant::now(),
             output,
+            sink,
+            images: BTreeMap::new(),
+            baseline: None,
+            sample_period: None,
         }
+    }
+
+    /// Takes the root's current counts as the zero of the report (`trace
+    /// --pid`: what the process did before the tracer came is not reported).
+    pub fn set_baseline(&mut self) -> Result<()> {
+        let totals = records::read_totals(&self.target)?;
+        self.baseline = Some((self.target.pid, totals.components.to_vec()));
+        Ok(())
+    }
+
+    /// Every traced process's counts, now: from `finals` when hakmem handed
+    /// them over at exit, from the process's memory while it runs, else the
+    /// last read. An image replaced by exec counts nothing (its totals died
+    /// with it; the program it became is what was asked about).
+    fn process_counts(&mut self, counts: &KernelCounts) -> Vec<ProcessCounts> {
+        let mut out = Vec::new();
+        for (&pid, p) in &counts.processes {
+            let key = (pid, p.execs);
+            let image = self.images.entry(key).or_default();
+            let running = p.exited == 0 && target::alive(pid);
+            let totals = if let Some(f) = counts.finals.get(&pid) {
+                Some(*f)
+            } else if running {
+                if image.target.is_none() && image.misses < 20 {
+                    match target::locate(pid) {
+                        Ok(t) => image.target = Some(t),
+                        Err(_) => image.misses += 1,
+                    }
+                }
+                if let Some(t) = &image.target {
+                    if let Ok(read) = records::read_totals(t) {
+                        image.last = Some(read);
+                    }
+                    if let Some(period) = t.elf.sample_period.and_then(|a| t.read_u32(a).ok()) {
+                        self.sample_period = Some(period);
+                    }
+                }
+                image.last
+            } else {
+                image.last
+            };
+            let comm_bytes: Vec<u8> = p.comm.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let comm = String::from_utf8_lossy(&comm_bytes)
+                .trim_end_matches('\0')
+                .to_string();
+            let components = totals.map(|t| {
+                let mut c = t.components.to_vec();
+                if let Some((root, base)) = &self.baseline {
+                    if *root == pid && p.execs == 0 {
+                        sub_components(&mut c, base);
+                    }
+                }
+                c
+            });
+            out.push(ProcessCounts {
+                pid,
+                parent: p.parent,
+                comm,
+                running,
+                components,
+            });
+        }
+        // Images replaced by exec keep nothing: drop what we knew of them.
+        self.images
+            .retain(|(pid, execs), _| counts.processes.get(pid).is_some_and(|p| p.execs == *execs));
+        out
     }
 
     /// Opens counters on threads that appeared since the last poll.
@@ -70,12 +198,25 @@ impl Session {
         state: &str,
         final_report: bool,
     ) -> Result<(report::Report, KernelCounts)> {
-        let counts = self.probes.read()?;
+        let mut counts = self.probes.read()?;
+        let processes = self.process_counts(&counts);
+        let mut total = records::zero();
+        for p in &processes {
+            if let Some(c) = &p.components {
+                add_components(&mut total, c);
+            }
+        }
+        counts.components = total;
         let perf = self.perf.read();
         let r = report::build(report::Inputs {
             target: &self.target,
             state: state.to_string(),
             counts: &counts,
+            processes: &processes,
+            sample_period: self
+                .sample_period
+                .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_PERIOD),
+            empty_component_ns: self.empty_component_ns,
             perf,
             perf_scope: match self.scope {
                 Scope::PerThread => "per_thread",
@@ -92,16 +233,53 @@ impl Session {
 
     /// Reads everything and prints one report (and rewrites the Prometheus file).
     pub fn report(&mut self, state: &str, final_report: bool) -> Result<()> {
-        let (r, counts) = self.snapshot(state, final_report)?;
+        let snapshot = self.snapshot(state, final_report)?;
+        self.print(snapshot)
+    }
+
+    /// Reads the running processes' records again (so that a process about
+    /// to be killed keeps its counts up to now).
+    pub fn refresh(&mut self) {
+        if let Ok(counts) = self.probes.read() {
+            self.process_counts(&counts);
+        }
+    }
+
+    /// The traced processes still running, the first included.
+    pub fn running(&self) -> Vec<u32> {
+        let Ok(counts) = self.probes.read() else {
+            return vec![self.target.pid];
+        };
+        counts
+            .processes
+            .iter()
+            .filter(|(pid, p)| p.exited == 0 && target::alive(**pid))
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// The followed processes (not the first) that still run with hakmem in them.
+    pub fn live_children(&self) -> Vec<Target> {
+        self.images
+            .iter()
+            .filter(|((pid, _), image)| *pid != self.target.pid && target::alive(*pid) && image.target.is_some())
+            .filter_map(|(_, image)| image.target.clone())
+            .collect()
+    }
+
+    /// Prints a report made by `snapshot` (and rewrites the Prometheus file).
+    pub fn print(&mut self, (r, counts): (report::Report, KernelCounts)) -> Result<()> {
         let text = if self.output.json {
             serde_json::to_string(&r).map_err(|e| Error::Other(format!("encoding JSON: {e}")))?
                 + "\n"
         } else {
             report::text(&r) + "\n"
         };
-        let mut out = std::io::stdout().lock();
         // A closed pipe (probe-cli ... | head) is the reader's choice, not an error.
-        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+        let _ = self
+            .sink
+            .write_all(text.as_bytes())
+            .and_then(|_| self.sink.flush());
         if let Some(path) = &self.output.prometheus {
             let tmp = path.with_extension("prom.tmp");
             std::fs::write(&tmp, report::prometheus(&r, &counts, self.tsc))

@@ -38,6 +38,8 @@ pub struct Target {
     pub elf: ElfInfo,
     /// Run-time address of `hakmem_trace_enabled`.
     pub flag_address: u64,
+    /// What to add to the file's virtual addresses to get run-time addresses.
+    pub load_bias: u64,
 }
 
 /// One line of `/proc/PID/maps`.
@@ -165,6 +167,7 @@ pub fn locate(pid: u32) -> Result<Target> {
                 .filter(|v| v.starts_with("HAKMEM_"))
                 .collect(),
             flag_address: base.start - info.base_vaddr + flag,
+            load_bias: base.start - info.base_vaddr,
             elf: info,
         });
     }
@@ -233,35 +236,28 @@ pub fn alive(pid: u32) -> bool {
 }
 
 impl Target {
-    /// Switches hakmem's timing and probe calls on or off by writing
-    /// `hakmem_trace_enabled` in the process's memory.
-    pub fn set_tracing(&self, on: bool) -> Result<()> {
+    /// Writes a `u32` symbol of hakmem's (virtual address `vaddr` in its file).
+    pub fn write_u32(&self, vaddr: u64, v: u32) -> Result<()> {
         let mem = fs::OpenOptions::new()
             .write(true)
             .open(format!("/proc/{}/mem", self.pid))
             .map_err(|e| proc_error(self.pid, e))?;
-        mem.write_all_at(&u32::from(on).to_ne_bytes(), self.flag_address)
-            .map_err(|e| {
-                Error::Other(format!(
-                    "writing {} in process {}: {e}",
-                    elf::TRACE_FLAG,
-                    self.pid
-                ))
-            })
+        mem.write_all_at(&v.to_ne_bytes(), self.load_bias + vaddr)
+            .map_err(|e| Error::Other(format!("writing process {}'s memory: {e}", self.pid)))
     }
 
-    /// Reads `hakmem_trace_enabled` back (for tests and sanity checks).
-    pub fn tracing(&self) -> Result<bool> {
+    /// Reads a `u32` symbol of hakmem's.
+    pub fn read_u32(&self, vaddr: u64) -> Result<u32> {
+        let mut v = [0u8; 4];
+        self.read(vaddr, &mut v)?;
+        Ok(u32::from_ne_bytes(v))
+    }
+
+    /// Reads `buf.len()` bytes of hakmem's memory at virtual address `vaddr`.
+    pub fn read(&self, vaddr: u64, buf: &mut [u8]) -> Result<()> {
         let mem = fs::File::open(format!("/proc/{}/mem", self.pid))
             .map_err(|e| proc_error(self.pid, e))?;
-        let mut v = [0u8; 4];
-        mem.read_exact_at(&mut v, self.flag_address).map_err(|e| {
-            Error::Other(format!(
-                "reading {} in process {}: {e}",
-                elf::TRACE_FLAG,
-                self.pid
-            ))
-        })?;
-        Ok(u32::from_ne_bytes(v) != 0)
+        mem.read_exact_at(buf, self.load_bias + vaddr)
+            .map_err(|e| Error::Other(format!("reading process {}'s memory: {e}", self.pid)))
     }
 }

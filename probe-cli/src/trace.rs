@@ -5,6 +5,7 @@ use crate::cli::{seconds, TraceArgs};
 use crate::error::{Error, Result};
 use crate::perf::{PerfCounters, Scope};
 use crate::probes::Probes;
+use crate::registration::Registration;
 use crate::session::{self, Session};
 use crate::target;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>> {
 pub fn run(args: TraceArgs) -> Result<()> {
     let duration = seconds("duration", args.duration)?;
     let interval = seconds("interval", args.interval)?;
+    let sink = session::open_sink(&args.output, session::DefaultStream::Stdout)?;
     let target = target::locate(args.pid)?;
     crate::privileges::check(true)?;
     let offset = target
@@ -35,29 +37,46 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .probe_offset
         .expect("located targets have the probe function");
 
-    let hit_cost = session::quick_hit_cost();
-    let mut probes = Probes::load(target.pid)?;
+    let calibration = session::quick_calibration();
+    let mut probes = Probes::load(args.follow)?;
+    probes.watch(target.pid)?;
     probes.attach_syscalls()?;
-    probes.attach_components(&target.open_path, offset)?;
+    probes.attach_lifetimes()?;
+    // Following, the children map the same file: one uprobe for every process
+    // that maps it, the traced set filtering in the kernel.
+    let scope = (!args.follow).then_some(target.pid);
+    probes.attach_final(&target.open_path, offset, scope)?;
     let perf = PerfCounters::open(target.pid, Scope::PerThread);
-    if target.tracing().unwrap_or(false) {
-        eprintln!("probe-cli: warning: hakmem in pid {} was already being traced; detaching will switch that off", target.pid);
-    }
-    target.set_tracing(true)?;
-    eprintln!(
-        "probe-cli: tracing pid {} (hakmem in {}); Ctrl-C to stop",
-        target.pid,
-        target.hakmem_path.display()
-    );
     let stop = stop_flag()?;
+    let (mut registration, others) = Registration::register(&target)?;
+    if others > 0 {
+        eprintln!(
+            "probe-cli: pid {} is already being traced ({others} other tracer(s)); \
+             hakmem times itself until the last one detaches",
+            target.pid
+        );
+    }
+    if args.follow {
+        if let Some(follow) = target.elf.trace_follow {
+            target.write_u32(follow, 1)?;
+        }
+    }
+    eprintln!(
+        "probe-cli: tracing pid {} (hakmem in {}){}; Ctrl-C to stop",
+        target.pid,
+        target.hakmem_path.display(),
+        if args.follow { " and its children" } else { "" }
+    );
     let mut session = Session::new(
         target,
         probes,
         perf,
         Scope::PerThread,
-        hit_cost,
+        calibration,
         args.output,
+        sink,
     );
+    session.set_baseline()?;
 
     let start = Instant::now();
     let mut next_report = interval.map(|i| start + i);
@@ -77,14 +96,20 @@ pub fn run(args: TraceArgs) -> Result<()> {
             }
         }
     };
-    // Switch hakmem's timing off before the probes go, so it never calls into a
-    // probe that is half removed (harmless, but wasted work).
-    if state == "detached" {
-        if let Err(e) = session.target.set_tracing(false) {
-            if target::alive(session.target.pid) {
-                return Err(e);
-            }
+    // Switch hakmem's timing off (unless another tracer still watches) before
+    // the probes go; followed children inherited our count: take it back too.
+    if args.follow && state == "detached" {
+        if let Some(follow) = session.target.elf.trace_follow {
+            let _ = session.target.write_u32(follow, 0);
         }
     }
-    session.report(state, true)
+    let final_report = session.snapshot(state, true);
+    if args.follow {
+        for child in session.live_children() {
+            let mut inherited = Registration::inherited(&child);
+            let _ = inherited.release();
+        }
+    }
+    registration.release()?;
+    session.print(final_report?)
 }

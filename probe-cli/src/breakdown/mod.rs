@@ -47,6 +47,32 @@ fn check_size(option: &str, size: &str) -> Result<()> {
     }
 }
 
+/// A usage error unless `hakmem-bench list` names `scenario`: checked before
+/// anything touches the kernel, so a typo exits 2 on any machine.
+fn check_scenario(bench: &Path, scenario: &str) -> Result<()> {
+    let out = std::process::Command::new(bench)
+        .arg("list")
+        .output()
+        .map_err(|e| Error::Target(format!("running {} list: {e}", bench.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("scenarios:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    if names.is_empty() || names.contains(&scenario) {
+        // An unreadable list is not the user's mistake: the run will say more.
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "unknown scenario {scenario} (hakmem-bench list: {})",
+            names.join(", ")
+        )))
+    }
+}
+
 /// Runs the breakdown command.
 pub fn run(args: BreakdownArgs) -> Result<()> {
     if args.runs == 0 || args.trace_runs == 0 {
@@ -60,15 +86,16 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     check_size("size", &args.size)?;
     let trace_size = args.trace_size.clone().unwrap_or_else(|| args.size.clone());
     check_size("trace-size", &trace_size)?;
-    crate::privileges::check(true)?;
-    if args.realtime {
-        realtime()?;
-    }
     let workload = bench::Workload {
         bench: bench::locate(args.bench.clone())?,
         scenario: args.scenario.clone(),
         threads: args.threads,
     };
+    check_scenario(&workload.bench, &args.scenario)?;
+    crate::privileges::check(true)?;
+    if args.realtime {
+        realtime()?;
+    }
     let syscalls = syscount::Syscalls::open()?;
     let stop = crate::trace::stop_flag()?;
 

@@ -17,6 +17,9 @@ pub struct Syscalls {
 impl Syscalls {
     /// Finds the tracepoints and checks that counters may be opened on them.
     pub fn open() -> Result<Syscalls> {
+        // Mounts tracefs where it is not mounted yet (a fresh machine), so the
+        // tracepoint ids can be read.
+        crate::tracefs::root()?;
         syscount::open_perf()
             .map(|ids| Syscalls { ids })
             .map_err(|e| match e {

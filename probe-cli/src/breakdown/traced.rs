@@ -57,13 +57,16 @@ pub fn run_once(
         env: workload.env(config),
         preload: None,
         duration: None,
+        interval: None,
         stdout: Some(child_out.into()),
     };
     let output = OutputArgs {
         json: false,
+        output: None,
         prometheus: None,
     };
-    let (mut session, state) = run::trace_launch(launch, output, stop)?;
+    let (mut session, state) =
+        run::trace_launch(launch, output, Box::new(std::io::sink()), stop)?;
     let (report, _) = session.snapshot(&state, true)?;
     drop(session);
 
