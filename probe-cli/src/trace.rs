@@ -48,7 +48,19 @@ pub fn run(args: TraceArgs) -> Result<()> {
     probes.attach_final(&target.open_path, offset, scope)?;
     let perf = PerfCounters::open(target.pid, Scope::PerThread);
     let stop = stop_flag()?;
-    let (mut registration, others) = Registration::register(&target)?;
+    let mut session = Session::new(
+        target,
+        probes,
+        perf,
+        Scope::PerThread,
+        calibration,
+        args.output,
+        sink,
+    );
+    // The zero of the report, taken before hakmem counts for us.
+    session.set_baseline()?;
+    let target = &session.target;
+    let (mut registration, others) = Registration::register(target)?;
     if others > 0 {
         eprintln!(
             "probe-cli: pid {} is already being traced ({others} other tracer(s)); \
@@ -67,16 +79,6 @@ pub fn run(args: TraceArgs) -> Result<()> {
         target.hakmem_path.display(),
         if args.follow { " and its children" } else { "" }
     );
-    let mut session = Session::new(
-        target,
-        probes,
-        perf,
-        Scope::PerThread,
-        calibration,
-        args.output,
-        sink,
-    );
-    session.set_baseline()?;
 
     let start = Instant::now();
     let mut next_report = interval.map(|i| start + i);
@@ -110,6 +112,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
             let _ = inherited.release();
         }
     }
-    registration.release()?;
+    // A target that exited has nothing left to switch off (its memory may
+    // already be gone while /proc still lists it).
+    if let Err(e) = registration.release() {
+        if state != "exited" {
+            return Err(e);
+        }
+    }
     session.print(final_report?)
 }

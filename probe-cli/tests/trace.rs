@@ -229,6 +229,14 @@ fn start_traced_command(
             "probe-cli ended before attaching"
         );
     }
+    // Keep reading stderr, so that an error at the end is seen, not a SIGPIPE.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        if !rest.is_empty() {
+            eprintln!("probe-cli said: {rest}");
+        }
+    });
     Attached {
         target,
         target_out,
