@@ -321,3 +321,56 @@ fn run_needs_no_tracefs_and_breakdown_mounts_it() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn trace_follow_takes_in_a_child_that_a_traced_shell_starts() {
+    require_bpf!();
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let prog = workload("alloc_counts");
+    let mut shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} 2 500 --wait; true", prog.display()))
+        .env("LD_PRELOAD", libhakmem())
+        .env("HAKMEM_BIGCACHE", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(shell.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mut tracer = Command::new(PROBE_CLI)
+        .args(["trace", "--follow", "--json", "--pid", &shell.id().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(tracer.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("tracing pid") {
+        said.clear();
+        assert!(err.read_line(&mut said).unwrap() > 0, "probe-cli ended early");
+    }
+    assert!(said.contains("and its children"), "{said}");
+    // The program was started before the tracer: it is taken in at the next poll.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin.write_all(b"g").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    drop(stdin);
+    assert!(shell.wait().unwrap().success());
+    let mut report = String::new();
+    tracer.stdout.take().unwrap().read_to_string(&mut report).unwrap();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert_eq!(tracer.wait().unwrap().code(), Some(0), "{rest}");
+    let r: Value = serde_json::from_str(report.lines().last().unwrap()).unwrap();
+    assert_eq!(r["target"]["state"], "exited");
+    let p = process(&r, "alloc_counts");
+    assert_eq!(p["malloc"], 502, "{}", r["processes"]);
+    assert_eq!(p["free"], 502, "{}", r["processes"]);
+}
