@@ -4,10 +4,10 @@
 # that ordinary use runs clean. Also runs the unit tests in hardened form.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tdir=target/hardened
+tdir=${CARGO_TARGET_DIR:-target}/hardened
 cargo build --release -q -p hakmem-preload --features hardened --target-dir "$tdir"
 cargo test -q -p hakmem --features hardened --lib --target-dir "$tdir" 2>&1 | grep -E "test result" || { echo "FAIL: hardened unit tests"; exit 1; }
-lib=$PWD/$tdir/release/libhakmem.so
+lib=$(realpath "$tdir")/release/libhakmem.so
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 gcc -O1 -g -o "$work/hardened_checks" hakmem/tests/c/hardened_checks.c
 
@@ -31,6 +31,6 @@ out=$(LD_PRELOAD="$lib" "$work/hardened_checks" normal)
 [ "$out" = "normal ok" ] || { echo "FAIL: hardened normal run: $out"; exit 1; }
 echo "ok   hardened: normal use runs clean"
 # The same errors go unnoticed without hardening (so the checks above test the mode).
-out=$(LD_PRELOAD=$PWD/target/release/libhakmem.so "$work/hardened_checks" overflow 2>&1 || true)
+out=$(LD_PRELOAD=$(realpath "${CARGO_TARGET_DIR:-target}")/release/libhakmem.so "$work/hardened_checks" overflow 2>&1 || true)
 grep -q "corrupted free list" <<<"$out" && { echo "FAIL: the plain build should not have the hardened check"; exit 1; }
 echo "ok   plain build: no hardened checks (as designed)"

@@ -11,8 +11,9 @@ start=$SECONDS
 
 python=/usr/bin/python3 # the system one: a pyenv shim in PATH is a bash script that may pick another interpreter
 csrc=$root/hakmem/tests/c
-release_lib=$root/target/release/libhakmem.so
-debug_lib=$root/target/debug/libhakmem.so
+target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+release_lib=$target/release/libhakmem.so
+debug_lib=$target/debug/libhakmem.so
 
 # Options from the caller's environment would change what is checked.
 for v in $(env | grep -o '^HAKMEM_[A-Za-z0-9_]*' || true); do unset "$v"; done

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Reliability suite (issue 7), bounded: about 5 minutes on the 2-core CI machine
-# once the workspace is built (scripts/test.sh builds it first).
+# Reliability suite (issue 7), bounded: a few minutes on the 2-core CI machine
+# once the workspace is built (scripts/test.sh builds it first). The counts
+# below are the default suite's; with HAKMEM_TEST_FULL=1 (`scripts/test.sh
+# --full`) each part runs at its long form (in brackets).
 #
-#  1. model test (proptest, 1000 action sequences) and fault injection (map
-#     injector, RLIMIT_AS, handle_alloc_error), release
-#  2. churn under LD_PRELOAD: 10,000 threads with RSS bounded, 1,000 forks from
-#     9 threads (with exec), a SIGUSR1/SIGALRM storm, RLIMIT_AS from C;
-#     release library, shorter forms on the debug library
-#  3. the stress example for 20 s (4 threads, seed printed)
+#  1. model test (proptest, 256 [1000] action sequences) and fault injection
+#     (map injector, RLIMIT_AS, handle_alloc_error), release
+#  2. churn under LD_PRELOAD: 2,000 [10,000] threads with RSS bounded, 200
+#     [1,000] forks from 9 threads (with exec), a SIGUSR1/SIGALRM storm,
+#     RLIMIT_AS from C; release library, shorter forms on the debug library
+#  3. the stress example for 5 [20] s (4 threads, seed printed)
 #  4. valgrind memcheck of the C conformance programs with hakmem preloaded
-#  5. a bounded libFuzzer run (scripts/test-fuzz.sh, 60 s; skips without nightly)
-#  6. the hakmem test suite once with --features debug-checks, release; the
-#     model and fault injection also against the hardened build
+#  5. a bounded libFuzzer run (scripts/test-fuzz.sh, 15 [60] s; skips without nightly)
+#  6. the hakmem test suite once with --features debug-checks, release (the
+#     suite's one full pass with the invariant checks on); the model and fault
+#     injection also against the hardened build, 100 [300] sequences
 #  7. probe-cli under stress (root and BPF; each test says SKIP otherwise)
 #
-# The long forms are in scripts/stress-long.sh. Knobs: MODEL_CASES (1000),
-# STRESS_SECONDS (20), STRESS_SEED (day of the year), FUZZ_SECONDS (60).
+# The hours-long forms are in scripts/stress-long.sh. Knobs: MODEL_CASES,
+# STRESS_SECONDS, STRESS_SEED (day of the year), FUZZ_SECONDS.
 # Ends with the figures for the README's reliability section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +30,9 @@ debug_lib=$root/$target/debug/libhakmem.so
 
 # Options from the caller's environment would change what is checked.
 for v in $(env | grep -o '^HAKMEM_[A-Za-z0-9_]*' || true); do unset "$v"; done
+
+# full LONG SHORT: the long form's value under --full, else the short one.
+full() { if [ "${HAKMEM_TEST_FULL:-0}" = 1 ]; then echo "$1"; else echo "$2"; fi; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hakmem-reliability.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -74,7 +80,7 @@ done
 
 # ---------------------------------------------------------------------------
 section "model test and fault injection (release)"
-cases=${MODEL_CASES:-1000}
+cases=${MODEL_CASES:-$(full 1000 256)}
 t0=$SECONDS
 PROPTEST_CASES=$cases cargo test --release -p hakmem --test model --test fault_injection \
   -- --test-threads=2 >"$tmp/model.out" 2>&1 || {
@@ -94,8 +100,8 @@ for t in thread_churn_10k fork_churn signal_storm rlimit_as; do
 done
 ulimit -c 0
 for build in release debug; do
-  lib=$release_lib threads=10000 forks=1000 secs=3
-  [ "$build" = debug ] && lib=$debug_lib threads=2000 forks=100 secs=2
+  lib=$release_lib threads=$(full 10000 2000) forks=$(full 1000 200) secs=$(full 3 2)
+  [ "$build" = debug ] && lib=$debug_lib threads=$(full 2000 500) forks=$(full 100 50) secs=$(full 2 1)
   t0=$SECONDS
   run "churn.$build" "$lib" "$tmp/bin/thread_churn_10k" "$threads"
   no_warnings "$tmp/churn.$build.err" "thread_churn_10k ($build)"
@@ -119,7 +125,7 @@ figures+=("signals: $(cut -d: -f2- "$tmp/signals.release.out")")
 # ---------------------------------------------------------------------------
 section "stress example"
 seed=${STRESS_SEED:-$((10#$(date +%j)))}
-run stress - "$target/release/examples/stress" --threads 4 --seconds "${STRESS_SECONDS:-20}" --seed "$seed"
+run stress - "$target/release/examples/stress" --threads 4 --seconds "${STRESS_SECONDS:-$(full 20 5)}" --seed "$seed"
 no_warnings "$tmp/stress.err" "stress"
 ok "stress" "$(tail -1 "$tmp/stress.out" | cut -d: -f2- | cut -c1-150)"
 figures+=("stress (seed $seed):$(tail -1 "$tmp/stress.out" | cut -d: -f3-)")
@@ -156,7 +162,7 @@ fi
 
 # ---------------------------------------------------------------------------
 section "fuzzing (bounded)"
-FUZZ_SECONDS=${FUZZ_SECONDS:-60} ./scripts/test-fuzz.sh | tee "$tmp/fuzz.out"
+FUZZ_SECONDS=${FUZZ_SECONDS:-$(full 60 15)} ./scripts/test-fuzz.sh | tee "$tmp/fuzz.out"
 figures+=("fuzz: $(grep -E '^(ok|SKIP)' "$tmp/fuzz.out" | tail -1)")
 
 # ---------------------------------------------------------------------------
@@ -190,13 +196,14 @@ figures+=("debug-checks: the whole hakmem suite, $passed tests, in a release bui
 # The model and the fault injection once more against the hardened build
 # (same build settings, so the dependencies are shared).
 t0=$SECONDS
-CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 PROPTEST_CASES=300 \
+hardened_cases=$(full 300 100)
+CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 PROPTEST_CASES=$hardened_cases \
   cargo test --release -p hakmem --features hardened,debug-checks --test model --test fault_injection \
   -- --test-threads=2 >"$tmp/hardened.out" 2>&1 || {
   grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/hardened.out" | grep -A30 -- '^----\|minimal failing' | head -60 >&2
   fail "model / fault injection with --features hardened"
 }
-ok "model + fault injection (hardened)" "300 random action sequences [$((SECONDS - t0))s]"
+ok "model + fault injection (hardened)" "$hardened_cases random action sequences [$((SECONDS - t0))s]"
 
 # ---------------------------------------------------------------------------
 section "probe-cli under stress"

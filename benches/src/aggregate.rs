@@ -1,34 +1,17 @@
 //! Folding the measured runs of one allocator on one scenario into a table row.
 //!
-//! Medians everywhere: a stray slow run (a page-cache hiccup, a migration)
-//! moves a mean but not a median, and five runs are too few to trust a mean.
+//! Medians everywhere (see `stats`).
 
 use crate::model::{Row, RunReport};
+use crate::stats::{median, median_u64};
 use std::collections::BTreeMap;
 
 /// The allocator every other is compared against, as in the origin analysis.
 pub const BASELINE: &str = "mimalloc";
 
-fn median_f64(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    })
-}
-
-fn median_u64(values: Vec<u64>) -> Option<u64> {
-    median_f64(values.into_iter().map(|v| v as f64).collect()).map(|m| m.round() as u64)
-}
-
 /// One row from the runs that completed and the errors of those that did not.
 pub fn fold(scenario: &str, allocator: &str, samples: Vec<RunReport>, errors: Vec<String>) -> Row {
-    let pick = |f: fn(&RunReport) -> u64| median_u64(samples.iter().map(f).collect());
+    let pick = |f: fn(&RunReport) -> u64| median_u64(&samples.iter().map(f).collect::<Vec<_>>());
     let counted: Vec<&RunReport> = samples
         .iter()
         .filter(|s| !s.syscalls.counts.is_empty())
@@ -36,11 +19,11 @@ pub fn fold(scenario: &str, allocator: &str, samples: Vec<RunReport>, errors: Ve
     let mut syscalls = BTreeMap::new();
     if let Some(first) = counted.first() {
         for name in first.syscalls.counts.keys() {
-            let values = counted
+            let values: Vec<u64> = counted
                 .iter()
                 .map(|s| s.syscalls.counts.get(name).copied().unwrap_or(0))
                 .collect();
-            syscalls.insert(name.clone(), median_u64(values).unwrap_or(0));
+            syscalls.insert(name.clone(), median_u64(&values).unwrap_or(0));
         }
     }
     Row {
@@ -53,9 +36,14 @@ pub fn fold(scenario: &str, allocator: &str, samples: Vec<RunReport>, errors: Ve
         // The typical operation: robust to a run losing its core for a few ms
         // to another process, which moves a mean by tens of percent on a
         // shared 2-core machine. Costs paid in bursts are in p99 and mean_ns.
-        median_ns: median_f64(samples.iter().map(|s| s.child.p50_ns).collect()),
-        mean_ns: median_f64(samples.iter().map(|s| s.child.ns_per_op).collect()),
-        p99_ns: median_f64(samples.iter().map(|s| s.child.p99_ns).collect()),
+        median_ns: median(&samples.iter().map(|s| s.child.p50_ns).collect::<Vec<_>>()),
+        mean_ns: median(
+            &samples
+                .iter()
+                .map(|s| s.child.ns_per_op)
+                .collect::<Vec<_>>(),
+        ),
+        p99_ns: median(&samples.iter().map(|s| s.child.p99_ns).collect::<Vec<_>>()),
         vs_mimalloc: None,
         page_faults: pick(|s| s.child.minflt + s.child.majflt),
         syscalls,
@@ -83,18 +71,5 @@ pub fn set_ratios(rows: &mut [Row]) {
         if let (Some(base), Some(m)) = (baselines.get(&row.scenario), row.median_ns) {
             row.vs_mimalloc = Some(m / base);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median_f64(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median_f64(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median_f64(vec![]), None);
-        assert_eq!(median_u64(vec![10, 1000, 11]), Some(11));
     }
 }

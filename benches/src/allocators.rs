@@ -5,19 +5,13 @@
 //! global allocator through `HAKMEM_BENCH_ALLOCATOR`, hakmem's variants further
 //! configured by its own `HAKMEM_*` options), and shared libraries put in front
 //! of glibc with `LD_PRELOAD` on a system-allocator child.
+//!
+//! Every entry also says how it gets into a program that is not ours
+//! (`programs`): a library for `LD_PRELOAD` and the variables it needs. This
+//! is the one allocator table; no script keeps another.
 
 use crate::dispatch::Backend;
 use std::path::{Path, PathBuf};
-
-/// hakmem's options that select a variant; cleared in every child so a value
-/// in the user's shell cannot silently turn `hakmem` into another variant.
-pub const HAKMEM_VARIANT_VARS: &[&str] = &[
-    "HAKMEM_BIGCACHE",
-    "HAKMEM_DISABLE_BIGCACHE",
-    "HAKMEM_DISABLE_ELO",
-    "HAKMEM_EVO_POLICY",
-    "HAKMEM_MINIMAL",
-];
 
 /// How a child process gets its allocator.
 #[derive(Clone, Debug)]
@@ -47,8 +41,21 @@ pub struct Allocator {
     pub about: String,
     /// How a child gets it.
     pub kind: Kind,
-    /// Whether `compare` uses it when `--allocators` is not given.
+    /// Whether `compare` and `programs` use it when `--allocators` is not given.
     pub default_set: bool,
+    /// How `programs` puts it into a real program; `None` when it cannot.
+    pub program: Option<ProgramForm>,
+}
+
+/// An allocator as a real program gets it: a preloaded library and variables.
+#[derive(Clone, Debug)]
+pub struct ProgramForm {
+    /// The library put in front of the program's own allocator.
+    pub library: PathBuf,
+    /// Variables set in the program's environment (hakmem's variant options).
+    pub env: &'static [(&'static str, &'static str)],
+    /// What to install or build when the library is missing.
+    pub hint: &'static str,
 }
 
 impl Allocator {
@@ -63,7 +70,19 @@ impl Allocator {
             about: about.into(),
             kind: Kind::Linked { backend, env },
             default_set: true,
+            program: None,
         }
+    }
+
+    /// The same allocator in real programs: `library` preloaded with `env`.
+    fn in_programs(
+        mut self,
+        library: PathBuf,
+        env: &'static [(&'static str, &'static str)],
+        hint: &'static str,
+    ) -> Self {
+        self.program = Some(ProgramForm { library, env, hint });
+        self
     }
 
     fn preload(
@@ -76,8 +95,16 @@ impl Allocator {
         Allocator {
             name: name.into(),
             about: about.into(),
-            kind: Kind::Preload { library, hint },
+            kind: Kind::Preload {
+                library: library.clone(),
+                hint,
+            },
             default_set,
+            program: Some(ProgramForm {
+                library,
+                env: &[],
+                hint,
+            }),
         }
     }
 
@@ -95,6 +122,23 @@ impl Allocator {
                 }
             )),
             Kind::Preload { .. } => Ok(()),
+        }
+    }
+
+    /// `Ok` when `programs` can run it on this machine, otherwise why not.
+    pub fn program_availability(&self) -> Result<&ProgramForm, String> {
+        match &self.program {
+            None => Err(format!("{} has no preloadable form", self.name)),
+            Some(p) if !p.library.is_file() => Err(format!(
+                "{} not found{}",
+                p.library.display(),
+                if p.hint.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", p.hint)
+                }
+            )),
+            Some(p) => Ok(p),
         }
     }
 
@@ -117,45 +161,86 @@ fn debian_lib(file: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new(&multiarch).join(file))
 }
 
-/// `target/<profile>/libhakmem.so`, built by `cargo build --release -p hakmem-preload`,
-/// which sits next to this binary.
-fn hakmem_preload_library() -> PathBuf {
+/// `file` in this binary's directory (`target/<profile>/`), where the
+/// workspace's libraries land.
+fn next_to_binary(file: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("libhakmem.so")))
-        .unwrap_or_else(|| PathBuf::from("target/release/libhakmem.so"))
+        .and_then(|exe| exe.parent().map(|dir| dir.join(file)))
+        .unwrap_or_else(|| Path::new("target/release").join(file))
 }
+
+/// glibc's own library: preloaded, it puts glibc's malloc in front of the
+/// allocator a program links (Debian's redis-server links jemalloc).
+fn libc_library() -> PathBuf {
+    let multiarch = format!("/lib/{}-linux-gnu/libc.so.6", std::env::consts::ARCH);
+    [multiarch.as_str(), "/lib64/libc.so.6", "/lib/libc.so.6"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(multiarch))
+}
+
+const HAKMEM_HINT: &str = "cargo build --release -p hakmem-preload";
+const MIMALLOC3_HINT: &str =
+    "cargo build --release --manifest-path benches/mimalloc3/Cargo.toml --target-dir target";
+const MIMALLOC_HINT: &str = "apt-get install libmimalloc2.0";
+const JEMALLOC_HINT: &str = "apt-get install libjemalloc2";
 
 /// Every named allocator, in the order tables list them.
 pub fn catalogue() -> Vec<Allocator> {
     use Backend::*;
+    let hakmem = next_to_binary("libhakmem.so");
     vec![
         Allocator::linked(
             "hakmem",
             Hakmem,
             &[],
             "hakmem, defaults (per-thread BigCache, ELO learning)",
-        ),
+        )
+        .in_programs(hakmem.clone(), &[], HAKMEM_HINT),
         Allocator::linked(
             "hakmem-frozen",
             Hakmem,
-            &[("HAKMEM_EVO_POLICY", "frozen")],
+            FROZEN,
             "hakmem, HAKMEM_EVO_POLICY=frozen",
-        ),
+        )
+        .in_programs(hakmem.clone(), FROZEN, HAKMEM_HINT),
         Allocator::linked(
             "hakmem-minimal",
             Hakmem,
-            &[("HAKMEM_MINIMAL", "1")],
+            MINIMAL,
             "hakmem, HAKMEM_MINIMAL=1 (every optional feature off)",
-        ),
+        )
+        .in_programs(hakmem.clone(), MINIMAL, HAKMEM_HINT),
         Allocator::linked(
             "hakmem-global",
             Hakmem,
-            &[("HAKMEM_BIGCACHE", "global")],
+            GLOBAL,
             "hakmem, HAKMEM_BIGCACHE=global",
+        )
+        .in_programs(hakmem.clone(), GLOBAL, HAKMEM_HINT),
+        Allocator::linked(
+            "mimalloc",
+            Mimalloc,
+            &[],
+            "mimalloc 2 (the crate's v2 sources), linked in; programs: Debian's libmimalloc.so.2",
+        )
+        .in_programs(debian_lib("libmimalloc.so.2"), &[], MIMALLOC_HINT),
+        Allocator::preload(
+            "mimalloc3",
+            next_to_binary("libmimalloc3.so"),
+            MIMALLOC3_HINT,
+            "mimalloc 3 (the crate's v3 sources) via LD_PRELOAD (benches/mimalloc3)",
+            true,
         ),
-        Allocator::linked("mimalloc", Mimalloc, &[], "mimalloc crate, linked in"),
-        Allocator::linked("jemalloc", Jemalloc, &[], "tikv-jemallocator, linked in"),
+        Allocator::linked(
+            "jemalloc",
+            Jemalloc,
+            &[],
+            "tikv-jemallocator, linked in; programs: Debian's libjemalloc.so.2",
+        )
+        .in_programs(debian_lib("libjemalloc.so.2"), &[], JEMALLOC_HINT),
         Allocator::preload(
             "tcmalloc",
             debian_lib("libtcmalloc_minimal.so.4"),
@@ -163,30 +248,38 @@ pub fn catalogue() -> Vec<Allocator> {
             "Debian's tcmalloc (minimal) via LD_PRELOAD",
             true,
         ),
-        Allocator::linked("system", System, &[], "glibc malloc"),
+        Allocator::linked("system", System, &[], "glibc malloc").in_programs(
+            libc_library(),
+            &[],
+            "",
+        ),
         Allocator::preload(
             "hakmem-preload",
-            hakmem_preload_library(),
-            "cargo build --release -p hakmem-preload",
+            hakmem,
+            HAKMEM_HINT,
             "libhakmem.so via LD_PRELOAD",
             false,
         ),
         Allocator::preload(
             "mimalloc-preload",
             debian_lib("libmimalloc.so.2"),
-            "apt-get install libmimalloc2.0",
-            "Debian's mimalloc via LD_PRELOAD",
+            MIMALLOC_HINT,
+            "Debian's mimalloc 2 via LD_PRELOAD",
             false,
         ),
         Allocator::preload(
             "jemalloc-preload",
             debian_lib("libjemalloc.so.2"),
-            "apt-get install libjemalloc2",
+            JEMALLOC_HINT,
             "Debian's jemalloc via LD_PRELOAD",
             false,
         ),
     ]
 }
+
+const FROZEN: &[(&str, &str)] = &[("HAKMEM_EVO_POLICY", "frozen")];
+const MINIMAL: &[(&str, &str)] = &[("HAKMEM_MINIMAL", "1")];
+const GLOBAL: &[(&str, &str)] = &[("HAKMEM_BIGCACHE", "global")];
 
 /// Look up a name: a catalogue entry or `preload:/path/lib.so`.
 pub fn resolve(name: &str) -> Result<Allocator, String> {

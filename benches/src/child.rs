@@ -13,12 +13,7 @@ use crate::{allocator_stats, process, timing};
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-/// Set by the parent on a measured child.
-pub const CHILD_ENV: &str = "HAKMEM_BENCH_CHILD";
-/// Set by the parent when it wants the start-up handshake.
-pub const GATE_ENV: &str = "HAKMEM_BENCH_GATE";
-/// The child's handshake line.
-pub const READY: &str = "ready";
+pub use crate::protocol::{CHILD_ENV, GATE_ENV, READY};
 
 /// True when this process is a measured child.
 pub fn is_child() -> bool {

@@ -5,6 +5,7 @@
 //! every bad argument gets the same one-line error and exit code 2.
 
 use crate::allocators::{self, Allocator};
+use crate::programs;
 use crate::scenarios::{self, Scenario};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -28,6 +29,35 @@ pub enum Command {
     Run(RunArgs),
     /// Scenarios × allocators, one process per allocator per run; prints the table.
     Compare(CompareArgs),
+    /// Real programs × allocators through LD_PRELOAD, interleaved rounds; prints the table.
+    Programs(ProgramsArgs),
+}
+
+/// `programs` arguments.
+#[derive(Args, Debug)]
+pub struct ProgramsArgs {
+    /// Programs, comma-separated [default: every one whose binaries are installed].
+    #[arg(long, value_delimiter = ',')]
+    pub program: Vec<String>,
+    /// Allocators, comma-separated [default: every available one of the
+    /// default set with a preloadable form].
+    #[arg(long, value_delimiter = ',')]
+    pub allocators: Vec<String>,
+    /// Measured rounds per program and allocator.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Amount of work per run (tiny: for tests, the numbers mean nothing).
+    #[arg(long, value_enum, default_value_t = Size::Default)]
+    pub size: Size,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the table as Markdown to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write a grouped bar chart as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
 }
 
 /// Amount of work per run.
@@ -173,6 +203,8 @@ pub enum Plan {
     Run(RunPlan),
     /// `compare`.
     Compare(ComparePlan),
+    /// `programs`.
+    Programs(programs::Plan),
 }
 
 /// Threads when `--threads` is not given: the machine's cores.
@@ -252,5 +284,69 @@ pub fn validate(cli: Cli) -> Result<Plan, String> {
                 args,
             }))
         }
+        Command::Programs(args) => validate_programs(args).map(Plan::Programs),
     }
+}
+
+fn validate_programs(args: ProgramsArgs) -> Result<programs::Plan, String> {
+    if args.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let mut list: Vec<&'static programs::Program> = Vec::new();
+    if args.program.is_empty() {
+        for p in programs::ALL {
+            match p.availability() {
+                Ok(()) => list.push(p),
+                Err(why) => eprintln!("hakmem-bench: program {} skipped: {why}", p.name),
+            }
+        }
+    } else {
+        for name in &args.program {
+            let p = programs::find(name.trim()).ok_or_else(|| {
+                let names: Vec<&str> = programs::ALL.iter().map(|p| p.name).collect();
+                format!("unknown program '{name}' (known: {})", names.join(", "))
+            })?;
+            p.availability()
+                .map_err(|why| format!("program '{}' is not available here: {why}", p.name))?;
+            if !list.iter().any(|x| x.name == p.name) {
+                list.push(p);
+            }
+        }
+    }
+    if list.is_empty() {
+        return Err("no program is available here (scripts/deps.sh installs them)".into());
+    }
+    let allocators: Vec<Allocator> = if args.allocators.is_empty() {
+        allocators::catalogue()
+            .into_iter()
+            .filter(|a| a.default_set)
+            .filter(|a| match a.program_availability() {
+                Ok(_) => true,
+                Err(why) => {
+                    eprintln!("hakmem-bench: allocator {} skipped: {why}", a.name);
+                    false
+                }
+            })
+            .collect()
+    } else {
+        let mut list: Vec<Allocator> = Vec::new();
+        for name in &args.allocators {
+            let a = allocators::resolve(name.trim())?;
+            a.program_availability()
+                .map_err(|why| format!("allocator '{name}' cannot run programs here: {why}"))?;
+            if !list.iter().any(|x| x.name == a.name) {
+                list.push(a);
+            }
+        }
+        list
+    };
+    Ok(programs::Plan {
+        programs: list,
+        allocators,
+        rounds: args.rounds,
+        size: (args.size.name(), args.size.scale()),
+        json: args.json,
+        markdown: args.markdown,
+        svg: args.svg,
+    })
 }

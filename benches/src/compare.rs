@@ -5,7 +5,7 @@
 //! slow drift of the machine (thermal, a background job) spreads over all
 //! allocators instead of penalising whichever ran last.
 
-use crate::aggregate;
+use crate::aggregate::{self, BASELINE};
 use crate::cli::ComparePlan;
 use crate::launch::run_child;
 use crate::model::{Comparison, Row, RunReport, SCHEMA_VERSION};
@@ -79,6 +79,20 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
         markdown.push_str(&format!("**{caption}**\n\n{}\n\n", table::markdown(&mine)));
     }
 
+    if plan.scenarios.len() > 1 {
+        for reference in [BASELINE, "mimalloc3"] {
+            if let Some(text) = table::summary(&rows, reference, false) {
+                println!("Over all scenarios, relative to {reference}:\n{text}\n");
+            }
+            if let Some(text) = table::summary(&rows, reference, true) {
+                markdown.push_str(&format!(
+                    "**Over all scenarios, relative to {reference}** (geometric means of the \
+                     per-scenario ratios of median time and of peak RSS)\n\n{text}\n\n"
+                ));
+            }
+        }
+    }
+
     let comparison = Comparison {
         schema_version: SCHEMA_VERSION,
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -97,14 +111,28 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
     }
     if let Some(path) = &args.svg {
         let names: Vec<&str> = plan.scenarios.iter().map(|s| s.name).collect();
-        svg::write(path, &comparison.rows, &names)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let bars: Vec<svg::Bar> = comparison
+            .rows
+            .iter()
+            .map(|r| svg::Bar {
+                group: r.scenario.clone(),
+                allocator: r.allocator.clone(),
+                value: r.median_ns,
+            })
+            .collect();
+        let chart = svg::Chart {
+            title: "hakmem-bench: time per operation by scenario",
+            measure: "time per operation",
+            baseline: aggregate::BASELINE,
+            baseline_label: "mimalloc",
+        };
+        svg::write(path, &chart, &bars, &names).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(all_ok)
 }
 
 /// What a reader needs to judge the numbers: cores, kernel, CPU.
-fn machine() -> BTreeMap<String, String> {
+pub fn machine() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     m.insert("cores".into(), cores.to_string());

@@ -20,7 +20,7 @@ const ENV_VAR_C: &[u8] = b"HAKMEM_BENCH_ALLOCATOR\0";
 pub enum Backend {
     /// glibc `malloc` (or whatever `LD_PRELOAD` put in its place).
     System = 1,
-    /// The `mimalloc` crate (statically linked, `mi_` prefixed, no override).
+    /// The `mimalloc` crate, version 2 (statically linked, `mi_` prefixed, no override).
     Mimalloc = 2,
     /// `tikv-jemallocator` (statically linked, `_rjem_` prefixed, no override).
     Jemalloc = 3,

@@ -2,16 +2,15 @@
 //! `hakmem-bench run … --json` with its allocator chosen through the
 //! environment, and its syscalls counted from outside.
 
-use crate::allocators::{Allocator, Kind, HAKMEM_VARIANT_VARS};
-use crate::child::{CHILD_ENV, GATE_ENV, READY};
+use crate::allocators::{Allocator, Kind};
 use crate::cli::Common;
 use crate::dispatch::{self, Backend};
 use crate::model::{ChildReport, RunReport, Syscalls};
+use crate::protocol::{self, ChildArgs};
 use crate::scenarios::Scenario;
 use crate::syscount::{self, Method, PerfCounters};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Every child's argv and environment add up to this many bytes, in this many
 /// variables, whatever its allocator's name and variables (see [`stack_padding`]).
@@ -67,28 +66,14 @@ pub fn run_child(
         }
         _ => Command::new(&exe),
     };
-    command
-        .args([
-            "run",
-            "--scenario",
-            scenario.name,
-            "--allocator",
-            &allocator.name,
-            "--json",
-        ])
-        .args(["--size", common.size.name()])
-        .args(["--idle-ms", &common.idle_ms.to_string()])
-        .args(["--threads", &common.threads.unwrap_or(1).to_string()])
-        .args(["--syscalls", "off"])
-        .env(CHILD_ENV, "1")
-        .env(GATE_ENV, "1")
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in HAKMEM_VARIANT_VARS {
-        command.env_remove(var);
-    }
+    let args = ChildArgs {
+        scenario: scenario.name.to_string(),
+        allocator: allocator.name.clone(),
+        size: common.size.name().to_string(),
+        idle_ms: common.idle_ms,
+        threads: Some(common.threads.unwrap_or(1)),
+    };
+    command.args(args.argv());
     let own: Vec<(&str, &str)> = match &allocator.kind {
         Kind::Linked { backend, env } => {
             let mut v = vec![(dispatch::ENV_VAR, backend.env_value())];
@@ -100,60 +85,29 @@ pub fn run_child(
             ("LD_PRELOAD", library.to_str().unwrap_or_default()),
         ],
     };
-    command.envs(own.iter().copied());
+    protocol::apply(&mut command, &protocol::environment(&own, true));
     command.envs(stack_padding(&allocator.name, &own));
 
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start child: {e}"))?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut stderr = child.stderr.take().expect("piped");
-    // Drained on its own thread so a chatty child cannot block on a full pipe.
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-
-    let mut line = String::new();
-    let _ = stdout.read_line(&mut line);
-    let mut counters = None;
-    if line.trim() == READY {
-        if let Method::Perf(ids) = method {
-            // Under strace the pid is strace's, so perf only runs without it.
-            counters =
-                Some(PerfCounters::attach(child.id(), ids).map_err(|e| format!("perf: {e}"))?);
-        }
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(b"go\n");
-        }
-    }
-    let mut rest = String::new();
-    let _ = stdout.read_to_string(&mut rest);
-    let status = child.wait().map_err(|e| format!("wait: {e}"))?;
-    let stderr_text = stderr_reader.join().unwrap_or_default();
-    if !status.success() {
-        let last = stderr_text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+    let what = format!("{} with {}", scenario.name, allocator.name);
+    let finished = protocol::run_gated(&mut command, |pid| match method {
+        // Under strace the pid is strace's, so perf only runs without it.
+        Method::Perf(ids) => PerfCounters::attach(pid, ids)
+            .map(Some)
+            .map_err(|e| format!("perf: {e}")),
+        _ => Ok(None),
+    })
+    .map_err(|e| format!("{what}: {e}"))?;
+    if !finished.status.success() {
         return Err(format!(
-            "{} with {}: {status}: {last}",
-            scenario.name, allocator.name
+            "{what}: {}: {}",
+            finished.status,
+            finished.last_error_line()
         ));
     }
-    let json = rest
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or("");
-    let child_report: ChildReport = serde_json::from_str(json).map_err(|e| {
-        format!(
-            "{} with {}: bad child report ({e})",
-            scenario.name, allocator.name
-        )
-    })?;
+    let json = finished.report_line().unwrap_or("");
+    let child_report: ChildReport =
+        serde_json::from_str(json).map_err(|e| format!("{what}: bad child report ({e})"))?;
+    let counters = finished.attached.flatten();
 
     let syscalls = match (method, counters) {
         (Method::Perf(_), Some(mut counters)) => Syscalls {

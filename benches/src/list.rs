@@ -2,6 +2,7 @@
 
 use crate::allocators;
 use crate::cli::SyscallMode;
+use crate::programs;
 use crate::scenarios;
 use crate::syscount;
 
@@ -23,6 +24,14 @@ pub fn list() {
     }
     let (name, status) = ("preload:PATH", "if PATH exists");
     println!("  {name:<17} {status:<40} any malloc library via LD_PRELOAD");
+    println!("\nprograms (`programs`, every allocator through LD_PRELOAD):");
+    for p in programs::ALL {
+        let status = match p.availability() {
+            Ok(()) => "available".to_string(),
+            Err(why) => format!("missing: {why}"),
+        };
+        println!("  {:<17} {:<40} {}", p.name, status, p.about);
+    }
     println!(
         "\nsyscall counting: {}",
         syscount::choose(SyscallMode::Auto).label()

@@ -2,30 +2,11 @@
 //!
 //! `main` only parses, validates and maps outcomes to exit codes: 0 done,
 //! 1 a run failed, 2 bad arguments (always one line on stderr).
-//! Layers: scenarios (workloads) ← child (measures one run in-process) ←
-//! launch (starts a child, counts its syscalls) ← compare (runs × table/JSON/SVG).
-
-mod aggregate;
-mod allocator_stats;
-mod allocators;
-mod block;
-mod child;
-mod cli;
-mod compare;
-mod dispatch;
-mod launch;
-mod list;
-mod model;
-mod process;
-mod rng;
-mod scenarios;
-mod svg;
-mod syscount;
-mod table;
-mod timing;
+//! Everything else is the `hakmem_bench` library (see its `lib.rs` for the layers).
 
 use clap::error::ErrorKind;
 use clap::Parser;
+use hakmem_bench::{child, cli, compare, dispatch, launch, list, model, programs, syscount, table};
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -98,6 +79,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        cli::Plan::Programs(plan) => match programs::run(plan) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("hakmem-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
         cli::Plan::Compare(plan) => match compare::compare(plan) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

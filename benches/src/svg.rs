@@ -1,13 +1,12 @@
-//! The comparison as an SVG chart: grouped bars per scenario, one colour per
-//! allocator, height = time per operation relative to mimalloc (lower is better).
+//! A comparison as an SVG chart: grouped bars per scenario (or program), one
+//! colour per allocator, height = time relative to a baseline allocator (lower
+//! is better).
 //!
 //! Relative rather than absolute because scenarios differ by three orders of
-//! magnitude in ns/op; without a mimalloc row the fastest allocator of each
-//! scenario is the reference. Bars taller than the axis are cut at the top and
-//! keep their true value in the label.
+//! magnitude in ns/op; without a baseline row in every group the fastest
+//! allocator of each group is the reference. Bars taller than the axis are cut
+//! at the top and keep their true value in the label.
 
-use crate::aggregate::BASELINE;
-use crate::model::Row;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
@@ -20,6 +19,7 @@ fn colour(allocator: &str, index: usize) -> RGBColor {
         "hakmem-minimal" => RGBColor(188, 189, 34),
         "hakmem-global" => RGBColor(140, 86, 75),
         "mimalloc" => RGBColor(31, 119, 180),
+        "mimalloc3" => RGBColor(23, 190, 207),
         "jemalloc" => RGBColor(44, 160, 44),
         "tcmalloc" => RGBColor(148, 103, 189),
         "system" => RGBColor(127, 127, 127),
@@ -30,56 +30,90 @@ fn colour(allocator: &str, index: usize) -> RGBColor {
     }
 }
 
-/// (scenario, allocator, ratio) for every row with a time.
-fn ratios(rows: &[Row], scenarios: &[&str]) -> (Vec<(usize, usize, f64)>, &'static str) {
-    let has_baseline = scenarios.iter().all(|s| {
-        rows.iter()
-            .any(|r| r.scenario == *s && r.allocator == BASELINE && r.median_ns.is_some())
+/// One bar: a group (scenario or program), an allocator, its time.
+#[derive(Clone, Debug)]
+pub struct Bar {
+    /// Scenario or program.
+    pub group: String,
+    /// Allocator name.
+    pub allocator: String,
+    /// Time (any unit, the same in a group); `None` draws nothing.
+    pub value: Option<f64>,
+}
+
+/// What the chart says about itself.
+pub struct Chart<'a> {
+    /// The title.
+    pub title: &'a str,
+    /// What the bars measure, for the axis ("time per operation").
+    pub measure: &'a str,
+    /// The reference allocator's name in the bars.
+    pub baseline: &'a str,
+    /// How the axis names it ("mimalloc", "glibc").
+    pub baseline_label: &'a str,
+}
+
+/// (group, allocator, ratio) for every bar with a value, and the axis label.
+fn ratios(bars: &[Bar], groups: &[&str], chart: &Chart) -> (Vec<(usize, usize, f64)>, String) {
+    let has_baseline = groups.iter().all(|g| {
+        bars.iter()
+            .any(|b| b.group == *g && b.allocator == chart.baseline && b.value.is_some())
     });
     let mut allocators: Vec<&str> = Vec::new();
-    for row in rows {
-        if !allocators.contains(&row.allocator.as_str()) {
-            allocators.push(&row.allocator);
+    for bar in bars {
+        if !allocators.contains(&bar.allocator.as_str()) {
+            allocators.push(&bar.allocator);
         }
     }
-    let mut bars = Vec::new();
-    for (si, scenario) in scenarios.iter().enumerate() {
-        let in_scenario: Vec<&Row> = rows.iter().filter(|r| r.scenario == *scenario).collect();
+    let mut out = Vec::new();
+    for (gi, group) in groups.iter().enumerate() {
+        let in_group: Vec<&Bar> = bars.iter().filter(|b| b.group == *group).collect();
         let reference = if has_baseline {
-            in_scenario
+            in_group
                 .iter()
-                .find(|r| r.allocator == BASELINE)
-                .and_then(|r| r.median_ns)
+                .find(|b| b.allocator == chart.baseline)
+                .and_then(|b| b.value)
         } else {
-            in_scenario
+            in_group
                 .iter()
-                .filter_map(|r| r.median_ns)
+                .filter_map(|b| b.value)
                 .min_by(|a, b| a.total_cmp(b))
         };
-        for row in &in_scenario {
-            if let (Some(m), Some(base)) = (row.median_ns, reference) {
-                let ai = allocators.iter().position(|a| *a == row.allocator).unwrap();
-                bars.push((si, ai, m / base));
+        for bar in &in_group {
+            if let (Some(v), Some(base)) = (bar.value, reference) {
+                let ai = allocators.iter().position(|a| *a == bar.allocator).unwrap();
+                out.push((gi, ai, v / base));
             }
         }
     }
     let label = if has_baseline {
-        "time per operation relative to mimalloc (lower is better)"
+        format!(
+            "{} relative to {} (lower is better)",
+            chart.measure, chart.baseline_label
+        )
     } else {
-        "time per operation relative to the fastest (lower is better)"
+        format!(
+            "{} relative to the fastest (lower is better)",
+            chart.measure
+        )
     };
-    (bars, label)
+    (out, label)
 }
 
-/// Draw `rows` (scenarios in the given order) into an SVG file.
-pub fn write(path: &Path, rows: &[Row], scenarios: &[&str]) -> Result<(), String> {
+/// Draw `bars` (groups in the given order) into an SVG file.
+pub fn write(
+    path: &Path,
+    chart_info: &Chart,
+    rows: &[Bar],
+    scenarios: &[&str],
+) -> Result<(), String> {
     let mut allocators: Vec<&str> = Vec::new();
     for row in rows {
         if !allocators.contains(&row.allocator.as_str()) {
             allocators.push(&row.allocator);
         }
     }
-    let (bars, y_label) = ratios(rows, scenarios);
+    let (bars, y_label) = ratios(rows, scenarios, chart_info);
     let n = scenarios.len().max(1);
     let per_bar = 22u32;
     let width = (n as u32 * (allocators.len() as u32 * per_bar + 40) + 200).max(900);
@@ -94,10 +128,7 @@ pub fn write(path: &Path, rows: &[Row], scenarios: &[&str]) -> Result<(), String
     let draw = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| draw(&e))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "hakmem-bench: time per operation by scenario",
-            ("sans-serif", 22),
-        )
+        .caption(chart_info.title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(64)
@@ -117,7 +148,7 @@ pub fn write(path: &Path, rows: &[Row], scenarios: &[&str]) -> Result<(), String
         .disable_x_mesh()
         .x_labels(n + 1)
         .x_label_formatter(&x_formatter)
-        .y_desc(y_label)
+        .y_desc(y_label.as_str())
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 14))
         .draw()

@@ -8,13 +8,17 @@
 //! thread's count into its parent's counter.
 
 use crate::cli::SyscallMode;
+use hakmem_ebpf::layout::SYSCALLS;
 use perf_event::events::Tracepoint;
 use perf_event::{Builder, Counter};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The syscalls counted, in report order.
-pub const NAMES: [&str; 5] = ["mmap", "munmap", "madvise", "mremap", "brk"];
+/// The syscalls counted, in report order: the list probe-cli's BPF trace
+/// watches (`hakmem_ebpf::layout::SYSCALLS`), so both tools count the same calls.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    SYSCALLS.iter().map(|s| s.name)
+}
 
 /// Where tracefs may be mounted.
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -41,44 +45,84 @@ impl Method {
     }
 }
 
-fn tracepoint_ids() -> Option<Vec<(&'static str, u64)>> {
+/// Why perf tracepoint counting is not available.
+#[derive(Debug)]
+pub enum PerfError {
+    /// No tracefs with syscall tracepoints (not mounted, or no CONFIG_FTRACE_SYSCALLS).
+    NoTracepoints(String),
+    /// Opening a counter was refused (needs root or CAP_PERFMON).
+    NotPermitted(String),
+    /// Any other failure.
+    Other(String),
+}
+
+impl std::fmt::Display for PerfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PerfError::NoTracepoints(m) | PerfError::NotPermitted(m) | PerfError::Other(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+fn tracepoint_ids() -> Result<Vec<(&'static str, u64)>, PerfError> {
     let root = TRACEFS
         .iter()
         .map(Path::new)
-        .find(|r| r.join("events/syscalls").is_dir())?;
-    NAMES
-        .iter()
+        .find(|r| r.join("events/syscalls").is_dir())
+        .ok_or_else(|| {
+            PerfError::NoTracepoints(
+                "no syscall tracepoints (tracefs at /sys/kernel/tracing, CONFIG_FTRACE_SYSCALLS)"
+                    .into(),
+            )
+        })?;
+    names()
         .map(|name| {
             let file = root.join(format!("events/syscalls/sys_enter_{name}/id"));
-            let id = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
-            Some((*name, id))
+            let id = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| PerfError::Other(format!("cannot read {}", file.display())))?;
+            Ok((name, id))
         })
         .collect()
 }
 
+/// The tracepoint ids of the counted syscalls, checked by opening a counter
+/// on each (kept open, see below).
+pub fn open_perf() -> Result<Vec<(&'static str, u64)>, PerfError> {
+    let ids = tracepoint_ids()?;
+    perf_works(&ids)?;
+    Ok(ids)
+}
+
 /// Open one counter per tracepoint on this process and keep them for the
-/// life of the harness; false when that is not permitted (permissions, kernel
-/// config, seccomp).
+/// life of the harness; an error when that is not permitted (permissions,
+/// kernel config, seccomp).
 ///
 /// Keeping them open is deliberate: when the last user of a syscall
 /// tracepoint closes, the kernel unregisters it and waits for an RCU grace
 /// period (~35 ms per event here), which would add ~0.2 s to every child run.
 /// With these holding a reference, a child's counters open and close cheaply.
-fn perf_works(ids: &[(&'static str, u64)]) -> bool {
+fn perf_works(ids: &[(&'static str, u64)]) -> Result<(), PerfError> {
     let mut keepalive = Vec::new();
-    for &(_, id) in ids {
-        match Builder::new(Tracepoint::with_id(id))
+    for &(name, id) in ids {
+        let counter = Builder::new(Tracepoint::with_id(id))
             .observe_self()
             .exclude_kernel(false)
             .build()
-        {
-            Ok(counter) => keepalive.push(counter),
-            Err(_) => return false,
-        }
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => PerfError::NotPermitted(format!(
+                    "perf tracepoint counters: {e} (needs root or CAP_PERFMON)"
+                )),
+                _ => PerfError::Other(format!("perf tracepoint sys_enter_{name}: {e}")),
+            })?;
+        keepalive.push(counter);
     }
     // Leaked on purpose, see above; the descriptors close at process exit.
     std::mem::forget(keepalive);
-    true
+    Ok(())
 }
 
 fn find_strace() -> Option<PathBuf> {
@@ -91,11 +135,7 @@ fn find_strace() -> Option<PathBuf> {
 
 /// Pick the method for `mode`; `Auto` prefers perf, then strace.
 pub fn choose(mode: SyscallMode) -> Method {
-    let perf = || {
-        tracepoint_ids()
-            .filter(|ids| perf_works(ids))
-            .map(Method::Perf)
-    };
+    let perf = || open_perf().ok().map(Method::Perf);
     let strace = || find_strace().map(Method::Strace);
     match mode {
         SyscallMode::Off => None,
@@ -136,9 +176,9 @@ impl PerfCounters {
 
     /// Sum per syscall over all threads; call after the child was reaped.
     pub fn read(&mut self) -> BTreeMap<String, u64> {
-        let mut counts: BTreeMap<String, u64> = NAMES.iter().map(|n| (n.to_string(), 0)).collect();
+        let mut counts: BTreeMap<String, u64> = names().map(|n| (n.to_string(), 0)).collect();
         for (name, counter) in &mut self.counters {
-            *counts.get_mut(*name).expect("name from NAMES") += counter.read().unwrap_or(0);
+            *counts.get_mut(*name).expect("name from names()") += counter.read().unwrap_or(0);
         }
         counts
     }
@@ -147,7 +187,7 @@ impl PerfCounters {
 /// Counts from a `strace -c` summary (columns: % time, seconds, usecs/call,
 /// calls, [errors], syscall).
 pub fn parse_strace_summary(text: &str) -> BTreeMap<String, u64> {
-    let mut counts: BTreeMap<String, u64> = NAMES.iter().map(|n| (n.to_string(), 0)).collect();
+    let mut counts: BTreeMap<String, u64> = names().map(|n| (n.to_string(), 0)).collect();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 5 {
@@ -179,5 +219,6 @@ mod tests {
         assert_eq!(counts["madvise"], 2);
         assert_eq!(counts["munmap"], 1);
         assert_eq!(counts["brk"], 0);
+        assert_eq!(counts["mprotect"], 0, "every watched syscall has a count");
     }
 }

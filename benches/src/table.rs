@@ -143,6 +143,78 @@ pub fn caption(rows: &[&Row], about: &str, runs: usize, warmup: usize) -> String
     )
 }
 
+/// Geometric means over scenarios, per allocator, of its median time and peak
+/// RSS relative to `reference` on the same scenario (only scenarios where
+/// both have a figure count). `None` when `reference` has no rows.
+pub fn summary(rows: &[Row], reference: &str, markdown: bool) -> Option<String> {
+    let base: Vec<&Row> = rows.iter().filter(|r| r.allocator == reference).collect();
+    if base.iter().all(|r| r.median_ns.is_none()) {
+        return None;
+    }
+    let mut allocators: Vec<&str> = Vec::new();
+    for r in rows {
+        if !allocators.contains(&r.allocator.as_str()) {
+            allocators.push(&r.allocator);
+        }
+    }
+    let mut table = Table::new();
+    table
+        .load_style(if markdown {
+            ASCII_MARKDOWN
+        } else {
+            UTF8_FULL_CONDENSED
+        })
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(vec![
+            "allocator".to_string(),
+            format!("time ÷ {reference} (geomean)"),
+            format!("peak RSS ÷ {reference} (geomean)"),
+            "scenarios".to_string(),
+            "slowest scenario (÷ fastest allocator)".to_string(),
+        ]);
+    for allocator in allocators {
+        let (mut time, mut rss, mut worst) = (Vec::new(), Vec::new(), None::<(f64, &str)>);
+        for b in &base {
+            let Some(r) = rows
+                .iter()
+                .find(|r| r.allocator == allocator && r.scenario == b.scenario)
+            else {
+                continue;
+            };
+            if let (Some(m), Some(bm)) = (r.median_ns, b.median_ns) {
+                time.push(m / bm);
+            }
+            if let (Some(p), Some(bp)) = (r.peak_rss_kb, b.peak_rss_kb) {
+                rss.push(p as f64 / bp.max(1) as f64);
+            }
+            let best = rows
+                .iter()
+                .filter(|x| x.scenario == b.scenario)
+                .filter_map(|x| x.median_ns)
+                .min_by(|a, b| a.total_cmp(b));
+            if let (Some(m), Some(best)) = (r.median_ns, best) {
+                if worst.is_none_or(|(w, _)| m / best > w) {
+                    worst = Some((m / best, &b.scenario));
+                }
+            }
+        }
+        let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+        table.add_row(vec![
+            allocator.to_string(),
+            fmt(crate::stats::geomean(&time)),
+            fmt(crate::stats::geomean(&rss)),
+            time.len().to_string(),
+            worst.map_or("-".into(), |(w, s)| format!("{s} ({w:.2}×)")),
+        ]);
+    }
+    for i in 1..4 {
+        if let Some(column) = table.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    Some(table.to_string())
+}
+
 /// One scenario's table for the terminal.
 pub fn terminal(rows: &[&Row]) -> String {
     build(rows, false).to_string()

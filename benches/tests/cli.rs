@@ -315,7 +315,7 @@ fn the_dispatching_global_allocator_uses_the_requested_backend() {
 fn a_preload_run_proves_the_preloaded_library_served_malloc() {
     let mut checked = 0;
     for (name, status) in allocators() {
-        let is_preload = name == "tcmalloc" || name.ends_with("-preload");
+        let is_preload = name == "tcmalloc" || name == "mimalloc3" || name.ends_with("-preload");
         if !is_preload {
             continue;
         }

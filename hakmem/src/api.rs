@@ -5,19 +5,62 @@
 //! (`heap.rs`), above to large blocks (`large_path.rs`). While a tracer is
 //! attached, each entry point takes the traced twin that times it.
 
-use crate::heap;
-use crate::large;
-use crate::large_path;
+use crate::large::block::{self, LargeHeader};
+use crate::large::path as large_path;
+use crate::layout::{MAX_REQUEST, SEGMENT_SIZE};
 use crate::os;
 use crate::probe::{self, Component};
 use crate::segment_map::{self, Region};
-use crate::size_class::{class_for_aligned, MAX_CLASS_SIZE};
-use crate::stats::GLOBAL;
+use crate::small::size_class::{class_for_aligned, class_of, MAX_CLASS_SIZE};
+use crate::thread;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
 
-/// Largest request hakmem tries to serve (as glibc: PTRDIFF_MAX).
-const MAX_REQUEST: usize = isize::MAX as usize - 2 * crate::segment::SEGMENT_SIZE;
+/// Who owns a pointer: the one region match free, realloc, usable_size and
+/// owns share (one segment-map load; no memory of the pointer is read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A block of a size-class segment (if a block start at all: debug checks).
+    Small,
+    /// Inside a region where a large block starts; the region kind says
+    /// where its header is (validated by [`large_header`]).
+    Large(Region),
+    /// Not hakmem's (null included).
+    Foreign,
+}
+
+/// The owner of address `a`.
+#[inline(always)]
+pub(crate) fn classify(a: usize) -> Owner {
+    match segment_map::lookup(a) {
+        Region::ClassSegment => Owner::Small,
+        Region::Foreign => Owner::Foreign,
+        r => Owner::Large(r),
+    }
+}
+
+/// The validated header of the large block at `p` in a region of kind `r`,
+/// or None (reported as a foreign pointer of `op` when `report`).
+#[inline]
+fn large_header(op: &str, p: *mut u8, r: Region, report: bool) -> Option<*mut LargeHeader> {
+    // SAFETY: `r` is the segment map's large kind for `p`.
+    let h = unsafe { block::header(p as usize, r) };
+    if h.is_none() && report {
+        foreign_pointer(op, p);
+    }
+    h
+}
+
+/// A large allocation with this thread's large-block state.
+#[inline]
+fn alloc_large(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
+    large_path::alloc(size, align, site, zero, thread::large_state)
+}
+
+/// A pointer hakmem never handed out reached `op`.
+#[cold]
+fn foreign_pointer(op: &str, p: *mut u8) {
+    crate::diag::foreign_pointer(op, p, || crate::options::get().verbose);
+}
 
 /// Alignment every `malloc` result has (for blocks of more than 8 bytes).
 pub const MIN_ALIGN: usize = 16;
@@ -29,9 +72,9 @@ pub fn malloc_at(size: usize, site: usize) -> *mut u8 {
         return traced(size, move || alloc_traced(size, site));
     }
     if size <= MAX_CLASS_SIZE {
-        heap::alloc_small(size)
+        thread::alloc_class(class_of(size))
     } else {
-        large_path::alloc(size, MIN_ALIGN, site, false)
+        alloc_large(size, MIN_ALIGN, site, false)
     }
 }
 
@@ -56,9 +99,9 @@ fn traced(size: usize, f: impl FnOnce() -> *mut u8) -> *mut u8 {
 /// `malloc` while traced: the small path reports fast path vs refill.
 fn alloc_traced(size: usize, site: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
-        heap::alloc_class_traced(crate::size_class::class_of(size))
+        thread::alloc_class_traced(class_of(size))
     } else {
-        large_path::alloc(size, MIN_ALIGN, site, false)
+        alloc_large(size, MIN_ALIGN, site, false)
     }
 }
 
@@ -73,7 +116,7 @@ pub fn calloc_at(n: usize, size: usize, site: usize) -> *mut u8 {
             let p = if probe::tracing() {
                 alloc_traced(total, site)
             } else {
-                heap::alloc_small(total)
+                thread::alloc_class(class_of(total))
             };
             if !p.is_null() {
                 // SAFETY: a fresh block of at least `total` bytes.
@@ -81,7 +124,7 @@ pub fn calloc_at(n: usize, size: usize, site: usize) -> *mut u8 {
             }
             p
         } else {
-            large_path::alloc(total, MIN_ALIGN, site, true)
+            alloc_large(total, MIN_ALIGN, site, true)
         }
     };
     if probe::tracing() {
@@ -107,17 +150,34 @@ pub unsafe fn free(p: *mut u8) {
 
 #[inline(always)]
 unsafe fn free_untraced(p: *mut u8) {
-    let a = p as usize;
-    match segment_map::lookup(a) {
-        // SAFETY: the map says this is a size-class segment.
-        Region::ClassSegment => unsafe { heap::free_class(a) },
-        Region::Foreign => {
+    // SAFETY: forwarded contract.
+    unsafe { free_owned(p, classify(p as usize)) }
+}
+
+/// Frees `p`, whose owner is `owner` (`classify(p)`).
+///
+/// # Safety
+/// As [`free`]; `owner` is `classify(p as usize)`.
+#[inline(always)]
+unsafe fn free_owned(p: *mut u8, owner: Owner) {
+    match owner {
+        // SAFETY: the map says this is a size-class segment; the caller's contract.
+        Owner::Small => unsafe { thread::free_small(p as usize) },
+        Owner::Foreign => {
             if !p.is_null() {
                 foreign_pointer("free", p);
             }
         }
-        // SAFETY: the region kind is one of the large kinds.
-        r => unsafe { large_path::free(a, r) },
+        Owner::Large(r) => free_large(p, r),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn free_large(p: *mut u8, r: Region) {
+    if let Some(h) = large_header("free", p, r, true) {
+        // SAFETY: a validated header of a block the caller gave up (free's contract).
+        unsafe { large_path::free(p as usize, h, thread::large_state) }
     }
 }
 
@@ -148,56 +208,53 @@ unsafe fn traced_free(p: *mut u8) {
 /// # Safety
 /// `p` is null or a live block.
 pub unsafe fn usable_size(p: *mut u8) -> usize {
-    let a = p as usize;
-    match segment_map::lookup(a) {
-        // SAFETY: the map says this is a size-class segment.
-        Region::ClassSegment => unsafe { heap::usable_size_class(a) },
-        Region::Foreign => {
-            if !p.is_null() {
-                foreign_pointer("malloc_usable_size", p);
-            }
-            0
-        }
-        // SAFETY: large kinds.
-        r => match unsafe { large::header(a, r) } {
-            Some(h) => large::usable_size(h),
-            None => {
-                foreign_pointer("malloc_usable_size", p);
-                0
-            }
-        },
-    }
+    // SAFETY: forwarded contract.
+    unsafe { usable_size_of(p, classify(p as usize), true) }
 }
 
 /// As [`usable_size`] without reporting (for tracing).
 unsafe fn usable_size_quiet(p: *mut u8) -> usize {
-    let a = p as usize;
-    match segment_map::lookup(a) {
-        // SAFETY: as in usable_size.
-        Region::ClassSegment => unsafe { heap::usable_size_class(a) },
-        Region::Foreign => 0,
-        // SAFETY: as in usable_size.
-        r => unsafe { large::header(a, r) }.map_or(0, |h| large::usable_size(h)),
+    // SAFETY: forwarded contract.
+    unsafe { usable_size_of(p, classify(p as usize), false) }
+}
+
+/// Usable size of `p` owned by `owner`; 0 (reported if `report`) when foreign.
+///
+/// # Safety
+/// `p` is null or a live block; `owner` is `classify(p as usize)`.
+unsafe fn usable_size_of(p: *mut u8, owner: Owner, report: bool) -> usize {
+    match owner {
+        // SAFETY: the map says this is a size-class segment.
+        Owner::Small => unsafe { crate::small::free::usable_size(p as usize) },
+        Owner::Foreign => {
+            if report && !p.is_null() {
+                foreign_pointer("malloc_usable_size", p);
+            }
+            0
+        }
+        Owner::Large(r) => {
+            large_header("malloc_usable_size", p, r, report).map_or(0, |h| block::usable_size(h))
+        }
     }
 }
 
 /// True if `p` is inside a segment or a large block's mapping of hakmem's.
 pub fn owns(p: *const u8) -> bool {
     let a = p as usize;
-    match segment_map::lookup(a) {
-        Region::Foreign => false,
-        Region::ClassSegment => true,
+    match classify(a) {
+        Owner::Foreign => false,
+        Owner::Small => true,
         // A large block's mapping may cover only part of its 4 MiB region;
         // the kernel can put someone else's mapping in the rest.
-        r => {
-            let base = a & !(crate::segment::SEGMENT_SIZE - 1);
+        Owner::Large(r) => {
+            let base = a & !(SEGMENT_SIZE - 1);
             let (h, start) = if r == Region::LargeHeaderAtBase {
                 (base, base)
             } else {
-                (base - large::HEADER_SIZE, base - os::OS_PAGE)
+                (base - block::HEADER_SIZE, base - os::OS_PAGE)
             };
             // SAFETY: the region is registered, so its header is mapped.
-            let len = unsafe { (*(h as *const large::LargeHeader)).len_pages } as usize;
+            let len = unsafe { (*(h as *const LargeHeader)).len_pages } as usize;
             a < start + len * os::OS_PAGE
         }
     }
@@ -245,26 +302,28 @@ unsafe fn traced_realloc(p: *mut u8, size: usize, site: usize) -> *mut u8 {
 /// As [`realloc_at`].
 unsafe fn resize(p: *mut u8, size: usize, site: usize, traced: bool) -> *mut u8 {
     let a = p as usize;
-    let region = segment_map::lookup(a);
-    let old = match region {
+    let owner = classify(a);
+    let old = match owner {
         // SAFETY: the map says so.
-        Region::ClassSegment => unsafe { heap::usable_size_class(a) },
-        Region::Foreign => {
+        Owner::Small => unsafe { crate::small::free::usable_size(a) },
+        Owner::Foreign => {
             foreign_pointer("realloc", p);
             os::set_errno(libc::EINVAL);
             return ptr::null_mut();
         }
-        // SAFETY: large kinds.
-        r => match unsafe { large::header(a, r) } {
+        Owner::Large(r) => match large_header("realloc", p, r, true) {
             Some(h) => {
-                let old = large::usable_size(h);
-                if size > old && size > MAX_CLASS_SIZE && large_path::grow_in_place(a, h, size) {
+                let old = block::usable_size(h);
+                // SAFETY: a validated header of a live block (realloc's contract).
+                if size > old
+                    && size > MAX_CLASS_SIZE
+                    && unsafe { large_path::grow_in_place(a, h, size, thread::large_state) }
+                {
                     return p;
                 }
                 old
             }
             None => {
-                foreign_pointer("realloc", p);
                 os::set_errno(libc::EINVAL);
                 return ptr::null_mut();
             }
@@ -295,12 +354,26 @@ unsafe fn resize(p: *mut u8, size: usize, site: usize, traced: bool) -> *mut u8 
     unsafe {
         ptr::copy_nonoverlapping(p, q, old.min(size));
         if traced {
-            free_untraced(p);
+            free_owned(p, owner);
         } else {
-            free(p);
+            free_classified(p, owner);
         }
     }
     q
+}
+
+/// Frees `p` already classified (realloc looks a pointer up once).
+///
+/// # Safety
+/// As [`free`]; `owner` is `classify(p as usize)`.
+#[inline]
+unsafe fn free_classified(p: *mut u8, owner: Owner) {
+    if probe::tracing() {
+        // SAFETY: forwarded contract (the traced twin times the whole free).
+        return unsafe { traced_free(p) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_owned(p, owner) }
 }
 
 /// A block of `size` bytes aligned to `align` (a power of two), or null with ENOMEM.
@@ -326,83 +399,11 @@ fn aligned_untimed(align: usize, size: usize, site: usize) -> *mut u8 {
     match class_for_aligned(size, align) {
         Some(c) => {
             if probe::tracing() {
-                heap::alloc_class_traced(c)
+                thread::alloc_class_traced(c)
             } else {
-                heap::alloc_class(c)
+                thread::alloc_class(c)
             }
         }
-        None => large_path::alloc(size, align, site, false),
+        None => alloc_large(size, align, site, false),
     }
-}
-
-/// Whether `size` is beyond anything hakmem will try to map.
-pub fn too_big(size: usize) -> bool {
-    size > MAX_REQUEST
-}
-
-// ---------------------------------------------------------------------------
-// Bad pointers
-// ---------------------------------------------------------------------------
-
-static FOREIGN_REPORTED: AtomicBool = AtomicBool::new(false);
-
-/// A pointer hakmem never handed out reached `op`: reported once (every time
-/// with `HAKMEM_VERBOSE=1`) and left alone; in debug builds, abort.
-#[cold]
-#[inline(never)]
-pub fn foreign_pointer(op: &str, p: *mut u8) {
-    GLOBAL.foreign_frees.fetch_add(1, Ordering::Relaxed);
-    let debug = cfg!(any(debug_assertions, feature = "debug-checks"));
-    if debug || !FOREIGN_REPORTED.swap(true, Ordering::Relaxed) || crate::options::get().verbose {
-        use core::fmt::Write;
-        let mut w = crate::report::StackWriter::<200>::new();
-        let _ = writeln!(
-            w,
-            "hakmem: {op}({p:p}): pointer not allocated by hakmem; {}",
-            if debug {
-                "aborting (debug build)"
-            } else {
-                "ignored (reported once; HAKMEM_VERBOSE=1 reports each)"
-            }
-        );
-        w.flush_stderr();
-    }
-    if debug {
-        // SAFETY: abort never returns.
-        unsafe { libc::abort() };
-    }
-}
-
-fn fatal(msg: core::fmt::Arguments) -> ! {
-    use core::fmt::Write;
-    let mut w = crate::report::StackWriter::<200>::new();
-    let _ = w.write_fmt(msg);
-    let _ = w.write_str("\n");
-    w.flush_stderr();
-    // SAFETY: abort never returns.
-    unsafe { libc::abort() }
-}
-
-/// Debug check: `p` lies in a hakmem page but is not the start of a block.
-#[cold]
-pub fn invalid_pointer(op: &str, p: *mut u8, class: usize) -> ! {
-    fatal(format_args!(
-        "hakmem: {op}({p:p}): not the start of a block (size class {class})"
-    ))
-}
-
-/// Debug check: `p` is already free.
-#[cold]
-pub fn double_free(p: *mut u8, class: usize) -> ! {
-    fatal(format_args!(
-        "hakmem: double free of {p:p} (size class {class})"
-    ))
-}
-
-/// Debug check: a large block's header magic is wrong.
-#[cold]
-pub fn corrupt_header(p: *mut u8) -> ! {
-    fatal(format_args!(
-        "hakmem: corrupt large-block header before {p:p}"
-    ))
 }

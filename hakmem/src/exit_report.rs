@@ -8,7 +8,7 @@ extern "C" fn at_exit() {
         crate::stats::print(&crate::stats::collect());
     }
     if o.print_profile {
-        crate::profile::print();
+        crate::large::profile::print();
     }
 }
 

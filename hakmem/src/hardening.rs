@@ -76,38 +76,13 @@ pub fn freed_tag(key: usize) -> usize {
     key.rotate_left(29) ^ 0x5a5a_a5a5_f00d_d00d
 }
 
-/// Aborts with a message naming the block and its size class.
-#[cold]
-pub fn corrupted_free_list(block: usize, class: usize) -> ! {
-    fatal(format_args!("hakmem: corrupted free list at {block:#x} (size class {class}): heap overflow or use after free"))
-}
-
-/// Aborts: `p` was freed twice.
-#[cold]
-pub fn double_free(p: usize, class: usize) -> ! {
-    if class >= crate::size_class::NUM_CLASSES {
-        fatal(format_args!("hakmem: double free of {p:#x} (large block)"))
-    }
-    fatal(format_args!(
-        "hakmem: double free of {p:#x} (size class {class})"
-    ))
-}
-
-#[cold]
-fn fatal(msg: core::fmt::Arguments) -> ! {
-    use core::fmt::Write;
-    let mut w = crate::report::StackWriter::<200>::new();
-    let _ = w.write_fmt(msg);
-    let _ = w.write_str("\n");
-    w.flush_stderr();
-    // SAFETY: abort never returns.
-    unsafe { libc::abort() }
-}
-
 /// Makes `[p, p+len)` inaccessible (a guard); false if the kernel refused.
-pub fn guard(p: *mut u8, len: usize) -> bool {
-    // SAFETY: callers pass a range they own and never hand out.
-    unsafe { libc::mprotect(p as *mut libc::c_void, len, libc::PROT_NONE) == 0 }
+///
+/// # Safety
+/// `[p, p+len)` is mapped by hakmem, and nothing will ever be stored there.
+pub unsafe fn guard(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { crate::os::protect_none(p, len) }
 }
 
 #[cfg(test)]

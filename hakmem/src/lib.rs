@@ -22,45 +22,30 @@
 
 #[allow(missing_docs)]
 pub mod api;
-#[allow(missing_docs)]
-pub mod bigcache;
-#[allow(missing_docs)]
-pub mod elo;
-#[allow(missing_docs)]
-pub mod evolution;
+pub mod counters;
+pub mod diag;
 mod exit_report;
 mod global_alloc;
 #[allow(missing_docs)]
 pub mod hardening;
-#[allow(missing_docs)]
-pub mod heap;
-#[allow(missing_docs)]
 pub mod large;
-mod large_path;
-#[allow(missing_docs)]
-pub mod large_stats;
+pub mod layout;
 #[allow(missing_docs)]
 pub mod options;
 #[allow(missing_docs)]
 pub mod os;
 #[allow(missing_docs)]
-pub mod page;
-#[allow(missing_docs)]
 pub mod probe;
-#[allow(missing_docs)]
-pub mod profile;
 mod report;
-#[allow(missing_docs)]
-pub mod segment;
 mod segment_map;
-#[allow(missing_docs)]
-pub mod size_class;
+pub mod small;
 #[allow(missing_docs)]
 pub mod stats;
-mod tls;
+pub mod thread;
+pub mod vm;
 
 pub use global_alloc::Hakmem;
-pub use large_stats::LargeStats;
+pub use large::stats::LargeStats;
 pub use options::Options;
 pub use stats::{ClassStats, Stats};
 
@@ -82,7 +67,7 @@ pub fn options() -> Options {
 /// Collects this thread's pending cross-thread frees and gives free memory
 /// back to the OS: all of it if `force`, else what has waited the purge delay.
 pub fn collect(force: bool) {
-    heap::collect(force)
+    thread::collect(force)
 }
 
 /// Allocates `size` bytes attributed to call site `site` (any stable number,
@@ -94,7 +79,10 @@ pub fn alloc_at(size: usize, site: usize) -> *mut u8 {
 /// Allocates `size` bytes attributed to the caller's source location.
 #[track_caller]
 pub fn alloc_here(size: usize) -> *mut u8 {
-    api::malloc_at(size, profile::rust_site(core::panic::Location::caller()))
+    api::malloc_at(
+        size,
+        large::profile::rust_site(core::panic::Location::caller()),
+    )
 }
 
 /// Frees a block from [`alloc_at`] / [`alloc_here`].

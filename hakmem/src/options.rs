@@ -3,7 +3,9 @@
 //! Parsing happens on the first slow-path call, never while the library is
 //! being loaded. Values are read with `getenv` (a pointer into `environ`, no
 //! allocation). A value that does not parse gets one warning line on stderr
-//! naming the variable and the value used instead.
+//! naming the variable and the value used instead. Parsing has no other
+//! effect: the thread context applies the options (`HAKMEM_TRACE` included)
+//! when it sets up the first heap.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -262,14 +264,8 @@ fn getenv(name: &str) -> Option<&'static [u8]> {
 }
 
 fn warn_stderr(name: &str, bad: &[u8], used: &str) {
-    let mut w = crate::report::StackWriter::<256>::new();
-    use core::fmt::Write;
     let bad = core::str::from_utf8(&bad[..bad.len().min(64)]).unwrap_or("<non-UTF-8>");
-    let _ = writeln!(
-        w,
-        "hakmem: warning: {name}={bad:?} is not valid; using {used}"
-    );
-    w.flush_stderr();
+    crate::diag::warn(format_args!("{name}={bad:?} is not valid; using {used}"));
 }
 
 struct Slot(UnsafeCell<Options>);
@@ -307,9 +303,6 @@ fn init() -> Options {
         // SAFETY: only the winner writes, before publishing.
         unsafe { *VALUE.0.get() = opts };
         STATE.store(2, Ordering::Release);
-        if opts.trace_at_start {
-            crate::probe::hakmem_trace_enabled.store(1, Ordering::Relaxed);
-        }
     }
     opts
 }

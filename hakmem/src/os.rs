@@ -1,11 +1,10 @@
-//! The only module that talks to the OS: map, unmap, purge, time.
+//! The only module that talks to the OS: the raw system calls (map, unmap,
+//! madvise, mremap, mprotect, time, errno, stderr, resource usage).
 //!
-//! Every call returns an error value instead of panicking; callers turn a
-//! failed map into `NULL` + `ENOMEM`. Every call is counted in [`crate::stats`]
-//! and reported to an attached tracer.
+//! The bottom layer: it imports nothing of hakmem. Every call returns an error
+//! value instead of panicking; callers turn a failed map into `NULL` + `ENOMEM`.
+//! The memory calls as the allocator makes them, counted and traced, are `vm`'s.
 
-use crate::probe::{self, Component};
-use crate::stats::GLOBAL;
 use core::ptr;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -28,12 +27,12 @@ fn injected_failure() -> bool {
     true
 }
 
-/// Maps `len` bytes (a multiple of [`OS_PAGE`]) of zeroed, private, anonymous memory.
-pub fn map(len: usize) -> Option<*mut u8> {
+/// mmap: `len` bytes (a multiple of [`OS_PAGE`]) of zeroed, private,
+/// anonymous memory, or None (also when [`FAIL_NEXT_MAPS`] says so).
+pub fn map_anonymous(len: usize) -> Option<*mut u8> {
     if injected_failure() {
         return None;
     }
-    let t = probe::now();
     // SAFETY: anonymous private mapping; no existing memory is affected.
     let p = unsafe {
         libc::mmap(
@@ -46,82 +45,47 @@ pub fn map(len: usize) -> Option<*mut u8> {
         )
     };
     if p == libc::MAP_FAILED {
-        return None;
-    }
-    GLOBAL.os_maps.fetch_add(1, Relaxed);
-    GLOBAL.mapped.fetch_add(len as u64, Relaxed);
-    if probe::tracing() {
-        probe::emit(Component::OsMap, t, len as u64);
-    }
-    Some(p as *mut u8)
-}
-
-/// Maps `len` bytes whose start is aligned to `align` (a power of two ≥ OS_PAGE):
-/// over-maps by `align` and unmaps the unaligned head and the tail.
-pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
-    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && len % OS_PAGE == 0);
-    let over = len.checked_add(align - OS_PAGE)?;
-    let raw = map(over)? as usize;
-    let start = (raw + align - 1) & !(align - 1);
-    let head = start - raw;
-    let tail = over - head - len;
-    if head > 0 {
-        unmap(raw as *mut u8, head);
-    }
-    if tail > 0 {
-        unmap((start + len) as *mut u8, tail);
-    }
-    Some(start as *mut u8)
-}
-
-/// Unmaps `[p, p+len)`. Failure (only possible on a caller bug) is ignored:
-/// the memory stays mapped, which is safe.
-pub fn unmap(p: *mut u8, len: usize) {
-    let t = probe::now();
-    // SAFETY: callers pass a range they mapped and no longer use.
-    let r = keep_errno(|| unsafe { libc::munmap(p as *mut libc::c_void, len) });
-    if r == 0 {
-        GLOBAL.os_unmaps.fetch_add(1, Relaxed);
-        GLOBAL.mapped.fetch_sub(len as u64, Relaxed);
-    }
-    if probe::tracing() {
-        probe::emit(Component::OsUnmap, t, len as u64);
-    }
-}
-
-/// Gives the physical pages of `[p, p+len)` back to the OS; the range stays
-/// mapped and reads back as zeroes. Returns false if the kernel refused.
-pub fn purge(p: *mut u8, len: usize) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let t = probe::now();
-    // SAFETY: callers pass a mapped range holding no live block.
-    let r =
-        keep_errno(|| unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) });
-    if r == 0 {
-        GLOBAL.purges.fetch_add(1, Relaxed);
-        GLOBAL.purged_bytes.fetch_add(len as u64, Relaxed);
-    }
-    if probe::tracing() {
-        probe::emit(Component::OsPurge, t, len as u64);
-    }
-    r == 0
-}
-
-/// Tries to grow or shrink the mapping `[p, p+old)` to `new` bytes without moving it.
-pub fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
-    // SAFETY: without MREMAP_MAYMOVE the mapping keeps its address or the call fails.
-    let r = keep_errno(|| unsafe { libc::mremap(p as *mut libc::c_void, old, new, 0) });
-    if r == libc::MAP_FAILED {
-        return false;
-    }
-    if new > old {
-        GLOBAL.mapped.fetch_add((new - old) as u64, Relaxed);
+        None
     } else {
-        GLOBAL.mapped.fetch_sub((old - new) as u64, Relaxed);
+        Some(p as *mut u8)
     }
-    true
+}
+
+/// munmap, errno kept; true on success.
+///
+/// # Safety
+/// `[p, p+len)` is a range the caller mapped and nobody uses any more.
+pub unsafe fn unmap(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract.
+    keep_errno(|| unsafe { libc::munmap(p as *mut libc::c_void, len) }) == 0
+}
+
+/// madvise(MADV_DONTNEED), errno kept: the range stays mapped and reads back
+/// as zeroes. True on success.
+///
+/// # Safety
+/// `[p, p+len)` is mapped by the caller and holds nothing anyone still reads.
+pub unsafe fn discard(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract.
+    keep_errno(|| unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) }) == 0
+}
+
+/// mremap without MREMAP_MAYMOVE, errno kept: the mapping keeps its address or the call fails.
+///
+/// # Safety
+/// `[p, p+old)` is one mapping of the caller's; when shrinking, nobody uses the part cut off.
+pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    // SAFETY: the caller's contract.
+    keep_errno(|| unsafe { libc::mremap(p as *mut libc::c_void, old, new, 0) }) != libc::MAP_FAILED
+}
+
+/// mprotect(PROT_NONE): makes `[p, p+len)` inaccessible. True on success.
+///
+/// # Safety
+/// `[p, p+len)` is mapped by the caller and nobody will touch it again.
+pub unsafe fn protect_none(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { libc::mprotect(p as *mut libc::c_void, len, libc::PROT_NONE) == 0 }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall on x86-64).
@@ -159,7 +123,11 @@ pub fn process_rss() -> u64 {
     fields.next();
     let resident = fields
         .next()
-        .and_then(crate::options::parse_u64)
+        .map(|d| {
+            d.iter()
+                .take_while(|c| c.is_ascii_digit())
+                .fold(0u64, |n, c| n * 10 + (c - b'0') as u64)
+        })
         .unwrap_or(0);
     resident * OS_PAGE as u64
 }

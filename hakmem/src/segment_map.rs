@@ -8,7 +8,7 @@
 //! header sits at the region's start or just before it. `free` of a pointer
 //! whose region is not ours is detected here without touching that memory.
 
-use crate::segment::{SEGMENT_SHIFT, SEGMENT_SIZE};
+use crate::layout::{SEGMENT_SHIFT, SEGMENT_SIZE};
 use core::sync::atomic::{AtomicU8, Ordering};
 
 /// User-space addresses on x86-64 / aarch64 (4-level page tables) are below 2^47.

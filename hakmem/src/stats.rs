@@ -1,110 +1,14 @@
-//! Statistics: process-wide counters and the per-thread counters summed on demand.
+//! The statistics snapshot ([`Stats`], `hakmem::stats()`) and its report.
 //!
-//! Hot-path counters live in each thread's heap and are written only by that
-//! thread (a relaxed load and store, never a locked add); [`collect`] walks the
-//! registry of all heaps ever created and sums them. Rare events (OS calls,
-//! purges) use process-wide atomics.
+//! Hot-path counters live in each thread's context and are written only by
+//! that thread (a relaxed load and store, never a locked add); [`collect`]
+//! walks the registry of all contexts ever created and sums them, then adds
+//! the process-wide counters of rare events (`counters.rs`) and the large-block
+//! side's global state.
 
-use crate::size_class::{block_size, NUM_CLASSES};
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// Process-wide counters of rare events.
-pub struct GlobalCounters {
-    pub os_maps: AtomicU64,
-    pub os_unmaps: AtomicU64,
-    /// Bytes currently mapped from the OS.
-    pub mapped: AtomicU64,
-    pub purges: AtomicU64,
-    pub purged_bytes: AtomicU64,
-    pub foreign_frees: AtomicU64,
-    pub heaps_created: AtomicU64,
-    pub segments_abandoned: AtomicU64,
-    pub segments_reclaimed: AtomicU64,
-}
-
-pub static GLOBAL: GlobalCounters = GlobalCounters {
-    os_maps: AtomicU64::new(0),
-    os_unmaps: AtomicU64::new(0),
-    mapped: AtomicU64::new(0),
-    purges: AtomicU64::new(0),
-    purged_bytes: AtomicU64::new(0),
-    foreign_frees: AtomicU64::new(0),
-    heaps_created: AtomicU64::new(0),
-    segments_abandoned: AtomicU64::new(0),
-    segments_reclaimed: AtomicU64::new(0),
-};
-
-/// A counter written by one thread and read by any: relaxed load + store.
-#[repr(transparent)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub const fn new() -> Self {
-        Counter(AtomicU64::new(0))
-    }
-    /// Adds `n`; only the owning thread may call this.
-    #[inline(always)]
-    pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-    #[inline(always)]
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-}
-
-impl Default for Counter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The counters each heap keeps for its own thread.
-pub struct HeapCounters {
-    pub allocs: [Counter; NUM_CLASSES],
-    /// Frees by this thread, of blocks of any thread.
-    pub frees: [Counter; NUM_CLASSES],
-    pub remote_frees: Counter,
-    pub large_allocs: Counter,
-    pub large_frees: Counter,
-    pub large_bytes_allocated: Counter,
-    pub large_bytes_freed: Counter,
-    pub bigcache_hits: Counter,
-    pub bigcache_misses: Counter,
-    pub bigcache_puts: Counter,
-    pub bigcache_refused: Counter,
-    pub bigcache_evictions: Counter,
-    pub bigcache_purged: Counter,
-    /// Large blocks mapped with each ELO strategy.
-    pub strategy_uses: [Counter; crate::elo::N],
-}
-
-impl HeapCounters {
-    pub const fn new() -> Self {
-        HeapCounters {
-            allocs: [const { Counter::new() }; NUM_CLASSES],
-            frees: [const { Counter::new() }; NUM_CLASSES],
-            remote_frees: Counter::new(),
-            large_allocs: Counter::new(),
-            large_frees: Counter::new(),
-            large_bytes_allocated: Counter::new(),
-            large_bytes_freed: Counter::new(),
-            bigcache_hits: Counter::new(),
-            bigcache_misses: Counter::new(),
-            bigcache_puts: Counter::new(),
-            bigcache_refused: Counter::new(),
-            bigcache_evictions: Counter::new(),
-            bigcache_purged: Counter::new(),
-            strategy_uses: [const { Counter::new() }; crate::elo::N],
-        }
-    }
-}
-
-impl Default for HeapCounters {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+use crate::counters::GLOBAL;
+use crate::small::size_class::{block_size, NUM_CLASSES};
+use core::sync::atomic::Ordering::Relaxed;
 
 /// One size class in [`Stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,7 +60,7 @@ pub struct Stats {
     pub segments_reclaimed: u64,
     pub classes: [ClassStats; NUM_CLASSES],
     /// BigCache, ELO and evolution counters.
-    pub large: crate::large_stats::LargeStats,
+    pub large: crate::large::stats::LargeStats,
 }
 
 /// Sums the counters of every heap into a [`Stats`].
@@ -175,20 +79,22 @@ pub fn collect() -> Stats {
         large_allocs: 0,
         large_frees: 0,
         large_live_bytes: 0,
-        foreign_frees: GLOBAL.foreign_frees.load(Relaxed),
+        foreign_frees: crate::diag::foreign_pointers(),
         heaps_created: GLOBAL.heaps_created.load(Relaxed),
         segments_abandoned: GLOBAL.segments_abandoned.load(Relaxed),
         segments_reclaimed: GLOBAL.segments_reclaimed.load(Relaxed),
         classes: [ClassStats::default(); NUM_CLASSES],
-        large: crate::large_stats::LargeStats::collect(),
+        large: crate::large::stats::LargeStats::global(),
     };
     let (mut lba, mut lbf) = (0u64, 0u64);
-    crate::heap::for_each_heap(|c| {
+    crate::thread::for_each(|c, l| {
         for i in 0..NUM_CLASSES {
             s.classes[i].allocs += c.allocs[i].get();
             s.classes[i].frees += c.frees[i].get();
         }
         s.remote_frees += c.remote_frees.get();
+        s.large.add(l);
+        let c = l;
         s.large_allocs += c.large_allocs.get();
         s.large_frees += c.large_frees.get();
         lba += c.large_bytes_allocated.get();
@@ -237,7 +143,7 @@ pub fn print(s: &Stats) {
         s.segments_reclaimed,
     );
     w.flush_stderr();
-    crate::large_stats::print(&s.large);
+    crate::large::stats::print(&s.large);
     let _ = writeln!(
         w,
         "hakmem stats: class  block_size      allocs       frees        live"

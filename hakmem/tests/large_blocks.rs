@@ -69,7 +69,7 @@ fn report() {
         s.large.phase,
         s.large.evo_transitions,
         s.large.samples.iter().sum::<u64>(),
-        s.large.uses[hakmem::elo::DEFAULT as usize],
+        s.large.uses[hakmem::large::elo::DEFAULT as usize],
         s.large.uses.iter().sum::<u64>(),
     );
 }
@@ -135,13 +135,13 @@ fn child_entry() {
             // A block mapped and cached under purge-on-cache, then reused in a
             // loop while the strategy is plain: its frees must follow plain
             // (no madvise per free), not the strategy that first mapped it.
-            let purge_on_cache = hakmem::elo::STRATEGIES
+            let purge_on_cache = hakmem::large::elo::STRATEGIES
                 .iter()
                 .position(|s| s.purge_on_cache)
                 .unwrap() as u8;
-            hakmem::evolution::lock_on_for_test(purge_on_cache);
+            hakmem::large::evolution::lock_on_for_test(purge_on_cache);
             drop(std::hint::black_box(vec![1u8; 2 * MIB]));
-            hakmem::evolution::lock_on_for_test(0);
+            hakmem::large::evolution::lock_on_for_test(0);
             let before = hakmem::stats();
             for _ in 0..100 {
                 drop(std::hint::black_box(vec![1u8; 2 * MIB]));

@@ -54,17 +54,13 @@ fn hit() {
     probe::hakmem_probe_final(&probe::hakmem_records_final, probe::COMPONENTS.len() as u32);
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// Median ns of `n` readings of `f` (in TSC cycles): a preemption in the
 /// middle of the loop moves a mean, not a median.
 fn median_reading(n: u32, mut f: impl FnMut() -> u64) -> f64 {
     let tsc = crate::tsc::Tsc::calibrate(std::time::Duration::from_millis(20));
-    let mut cycles: Vec<f64> = (0..n).map(|_| f() as f64).collect();
-    tsc.ns(median(&mut cycles))
+    let cycles: Vec<f64> = (0..n).map(|_| f() as f64).collect();
+    tsc.ns(hakmem_bench::stats::median(&cycles).unwrap_or(0.0))
 }
 
 /// What a component with nothing in it reads: two back-to-back timestamps.
@@ -121,7 +117,7 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
             probe::emit(Component::SmallFast, 0, std::hint::black_box(3))
         }));
     }
-    let counted_event_ns = median(&mut counted);
+    let counted_event_ns = hakmem_bench::stats::median(&counted).unwrap_or(0.0);
 
     // The exit probe copies a whole record per hit: fewer calls suffice. The
     // record's pages must be resident (as hakmem's are: it writes them just
@@ -137,7 +133,7 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
     for _ in 0..rounds {
         plain.push(per_call(calls, hit));
     }
-    let unprobed_call_ns = median(&mut plain);
+    let unprobed_call_ns = hakmem_bench::stats::median(&plain).unwrap_or(0.0);
     let mut probes = Probes::load(false)?;
     probes.watch(std::process::id())?;
     probes.attach_final(&exe, offset, Some(std::process::id()))?;
@@ -154,7 +150,7 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
             "the exit probe's uprobe never fired in calibration".into(),
         ));
     }
-    let probe_hit_ns = median(&mut per_round_ns.clone());
+    let probe_hit_ns = hakmem_bench::stats::median(&per_round_ns).unwrap_or(0.0);
     Ok(Calibration {
         probe_hit_ns,
         unprobed_call_ns,

@@ -289,9 +289,7 @@ impl Throughput {
 }
 
 fn median(v: &[u64]) -> u64 {
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    s[s.len() / 2]
+    hakmem_bench::stats::median_u64(v).expect("at least one sample")
 }
 
 #[test]

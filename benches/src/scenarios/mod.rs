@@ -10,12 +10,17 @@ use crate::timing::{new_histogram, Recorder};
 use hdrhistogram::Histogram;
 
 pub mod cache_scratch;
+pub mod cache_thrash;
+pub mod cfrac;
+pub mod espresso;
 pub mod fragmentation;
 pub mod glibc_simple;
+pub mod glibc_thread;
 pub mod large_reuse;
 pub mod larson;
 pub mod mstress;
 pub mod realloc;
+pub mod rptest;
 pub mod small_churn;
 pub mod small_churn_mt;
 pub mod vm;
@@ -79,7 +84,8 @@ pub struct Scenario {
     pub run: fn(&Params) -> Outcome,
 }
 
-/// Every scenario, in the order tables list them.
+/// Every scenario, in the order tables list them. Appending one is a new file
+/// in this folder and a line here.
 pub static ALL: &[Scenario] = &[
     vm::SCENARIO,
     large_reuse::SCENARIO,
@@ -92,6 +98,12 @@ pub static ALL: &[Scenario] = &[
     realloc::SCENARIO,
     fragmentation::SCENARIO,
     glibc_simple::SCENARIO,
+    // Small-object shapes of the public allocator benchmark suite (issue 15).
+    cfrac::SCENARIO,
+    espresso::SCENARIO,
+    rptest::SCENARIO,
+    cache_thrash::SCENARIO,
+    glibc_thread::SCENARIO,
 ];
 
 /// Look a scenario up by its command-line name.

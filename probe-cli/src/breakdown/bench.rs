@@ -2,19 +2,22 @@
 //! scenario in one untraced child process with hakmem linked in and one
 //! configuration's options.
 //!
-//! The child is hakmem-bench's own measured-child mode (`HAKMEM_BENCH_CHILD=1`,
-//! `HAKMEM_BENCH_ALLOCATOR=hakmem`): it times the workload itself and prints one
-//! JSON report. With `HAKMEM_BENCH_GATE=1` it waits after start-up until told to
-//! go, so the syscall counters see the workload and not the loader.
+//! The child is hakmem-bench's own measured child, started through its
+//! library's protocol (`hakmem_bench::protocol`: the arguments, the clean
+//! environment — every `HAKMEM_*` option cleared but the configuration's —
+//! the start-up handshake, the report line): it times the workload itself and
+//! prints one JSON report; it waits after start-up until told to go, so the
+//! syscall counters see the workload and not the loader.
 
 use super::configs::{self, Config};
 use super::syscount::Syscalls;
 use crate::error::{Error, Result};
+use hakmem_bench::dispatch::{Backend, ENV_VAR};
+use hakmem_bench::protocol::{self, ChildArgs, GatedError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// What the breakdown reads of hakmem-bench's child report (it has more).
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -60,34 +63,23 @@ pub struct Workload {
 impl Workload {
     /// hakmem-bench's arguments for a measured child of `size`.
     pub fn args(&self, size: &str) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "run",
-            "--scenario",
-            &self.scenario,
-            "--allocator",
-            "hakmem",
-            "--json",
-            "--size",
-            size,
-            "--idle-ms",
-            "0",
-            "--syscalls",
-            "off",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(t) = self.threads {
-            a.extend(["--threads".to_string(), t.to_string()]);
+        ChildArgs {
+            scenario: self.scenario.clone(),
+            allocator: "hakmem".into(),
+            size: size.into(),
+            idle_ms: 0,
+            threads: self.threads,
         }
-        a
+        .argv()
     }
 
-    /// The variables that make a process a measured hakmem child of `config`.
+    /// The variables that make a process a measured hakmem child of `config`
+    /// (`None` removes one), padded to the same size for every configuration.
     pub fn env(&self, config: &Config) -> Vec<(String, Option<String>)> {
-        let mut env = configs::env_changes(config);
-        env.push(("HAKMEM_BENCH_CHILD".into(), Some("1".into())));
-        env.push(("HAKMEM_BENCH_ALLOCATOR".into(), Some("hakmem".into())));
+        let mut own: Vec<(&str, &str)> = vec![(ENV_VAR, Backend::Hakmem.env_value())];
+        own.extend(config.env.iter().copied());
+        let mut env = protocol::environment(&own, false);
+        env.push(configs::padding(config));
         env
     }
 }
@@ -122,13 +114,9 @@ pub fn locate(explicit: Option<PathBuf>) -> Result<PathBuf> {
     })
 }
 
-/// The last `{`-line of a child's stdout as its report.
+/// The child's report line (see `hakmem_bench::protocol::report_line`).
 pub fn parse_report(stdout: &str) -> Option<ChildReport> {
-    stdout
-        .lines()
-        .rev()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .find_map(|l| serde_json::from_str(l).ok())
+    protocol::report_line(stdout).and_then(|l| serde_json::from_str(l).ok())
 }
 
 /// A failed child: a usage error when hakmem-bench refused the arguments
@@ -156,53 +144,26 @@ pub fn run_once(
     syscalls: &Syscalls,
 ) -> Result<Run> {
     let mut command = Command::new(&workload.bench);
-    command
-        .args(workload.args(size))
-        .env("HAKMEM_BENCH_GATE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in workload.env(config) {
-        match v {
-            Some(v) => command.env(k, v),
-            None => command.env_remove(k),
-        };
-    }
+    command.args(workload.args(size));
+    protocol::apply(&mut command, &workload.env(config));
+    command.env(protocol::GATE_ENV, "1");
     let what = format!("{} with {}", workload.scenario, config.name);
-    let mut child = command
-        .spawn()
-        .map_err(|e| Error::Target(format!("starting {}: {e}", workload.bench.display())))?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut stderr = child.stderr.take().expect("piped");
-    // Drained on its own thread so a chatty child cannot block on a full pipe.
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-
-    let mut line = String::new();
-    let _ = stdout.read_line(&mut line);
-    let mut counters = None;
-    if line.trim() == "ready" {
-        counters = Some(syscalls.attach(child.id()));
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(b"go\n");
-        }
+    let finished =
+        protocol::run_gated(&mut command, |pid| syscalls.attach(pid)).map_err(|e| match e {
+            GatedError::Spawn(e) => {
+                Error::Target(format!("starting {}: {e}", workload.bench.display()))
+            }
+            GatedError::Attach(e) => e,
+            GatedError::Wait(e) => Error::Other(format!("wait: {e}")),
+        })?;
+    if !finished.status.success() {
+        return Err(child_failed(&what, finished.status, &finished.stderr));
     }
-    let mut rest = String::new();
-    let _ = stdout.read_to_string(&mut rest);
-    let status = child
-        .wait()
-        .map_err(|e| Error::Other(format!("wait: {e}")))?;
-    let stderr_text = stderr_reader.join().unwrap_or_default();
-    if !status.success() {
-        return Err(child_failed(&what, status, &stderr_text));
-    }
-    let counters =
-        counters.ok_or_else(|| Error::Target(format!("{what}: the child never said ready")))??;
-    let report = parse_report(&rest)
+    let report = parse_report(&finished.stdout)
         .ok_or_else(|| Error::Target(format!("{what}: no report on the child's stdout")))?;
+    let counters = finished
+        .attached
+        .ok_or_else(|| Error::Target(format!("{what}: the child never said ready")))?;
     Ok(Run {
         child: report,
         syscalls: counters.read(),

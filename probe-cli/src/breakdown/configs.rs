@@ -56,20 +56,6 @@ pub const ALL: &[Config] = &[DEFAULT, GLOBAL, NO_BIGCACHE, NO_ELO, FROZEN, MINIM
 /// The configurations that are also traced with the probes.
 pub const TRACED: &[Config] = &[DEFAULT, GLOBAL];
 
-/// hakmem's options that are cleared in every child, so that a value in the
-/// user's shell cannot turn one configuration into another.
-pub const CLEARED: &[&str] = &[
-    "HAKMEM_BIGCACHE",
-    "HAKMEM_DISABLE_BIGCACHE",
-    "HAKMEM_DISABLE_ELO",
-    "HAKMEM_EVO_POLICY",
-    "HAKMEM_MINIMAL",
-    "HAKMEM_TRACE",
-    "HAKMEM_STATS",
-    "HAKMEM_PROFILE",
-    "LD_PRELOAD",
-];
-
 /// Pads every configuration's environment to the same size.
 ///
 /// The environment sits at the top of the initial stack, so its size moves the
@@ -85,16 +71,12 @@ fn env_bytes(config: &Config) -> usize {
     config.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
 }
 
-/// The child's environment changes for `config`: `None` removes the variable.
-pub fn env_changes(config: &Config) -> Vec<(String, Option<String>)> {
-    let mut changes: Vec<(String, Option<String>)> =
-        CLEARED.iter().map(|v| (v.to_string(), None)).collect();
-    for (k, v) in config.env {
-        changes.push((k.to_string(), Some(v.to_string())));
-    }
+/// The padding variable for `config`: with it, every configuration's own
+/// variables take the same number of bytes (hakmem-bench's protocol clears
+/// every other `HAKMEM_*` option).
+pub fn padding(config: &Config) -> (String, Option<String>) {
     let widest = ALL.iter().map(env_bytes).max().unwrap_or(0);
-    changes.push((PAD.into(), Some("x".repeat(widest - env_bytes(config)))));
-    changes
+    (PAD.into(), Some("x".repeat(widest - env_bytes(config))))
 }
 
 /// `KEY=VALUE …` for tables ("(none)" for the default).
@@ -118,10 +100,8 @@ mod tests {
     #[test]
     fn every_configuration_has_an_environment_of_the_same_size() {
         let size = |c: &Config| -> usize {
-            env_changes(c)
-                .iter()
-                .filter_map(|(k, v)| v.as_ref().map(|v| k.len() + v.len() + 2))
-                .sum()
+            let (k, v) = padding(c);
+            env_bytes(c) + k.len() + v.map_or(0, |v| v.len()) + 2
         };
         let sizes: Vec<usize> = ALL.iter().map(size).collect();
         assert!(sizes.iter().all(|s| *s == sizes[0]), "{sizes:?}");

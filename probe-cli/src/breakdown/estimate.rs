@@ -48,19 +48,9 @@ pub struct TracedRun {
 /// Components whose time is a whole allocator call; the others run inside them.
 const TOP_LEVEL: &[&str] = &["malloc", "free", "realloc"];
 
-/// Median (the mean of the middle two for an even count); 0 for none.
+/// Median (hakmem-bench's, the mean of the middle two for an even count); 0 for none.
 pub fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    hakmem_bench::stats::median(values).unwrap_or(0.0)
 }
 
 /// 1.4826 × the median absolute deviation (the standard deviation for normal
@@ -79,8 +69,7 @@ pub fn robust_sigma(values: &[f64]) -> f64 {
 pub const DISAGREE_SIGMAS: f64 = 2.0;
 
 fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
-    let v: Vec<f64> = values.map(|x| x as f64).collect();
-    median(&v).round() as u64
+    hakmem_bench::stats::median_u64(&values.collect::<Vec<_>>()).unwrap_or(0)
 }
 
 /// Median of each key over the maps.

@@ -14,8 +14,8 @@
 //! refilled for about `HAKMEM_PURGE_DELAY_MS` is emptied and its blocks go
 //! back to the OS. Within a full slot the oldest block is evicted.
 
-use crate::elo::STRATEGIES;
-use crate::large::{self, LargeHeader};
+use crate::large::block::{self, LargeHeader};
+use crate::large::elo::STRATEGIES;
 use crate::os::OS_PAGE;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -114,7 +114,7 @@ pub fn reserved_bytes() -> u64 {
 fn header_of(p: usize) -> *mut LargeHeader {
     let r = crate::segment_map::lookup(p);
     // SAFETY: only blocks that passed header validation enter the cache.
-    unsafe { large::header(p, r) }.expect("cached block has a header")
+    unsafe { block::header(p, r) }.expect("cached block has a header")
 }
 
 /// Keeps the mapping but drops the whole pages of a cached block (not the
@@ -123,12 +123,14 @@ fn purge_block_pages(p: usize, bytes: usize) {
     let start = (p + OS_PAGE - 1) & !(OS_PAGE - 1);
     let end = (p + bytes) & !(OS_PAGE - 1);
     if end > start {
-        crate::os::purge(start as *mut u8, end - start);
+        // SAFETY: whole pages of a cached block (nobody uses it), past its header page.
+        unsafe { crate::vm::purge(start as *mut u8, end - start) };
     }
 }
 
 fn release_block(p: usize) {
-    large::unmap_block(p, header_of(p));
+    // SAFETY: a block leaving the cache: validated header, no user.
+    unsafe { block::unmap_block(p, header_of(p)) };
 }
 
 // ---------------------------------------------------------------------------
@@ -421,7 +423,7 @@ mod tests {
     }
 
     fn block(size: usize) -> usize {
-        large::map_block(size, 16, 0, 0).unwrap().ptr as usize
+        block::map_block(size, 16, 0, 0).unwrap().ptr as usize
     }
 
     #[test]
@@ -431,7 +433,7 @@ mod tests {
         let blocks: Vec<usize> = (0..DEPTH + 1)
             .map(|_| block(class_size(class_of(size))))
             .collect();
-        let usable = large::usable_size(header_of(blocks[0]));
+        let usable = block::usable_size(header_of(blocks[0]));
         for &p in &blocks[..DEPTH] {
             assert_eq!(c.put(p, usable, 5, false), Put::Cached { evicted: 0 });
         }
@@ -454,7 +456,8 @@ mod tests {
         assert_eq!(held_blocks, (DEPTH - 2) as u32);
         assert_eq!(c.held(), 0);
         for p in [blocks[DEPTH], blocks[DEPTH - 1]] {
-            large::unmap_block(p, header_of(p));
+            // SAFETY: a block the test mapped and no longer uses.
+            unsafe { block::unmap_block(p, header_of(p)) };
         }
     }
 
@@ -462,7 +465,7 @@ mod tests {
     fn purge_releases_slots_after_three_passes() {
         let mut c = ThreadCache::new();
         let p = block(1 << 20);
-        let usable = large::usable_size(header_of(p));
+        let usable = block::usable_size(header_of(p));
         assert!(matches!(c.put(p, usable, 1, false), Put::Cached { .. }));
         assert_eq!(c.purge(), 0);
         assert_eq!(c.purge(), 0);

@@ -119,7 +119,7 @@ impl Page {
             let start = self.start as usize;
             let end = start + self.reserved as usize * self.block_size as usize;
             if next < start || next >= end {
-                hardening::corrupted_free_list(b as usize, self.class as usize);
+                crate::diag::corrupted_free_list(b as usize, self.class as usize);
             }
         }
         next as *mut Block
@@ -142,7 +142,7 @@ impl Page {
             // SAFETY: blocks of 16 bytes or more have a second word.
             let second = unsafe { (b as *mut usize).add(1) };
             if unsafe { *second } == tag {
-                hardening::double_free(b as usize, self.class as usize);
+                crate::diag::double_free(b as usize, Some(self.class as usize));
             }
             unsafe { *second = tag };
         }

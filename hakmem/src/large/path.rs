@@ -7,17 +7,20 @@
 //! the header, offer the block to the BigCache, else unmap. One allocation in
 //! a few is measured for the ELO ratings (`evolution.rs`).
 
-use crate::bigcache::{self, Put};
-use crate::evolution::{self, Sample};
-use crate::heap::{self, Heap};
-use crate::large::{self, LargeHeader, HEADER_SIZE};
+use crate::large::bigcache::{self, Put};
+use crate::large::block::{self, LargeHeader, HEADER_SIZE};
+use crate::large::evolution::{self, Sample};
+use crate::large::profile;
+use crate::large::thread::ThreadState;
 use crate::options::BigCacheMode;
 use crate::os;
 use crate::probe::{self, Component};
-use crate::profile;
-use crate::segment_map::Region;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
+
+/// How the large paths reach the calling thread's state, created on first use
+/// (None if the OS refuses memory). The thread context, a layer above, passes it.
+pub type StateOf = fn() -> Option<*mut ThreadState>;
 
 /// Large operations between two looks at the purge clock.
 const OPS_PER_CLOCK_CHECK: u32 = 64;
@@ -30,36 +33,36 @@ fn fail() -> *mut u8 {
 /// Allocates a large block of `size` bytes aligned to `align`; zeroed if `zero`.
 #[cold]
 #[inline(never)]
-pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
+pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: StateOf) -> *mut u8 {
     let t = if probe::tracing() { probe::now() } else { 0 };
-    if crate::api::too_big(size) {
+    if crate::layout::too_big(size) {
         return fail();
     }
-    let Some(heap) = heap::current_or_init() else {
+    let Some(ts) = state() else {
         return fail();
     };
-    // SAFETY: this thread's heap, used only by this thread.
-    let h = unsafe { &mut *heap };
-    h.large.ops += 1;
-    if h.large.ops >= OPS_PER_CLOCK_CHECK {
-        h.large.ops = 0;
-        let delay = h.large.purge_delay_ns;
+    // SAFETY: this thread's state, used only by this thread.
+    let h = unsafe { &mut *ts };
+    h.ops += 1;
+    if h.ops >= OPS_PER_CLOCK_CHECK {
+        h.ops = 0;
+        let delay = h.purge_delay_ns;
         purge_thread(h, os::monotonic_ns(), delay);
     }
-    let mode = h.large.mode;
-    let slot = if h.large.profiling {
+    let mode = h.mode;
+    let slot = if h.profiling {
         profile::site_slot(site)
     } else {
         0
     };
-    let sampling = evolution::should_sample(&mut h.large);
+    let sampling = evolution::should_sample(h);
     let t0 = if sampling { probe::now() } else { 0 };
 
     let mut map_size = size;
     if mode != BigCacheMode::Off && bigcache::cacheable(size, align) {
         let tl = if t != 0 { probe::now() } else { 0 };
         let hit = match mode {
-            BigCacheMode::Thread => h.large.cache.get(size, slot),
+            BigCacheMode::Thread => h.cache.get(size, slot),
             _ => bigcache::global_get(size),
         };
         if tl != 0 {
@@ -74,7 +77,7 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
             // block circulating in a loop charge every sample, and every
             // purge-on-put, to whatever strategy mapped it first (a run stuck
             // at 1.3 µs per hit on `purge-on-cache`).
-            let want = large::site_word(slot, evolution::best());
+            let want = block::site_word(slot, evolution::best());
             // SAFETY: a cached block's header (validated when it was freed).
             let word = unsafe { (*hdr).site };
             if word != want {
@@ -83,15 +86,15 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
             }
             if crate::hardening::ENABLED {
                 // SAFETY: as above.
-                unsafe { (*hdr).magic = large::MAGIC };
+                unsafe { (*hdr).magic = block::MAGIC };
             }
-            let usable = large::usable_size(hdr);
+            let usable = block::usable_size(hdr);
             h.counters.bigcache_hits.add(1);
             finish_alloc(h, p as *mut u8, size, usable, slot, true, zero, false);
             if sampling {
                 // Only a block its last put purged can fault during this life.
                 let faults0 =
-                    evolution::begin_sample(bigcache::purges_on_put(large::strategy_of(word)));
+                    evolution::begin_sample(bigcache::purges_on_put(block::strategy_of(word)));
                 start_sample(h, p, t0, faults0, size);
             }
             if t != 0 {
@@ -104,17 +107,17 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
         map_size = bigcache::class_size(bigcache::class_of(size)).max(size);
     }
     // Strategies are chosen (and explored) where they matter: on a new mapping.
-    let strategy = evolution::select(&mut h.large.rng);
+    let strategy = evolution::select(&mut h.rng);
     let faults0 = if sampling {
         evolution::begin_sample(true)
     } else {
         None
     };
-    let Some(block) = large::map_block(map_size, align, slot, strategy) else {
+    let Some(block) = block::map_block(map_size, align, slot, strategy) else {
         return fail();
     };
     h.counters.strategy_uses[strategy as usize].add(1);
-    let usable = large::usable_size(header_of(block.ptr as usize));
+    let usable = block::usable_size(header_of(block.ptr as usize));
     finish_alloc(h, block.ptr, size, usable, slot, false, zero, block.zeroed);
     if sampling {
         start_sample(h, block.ptr as usize, t0, faults0, size);
@@ -127,8 +130,8 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
 
 /// The block at `p` is the one this thread measures; its allocation began at `t0`.
 #[inline]
-fn start_sample(h: &mut Heap, p: usize, t0: u64, faults0: Option<u64>, size: usize) {
-    h.large.sample = Sample {
+fn start_sample(h: &mut ThreadState, p: usize, t0: u64, faults0: Option<u64>, size: usize) {
+    h.sample = Sample {
         ptr: p,
         alloc_cycles: probe::now() - t0,
         faults0,
@@ -139,7 +142,7 @@ fn start_sample(h: &mut Heap, p: usize, t0: u64, faults0: Option<u64>, size: usi
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn finish_alloc(
-    h: &mut Heap,
+    h: &mut ThreadState,
     p: *mut u8,
     size: usize,
     usable: usize,
@@ -162,35 +165,32 @@ fn finish_alloc(
 fn header_of(p: usize) -> *mut LargeHeader {
     let r = crate::segment_map::lookup(p);
     // SAFETY: `p` was just produced by map_block.
-    unsafe { large::header(p, r) }.expect("fresh large block has a header")
+    unsafe { block::header(p, r) }.expect("fresh large block has a header")
 }
 
 /// Frees the large block at `a`.
 ///
 /// # Safety
-/// `region` is `segment_map::lookup(a)`, one of the large kinds.
+/// `hdr` is the validated header of the block at `a` (`block::header`), a
+/// block the caller no longer uses.
 #[cold]
 #[inline(never)]
-pub unsafe fn free(a: usize, region: Region) {
-    // SAFETY: forwarded contract.
-    let Some(hdr) = (unsafe { large::header(a, region) }) else {
-        crate::api::foreign_pointer("free", a as *mut u8);
-        return;
-    };
+pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: StateOf) {
     // SAFETY: validated header.
-    if crate::hardening::ENABLED && unsafe { (*hdr).magic } == large::FREED_MAGIC {
-        crate::hardening::double_free(a, crate::size_class::NUM_CLASSES);
+    if crate::hardening::ENABLED && unsafe { (*hdr).magic } == block::FREED_MAGIC {
+        crate::diag::double_free(a, None);
     }
-    let usable = large::usable_size(hdr);
-    let Some(heap) = heap::current_or_init() else {
-        large::unmap_block(a, hdr);
+    let usable = block::usable_size(hdr);
+    let Some(ts) = state() else {
+        // SAFETY: the caller's contract.
+        unsafe { block::unmap_block(a, hdr) };
         return;
     };
-    // SAFETY: this thread's heap.
-    let h = unsafe { &mut *heap };
+    // SAFETY: this thread's state.
+    let h = unsafe { &mut *ts };
     h.counters.large_frees.add(1);
     h.counters.large_bytes_freed.add(usable as u64);
-    let measuring = h.large.sample.ptr == a;
+    let measuring = h.sample.ptr == a;
     let t0 = if measuring || probe::tracing() {
         probe::now()
     } else {
@@ -198,15 +198,15 @@ pub unsafe fn free(a: usize, region: Region) {
     };
     // SAFETY: validated header.
     let (word, offset) = unsafe { ((*hdr).site, (*hdr).offset as usize) };
-    let strategy = large::strategy_of(word);
-    let mode = h.large.mode;
+    let strategy = block::strategy_of(word);
+    let mode = h.mode;
     let put = if mode == BigCacheMode::Off || offset != HEADER_SIZE {
         Put::Refused
     } else if mode == BigCacheMode::Thread {
-        h.large.cache.put(
+        h.cache.put(
             a,
             usable,
-            large::site_of(word),
+            block::site_of(word),
             bigcache::purges_on_put(strategy),
         )
     } else {
@@ -216,7 +216,7 @@ pub unsafe fn free(a: usize, region: Region) {
         Put::Cached { evicted } => {
             if crate::hardening::ENABLED {
                 // SAFETY: the block is ours until the cache hands it out again.
-                unsafe { (*hdr).magic = large::FREED_MAGIC };
+                unsafe { (*hdr).magic = block::FREED_MAGIC };
             }
             h.counters.bigcache_puts.add(1);
             h.counters.bigcache_evictions.add(evicted as u64);
@@ -225,7 +225,8 @@ pub unsafe fn free(a: usize, region: Region) {
             if mode != BigCacheMode::Off && offset == HEADER_SIZE && usable >= bigcache::MIN_SIZE {
                 h.counters.bigcache_refused.add(1);
             }
-            large::unmap_block(a, hdr);
+            // SAFETY: the caller's contract; the cache did not take the block.
+            unsafe { block::unmap_block(a, hdr) };
         }
     }
     if t0 != 0 && probe::tracing() {
@@ -236,23 +237,27 @@ pub unsafe fn free(a: usize, region: Region) {
         );
     }
     if measuring {
-        let sample = h.large.sample;
-        h.large.sample = Sample::NONE;
-        evolution::finish_sample(sample, strategy, probe::now() - t0, &mut h.large.rng);
+        let sample = h.sample;
+        h.sample = Sample::NONE;
+        evolution::finish_sample(sample, strategy, probe::now() - t0, &mut h.rng);
     }
 }
 
 /// Tries to grow the large block at `a` to `size` bytes without moving it.
-pub fn grow_in_place(a: usize, h: *mut LargeHeader, size: usize) -> bool {
-    let old = large::usable_size(h);
-    if !large::resize_in_place(a, h, size) {
+///
+/// # Safety
+/// `h` is the validated header of the live block at `a` (`block::header`).
+pub unsafe fn grow_in_place(a: usize, h: *mut LargeHeader, size: usize, state: StateOf) -> bool {
+    let old = block::usable_size(h);
+    // SAFETY: the caller's contract; growing cuts nothing off.
+    if size <= old || !unsafe { block::resize_in_place(a, h, size) } {
         return false;
     }
-    if let Some(heap) = heap::current_or_init() {
-        let new = large::usable_size(h);
-        // SAFETY: this thread's heap.
+    if let Some(ts) = state() {
+        let new = block::usable_size(h);
+        // SAFETY: this thread's state.
         unsafe {
-            (*heap)
+            (*ts)
                 .counters
                 .large_bytes_allocated
                 .add(new.saturating_sub(old) as u64);
@@ -272,14 +277,14 @@ fn passes_since(last: u64, now: u64, delay_ns: u64) -> u32 {
 
 /// Ages this thread's BigCache (and the global one) by the purge passes the
 /// time since the last one calls for; `delay_ns == 0` releases everything now.
-pub fn purge_thread(h: &mut Heap, now: u64, delay_ns: u64) {
+pub fn purge_thread(h: &mut ThreadState, now: u64, delay_ns: u64) {
     let mut released = 0;
     if delay_ns == 0 {
-        released += h.large.cache.flush() + bigcache::global_purge(true);
+        released += h.cache.flush() + bigcache::global_purge(true);
     } else {
-        for _ in 0..passes_since(h.large.aged_ns, now, delay_ns) {
-            h.large.aged_ns = now;
-            released += h.large.cache.purge();
+        for _ in 0..passes_since(h.aged_ns, now, delay_ns) {
+            h.aged_ns = now;
+            released += h.cache.purge();
         }
         let last = GLOBAL_AGED_NS.load(Ordering::Relaxed);
         // The first call only starts the clock.
@@ -305,8 +310,8 @@ pub fn purge_thread(h: &mut Heap, now: u64, delay_ns: u64) {
 }
 
 /// Thread exit: the thread's cached blocks go back to the OS.
-pub fn thread_exit(h: &mut Heap) {
-    let released = h.large.cache.flush();
+pub fn thread_exit(h: &mut ThreadState) {
+    let released = h.cache.flush();
     h.counters.bigcache_purged.add(released as u64);
-    h.large.sample = Sample::NONE;
+    h.sample = Sample::NONE;
 }

@@ -1,7 +1,7 @@
 //! Counters of the large-block machinery (BigCache, ELO, evolution) in [`crate::Stats`].
 
-use crate::elo::{self, RATINGS, STRATEGIES};
-use crate::evolution::{self, Phase};
+use crate::large::elo::{self, RATINGS, STRATEGIES};
+use crate::large::evolution::{self, Phase};
 
 /// Large-block counters.
 #[derive(Clone, Copy, Debug)]
@@ -35,7 +35,9 @@ pub struct LargeStats {
 }
 
 impl LargeStats {
-    pub(crate) fn collect() -> Self {
+    /// The process-wide part (cache budget, evolution, ratings); the
+    /// per-thread counters are added with [`LargeStats::add`].
+    pub(crate) fn global() -> Self {
         let mut s = LargeStats {
             bigcache_hits: 0,
             bigcache_misses: 0,
@@ -43,7 +45,7 @@ impl LargeStats {
             bigcache_refused: 0,
             bigcache_evictions: 0,
             bigcache_purged: 0,
-            bigcache_reserved_bytes: crate::bigcache::reserved_bytes(),
+            bigcache_reserved_bytes: crate::large::bigcache::reserved_bytes(),
             phase: evolution::phase(),
             evo_transitions: evolution::transitions(),
             strategy: match evolution::phase() {
@@ -61,18 +63,22 @@ impl LargeStats {
             s.mean_cost[i] = RATINGS.mean_cost(i);
             s.samples[i] = RATINGS.samples(i);
         }
-        crate::heap::for_each_heap(|c| {
-            s.bigcache_hits += c.bigcache_hits.get();
-            s.bigcache_misses += c.bigcache_misses.get();
-            s.bigcache_puts += c.bigcache_puts.get();
-            s.bigcache_refused += c.bigcache_refused.get();
-            s.bigcache_evictions += c.bigcache_evictions.get();
-            s.bigcache_purged += c.bigcache_purged.get();
-            for i in 0..elo::N {
-                s.uses[i] += c.strategy_uses[i].get();
-            }
-        });
         s
+    }
+}
+
+impl LargeStats {
+    /// Adds one thread's counters.
+    pub(crate) fn add(&mut self, c: &crate::large::thread::Counters) {
+        self.bigcache_hits += c.bigcache_hits.get();
+        self.bigcache_misses += c.bigcache_misses.get();
+        self.bigcache_puts += c.bigcache_puts.get();
+        self.bigcache_refused += c.bigcache_refused.get();
+        self.bigcache_evictions += c.bigcache_evictions.get();
+        self.bigcache_purged += c.bigcache_purged.get();
+        for i in 0..elo::N {
+            self.uses[i] += c.strategy_uses[i].get();
+        }
     }
 }
 

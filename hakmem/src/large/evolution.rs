@@ -26,7 +26,7 @@
 //! lock the lifecycle: frozen on the default strategy for the whole run, no
 //! sampling at all.
 
-use crate::elo::{self, Rng, RATINGS};
+use crate::large::elo::{self, Rng, RATINGS};
 use crate::os;
 use crate::probe::{self, Component};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -199,7 +199,7 @@ impl Sample {
 
 /// Whether this allocation should be measured (and starts the countdown again).
 #[inline]
-pub fn should_sample(ts: &mut crate::large::ThreadState) -> bool {
+pub fn should_sample(ts: &mut crate::large::thread::ThreadState) -> bool {
     if ts.sample.ptr != 0 {
         return false;
     }

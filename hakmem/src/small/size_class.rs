@@ -91,8 +91,8 @@ pub fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
 
 /// The kind of segment (and so the page size) that serves class `c`.
 #[inline]
-pub const fn page_kind(c: usize) -> crate::segment::PageKind {
-    use crate::segment::PageKind;
+pub const fn page_kind(c: usize) -> crate::small::segment::PageKind {
+    use crate::small::segment::PageKind;
     let bs = block_size(c);
     if bs <= 8 * 1024 {
         PageKind::Small

@@ -22,15 +22,15 @@
 //! stacks (no lock a forked child could inherit).
 
 use crate::os;
-use crate::page::Page;
 use crate::segment_map::{self, Region};
+use crate::small::page::Page;
+use crate::vm;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-pub const SEGMENT_SHIFT: u32 = 22;
-pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+pub use crate::layout::{SEGMENT_SHIFT, SEGMENT_SIZE};
 /// Bytes at the start of a segment taken by its header; page 0 starts here.
-pub const SEGMENT_HEADER: usize = crate::size_class::MAX_CLASS_ALIGN;
+pub const SEGMENT_HEADER: usize = crate::small::size_class::MAX_CLASS_ALIGN;
 /// Most pages a segment can have (Small kind).
 pub const MAX_PAGES: usize = 64;
 
@@ -101,12 +101,18 @@ impl Segment {
     }
 
     /// The page descriptor holding `addr`.
+    ///
+    /// # Safety
+    /// `seg` is a live segment and `addr` lies in its 4 MiB.
     #[inline(always)]
-    pub fn page_of(&mut self, addr: usize) -> *mut Page {
-        let idx = (addr - self as *mut Segment as usize) >> self.page_shift;
-        debug_assert!(idx < MAX_PAGES);
-        // SAFETY: `addr` lies in this 4 MiB segment and page_shift ≥ 16, so idx < 64.
-        unsafe { self.pages.get_unchecked_mut(idx) }
+    pub unsafe fn page_of(seg: *mut Segment, addr: usize) -> *mut Page {
+        // SAFETY: the caller's contract; `addr` lies in this 4 MiB segment and
+        // page_shift ≥ 16, so the index is below 64 = MAX_PAGES.
+        unsafe {
+            let idx = (addr - seg as usize) >> (*seg).page_shift;
+            debug_assert!(idx < MAX_PAGES);
+            (&raw mut (*seg).pages).cast::<Page>().add(idx)
+        }
     }
 
     fn base(&self) -> usize {
@@ -176,7 +182,7 @@ impl Segment {
         if crate::hardening::ENABLED && i == self.kind.page_count() - 1 {
             bytes -= os::OS_PAGE; // the segment's guard page
         }
-        let bs = crate::size_class::block_size(class);
+        let bs = crate::small::size_class::block_size(class);
         self.pages[i].init(class, bs, start as *mut u8, bytes);
         Some(&mut self.pages[i])
     }
@@ -208,7 +214,8 @@ impl Segment {
                 start += SEGMENT_HEADER;
             }
             let end = self.base() + (first + run) * page_size;
-            os::purge(start as *mut u8, end - start);
+            // SAFETY: a run of free pages of this segment (past its header): no live block.
+            unsafe { vm::purge(start as *mut u8, end - start) };
             bytes += end - start;
             if first + run >= 64 {
                 bits = 0;
@@ -299,13 +306,17 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
     let seg = match POOL_DIRTY.pop().or_else(|| POOL_CLEAN.pop()) {
         Some(s) => s,
         None => {
-            let p = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)? as *mut Segment;
+            let p = vm::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)? as *mut Segment;
             if crate::hardening::ENABLED {
                 // A guard page ends every segment (it stays when the segment is pooled).
-                crate::hardening::guard(
-                    (p as usize + SEGMENT_SIZE - os::OS_PAGE) as *mut u8,
-                    os::OS_PAGE,
-                );
+                // SAFETY: the last OS page of a fresh segment: `alloc_page` leaves it
+                // out of the last page's blocks in hardened builds.
+                unsafe {
+                    crate::hardening::guard(
+                        (p as usize + SEGMENT_SIZE - os::OS_PAGE) as *mut u8,
+                        os::OS_PAGE,
+                    )
+                };
             }
             segment_map::set(p as usize, Region::ClassSegment);
             p
@@ -361,10 +372,13 @@ pub fn maintain_pool(now_ns: u64, delay_ns: u64) {
         if now_ns.saturating_sub(pooled_at) >= delay_ns {
             // Everything but the first OS page, which keeps the header's
             // fields that outlive pooling (`thp`, the stack link).
-            os::purge(
-                (seg as usize + os::OS_PAGE) as *mut u8,
-                SEGMENT_SIZE - os::OS_PAGE,
-            );
+            // SAFETY: a pooled segment holds no live block; its first OS page is kept.
+            unsafe {
+                vm::purge(
+                    (seg as usize + os::OS_PAGE) as *mut u8,
+                    SEGMENT_SIZE - os::OS_PAGE,
+                )
+            };
             POOL_CLEAN.push(seg);
         } else if n_young < young.len() {
             young[n_young] = seg;
@@ -411,7 +425,10 @@ mod tests {
         unsafe {
             assert_eq!((*pages[0]).start as usize, seg as usize + SEGMENT_HEADER);
             assert_eq!((*pages[1]).start as usize, seg as usize + (512 << 10));
-            assert_eq!(s.page_of((*pages[1]).start as usize + 100), pages[1]);
+            assert_eq!(
+                Segment::page_of(seg, (*pages[1]).start as usize + 100),
+                pages[1]
+            );
         }
         for p in &pages {
             s.free_page(*p, 1000);
@@ -429,7 +446,7 @@ mod tests {
     fn stack_is_lifo_and_survives_concurrent_use() {
         static S: SegmentStack = SegmentStack::new();
         let segs: Vec<usize> = (0..4)
-            .map(|_| os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE).unwrap() as usize)
+            .map(|_| vm::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE).unwrap() as usize)
             .collect();
         for &s in &segs {
             S.push(s as *mut Segment);
@@ -453,7 +470,8 @@ mod tests {
         }
         assert_eq!(n, 4, "no segment lost or duplicated");
         for s in segs {
-            os::unmap(s as *mut u8, SEGMENT_SIZE);
+            // SAFETY: mapped above, off the stack again.
+            unsafe { vm::unmap(s as *mut u8, SEGMENT_SIZE) };
         }
     }
 }

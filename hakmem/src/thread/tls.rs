@@ -1,4 +1,4 @@
-//! The thread's heap pointer: a `const`-initialised thread local without a
+//! The thread's context pointer: a `const`-initialised thread local without a
 //! destructor, plus, in the LD_PRELOAD library, a faster way to reach it.
 //!
 //! In a shared library Rust's thread locals use the general-dynamic TLS model:
@@ -11,11 +11,11 @@
 //! x86-64 lays it out), later reads are one `%fs`-relative load. Otherwise
 //! (a library dlopen'ed into dynamic TLS) the offset stays unused.
 
-use crate::heap::Heap;
+use crate::thread::ThreadCtx;
 use core::cell::Cell;
 
 thread_local! {
-    static CURRENT: Cell<*mut Heap> = const { Cell::new(crate::heap::EMPTY_HEAP_PTR) };
+    static CURRENT: Cell<*mut ThreadCtx> = const { Cell::new(crate::thread::EMPTY_CTX_PTR) };
 }
 
 #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
@@ -52,25 +52,25 @@ mod fast {
     }
 }
 
-/// The calling thread's heap pointer.
+/// The calling thread's context pointer.
 #[inline(always)]
-pub fn get() -> *mut Heap {
+pub fn get() -> *mut ThreadCtx {
     #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
     {
         let off = fast::OFFSET.load(core::sync::atomic::Ordering::Relaxed);
         if off != 0 {
-            return fast::read(off) as *mut Heap;
+            return fast::read(off) as *mut ThreadCtx;
         }
     }
     CURRENT.get()
 }
 
-/// Sets the calling thread's heap pointer.
-pub fn set(h: *mut Heap) {
+/// Sets the calling thread's context pointer.
+pub fn set(h: *mut ThreadCtx) {
     CURRENT.set(h);
     #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
     if fast::OFFSET.load(core::sync::atomic::Ordering::Relaxed) == 0 {
-        fast::measure(CURRENT.with(|c| c as *const Cell<*mut Heap> as usize));
+        fast::measure(CURRENT.with(|c| c as *const Cell<*mut ThreadCtx> as usize));
     }
 }
 
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn set_then_get_in_each_thread() {
         std::thread::spawn(|| {
-            let h = 0x1000 as *mut crate::heap::Heap;
+            let h = 0x1000 as *mut crate::thread::ThreadCtx;
             let before = super::get();
             super::set(h);
             assert_eq!(super::get(), h);

@@ -16,10 +16,11 @@
 //! Freed large blocks go to the BigCache (`bigcache.rs`) when it takes them;
 //! how a block is mapped and kept follows the strategy chosen by `elo.rs`.
 
+use crate::layout::SEGMENT_SIZE;
 use crate::os::{self, OS_PAGE};
 use crate::probe::{self, Component};
-use crate::segment::SEGMENT_SIZE;
 use crate::segment_map::{self, Region};
+use crate::vm;
 
 /// The header of a large block.
 #[repr(C)]
@@ -47,50 +48,6 @@ const GUARD: usize = if crate::hardening::ENABLED {
     0
 };
 
-/// Per-thread large-block state: BigCache slots, exploration RNG, the one
-/// allocation being measured for ELO, and the purge clock.
-pub struct ThreadState {
-    pub cache: crate::bigcache::ThreadCache,
-    pub rng: crate::elo::Rng,
-    pub sample: crate::evolution::Sample,
-    /// Large allocations until the next measured one.
-    pub sample_countdown: u32,
-    /// Large operations since the last purge-clock check.
-    pub ops: u32,
-    /// When this thread's BigCache was last aged, in monotonic ns.
-    pub aged_ns: u64,
-    /// Options this path needs, copied at heap set-up (they never change).
-    pub mode: crate::options::BigCacheMode,
-    pub profiling: bool,
-    pub purge_delay_ns: u64,
-}
-
-impl ThreadState {
-    pub const fn new() -> Self {
-        ThreadState {
-            cache: crate::bigcache::ThreadCache::new(),
-            rng: crate::elo::Rng(0x9e37_79b9_7f4a_7c15),
-            sample: crate::evolution::Sample::NONE,
-            sample_countdown: 0,
-            ops: 0,
-            aged_ns: 0,
-            mode: crate::options::BigCacheMode::Off,
-            profiling: false,
-            purge_delay_ns: 0,
-        }
-    }
-
-    /// Copies the options into the thread's state (at heap set-up).
-    pub fn configure(&mut self, o: &crate::options::Options) {
-        self.mode = o.bigcache;
-        self.profiling = o.profiling();
-        self.purge_delay_ns = o.purge_delay_ms.saturating_mul(1_000_000);
-        self.aged_ns = crate::os::monotonic_ns();
-        // A different exploration sequence per thread.
-        self.rng.0 ^= (self as *mut Self as u64).rotate_left(17) | 1;
-    }
-}
-
 /// Packs a site slot and a strategy id into the header's site word.
 pub fn site_word(site_slot: u32, strategy: u8) -> u32 {
     (site_slot & 0x00ff_ffff) | (strategy as u32) << 24
@@ -104,12 +61,6 @@ pub fn site_of(word: u32) -> u32 {
 /// The strategy id of a header's site word.
 pub fn strategy_of(word: u32) -> u8 {
     (word >> 24) as u8
-}
-
-impl Default for ThreadState {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// A mapped large block before it is handed out.
@@ -142,7 +93,7 @@ pub unsafe fn header(p: usize, region: Region) -> Option<*mut LargeHeader> {
         && hdr.magic != MAGIC
         && hdr.magic != FREED_MAGIC
     {
-        crate::api::corrupt_header(p as *mut u8);
+        crate::diag::corrupt_header(p);
     }
     Some(h)
 }
@@ -157,14 +108,14 @@ pub(crate) fn usable_size(h: *const LargeHeader) -> usize {
 /// Maps a block of at least `size` usable bytes aligned to `align`, following
 /// `strategy` (an index into `elo::STRATEGIES`); `site` is the header's site word.
 pub fn map_block(size: usize, align: usize, site: u32, strategy: u8) -> Option<Block> {
-    let s = &crate::elo::STRATEGIES[strategy as usize];
+    let s = &crate::large::elo::STRATEGIES[strategy as usize];
     let mapped = size.checked_add(size / 100 * s.slack_pct as usize)?;
     // Huge pages and pre-faulting pay up front for a block that is touched
     // whole and reused from the BigCache. A block too big to cache is more often
     // a reserve touched in part (`sort -S 256M`'s buffer): there, huge pages
     // meant zeroing and compacting 2 MiB per touch, and sort ran 20% slower
     // than on glibc.
-    let up_front = size <= crate::bigcache::MAX_SIZE;
+    let up_front = size <= crate::large::bigcache::MAX_SIZE;
     let block = map_raw(
         mapped,
         align,
@@ -186,12 +137,13 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
     let p = if align < SEGMENT_SIZE {
         let offset = align.max(HEADER_SIZE);
         let len = page_round(offset.checked_add(size)?)?;
-        let base = os::map_aligned(len + GUARD, SEGMENT_SIZE)? as usize;
+        let base = vm::map_aligned(len + GUARD, SEGMENT_SIZE)? as usize;
         if hugepage {
             os::advise_hugepage(base as *mut u8, len);
         }
         if crate::hardening::ENABLED {
-            crate::hardening::guard((base + len) as *mut u8, GUARD);
+            // SAFETY: the guard page just past the block's own pages, in the fresh mapping.
+            unsafe { crate::hardening::guard((base + len) as *mut u8, GUARD) };
         }
         write_header(base as *mut LargeHeader, len, offset, site);
         segment_map::set(base, Region::LargeHeaderAtBase);
@@ -200,18 +152,21 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
         // The block starts a 4 MiB region; one OS page in front holds the header.
         let len = page_round(size.checked_add(OS_PAGE)?)?;
         let over = len.checked_add(align)?.checked_add(GUARD)?;
-        let raw = os::map(over)? as usize;
+        let raw = vm::map(over)? as usize;
         let p = (raw + OS_PAGE + align - 1) & !(align - 1);
         let start = p - OS_PAGE;
         if start > raw {
-            os::unmap(raw as *mut u8, start - raw);
+            // SAFETY: the unused head of the fresh mapping.
+            unsafe { vm::unmap(raw as *mut u8, start - raw) };
         }
         let tail = raw + over - (start + len + GUARD);
         if tail > 0 {
-            os::unmap((start + len + GUARD) as *mut u8, tail);
+            // SAFETY: the unused tail of the fresh mapping.
+            unsafe { vm::unmap((start + len + GUARD) as *mut u8, tail) };
         }
         if crate::hardening::ENABLED {
-            crate::hardening::guard((start + len) as *mut u8, GUARD);
+            // SAFETY: the guard page just past the block's own pages, in the fresh mapping.
+            unsafe { crate::hardening::guard((start + len) as *mut u8, GUARD) };
         }
         if hugepage {
             os::advise_hugepage(start as *mut u8, len);
@@ -246,17 +201,25 @@ fn write_header(h: *mut LargeHeader, len: usize, offset: usize, site: u32) {
 }
 
 /// Unmaps the large block at `p` whose header is `h`.
-pub(crate) fn unmap_block(p: usize, h: *mut LargeHeader) {
-    // SAFETY: validated header of a block nobody uses any more.
+///
+/// # Safety
+/// `h` is the validated header of the block at `p` ([`header`]), and nobody uses the block any more.
+pub(crate) unsafe fn unmap_block(p: usize, h: *mut LargeHeader) {
+    // SAFETY: the caller's contract: a validated header.
     let (len, offset) = unsafe { ((*h).len_pages as usize * OS_PAGE, (*h).offset as usize) };
     let start = p - offset;
     segment_map::clear(p & !(SEGMENT_SIZE - 1));
-    os::unmap(start as *mut u8, len + GUARD);
+    // SAFETY: the block's whole mapping (header, pages, guard), unused by contract.
+    unsafe { vm::unmap(start as *mut u8, len + GUARD) };
 }
 
 /// Grows or shrinks the block at `p` in place to at least `new_size` usable
 /// bytes. Returns false if the mapping cannot change without moving.
-pub(crate) fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) -> bool {
+///
+/// # Safety
+/// `h` is the validated header of the live block at `p` ([`header`]), and no
+/// byte past `new_size` is in use.
+pub(crate) unsafe fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) -> bool {
     if crate::hardening::ENABLED {
         return false; // the guard page sits right after the mapping
     }
@@ -273,7 +236,8 @@ pub(crate) fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) ->
     if new_len / OS_PAGE > u32::MAX as usize {
         return false;
     }
-    if !os::remap_in_place((p - offset) as *mut u8, old_len, new_len) {
+    // SAFETY: the block's own mapping; what a shrink cuts off is unused by contract.
+    if !unsafe { vm::remap_in_place((p - offset) as *mut u8, old_len, new_len) } {
         return false;
     }
     hdr.len_pages = (new_len / OS_PAGE) as u32;

@@ -1,0 +1,119 @@
+//! The large-block side's per-thread state: BigCache slots, the exploration
+//! RNG, the one allocation being measured, the purge clock, options copied at
+//! set-up, and the thread's large-block counters. The thread context
+//! (`crate::thread`) holds one per thread and passes it to `path`.
+
+use crate::counters::Counter;
+use crate::large::{bigcache, elo, evolution};
+use crate::options;
+
+/// Per-thread large-block state: BigCache slots, exploration RNG, the one
+/// allocation being measured for ELO, and the purge clock.
+pub struct ThreadState {
+    /// This thread's BigCache slots.
+    pub cache: bigcache::ThreadCache,
+    /// Exploration RNG (a different sequence per thread).
+    pub rng: elo::Rng,
+    /// The allocation being measured for ELO, if any.
+    pub sample: evolution::Sample,
+    /// Large allocations until the next measured one.
+    pub sample_countdown: u32,
+    /// Large operations since the last purge-clock check.
+    pub ops: u32,
+    /// When this thread's BigCache was last aged, in monotonic ns.
+    pub aged_ns: u64,
+    /// Options this path needs, copied at heap set-up (they never change).
+    pub mode: options::BigCacheMode,
+    /// Call-site profiling on (`HAKMEM_MINIMAL` turns it off).
+    pub profiling: bool,
+    /// `HAKMEM_PURGE_DELAY_MS` in ns.
+    pub purge_delay_ns: u64,
+    /// This thread's large-block counters.
+    pub counters: Counters,
+}
+
+impl ThreadState {
+    /// The state before set-up (options not applied yet).
+    pub const fn new() -> Self {
+        ThreadState {
+            cache: bigcache::ThreadCache::new(),
+            rng: elo::Rng(0x9e37_79b9_7f4a_7c15),
+            sample: evolution::Sample::NONE,
+            sample_countdown: 0,
+            ops: 0,
+            aged_ns: 0,
+            mode: options::BigCacheMode::Off,
+            profiling: false,
+            purge_delay_ns: 0,
+            counters: Counters::new(),
+        }
+    }
+
+    /// Copies the options into the thread's state (at heap set-up).
+    pub fn configure(&mut self, o: &options::Options) {
+        self.mode = o.bigcache;
+        self.profiling = o.profiling();
+        self.purge_delay_ns = o.purge_delay_ms.saturating_mul(1_000_000);
+        self.aged_ns = crate::os::monotonic_ns();
+        // A different exploration sequence per thread.
+        self.rng.0 ^= (self as *mut Self as u64).rotate_left(17) | 1;
+    }
+}
+
+impl Default for ThreadState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The large-block counters each thread keeps (written by that thread only,
+/// summed by the statistics snapshot).
+pub struct Counters {
+    /// Large blocks allocated, freed, and their usable bytes.
+    pub large_allocs: Counter,
+    /// See `large_allocs`.
+    pub large_frees: Counter,
+    /// See `large_allocs`.
+    pub large_bytes_allocated: Counter,
+    /// See `large_allocs`.
+    pub large_bytes_freed: Counter,
+    /// BigCache lookups that found a block.
+    pub bigcache_hits: Counter,
+    /// BigCache lookups that did not.
+    pub bigcache_misses: Counter,
+    /// Blocks the cache took on free.
+    pub bigcache_puts: Counter,
+    /// Blocks the cache turned away.
+    pub bigcache_refused: Counter,
+    /// Older blocks unmapped to make room.
+    pub bigcache_evictions: Counter,
+    /// Blocks released by purges, thread exit or collect.
+    pub bigcache_purged: Counter,
+    /// Large blocks mapped with each ELO strategy.
+    pub strategy_uses: [Counter; elo::N],
+}
+
+impl Counters {
+    /// All zero.
+    pub const fn new() -> Self {
+        Counters {
+            large_allocs: Counter::new(),
+            large_frees: Counter::new(),
+            large_bytes_allocated: Counter::new(),
+            large_bytes_freed: Counter::new(),
+            bigcache_hits: Counter::new(),
+            bigcache_misses: Counter::new(),
+            bigcache_puts: Counter::new(),
+            bigcache_refused: Counter::new(),
+            bigcache_evictions: Counter::new(),
+            bigcache_purged: Counter::new(),
+            strategy_uses: [const { Counter::new() }; elo::N],
+        }
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
+    }
+}

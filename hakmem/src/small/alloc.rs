@@ -1,0 +1,139 @@
+//! Allocation of small blocks: the fast pop from the head page of a class's
+//! queue, and the refill that finds or makes a page with blocks to give.
+//!
+//! The thread context (`crate::thread`) calls [`pop`] inline and, when it
+//! fails, sets up the heap if needed and calls [`refill`].
+
+use crate::os;
+use crate::small::heap::{empty_page, Heap};
+use crate::small::page::Page;
+use crate::small::segment;
+use crate::small::size_class::page_kind;
+use core::ptr;
+
+/// How many abandoned segments `new_page` may adopt before it maps a fresh one.
+const RECLAIMS_PER_NEW_SEGMENT: u32 = 8;
+
+/// Pops a block of class `c` from the head page of its queue; null if that
+/// page has none (then [`refill`]).
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or the read-only empty heap, whose
+/// queues all hold the empty page) and `c < NUM_CLASSES`.
+#[inline(always)]
+pub unsafe fn pop(heap: *mut Heap, c: usize) -> *mut u8 {
+    // SAFETY: the caller's contract: `first[c]` is a page of this heap or the
+    // empty page, whose `free` is null so `pop` does not write to it.
+    unsafe {
+        let b = (*(*heap).first[c]).pop();
+        if !b.is_null() {
+            (*heap).counters.allocs[c].add(1);
+        }
+        b as *mut u8
+    }
+}
+
+/// The slow path of an allocation of class `c`: collect, carve or take a new
+/// page. Null with ENOMEM if the OS refuses memory.
+#[cold]
+#[inline(never)]
+pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
+    for attempt in 0..2 {
+        let mut page = h.first[c];
+        while page != empty_page() {
+            // SAFETY: pages in the queue belong to segments this heap owns.
+            let b = unsafe {
+                let p = &mut *page;
+                p.collect();
+                if p.free.is_null() {
+                    p.extend();
+                }
+                p.pop()
+            };
+            if !b.is_null() {
+                h.counters.allocs[c].add(1);
+                return b as *mut u8;
+            }
+            // Nothing left: out of the queue until a block comes back. The
+            // page was the head, so the next candidate is the new head.
+            // SAFETY: the head of this heap's queue.
+            unsafe {
+                h.unlink(page);
+                (*page).in_full = true;
+            }
+            page = h.first[c];
+        }
+        if attempt == 0 && !h.collect_remote() {
+            break;
+        }
+    }
+    match h.new_page(c) {
+        Some(page) => {
+            // SAFETY: a fresh page of this heap.
+            let b = unsafe {
+                (*page).extend();
+                (*page).pop()
+            };
+            h.counters.allocs[c].add(1);
+            b as *mut u8
+        }
+        None => out_of_memory(),
+    }
+}
+
+/// The OS refused memory: NULL with errno ENOMEM, as malloc must.
+#[cold]
+pub fn out_of_memory() -> *mut u8 {
+    os::set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
+
+impl Heap {
+    /// A fresh page for class `c`: from an owned segment, an abandoned one, the
+    /// pool, or the OS.
+    fn new_page(&mut self, c: usize) -> Option<*mut Page> {
+        let kind = page_kind(c);
+        // Abandoned segments are adopted before a fresh one is taken, several
+        // per call: a thread that exits leaves several segments behind, and
+        // adopting fewer than are left makes the abandoned stack grow forever.
+        let mut reclaims_left = RECLAIMS_PER_NEW_SEGMENT;
+        loop {
+            let seg = self.segments[kind as usize];
+            // SAFETY: owned segments; no reference to one outlives a statement.
+            if !seg.is_null() && unsafe { (*seg).has_free_page() } {
+                // SAFETY: as above.
+                let (page, full, has_next) = unsafe {
+                    let page = (*seg).alloc_page(c)?;
+                    (page, !(*seg).has_free_page(), !(*seg).next.is_null())
+                };
+                // SAFETY: an owned segment in its list; a fresh page of it.
+                unsafe {
+                    if full && has_next {
+                        self.segment_unlink(seg);
+                        self.segment_push_back(seg);
+                    }
+                    self.push_front(page);
+                }
+                return Some(page);
+            }
+            if reclaims_left > 0 {
+                reclaims_left -= 1;
+                if self.reclaim_abandoned() {
+                    // Reclaimed pages may already serve this class.
+                    let first = self.first[c];
+                    if first != empty_page() {
+                        // SAFETY: a page of this heap.
+                        if unsafe { !(*first).free.is_null() || (*first).extend() } {
+                            return Some(first);
+                        }
+                    }
+                    continue;
+                }
+                reclaims_left = 0;
+            }
+            let seg = segment::acquire(kind, self.id())?;
+            // SAFETY: a segment just acquired for this heap, in no list.
+            unsafe { self.segment_push_front(seg) };
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Freeing small blocks: a local free pushes on the page's free list; a free
+//! by another thread pushes on the page's `thread_free` and raises the
+//! segment's `remote_pending` flag for the owner's next slow path.
+
+use crate::probe::{self, Component};
+use crate::small::heap::Heap;
+use crate::small::page::{Block, Page};
+use crate::small::segment::Segment;
+use core::sync::atomic::Ordering;
+
+/// Frees the small block at `addr`. `heap` is the calling thread's heap (maybe
+/// the empty one); `heap_or_init` returns it set up, for a remote free by a
+/// thread that has none yet (its counters must count the free).
+///
+/// # Safety
+/// `addr` lies in a live size-class segment (the segment map says so) and is
+/// a block the caller no longer uses; `heap` is the calling thread's heap.
+#[inline(always)]
+pub unsafe fn free(heap: *mut Heap, addr: usize, heap_or_init: fn() -> Option<*mut Heap>) {
+    let seg = Segment::of(addr);
+    // SAFETY: the caller's contract: a live segment, this thread's heap.
+    unsafe {
+        let page = Segment::page_of(seg, addr);
+        let local = (*seg).owner.load(Ordering::Relaxed) == heap as usize;
+        if cfg!(any(debug_assertions, feature = "debug-checks")) {
+            check_block(page, addr, local);
+        }
+        if local {
+            // A page's class is < NUM_CLASSES by construction.
+            (*heap)
+                .counters
+                .frees
+                .get_unchecked((*page).class as usize)
+                .add(1);
+            if (*page).push_local(addr as *mut Block) {
+                free_local_slow(&mut *heap, seg, page);
+            }
+        } else {
+            free_remote(seg, page, addr, heap_or_init);
+        }
+    }
+}
+
+/// Usable size of the small block at `addr`.
+///
+/// # Safety
+/// `addr` lies in a live size-class segment (the segment map says so).
+#[inline]
+pub unsafe fn usable_size(addr: usize) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { (*Segment::page_of(Segment::of(addr), addr)).block_size as usize }
+}
+
+/// Debug check of a freed block; `local`: this thread owns the page.
+#[cold]
+fn check_block(page: *mut Page, addr: usize, local: bool) {
+    // SAFETY: `page` is a descriptor in a hakmem segment header.
+    let p = unsafe { &*page };
+    if !p.is_block_start(addr) {
+        crate::diag::invalid_pointer("free", addr, p.class as usize);
+    }
+    // Only the owner may read its free list: another thread would race with
+    // the owner popping blocks and follow a `next` the user has overwritten.
+    if !local {
+        return;
+    }
+    // A double free most often hits the head of the free list.
+    let mut b = p.free;
+    for _ in 0..8 {
+        if b.is_null() {
+            break;
+        }
+        if b as usize == addr {
+            crate::diag::double_free(addr, Some(p.class as usize));
+        }
+        // SAFETY: free-list blocks belong to the page.
+        b = p.next_of(b);
+    }
+}
+
+/// A local free that made the page non-full again or empty.
+#[cold]
+#[inline(never)]
+fn free_local_slow(h: &mut Heap, seg: *mut Segment, page: *mut Page) {
+    // SAFETY: `page` belongs to `seg`, owned by `h`; no reference to it is
+    // held across the calls, which write through `page` themselves.
+    unsafe {
+        if (*page).in_full {
+            (*page).in_full = false;
+            h.push_front(page);
+        }
+        if (*page).used == 0 {
+            h.retire_if_spare(seg, page);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn free_remote(
+    seg: *mut Segment,
+    page: *mut Page,
+    addr: usize,
+    heap_or_init: fn() -> Option<*mut Heap>,
+) {
+    let traced = probe::tracing();
+    let t = if traced { probe::start() } else { 0 };
+    // Count in this thread's heap (create it: a thread that only frees is rare).
+    // Read the class before the push: after it the owner may recycle the page.
+    // SAFETY: `page` is a live page descriptor; the block is live until pushed.
+    let class = unsafe { (*page).class as usize };
+    if let Some(h) = heap_or_init() {
+        // SAFETY: this thread's heap.
+        unsafe {
+            (*h).counters.remote_frees.add(1);
+            (*h).counters.frees[class].add(1);
+        }
+    }
+    // SAFETY: as above; the flag is raised after the push (see segment.rs).
+    unsafe {
+        (*page).push_remote(addr as *mut Block);
+        if (*seg).remote_pending.load(Ordering::SeqCst) == 0 {
+            (*seg).remote_pending.store(1, Ordering::SeqCst);
+        }
+    }
+    if traced {
+        probe::emit(Component::RemoteFree, t, class as u64);
+    }
+}

@@ -1,0 +1,100 @@
+//! The small-block heap of one thread: a queue of pages per size class and a
+//! list of owned segments per page kind, plus the thread's small-block counters.
+//!
+//! ```text
+//! Heap ── first[class] ──► Page ⇄ Page ⇄ …   (pages with blocks to give)
+//!      └─ segments[kind] ─► Segment ⇄ Segment …   (every segment it owns)
+//! ```
+//!
+//! Until a thread's first allocation its heap is the read-only
+//! [`Heap::empty`] (inside the thread context's empty context), whose queues
+//! all point at the empty page, so the fast path needs no "is there a heap"
+//! branch: popping from the empty page fails and the slow path sets up a
+//! real heap. Full pages leave their queue (`in_full`) and come back when a
+//! block is freed into them: by the owner directly, by other threads through
+//! the segment's `remote_pending` flag, which the slow path checks before it
+//! takes a fresh page.
+//!
+//! The concerns are one file each: `alloc.rs` (fast pop, refill, new pages),
+//! `free.rs` (local and remote frees), `queue.rs` (page queues and segment
+//! lists), `reclaim.rs` (thread exit and adoption of abandoned segments),
+//! `purge.rs` (collecting remote frees, retiring pages, purging).
+
+use crate::counters::Counter;
+use crate::small::page::Page;
+use crate::small::segment::Segment;
+use crate::small::size_class::NUM_CLASSES;
+use core::ptr;
+
+/// A thread's small-block heap.
+#[repr(C)]
+pub struct Heap {
+    /// Head of the queue of pages of each class; the empty page when the
+    /// queue is empty. The fast path pops from `first[c]`.
+    pub(crate) first: [*mut Page; NUM_CLASSES],
+    /// Tail of each queue (null when empty).
+    pub(crate) last: [*mut Page; NUM_CLASSES],
+    /// Owned segments of each kind; those with free pages come first.
+    pub(crate) segments: [*mut Segment; 3],
+    /// This thread's small-block counters.
+    pub counters: Counters,
+}
+
+/// The small-block counters each thread keeps (written by that thread only,
+/// summed by the statistics snapshot).
+pub struct Counters {
+    /// Blocks handed out, per class.
+    pub allocs: [Counter; NUM_CLASSES],
+    /// Frees by this thread, of blocks of any thread, per class.
+    pub frees: [Counter; NUM_CLASSES],
+    /// Frees by this thread of blocks another thread owns.
+    pub remote_frees: Counter,
+}
+
+struct SyncPage(Page);
+// SAFETY: the empty page is never written: every write path checks for it first.
+unsafe impl Sync for SyncPage {}
+static EMPTY_PAGE: SyncPage = SyncPage(Page::EMPTY);
+
+/// The page every empty queue points at (never written: its free list is empty).
+#[inline(always)]
+pub(crate) fn empty_page() -> *mut Page {
+    &raw const EMPTY_PAGE.0 as *mut Page
+}
+
+impl Heap {
+    /// A heap with every queue empty and no segment.
+    pub const fn empty() -> Heap {
+        Heap {
+            first: [&raw const EMPTY_PAGE.0 as *mut Page; NUM_CLASSES],
+            last: [ptr::null_mut(); NUM_CLASSES],
+            segments: [ptr::null_mut(); 3],
+            counters: Counters {
+                allocs: [const { Counter::new() }; NUM_CLASSES],
+                frees: [const { Counter::new() }; NUM_CLASSES],
+                remote_frees: Counter::new(),
+            },
+        }
+    }
+
+    /// This heap's address, the `owner` its segments record.
+    #[inline(always)]
+    pub(crate) fn id(&self) -> usize {
+        self as *const Heap as usize
+    }
+
+    /// Every page of every owned segment (for `collect` and debug checks).
+    pub fn check(&self) {
+        for k in 0..3 {
+            let mut seg = self.segments[k];
+            while !seg.is_null() {
+                // SAFETY: owned segment.
+                let s = unsafe { &*seg };
+                for p in &s.pages[..s.kind.page_count()] {
+                    p.check();
+                }
+                seg = s.next;
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Giving memory back: collecting remote frees into their pages, retiring
+//! empty pages to their segment and empty segments to the pool, and purging
+//! free pages that have waited the purge delay.
+
+use crate::os;
+use crate::small::heap::Heap;
+use crate::small::page::Page;
+use crate::small::segment::{self, Segment};
+use core::sync::atomic::Ordering;
+
+impl Heap {
+    /// An empty page goes back to its segment unless it is the class's only
+    /// page (keeping one avoids re-carving on alloc/free ping-pong).
+    ///
+    /// # Safety
+    /// `page` is an empty page of `seg`, which this heap owns; `page` is in
+    /// its class's queue unless `in_full`.
+    pub(crate) unsafe fn retire_if_spare(&mut self, seg: *mut Segment, page: *mut Page) {
+        // SAFETY: the caller's contract; no reference outlives a statement.
+        unsafe {
+            if (*page).in_full {
+                (*page).in_full = false;
+            } else {
+                if self.first[(*page).class as usize] == page && (*page).next.is_null() {
+                    return;
+                }
+                self.unlink(page);
+            }
+            self.release_page(seg, page);
+        }
+    }
+
+    /// Gives the empty `page` (in no queue) back to `seg`, and `seg` to the
+    /// pool if that left it empty.
+    ///
+    /// # Safety
+    /// `page` is an empty page of `seg`, which this heap owns; it is in no queue.
+    pub(crate) unsafe fn release_page(&mut self, seg: *mut Segment, page: *mut Page) {
+        let now = os::monotonic_ns();
+        // SAFETY: the caller's contract; the reference ends before the list calls.
+        let (had_free, empty) = unsafe {
+            let s = &mut *seg;
+            let had_free = s.has_free_page();
+            s.free_page(page, now);
+            (had_free, s.is_empty())
+        };
+        // SAFETY: an owned segment in this heap's list.
+        unsafe {
+            if empty {
+                self.segment_unlink(seg);
+                segment::release(seg, now);
+            } else if !had_free {
+                // It has a free page again: to the front, where new_page looks.
+                self.segment_unlink(seg);
+                self.segment_push_front(seg);
+            }
+        }
+    }
+
+    /// Collects remote frees of segments that flagged some; puts pages that
+    /// have blocks again back in their queues. Returns true if any page came back.
+    pub(crate) fn collect_remote(&mut self) -> bool {
+        let mut relinked = false;
+        for k in 0..3 {
+            let mut seg = self.segments[k];
+            while !seg.is_null() {
+                // SAFETY: owned segment; `next` read before it may be released.
+                let (next, pending) = unsafe {
+                    (
+                        (*seg).next,
+                        (*seg).remote_pending.load(Ordering::Relaxed) != 0,
+                    )
+                };
+                if pending {
+                    // SAFETY: as above.
+                    unsafe { (*seg).remote_pending.swap(0, Ordering::SeqCst) };
+                    // SAFETY: an owned segment.
+                    relinked |= unsafe { self.collect_segment(seg) };
+                }
+                seg = next;
+            }
+        }
+        relinked
+    }
+
+    /// # Safety
+    /// `seg` is owned by this heap.
+    unsafe fn collect_segment(&mut self, seg: *mut Segment) -> bool {
+        let mut relinked = false;
+        // The segment is reached through `seg` only, never a reference held
+        // across the calls below (they write through `seg` themselves).
+        // SAFETY: the caller's contract.
+        let pages = unsafe { (*seg).kind.page_count() };
+        for i in 0..pages {
+            // SAFETY: a descriptor of an owned segment; the reference ends here.
+            let (page, collected, used, in_full) = unsafe {
+                let page: *mut Page = &raw mut (*seg).pages[i];
+                let p = &mut *page;
+                if !p.in_use {
+                    continue;
+                }
+                (page, p.collect(), p.used, p.in_full)
+            };
+            if collected == 0 {
+                continue;
+            }
+            // SAFETY: a page of an owned segment (in its queue unless in_full).
+            unsafe {
+                if used == 0 {
+                    let owner = (*seg).owner.load(Ordering::Relaxed);
+                    self.retire_if_spare(seg, page);
+                    if (*seg).owner.load(Ordering::Relaxed) != owner {
+                        return relinked; // the segment went to the pool
+                    }
+                } else if in_full {
+                    (*page).in_full = false;
+                    self.push_front(page);
+                    relinked = true;
+                }
+            }
+        }
+        relinked
+    }
+
+    /// Purges free pages of owned segments and of the pool that have waited `delay_ns`.
+    pub fn purge(&mut self, now: u64, delay_ns: u64) {
+        for k in 0..3 {
+            let mut seg = self.segments[k];
+            while !seg.is_null() {
+                // SAFETY: owned segment.
+                let s = unsafe { &mut *seg };
+                s.purge_free_pages(now, delay_ns);
+                seg = s.next;
+            }
+        }
+        segment::maintain_pool(now, delay_ns);
+    }
+}

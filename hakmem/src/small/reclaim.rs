@@ -1,0 +1,122 @@
+//! Threads come and go, their segments stay: at thread exit the heap gives
+//! back what is free and leaves the rest on the abandoned stack; another
+//! thread's slow path (or `collect(true)`) adopts such segments.
+
+use crate::counters::GLOBAL;
+use crate::os;
+use crate::small::heap::{empty_page, Heap};
+use crate::small::page::Page;
+use crate::small::segment::{self, ABANDONED};
+use crate::small::size_class::NUM_CLASSES;
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+impl Heap {
+    /// Adopts every segment left by exited threads (`collect(true)`): their
+    /// free pages can then be purged and empty segments pooled.
+    pub(crate) fn reclaim_all_abandoned(&mut self) {
+        while self.reclaim_abandoned() {}
+    }
+
+    /// Adopts one segment left by an exited thread. Returns true if one was found.
+    pub(crate) fn reclaim_abandoned(&mut self) -> bool {
+        let Some(seg) = ABANDONED.pop() else {
+            return false;
+        };
+        GLOBAL.segments_reclaimed.fetch_add(1, Ordering::Relaxed);
+        // The segment is reached through `seg` only, never a reference held
+        // across the calls below (they write through `seg` themselves).
+        // SAFETY: popped from the abandoned stack, so nobody else owns it.
+        let (has_free, pages) = unsafe {
+            (*seg).owner.store(self.id(), Ordering::Release);
+            (*seg).remote_pending.store(0, Ordering::SeqCst);
+            ((*seg).has_free_page(), (*seg).kind.page_count())
+        };
+        // Segments with free pages come first: new_page looks only at the head.
+        // SAFETY: now owned by this heap, in no list.
+        unsafe {
+            if has_free {
+                self.segment_push_front(seg);
+            } else {
+                self.segment_push_back(seg);
+            }
+        }
+        for i in 0..pages {
+            // SAFETY: a descriptor of the adopted segment.
+            let page: *mut Page = unsafe { &raw mut (*seg).pages[i] };
+            // SAFETY: as above; the reference ends before the calls below.
+            let (in_use, used, empty_and_carved) = unsafe {
+                let p = &mut *page;
+                if p.in_use {
+                    p.collect();
+                    p.next = ptr::null_mut();
+                    p.prev = ptr::null_mut();
+                }
+                (
+                    p.in_use,
+                    p.used,
+                    p.free.is_null() && p.capacity == p.reserved,
+                )
+            };
+            if !in_use {
+                continue;
+            }
+            // SAFETY: a page of an owned segment, in no queue.
+            unsafe {
+                if used == 0 {
+                    (*page).in_full = true; // not in any queue
+                    self.release_page(seg, page);
+                    if (*seg).owner.load(Ordering::Relaxed) == 0 {
+                        return true; // the segment was empty and went to the pool
+                    }
+                } else if empty_and_carved {
+                    (*page).in_full = true;
+                } else {
+                    (*page).in_full = false;
+                    self.push_back(page);
+                }
+            }
+        }
+        true
+    }
+
+    /// Thread exit: gives back what is free and leaves the segments that
+    /// still hold live blocks on the abandoned stack. The heap is empty after.
+    pub fn abandon(&mut self) {
+        self.collect_remote();
+        let now = os::monotonic_ns();
+        for k in 0..3 {
+            let mut seg = self.segments[k];
+            while !seg.is_null() {
+                // SAFETY: owned segment; `next` read first.
+                let s = unsafe { &mut *seg };
+                let next = s.next;
+                for i in 0..s.kind.page_count() {
+                    let p: *mut Page = &mut s.pages[i];
+                    // SAFETY: a descriptor of an owned segment.
+                    unsafe {
+                        if (*p).in_use {
+                            (*p).collect();
+                            if (*p).used == 0 {
+                                s.free_page(p, now);
+                            }
+                        }
+                    }
+                }
+                s.next = ptr::null_mut();
+                s.prev = ptr::null_mut();
+                if s.is_empty() {
+                    segment::release(seg, now);
+                } else {
+                    s.owner.store(0, Ordering::Release);
+                    GLOBAL.segments_abandoned.fetch_add(1, Ordering::Relaxed);
+                    ABANDONED.push(seg);
+                }
+                seg = next;
+            }
+            self.segments[k] = ptr::null_mut();
+        }
+        self.first = [empty_page(); NUM_CLASSES];
+        self.last = [ptr::null_mut(); NUM_CLASSES];
+    }
+}

@@ -1,0 +1,203 @@
+//! The thread context: what each thread owns, the small-block heap and the
+//! large-block state side by side, reached through one thread-local pointer.
+//!
+//! ```text
+//! TLS ──► ThreadCtx { small: Heap, large: ThreadState, maintenance clock, links }
+//! ```
+//!
+//! Until a thread's first allocation the pointer is [`EMPTY_CTX`] (read-only,
+//! its heap's queues all hold the empty page), so the fast path needs no "is
+//! there a context" branch: the pop fails and the slow path sets up a real
+//! context (`life.rs`: pool of unused contexts, registry of all, pthread key
+//! destructor at thread exit, fork handler). This layer is the only one that
+//! sees both sides; `small` and `large` never import each other.
+
+mod life;
+mod tls;
+
+use crate::large::thread::ThreadState;
+use crate::options;
+use crate::os;
+use crate::probe::{self, Component};
+use crate::small::heap::Heap;
+use crate::small::{self, segment};
+use core::sync::atomic::AtomicUsize;
+
+pub use life::for_each;
+
+/// One thread's allocator state. `small` comes first: the heap's address is
+/// the context's, which segments record as their owner.
+#[repr(C)]
+pub struct ThreadCtx {
+    /// Small blocks: page queues, owned segments, small counters.
+    pub small: Heap,
+    /// Large blocks: BigCache slots, ELO sampling, large counters.
+    pub large: ThreadState,
+    /// Slow-path calls since the last maintenance check.
+    slow_calls: u32,
+    /// Earliest time of the next purge pass, in monotonic ns.
+    next_maintenance_ns: u64,
+    /// Link in the registry of all contexts (set once, before publication).
+    registry_next: *mut ThreadCtx,
+    /// Link in the pool of unused contexts.
+    pool_next: AtomicUsize,
+}
+
+impl ThreadCtx {
+    const fn empty() -> ThreadCtx {
+        ThreadCtx {
+            small: Heap::empty(),
+            large: ThreadState::new(),
+            slow_calls: 0,
+            next_maintenance_ns: 0,
+            registry_next: core::ptr::null_mut(),
+            pool_next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Periodic work on the slow path: purge memory that has been free long enough.
+    #[inline]
+    fn tick(&mut self) {
+        self.slow_calls += 1;
+        if self.slow_calls < 64 {
+            return;
+        }
+        self.slow_calls = 0;
+        let now = os::monotonic_ns();
+        if now >= self.next_maintenance_ns {
+            let delay = options::get().purge_delay_ms * 1_000_000;
+            self.purge(now, delay);
+            self.next_maintenance_ns = now + (delay / 2).max(1_000_000);
+        }
+    }
+
+    /// Purges what has waited `delay_ns` on both sides (0: everything now).
+    fn purge(&mut self, now: u64, delay_ns: u64) {
+        self.small.purge(now, delay_ns);
+        crate::large::path::purge_thread(&mut self.large, now, delay_ns);
+    }
+}
+
+/// The context of threads that have not allocated yet (never written).
+pub struct SyncCtx(ThreadCtx);
+// SAFETY: EMPTY_CTX is only read; every write path replaces it by a real context first.
+unsafe impl Sync for SyncCtx {}
+/// See [`SyncCtx`].
+pub static EMPTY_CTX: SyncCtx = SyncCtx(ThreadCtx::empty());
+pub(crate) const EMPTY_CTX_PTR: *mut ThreadCtx = &raw const EMPTY_CTX.0 as *mut ThreadCtx;
+
+/// The calling thread's context (maybe [`EMPTY_CTX`]).
+#[inline(always)]
+pub fn current() -> *mut ThreadCtx {
+    tls::get()
+}
+
+#[inline(always)]
+fn is_empty(c: *mut ThreadCtx) -> bool {
+    c == EMPTY_CTX_PTR
+}
+
+/// The calling thread's context, set up if needed. None if the OS refuses memory.
+pub fn current_or_init() -> Option<*mut ThreadCtx> {
+    let c = current();
+    if is_empty(c) {
+        life::init_current()
+    } else {
+        Some(c)
+    }
+}
+
+/// The calling thread's small heap, set up if needed (for `small::free`).
+fn heap_or_init() -> Option<*mut Heap> {
+    current_or_init().map(|c| c as *mut Heap)
+}
+
+/// The calling thread's large-block state, set up if needed (for `large::path`).
+pub fn large_state() -> Option<*mut ThreadState> {
+    // SAFETY: a live context of this thread; only the field's address is taken.
+    current_or_init().map(|c| unsafe { &raw mut (*c).large })
+}
+
+// ---------------------------------------------------------------------------
+// Small blocks through the context
+// ---------------------------------------------------------------------------
+
+/// Allocates a block of class `c` (`c < NUM_CLASSES`): pop, or refill.
+#[inline(always)]
+pub fn alloc_class(c: usize) -> *mut u8 {
+    let ctx = current();
+    // SAFETY: this thread's context (maybe the empty one); `small` is its first field.
+    let b = unsafe { small::alloc::pop(ctx as *mut Heap, c) };
+    if !b.is_null() {
+        return b;
+    }
+    alloc_class_slow(ctx, c)
+}
+
+/// As [`alloc_class`], reporting fast path vs refill to the tracer.
+#[cold]
+pub fn alloc_class_traced(c: usize) -> *mut u8 {
+    let t = probe::start();
+    let ctx = current();
+    // SAFETY: as in `alloc_class`.
+    let b = unsafe { small::alloc::pop(ctx as *mut Heap, c) };
+    if !b.is_null() {
+        probe::emit(Component::SmallFast, t, c as u64);
+        return b;
+    }
+    let p = alloc_class_slow(ctx, c);
+    probe::emit(Component::SmallRefill, t, c as u64);
+    p
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_class_slow(ctx: *mut ThreadCtx, c: usize) -> *mut u8 {
+    let ctx = if is_empty(ctx) {
+        match life::init_current() {
+            Some(x) => x,
+            None => return small::alloc::out_of_memory(),
+        }
+    } else {
+        ctx
+    };
+    // SAFETY: a real context, used only by its own thread.
+    let cx = unsafe { &mut *ctx };
+    cx.tick();
+    small::alloc::refill(&mut cx.small, c)
+}
+
+/// Frees a small block.
+///
+/// # Safety
+/// `addr` lies in a live size-class segment and is a block the caller no longer uses.
+#[inline(always)]
+pub unsafe fn free_small(addr: usize) {
+    // SAFETY: the caller's contract; this thread's heap.
+    unsafe { small::free::free(current() as *mut Heap, addr, heap_or_init) }
+}
+
+/// Collects the calling thread's remote frees and purges free memory now
+/// (`force`) or once it has waited the purge delay.
+pub fn collect(force: bool) {
+    let c = current();
+    if is_empty(c) {
+        segment::maintain_pool(os::monotonic_ns(), if force { 0 } else { u64::MAX });
+        return;
+    }
+    // SAFETY: this thread's context.
+    let cx = unsafe { &mut *c };
+    if force {
+        cx.small.reclaim_all_abandoned();
+    }
+    cx.small.collect_remote();
+    let delay = if force {
+        0
+    } else {
+        options::get().purge_delay_ms * 1_000_000
+    };
+    cx.purge(os::monotonic_ns(), delay);
+    if cfg!(any(debug_assertions, feature = "debug-checks")) {
+        cx.small.check();
+    }
+}
