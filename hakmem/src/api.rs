@@ -244,6 +244,8 @@ pub fn owns(p: *const u8) -> bool {
     match classify(a) {
         Owner::Foreign => false,
         Owner::Small => true,
+        // The whole arena is one mapping of ours.
+        Owner::Large(Region::Span) => crate::large::span_heap::contains(a),
         // A large block's mapping may cover only part of its 4 MiB region;
         // the kernel can put someone else's mapping in the rest.
         Owner::Large(r) => {

@@ -47,6 +47,9 @@ pub struct Options {
     /// `HAKMEM_TRACE=1`: time components from the start, as if a tracer had
     /// attached (lets `probe-cli run` see the very first allocations).
     pub trace_at_start: bool,
+    /// `HAKMEM_BACKGROUND_PURGE=0`: no background purge thread (free memory
+    /// then goes back to the OS only on allocator activity).
+    pub background_purge: bool,
 }
 
 impl Options {
@@ -63,6 +66,7 @@ impl Options {
         verbose: false,
         trace_at_start: false,
         huge_pages: false,
+        background_purge: true,
     };
 
     /// Profiling is an optional feature: off under `HAKMEM_MINIMAL`.
@@ -144,13 +148,14 @@ pub const TABLE: &[OptionSpec] = &[
     OptionSpec {
         name: "HAKMEM_MINIMAL",
         values: "1",
-        meaning: "every optional feature off (BigCache, ELO, evolution, profiling)",
+        meaning: "every optional feature off (BigCache, ELO, evolution, profiling, background purge)",
         apply: |o, v| {
             if flag(v).map_err(|_| "0")? {
                 o.minimal = true;
                 o.bigcache = BigCacheMode::Off;
                 o.disable_elo = true;
                 o.evo_frozen = true;
+                o.background_purge = false;
             }
             Ok(())
         },
@@ -206,6 +211,15 @@ pub const TABLE: &[OptionSpec] = &[
         meaning: "transparent huge pages on the segments of blocks up to 512 KiB: fewer faults and TLB misses, but RSS moves in 2 MiB steps and khugepaged can refill purged ranges",
         apply: |o, v| {
             o.huge_pages = flag(v).map_err(|_| "0")?;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_BACKGROUND_PURGE",
+        values: "1 (default), 0",
+        meaning: "a background thread (started at the first large free) gives free large memory back to the OS about a purge delay after it was freed, also while the program is idle",
+        apply: |o, v| {
+            o.background_purge = flag(v).map_err(|_| "1")?;
             Ok(())
         },
     },

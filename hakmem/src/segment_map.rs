@@ -28,6 +28,9 @@ pub enum Region {
     /// A large block starts exactly at the region start (alignment ≥ 4 MiB);
     /// its header is the 16 bytes just before it.
     LargeHeaderBefore = 3,
+    /// Part of a span arena (`span_heap.rs`): large blocks at page-granular
+    /// spans, their headers at the span start, found through the arena's page map.
+    Span = 4,
 }
 
 struct Map([AtomicU8; ENTRIES]);
@@ -56,6 +59,7 @@ pub fn lookup(addr: usize) -> Region {
             1 => Region::ClassSegment,
             2 => Region::LargeHeaderAtBase,
             3 => Region::LargeHeaderBefore,
+            4 => Region::Span,
             _ => Region::Foreign,
         },
         None => Region::Foreign,

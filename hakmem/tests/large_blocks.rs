@@ -64,7 +64,8 @@ fn report() {
         s.large.bigcache_reserved_bytes,
         s.os_maps,
         s.os_unmaps,
-        s.mapped,
+        // Arena space with no memory behind it (purged or never touched) is not counted.
+        s.mapped - s.large.span_clean_bytes,
         s.large_live_bytes,
         s.large.phase,
         s.large.evo_transitions,
@@ -163,8 +164,8 @@ fn child_entry() {
                 "RESULT held_before={} held_after={} mapped_before={} mapped_after={}",
                 before.large.bigcache_reserved_bytes,
                 after.large.bigcache_reserved_bytes,
-                before.mapped,
-                after.mapped
+                before.mapped - before.large.span_clean_bytes,
+                after.mapped - after.large.span_clean_bytes
             );
             report();
         }

@@ -16,7 +16,11 @@ pub mod espresso;
 pub mod fragmentation;
 pub mod glibc_simple;
 pub mod glibc_thread;
+pub mod large_phase;
+pub mod large_pipeline;
+pub mod large_realloc;
 pub mod large_reuse;
+pub mod large_varied;
 pub mod larson;
 pub mod mstress;
 pub mod realloc;
@@ -89,6 +93,10 @@ pub struct Scenario {
 pub static ALL: &[Scenario] = &[
     vm::SCENARIO,
     large_reuse::SCENARIO,
+    large_varied::SCENARIO,
+    large_pipeline::SCENARIO,
+    large_phase::SCENARIO,
+    large_realloc::SCENARIO,
     small_churn::SCENARIO,
     small_churn_mt::SCENARIO,
     larson::SCENARIO,

@@ -128,9 +128,11 @@ fn purge_block_pages(p: usize, bytes: usize) {
     }
 }
 
-fn release_block(p: usize) {
+/// Gives a block up (to the span level, or to the OS); `aged` = it waited
+/// the purge delay in the cache, so the span level may purge it at once.
+fn release_block(p: usize, aged: bool) {
     // SAFETY: a block leaving the cache: validated header, no user.
-    unsafe { block::unmap_block(p, header_of(p)) };
+    unsafe { block::release(p, header_of(p), aged) };
 }
 
 // ---------------------------------------------------------------------------
@@ -248,7 +250,7 @@ impl ThreadCache {
             slot.blocks.copy_within(1.., 0);
             slot.count -= 1;
             self.held -= bytes;
-            release_block(old);
+            release_block(old, false);
             evicted = 1;
         }
         slot.site = site;
@@ -265,6 +267,10 @@ impl ThreadCache {
     /// Ages the cache by one purge pass: slots not refilled for three passes
     /// (at least one purge delay) are emptied. Returns blocks released.
     pub fn purge(&mut self) -> u32 {
+        self.purge_pass(true)
+    }
+
+    fn purge_pass(&mut self, aged: bool) -> u32 {
         self.gen = self.gen.wrapping_add(1);
         let mut released = 0;
         for b in 0..SITE_BUCKETS {
@@ -274,7 +280,7 @@ impl ThreadCache {
                     released += slot.count;
                     self.held -= slot.count as u64 * class_size(k) as u64;
                     for &p in &slot.blocks[..slot.count as usize] {
-                        release_block(p);
+                        release_block(p, aged);
                     }
                     slot.count = 0;
                 }
@@ -286,8 +292,18 @@ impl ThreadCache {
 
     /// Releases every block and all budget (thread exit). Returns blocks released.
     pub fn flush(&mut self) -> u32 {
+        self.flush_as(true)
+    }
+
+    /// [`Self::flush`] for reuse: the blocks go to the span level as freshly
+    /// freed memory (kept resident for the purge delay), not as aged.
+    pub fn flush_for_reuse(&mut self) -> u32 {
+        self.flush_as(false)
+    }
+
+    fn flush_as(&mut self, aged: bool) -> u32 {
         self.gen = self.gen.wrapping_add(3);
-        let released = self.purge();
+        let released = self.purge_pass(aged);
         unreserve(self.budget);
         self.budget = 0;
         released
@@ -368,6 +384,16 @@ pub fn global_put(p: usize, usable: usize, purge: bool) -> Put {
 /// Ages the shared cache by one pass (rate-limited by the caller); releases
 /// blocks that waited three passes. Returns blocks released.
 pub fn global_purge(all: bool) -> u32 {
+    global_release(all, true)
+}
+
+/// Moves every block of the shared cache to the span level as freshly freed
+/// memory (for a miss that can reuse it). Returns blocks released.
+pub fn global_flush_for_reuse() -> u32 {
+    global_release(true, false)
+}
+
+fn global_release(all: bool, aged: bool) -> u32 {
     let gen = GLOBAL_GEN.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
     let mut released = 0;
     for k in 0..NUM_CLASSES {
@@ -382,7 +408,7 @@ pub fn global_purge(all: bool) -> u32 {
                     .is_ok()
             {
                 unreserve(class_size(k) as u64);
-                release_block(p);
+                release_block(p, aged || !all);
                 released += 1;
             }
         }
@@ -423,7 +449,7 @@ mod tests {
     }
 
     fn block(size: usize) -> usize {
-        block::map_block(size, 16, 0, 0).unwrap().ptr as usize
+        block::map_block(size, 16, 0, 0, 0).unwrap().ptr as usize
     }
 
     #[test]

@@ -19,6 +19,7 @@
 use crate::layout::SEGMENT_SIZE;
 use crate::os::{self, OS_PAGE};
 use crate::probe::{self, Component};
+use crate::large::span_heap;
 use crate::segment_map::{self, Region};
 use crate::vm;
 
@@ -79,6 +80,9 @@ pub struct Block {
 #[inline]
 pub unsafe fn header(p: usize, region: Region) -> Option<*mut LargeHeader> {
     let base = p & !(SEGMENT_SIZE - 1);
+    if region == Region::Span {
+        return span_header(p);
+    }
     let (h, expected_offset) = match region {
         Region::LargeHeaderAtBase => (base as *mut LargeHeader, p - base),
         Region::LargeHeaderBefore if p == base => ((p - HEADER_SIZE) as *mut LargeHeader, OS_PAGE),
@@ -98,6 +102,47 @@ pub unsafe fn header(p: usize, region: Region) -> Option<*mut LargeHeader> {
     Some(h)
 }
 
+/// The header of the span block at `p`: a live span must start at the page
+/// holding `p - HEADER_SIZE` (the page map says so, not the header itself)
+/// and the header must describe that span.
+#[inline]
+fn span_header(p: usize) -> Option<*mut LargeHeader> {
+    let start = p.wrapping_sub(HEADER_SIZE);
+    let pages = span_heap::used_span_at(start)?;
+    let h = start as *mut LargeHeader;
+    // SAFETY: a live span's first page is mapped and holds its header.
+    let hdr = unsafe { &*h };
+    if hdr.offset as usize != HEADER_SIZE || hdr.len_pages as usize != pages {
+        return None;
+    }
+    if cfg!(any(debug_assertions, feature = "debug-checks"))
+        && hdr.magic != MAGIC
+        && hdr.magic != FREED_MAGIC
+    {
+        crate::diag::corrupt_header(p);
+    }
+    Some(h)
+}
+
+/// The owner tag of a thread's large-block state at address `state` (for
+/// [`span_heap::owner`]): two live threads' tags differ unless their states
+/// lie a multiple of 64 GiB apart (then a cross-thread free is only treated
+/// as a local one: it waits in the freeing thread's cache).
+pub fn owner_tag(state: usize) -> u32 {
+    (state >> 4) as u32
+}
+
+/// True if the block at `p` (validated) lives in a span.
+#[inline]
+pub fn in_span(p: usize) -> bool {
+    segment_map::lookup(p) == Region::Span
+}
+
+/// The owner tag recorded for the span block at `p`.
+pub fn span_owner(p: usize) -> u32 {
+    span_heap::owner(p - HEADER_SIZE)
+}
+
 /// Bytes usable at `p` (a validated large block).
 pub(crate) fn usable_size(h: *const LargeHeader) -> usize {
     // SAFETY: validated header.
@@ -107,7 +152,7 @@ pub(crate) fn usable_size(h: *const LargeHeader) -> usize {
 
 /// Maps a block of at least `size` usable bytes aligned to `align`, following
 /// `strategy` (an index into `elo::STRATEGIES`); `site` is the header's site word.
-pub fn map_block(size: usize, align: usize, site: u32, strategy: u8) -> Option<Block> {
+pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32) -> Option<Block> {
     let s = &crate::large::elo::STRATEGIES[strategy as usize];
     let mapped = size.checked_add(size / 100 * s.slack_pct as usize)?;
     // Huge pages and pre-faulting pay up front for a block that is touched
@@ -116,6 +161,17 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8) -> Option<B
     // meant zeroing and compacting 2 MiB per touch, and sort ran 20% slower
     // than on glibc.
     let up_front = size <= crate::large::bigcache::MAX_SIZE;
+    if align <= 16 && !crate::hardening::ENABLED {
+        let pages = page_round(mapped.checked_add(HEADER_SIZE)?)? / OS_PAGE;
+        if pages <= span_heap::MAX_SPAN_PAGES {
+            let populate = s.populate && up_front;
+            if let Some(b) = map_span(pages, size, site_word(site, strategy), populate, owner) {
+                return Some(b);
+            }
+            // No arena could be reserved (RLIMIT_AS, address space): a
+            // mapping of its own needs less.
+        }
+    }
     let block = map_raw(
         mapped,
         align,
@@ -126,6 +182,27 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8) -> Option<B
         os::populate(block.ptr, size);
     }
     Some(block)
+}
+
+/// A block in a span of `pages` pages: resident memory freed at any size is
+/// reused first (no fault, no syscall); `populate` applies only to pages
+/// fresh from the OS. Huge-page advice is not given on spans (it would split
+/// the arena's mapping, and this kernel gives none: see `elo.rs`).
+fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) -> Option<Block> {
+    let t = probe::now();
+    let span = span_heap::alloc(pages, owner)?;
+    write_header(span.start as *mut LargeHeader, pages * OS_PAGE, HEADER_SIZE, site);
+    let p = span.start + HEADER_SIZE;
+    if populate && !span.dirty {
+        os::populate(p as *mut u8, size);
+    }
+    if probe::tracing() {
+        probe::emit(Component::Header, t, 0);
+    }
+    Some(Block {
+        ptr: p as *mut u8,
+        zeroed: !span.dirty,
+    })
 }
 
 /// Maps the block; `hugepage` asks for transparent huge pages *before* the
@@ -208,6 +285,34 @@ pub(crate) unsafe fn unmap_block(p: usize, h: *mut LargeHeader) {
     // SAFETY: the caller's contract: a validated header.
     let (len, offset) = unsafe { ((*h).len_pages as usize * OS_PAGE, (*h).offset as usize) };
     let start = p - offset;
+    if in_span(p) {
+        span_heap::free(start);
+        crate::large::purge_thread::notify();
+        return;
+    }
+    // SAFETY: not a span block: its own mapping, unused by the caller's contract.
+    unsafe { unmap_direct(p, start, len) };
+}
+
+/// Gives up the block at `p` like [`unmap_block`]; `aged` = it already waited
+/// the purge delay (in the BigCache), so a span may be purged at the next pass.
+///
+/// # Safety
+/// As [`unmap_block`].
+pub(crate) unsafe fn release(p: usize, h: *mut LargeHeader, aged: bool) {
+    if !aged || !in_span(p) {
+        // SAFETY: the caller's contract.
+        return unsafe { unmap_block(p, h) };
+    }
+    span_heap::free_aged(p - HEADER_SIZE);
+    crate::large::purge_thread::notify();
+}
+
+/// Unmaps a block that has a mapping of its own.
+///
+/// # Safety
+/// `[start, start+len+GUARD)` is that mapping, unused.
+unsafe fn unmap_direct(p: usize, start: usize, len: usize) {
     segment_map::clear(p & !(SEGMENT_SIZE - 1));
     // SAFETY: the block's whole mapping (header, pages, guard), unused by contract.
     unsafe { vm::unmap(start as *mut u8, len + GUARD) };
@@ -235,6 +340,13 @@ pub(crate) unsafe fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: us
     }
     if new_len / OS_PAGE > u32::MAX as usize {
         return false;
+    }
+    if in_span(p) {
+        if !span_heap::resize(p - offset, new_len / OS_PAGE) {
+            return false;
+        }
+        hdr.len_pages = (new_len / OS_PAGE) as u32;
+        return true;
     }
     // SAFETY: the block's own mapping; what a shrink cuts off is unused by contract.
     if !unsafe { vm::remap_in_place((p - offset) as *mut u8, old_len, new_len) } {

@@ -2,7 +2,9 @@
 //! (`block`), a per-thread cache of freed blocks (`bigcache`), the strategies
 //! and their ELO ratings ([`elo`], [`evolution`]), call-site profiling
 //! (`profile`), their statistics ([`stats`]), the per-thread state (`thread`)
-//! and the alloc/free paths (`path`).
+//! and the alloc/free paths (`path`). Under the BigCache, freed memory of any
+//! size waits in page-granular spans ([`span_heap`]) until a later request or
+//! the purge (`purge_thread` gives it back while the program is idle).
 //!
 //! Imports nothing of `small`; the thread context above holds a
 //! `thread::ThreadState` and passes it to `path`.
@@ -13,5 +15,8 @@ pub mod elo;
 pub mod evolution;
 pub(crate) mod path;
 pub(crate) mod profile;
+pub(crate) mod purge_thread;
+/// Public for the span-invariant test (`tests/span_invariants.rs`).
+pub mod span_heap;
 pub mod stats;
 pub(crate) mod thread;

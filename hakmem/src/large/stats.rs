@@ -2,6 +2,7 @@
 
 use crate::large::elo::{self, RATINGS, STRATEGIES};
 use crate::large::evolution::{self, Phase};
+use core::sync::atomic::Ordering::Relaxed;
 
 /// Large-block counters.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +37,27 @@ pub struct LargeStats {
     pub samples: [u64; elo::N],
     /// Blocks mapped with each strategy.
     pub uses: [u64; elo::N],
+    /// Span heap (`span_heap.rs`): bytes of address space reserved in arenas.
+    pub span_arena_bytes: u64,
+    /// ... in spans handed out as blocks.
+    pub span_used_bytes: u64,
+    /// ... free and possibly resident (waiting for reuse or the purge).
+    pub span_dirty_bytes: u64,
+    /// ... free and purged or never touched: mapped, but no memory behind it.
+    pub span_clean_bytes: u64,
+    /// Spans handed out.
+    pub span_allocs: u64,
+    /// ... of which reused resident memory (no new faults).
+    pub span_dirty_reuses: u64,
+    /// Large blocks freed by another thread than their owner (thread mode),
+    /// sent to the span level instead of the freeing thread's BigCache.
+    pub span_cross_thread_frees: u64,
+    /// Bytes purged from dirty spans.
+    pub span_purged_bytes: u64,
+    /// Blocks grown or shrunk in place by realloc.
+    pub span_resized_in_place: u64,
+    /// Passes of the background purge thread.
+    pub background_ticks: u64,
 }
 
 impl LargeStats {
@@ -61,7 +83,33 @@ impl LargeStats {
             mean_cost: [0.0; elo::N],
             samples: [0; elo::N],
             uses: [0; elo::N],
+            span_arena_bytes: 0,
+            span_used_bytes: 0,
+            span_dirty_bytes: 0,
+            span_clean_bytes: 0,
+            span_allocs: 0,
+            span_dirty_reuses: 0,
+            span_cross_thread_frees: 0,
+            span_purged_bytes: 0,
+            span_resized_in_place: 0,
+            background_ticks: crate::large::purge_thread::TICKS.load(Relaxed),
         };
+        {
+            use crate::large::span_heap::{self as sh, COUNTERS as C};
+            let page = crate::os::OS_PAGE as u64;
+            s.span_arena_bytes = sh::arenas() as u64 * sh::ARENA_SIZE as u64;
+            s.span_used_bytes = C.used_pages.load(Relaxed) * page;
+            s.span_dirty_bytes = C.dirty_pages.load(Relaxed) * page;
+            let meta = sh::arenas() as u64 * sh::META_PAGES as u64 * page;
+            s.span_clean_bytes = s
+                .span_arena_bytes
+                .saturating_sub(meta + s.span_used_bytes + s.span_dirty_bytes);
+            s.span_allocs = C.allocs.load(Relaxed);
+            s.span_dirty_reuses = C.dirty_reuses.load(Relaxed);
+            s.span_cross_thread_frees = C.cross_thread_frees.load(Relaxed);
+            s.span_purged_bytes = C.purged_bytes.load(Relaxed);
+            s.span_resized_in_place = C.resized_in_place.load(Relaxed);
+        }
         for i in 0..elo::N {
             s.ratings[i] = RATINGS.rating(i);
             s.mean_cost[i] = RATINGS.mean_cost(i);
@@ -105,6 +153,20 @@ pub fn print(s: &LargeStats) {
         w,
         "hakmem stats: evolution {:?}, transitions {}, strategy {}, matches {}",
         s.phase, s.evo_transitions, STRATEGIES[s.strategy as usize].name, s.elo_matches
+    );
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let _ = writeln!(
+        w,
+        "hakmem stats: spans: arenas {:.0} MiB, used {:.1} MiB, dirty {:.1} MiB, allocs {} ({} reused resident memory), cross-thread frees {}, purged {:.1} MiB, resized in place {}, background purge passes {}",
+        mib(s.span_arena_bytes),
+        mib(s.span_used_bytes),
+        mib(s.span_dirty_bytes),
+        s.span_allocs,
+        s.span_dirty_reuses,
+        s.span_cross_thread_frees,
+        mib(s.span_purged_bytes),
+        s.span_resized_in_place,
+        s.background_ticks
     );
     w.flush_stderr();
     for (i, strategy) in STRATEGIES.iter().enumerate() {

@@ -1,0 +1,863 @@
+//! The span heap: page-granular spans in reserved arenas, so freed large
+//! memory serves later requests of any size.
+//!
+//! ```text
+//! arena (256 MiB reserved, MAP_NORESERVE, 256 MiB-aligned)
+//! [meta: one PageMeta per page][span][span ][span       ][span  ] …
+//!                               used  dirty  used          clean
+//! ```
+//!
+//! Taken from the three models:
+//! * tcmalloc's page heap: a span is a run of pages; a page map (here the
+//!   arena's `PageMeta` array, at its start) gives the span of a page, so a
+//!   free finds its neighbours in O(1) and coalesces with them; free spans of
+//!   two states, *dirty* (pages may be resident: reused without a fault) and
+//!   *clean* (purged with `MADV_DONTNEED`: reads zero, faults on touch), are
+//!   coalesced only with spans of the same state (gperftools does the same:
+//!   merging would either purge resident pages early or lose track of them).
+//! * jemalloc's extents: free spans sit in size-binned lists (four bins per
+//!   doubling, a bitmap of non-empty bins), dirty spans are preferred and are
+//!   purged once they have waited the purge delay (its decay, simplified to
+//!   one deadline per span).
+//! * mimalloc's arenas: large reserved ranges with an aligned base, so the
+//!   arena of a pointer is one mask; metadata outside the blocks.
+//!
+//! Invariants (checked by [`check`] under `debug-checks`): the spans of an
+//! arena tile `[META_PAGES, PAGES)`; a span's first and last page carry its
+//! length and state (the boundary tags), every other page has state 0; no two
+//! adjacent free spans have the same state; every free span is in exactly the
+//! list of its state and bin; `dirty_pages` is the sum of dirty span lengths.
+//!
+//! One lock (a spin lock that yields) guards the lists and tags. It never
+//! allocates while held and is taken in a `pthread_atfork` prepare handler and
+//! released in both parent and child, so a forked child never inherits it held.
+//! Purging (`madvise`) happens outside it: a span being purged is marked busy.
+//!
+//! Depends only on `os` and `vm` (and `segment_map`, to mark arenas as ours).
+
+use crate::os::{self, OS_PAGE};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+/// Bytes per arena (a power of two).
+pub const ARENA_SIZE: usize = 256 << 20;
+/// Pages per arena.
+pub const PAGES: usize = ARENA_SIZE / OS_PAGE;
+/// Pages at the arena start holding the page map.
+pub const META_PAGES: usize = (PAGES * core::mem::size_of::<PageMeta>()).div_ceil(OS_PAGE);
+/// The largest span handed out (larger blocks are mapped on their own).
+pub const MAX_SPAN_PAGES: usize = PAGES / 4;
+/// Arenas at most (64 GiB of address space); beyond, blocks are mapped on their own.
+pub const MAX_ARENAS: usize = 256;
+const BINS: usize = 64;
+const NIL: u32 = u32::MAX;
+
+// Page states (a boundary tag's `state`).
+const INTERIOR: u32 = 0;
+const DIRTY: u32 = 1;
+const CLEAN: u32 = 2;
+const USED: u32 = 3;
+/// A free span whose pages are being purged (not in a list, not coalesced).
+const BUSY: u32 = 4;
+const KIND: u32 = 0xf;
+/// Flag on the tag of a span's first page.
+const FIRST: u32 = 0x10;
+/// Flag on the tag of a span's last page.
+const LAST: u32 = 0x20;
+
+/// One page's entry in the page map. Only a span's first and last page carry
+/// values (see the module invariants).
+#[repr(C)]
+pub struct PageMeta {
+    /// Span length in pages.
+    len: AtomicU32,
+    /// State (low 4 bits) and FIRST/LAST flags.
+    state: AtomicU32,
+    /// Free span (first page): previous span id in its list; used span: owner tag.
+    prev: AtomicU32,
+    /// Free span (first page): next span id in its list.
+    next: AtomicU32,
+    /// Dirty span (first page): when it became dirty, in ms of the monotonic clock.
+    since_ms: AtomicU32,
+}
+
+/// The arenas, by index (0 = not reserved yet). Append-only.
+static ARENAS: [AtomicUsize; MAX_ARENAS] = [const { AtomicUsize::new(0) }; MAX_ARENAS];
+static ARENA_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Arena index + 1 by `address / ARENA_SIZE` (47-bit user addresses), 0 = none:
+/// a pointer's arena in one load (1 MiB of `.bss`, resident only where used).
+static ARENA_OF: [AtomicU16; 1 << (47 - ARENA_SHIFT)] = [const { AtomicU16::new(0) }; 1 << (47 - ARENA_SHIFT)];
+const ARENA_SHIFT: u32 = ARENA_SIZE.trailing_zeros();
+
+/// List heads (span ids) per state (0 = dirty, 1 = clean) and bin.
+struct Lists {
+    head: [[u32; BINS]; 2],
+    /// Bit b set = bin b non-empty.
+    nonempty: [u64; 2],
+}
+
+struct Locked(core::cell::UnsafeCell<Lists>);
+// SAFETY: accessed only while LOCK is held.
+unsafe impl Sync for Locked {}
+
+static LISTS: Locked = Locked(core::cell::UnsafeCell::new(Lists {
+    head: [[NIL; BINS]; 2],
+    nonempty: [0; 2],
+}));
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Counters (process-wide, rare events: one per span operation).
+pub struct SpanCounters {
+    /// Spans handed out.
+    pub allocs: AtomicU64,
+    /// ... of which came from dirty (resident) memory.
+    pub dirty_reuses: AtomicU64,
+    /// Spans given back.
+    pub frees: AtomicU64,
+    /// Coalescings with a neighbour.
+    pub merges: AtomicU64,
+    /// Dirty spans purged.
+    pub purges: AtomicU64,
+    /// Bytes those purges gave back.
+    pub purged_bytes: AtomicU64,
+    /// Pages in dirty spans right now.
+    pub dirty_pages: AtomicU64,
+    /// Pages handed out right now.
+    pub used_pages: AtomicU64,
+    /// Blocks grown or shrunk in place.
+    pub resized_in_place: AtomicU64,
+    /// Blocks freed by a thread other than their owner, sent here past its BigCache.
+    pub cross_thread_frees: AtomicU64,
+}
+
+/// The span level's counters (read by `LargeStats`).
+pub static COUNTERS: SpanCounters = SpanCounters {
+    allocs: AtomicU64::new(0),
+    dirty_reuses: AtomicU64::new(0),
+    frees: AtomicU64::new(0),
+    merges: AtomicU64::new(0),
+    purges: AtomicU64::new(0),
+    purged_bytes: AtomicU64::new(0),
+    dirty_pages: AtomicU64::new(0),
+    used_pages: AtomicU64::new(0),
+    resized_in_place: AtomicU64::new(0),
+    cross_thread_frees: AtomicU64::new(0),
+};
+
+/// Arenas reserved so far.
+pub fn arenas() -> usize {
+    ARENA_COUNT.load(Acquire)
+}
+
+// ---------------------------------------------------------------------------
+// The lock and fork
+// ---------------------------------------------------------------------------
+
+struct Guard;
+
+fn lock() -> Guard {
+    let mut spins = 0u32;
+    loop {
+        if !LOCK.swap(true, Acquire) {
+            return Guard;
+        }
+        while LOCK.load(Relaxed) {
+            spins += 1;
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                // SAFETY: plain syscall, no memory involved.
+                unsafe { libc::sched_yield() };
+            }
+        }
+    }
+}
+
+fn try_lock() -> Option<Guard> {
+    (!LOCK.swap(true, Acquire)).then_some(Guard)
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        LOCK.store(false, Release);
+    }
+}
+
+impl Guard {
+    #[allow(clippy::mut_from_ref)]
+    fn lists(&self) -> &mut Lists {
+        // SAFETY: the lock is held for the guard's life; one guard at a time.
+        unsafe { &mut *LISTS.0.get() }
+    }
+}
+
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn fork_prepare() {
+    core::mem::forget(lock());
+}
+
+extern "C" fn fork_parent() {
+    LOCK.store(false, Release);
+}
+
+extern "C" fn fork_child() {
+    LOCK.store(false, Release);
+    crate::large::purge_thread::after_fork_in_child();
+}
+
+/// Registers the fork handlers once (before the first arena exists, with no
+/// lock held: glibc's pthread_atfork may allocate).
+fn ensure_atfork() {
+    if !ATFORK.load(Acquire) && !ATFORK.swap(true, AcqRel) {
+        // SAFETY: valid handlers that only touch atomics.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Span ids, tags and bins
+// ---------------------------------------------------------------------------
+
+#[inline]
+fn id(arena: usize, page: usize) -> u32 {
+    (arena << 16 | page) as u32
+}
+
+#[inline]
+fn arena_base(idx: usize) -> usize {
+    ARENAS[idx].load(Acquire)
+}
+
+#[inline]
+fn meta(base: usize, page: usize) -> &'static PageMeta {
+    debug_assert!(page < PAGES);
+    // SAFETY: the page map fills the first META_PAGES of every arena, which is
+    // mapped for the life of the process.
+    unsafe { &*(base as *const PageMeta).add(page) }
+}
+
+#[inline]
+fn meta_of(span: u32) -> &'static PageMeta {
+    meta(arena_base((span >> 16) as usize), (span & 0xffff) as usize)
+}
+
+/// The bin of a span of `n` pages (four bins per doubling).
+#[inline]
+fn bin(n: usize) -> usize {
+    debug_assert!(n >= 1);
+    if n < 4 {
+        return n - 1;
+    }
+    let b = (usize::BITS - 1 - n.leading_zeros()) as usize;
+    3 + (b - 2) * 4 + ((n >> (b - 2)) & 3)
+}
+
+/// Writes both boundary tags of the span `[page, page+len)`.
+fn set_tags(base: usize, page: usize, len: usize, kind: u32) {
+    let first = meta(base, page);
+    let last = meta(base, page + len - 1);
+    first.len.store(len as u32, Relaxed);
+    last.len.store(len as u32, Relaxed);
+    if len == 1 {
+        first.state.store(kind | FIRST | LAST, Release);
+    } else {
+        first.state.store(kind | FIRST, Release);
+        last.state.store(kind | LAST, Release);
+    }
+}
+
+fn clear_tag(base: usize, page: usize) {
+    meta(base, page).state.store(INTERIOR, Relaxed);
+}
+
+fn push(l: &mut Lists, kind: u32, span: u32, len: usize) {
+    let s = (kind - 1) as usize;
+    let b = bin(len);
+    let m = meta_of(span);
+    let head = l.head[s][b];
+    m.prev.store(NIL, Relaxed);
+    m.next.store(head, Relaxed);
+    if head != NIL {
+        meta_of(head).prev.store(span, Relaxed);
+    }
+    l.head[s][b] = span;
+    l.nonempty[s] |= 1 << b;
+}
+
+fn unlink(l: &mut Lists, kind: u32, span: u32, len: usize) {
+    let s = (kind - 1) as usize;
+    let b = bin(len);
+    let m = meta_of(span);
+    let (prev, next) = (m.prev.load(Relaxed), m.next.load(Relaxed));
+    if prev == NIL {
+        l.head[s][b] = next;
+    } else {
+        meta_of(prev).next.store(next, Relaxed);
+    }
+    if next != NIL {
+        meta_of(next).prev.store(prev, Relaxed);
+    }
+    if l.head[s][b] == NIL {
+        l.nonempty[s] &= !(1 << b);
+    }
+}
+
+fn now_ms() -> u32 {
+    (os::monotonic_ns() / 1_000_000) as u32
+}
+
+/// A span handed out.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// Address of its first page.
+    pub start: usize,
+    /// Its length in OS pages.
+    pub pages: usize,
+    /// True if its pages may be resident (not zero); false = fresh or purged.
+    pub dirty: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Allocation
+// ---------------------------------------------------------------------------
+
+/// A span of `pages` pages (1 ..= MAX_SPAN_PAGES), dirty memory first; `owner`
+/// is recorded for [`owner`]. None if no arena can be reserved.
+pub fn alloc(pages: usize, owner: u32) -> Option<Span> {
+    debug_assert!((1..=MAX_SPAN_PAGES).contains(&pages));
+    loop {
+        {
+            let g = lock();
+            let l = g.lists();
+            for kind in [DIRTY, CLEAN] {
+                if let Some(span) = find(l, kind, pages) {
+                    let s = take(l, kind, span, pages, owner);
+                    drop(g);
+                    debug_check();
+                    return Some(s);
+                }
+            }
+        }
+        grow()?;
+    }
+}
+
+/// The first span of `kind` with at least `pages` pages: scans the bin of
+/// `pages` (whose spans may be shorter), else the head of the next non-empty bin.
+fn find(l: &Lists, kind: u32, pages: usize) -> Option<u32> {
+    let s = (kind - 1) as usize;
+    let b = bin(pages);
+    if l.nonempty[s] & (1 << b) != 0 {
+        let mut span = l.head[s][b];
+        while span != NIL {
+            let m = meta_of(span);
+            if m.len.load(Relaxed) as usize >= pages {
+                return Some(span);
+            }
+            span = m.next.load(Relaxed);
+        }
+    }
+    let above = if b + 1 >= BINS {
+        0
+    } else {
+        l.nonempty[s] >> (b + 1) << (b + 1)
+    };
+    (above != 0).then(|| l.head[s][above.trailing_zeros() as usize])
+}
+
+/// Takes the first `pages` of the free span `span` (of `kind`); the rest
+/// stays free in the same state.
+fn take(l: &mut Lists, kind: u32, span: u32, pages: usize, owner: u32) -> Span {
+    let m = meta_of(span);
+    let len = m.len.load(Relaxed) as usize;
+    let since = m.since_ms.load(Relaxed);
+    unlink(l, kind, span, len);
+    let a = (span >> 16) as usize;
+    let base = arena_base(a);
+    let page = (span & 0xffff) as usize;
+    if len > pages {
+        let rest = page + pages;
+        set_tags(base, rest, len - pages, kind);
+        meta(base, rest).since_ms.store(since, Relaxed);
+        push(l, kind, id(a, rest), len - pages);
+    }
+    set_tags(base, page, pages, USED);
+    m.prev.store(owner, Relaxed);
+    COUNTERS.allocs.fetch_add(1, Relaxed);
+    COUNTERS.used_pages.fetch_add(pages as u64, Relaxed);
+    if kind == DIRTY {
+        COUNTERS.dirty_reuses.fetch_add(1, Relaxed);
+        COUNTERS.dirty_pages.fetch_sub(pages as u64, Relaxed);
+    }
+    Span {
+        start: base + page * OS_PAGE,
+        pages,
+        dirty: kind == DIRTY,
+    }
+}
+
+/// Reserves one more arena (outside the lock) and adds it as one clean span.
+/// After a failed reservation, none is tried again before this time (ms):
+/// under RLIMIT_AS every large allocation would otherwise pay a failing mmap.
+static GROW_AFTER_MS: AtomicU32 = AtomicU32::new(0);
+
+#[cold]
+fn grow() -> Option<()> {
+    ensure_atfork();
+    let count = ARENA_COUNT.load(Acquire);
+    if count >= MAX_ARENAS {
+        return None;
+    }
+    let after = GROW_AFTER_MS.load(Relaxed);
+    if after != 0 && now_ms().wrapping_sub(after) > u32::MAX / 2 {
+        return None;
+    }
+    let Some(base) = crate::vm::map_aligned(ARENA_SIZE, ARENA_SIZE) else {
+        GROW_AFTER_MS.store(now_ms().wrapping_add(1000).max(1), Relaxed);
+        return None;
+    };
+    let base = base as usize;
+    let g = lock();
+    // Another thread may have added one meanwhile: keep ours anyway (it is
+    // only address space until touched).
+    let idx = ARENA_COUNT.load(Acquire);
+    if idx >= MAX_ARENAS {
+        drop(g);
+        // SAFETY: the arena just mapped, never published.
+        unsafe { crate::vm::unmap(base as *mut u8, ARENA_SIZE) };
+        return None;
+    }
+    ARENAS[idx].store(base, Release);
+    ARENA_OF[base >> ARENA_SHIFT].store(idx as u16 + 1, Release);
+    ARENA_COUNT.store(idx + 1, Release);
+    let mut r = base;
+    while r < base + ARENA_SIZE {
+        crate::segment_map::set(r, crate::segment_map::Region::Span);
+        r += crate::layout::SEGMENT_SIZE;
+    }
+    let l = g.lists();
+    set_tags(base, META_PAGES, PAGES - META_PAGES, CLEAN);
+    push(l, CLEAN, id(idx, META_PAGES), PAGES - META_PAGES);
+    Some(())
+}
+
+// ---------------------------------------------------------------------------
+// Lookup, free, resize
+// ---------------------------------------------------------------------------
+
+/// The arena base and page of `addr` if it lies in an arena (any page).
+#[inline]
+fn locate(addr: usize) -> Option<(usize, usize, usize)> {
+    let i = ARENA_OF.get(addr >> ARENA_SHIFT)?.load(Acquire) as usize;
+    if i == 0 {
+        return None;
+    }
+    let base = addr & !(ARENA_SIZE - 1);
+    Some((i - 1, base, (addr - base) / OS_PAGE))
+}
+
+/// The used span starting at the page of `start`: its length in pages, or
+/// None if no live span starts there (a foreign or interior pointer).
+#[inline]
+pub fn used_span_at(start: usize) -> Option<usize> {
+    if start % OS_PAGE != 0 {
+        return None;
+    }
+    let (_, base, page) = locate(start)?;
+    if page < META_PAGES {
+        return None;
+    }
+    let m = meta(base, page);
+    let st = m.state.load(Acquire);
+    (st & KIND == USED && st & FIRST != 0).then(|| m.len.load(Relaxed) as usize)
+}
+
+/// True if `addr` lies in one of the arenas.
+pub fn contains(addr: usize) -> bool {
+    locate(addr).is_some()
+}
+
+/// The owner tag recorded when the span at `start` (a live span) was allocated.
+pub fn owner(start: usize) -> u32 {
+    let base = start & !(ARENA_SIZE - 1);
+    meta(base, (start - base) / OS_PAGE).prev.load(Relaxed)
+}
+
+/// Records a new owner for the live span at `start` (a block handed to another thread).
+pub fn set_owner(start: usize, owner: u32) {
+    let base = start & !(ARENA_SIZE - 1);
+    meta(base, (start - base) / OS_PAGE).prev.store(owner, Relaxed);
+}
+
+/// Gives the live span at `start` back: it becomes dirty (its pages stay
+/// resident until purged) and coalesces with dirty neighbours.
+pub fn free(start: usize) {
+    free_since(start, now_ms())
+}
+
+/// [`free`] for memory that already waited the purge delay elsewhere (the
+/// BigCache): the next purge pass may purge it.
+pub fn free_aged(start: usize) {
+    free_since(start, now_ms().wrapping_sub(u32::MAX / 4))
+}
+
+fn free_since(start: usize, since: u32) {
+    let Some((a, base, page)) = locate(start) else {
+        return;
+    };
+    let g = lock();
+    let l = g.lists();
+    let len = meta(base, page).len.load(Relaxed) as usize;
+    debug_assert_eq!(meta(base, page).state.load(Relaxed) & KIND, USED);
+    COUNTERS.frees.fetch_add(1, Relaxed);
+    COUNTERS.used_pages.fetch_sub(len as u64, Relaxed);
+    COUNTERS.dirty_pages.fetch_add(len as u64, Relaxed);
+    insert_free(l, a, base, page, len, DIRTY, since);
+    drop(g);
+    debug_check();
+}
+
+/// Puts `[page, page+len)` into the free lists as `kind`, coalescing with
+/// free neighbours of the same kind.
+fn insert_free(l: &mut Lists, a: usize, base: usize, mut page: usize, mut len: usize, kind: u32, since: u32) {
+    let mut since = since;
+    if page > META_PAGES {
+        let left = meta(base, page - 1);
+        if left.state.load(Relaxed) & KIND == kind {
+            let llen = left.len.load(Relaxed) as usize;
+            let lpage = page - llen;
+            // A merged span is as old as its youngest part.
+            since = if kind == DIRTY {
+                since.max(meta(base, lpage).since_ms.load(Relaxed))
+            } else {
+                since
+            };
+            unlink(l, kind, id(a, lpage), llen);
+            clear_tag(base, page - 1);
+            clear_tag(base, page);
+            page = lpage;
+            len += llen;
+            COUNTERS.merges.fetch_add(1, Relaxed);
+        }
+    }
+    if page + len < PAGES {
+        let right = meta(base, page + len);
+        if right.state.load(Relaxed) & KIND == kind {
+            let rlen = right.len.load(Relaxed) as usize;
+            if kind == DIRTY {
+                since = since.max(right.since_ms.load(Relaxed));
+            }
+            unlink(l, kind, id(a, page + len), rlen);
+            clear_tag(base, page + len - 1);
+            clear_tag(base, page + len);
+            len += rlen;
+            COUNTERS.merges.fetch_add(1, Relaxed);
+        }
+    }
+    set_tags(base, page, len, kind);
+    meta(base, page).since_ms.store(since, Relaxed);
+    push(l, kind, id(a, page), len);
+}
+
+/// Grows (or shrinks) the live span at `start` to `pages` pages in place:
+/// growing takes the start of a free span right after it. Returns false if
+/// that span is missing, too short or busy. New pages may be dirty: the
+/// caller must not assume they read zero.
+pub fn resize(start: usize, pages: usize) -> bool {
+    let Some((a, base, page)) = locate(start) else {
+        return false;
+    };
+    if pages == 0 || pages > MAX_SPAN_PAGES || page + pages > PAGES {
+        return false;
+    }
+    let g = lock();
+    let l = g.lists();
+    let m = meta(base, page);
+    let len = m.len.load(Relaxed) as usize;
+    let owner = m.prev.load(Relaxed);
+    if pages == len {
+        return true;
+    }
+    if pages < len {
+        set_tags(base, page, pages, USED);
+        COUNTERS.used_pages.fetch_sub((len - pages) as u64, Relaxed);
+        COUNTERS.dirty_pages.fetch_add((len - pages) as u64, Relaxed);
+        clear_tag(base, page + len - 1);
+        insert_free(l, a, base, page + pages, len - pages, DIRTY, now_ms());
+    } else {
+        let next = page + len;
+        if next >= PAGES {
+            return false;
+        }
+        let nm = meta(base, next);
+        let kind = nm.state.load(Relaxed) & KIND;
+        let nlen = nm.len.load(Relaxed) as usize;
+        if !(kind == DIRTY || kind == CLEAN) || len + nlen < pages {
+            return false;
+        }
+        let since = nm.since_ms.load(Relaxed);
+        unlink(l, kind, id(a, next), nlen);
+        let extra = pages - len;
+        clear_tag(base, page + len - 1);
+        clear_tag(base, next);
+        if nlen > extra {
+            let rest = next + extra;
+            set_tags(base, rest, nlen - extra, kind);
+            meta(base, rest).since_ms.store(since, Relaxed);
+            push(l, kind, id(a, rest), nlen - extra);
+        } else {
+            clear_tag(base, next + nlen - 1);
+        }
+        set_tags(base, page, pages, USED);
+        if kind == DIRTY {
+            COUNTERS.dirty_pages.fetch_sub(extra as u64, Relaxed);
+        }
+        COUNTERS.used_pages.fetch_add(extra as u64, Relaxed);
+    }
+    m.prev.store(owner, Relaxed);
+    COUNTERS.resized_in_place.fetch_add(1, Relaxed);
+    drop(g);
+    debug_check();
+    true
+}
+
+// ---------------------------------------------------------------------------
+// Purging
+// ---------------------------------------------------------------------------
+
+/// Purges dirty spans that have been dirty for at least `delay_ms` (all of
+/// them if 0). `wait` = take the lock even if busy (else skip a busy heap).
+/// Returns bytes purged.
+pub fn purge(delay_ms: u64, wait: bool) -> u64 {
+    if COUNTERS.dirty_pages.load(Relaxed) == 0 {
+        return 0;
+    }
+    let now = now_ms();
+    let mut purged = 0u64;
+    // One span per lock hold: the madvise runs unlocked.
+    loop {
+        let g = if wait { Some(lock()) } else { try_lock() };
+        let Some(g) = g else { return purged };
+        let l = g.lists();
+        let Some((span, len)) = oldest_expired(l, now, delay_ms) else {
+            return purged;
+        };
+        unlink(l, DIRTY, span, len);
+        let a = (span >> 16) as usize;
+        let base = arena_base(a);
+        let page = (span & 0xffff) as usize;
+        set_tags(base, page, len, BUSY);
+        COUNTERS.dirty_pages.fetch_sub(len as u64, Relaxed);
+        drop(g);
+        // SAFETY: a free span marked busy: no block lives there and no
+        // other thread touches it until it is put back below.
+        unsafe { crate::vm::purge((base + page * OS_PAGE) as *mut u8, len * OS_PAGE) };
+        COUNTERS.purges.fetch_add(1, Relaxed);
+        COUNTERS.purged_bytes.fetch_add((len * OS_PAGE) as u64, Relaxed);
+        purged += (len * OS_PAGE) as u64;
+        let g = lock();
+        insert_free(g.lists(), a, base, page, len, CLEAN, 0);
+        drop(g);
+        debug_check();
+    }
+}
+
+/// A dirty span that has waited `delay_ms`, if any.
+fn oldest_expired(l: &Lists, now: u32, delay_ms: u64) -> Option<(u32, usize)> {
+    let mut mask = l.nonempty[0];
+    while mask != 0 {
+        let b = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        let mut span = l.head[0][b];
+        while span != NIL {
+            let m = meta_of(span);
+            if now.wrapping_sub(m.since_ms.load(Relaxed)) as u64 >= delay_ms {
+                return Some((span, m.len.load(Relaxed) as usize));
+            }
+            span = m.next.load(Relaxed);
+        }
+    }
+    None
+}
+
+/// Bytes in dirty spans (resident free memory) right now.
+pub fn dirty_bytes() -> u64 {
+    COUNTERS.dirty_pages.load(Relaxed) * OS_PAGE as u64
+}
+
+// ---------------------------------------------------------------------------
+// Invariant checks
+// ---------------------------------------------------------------------------
+
+fn debug_check() {
+    if cfg!(feature = "debug-checks") {
+        check();
+    }
+}
+
+/// Walks every arena and list and panics on a broken invariant (see the
+/// module docs). Takes the lock.
+pub fn check() {
+    let g = lock();
+    let l = g.lists();
+    let mut dirty = 0u64;
+    let mut listed = [0usize; 2];
+    for s in 0..2 {
+        for b in 0..BINS {
+            let mut span = l.head[s][b];
+            assert_eq!(l.nonempty[s] & (1 << b) != 0, span != NIL, "bitmap of bin {b}");
+            let mut prev = NIL;
+            while span != NIL {
+                let m = meta_of(span);
+                let len = m.len.load(Relaxed) as usize;
+                assert_eq!(m.state.load(Relaxed) & KIND, s as u32 + 1, "span in the list of its state");
+                assert_eq!(bin(len), b, "span in the bin of its length");
+                assert_eq!(m.prev.load(Relaxed), prev, "list links");
+                listed[s] += 1;
+                prev = span;
+                span = m.next.load(Relaxed);
+            }
+        }
+    }
+    let mut free_spans = [0usize; 2];
+    for a in 0..ARENA_COUNT.load(Acquire) {
+        let base = arena_base(a);
+        let mut page = META_PAGES;
+        let mut prev_kind = 0;
+        while page < PAGES {
+            let m = meta(base, page);
+            let st = m.state.load(Relaxed);
+            let len = m.len.load(Relaxed) as usize;
+            assert!(st & FIRST != 0 && len >= 1, "span start tag at page {page}");
+            let kind = st & KIND;
+            let last = meta(base, page + len - 1);
+            assert!(last.state.load(Relaxed) & LAST != 0, "span end tag");
+            assert_eq!(last.state.load(Relaxed) & KIND, kind);
+            assert_eq!(last.len.load(Relaxed) as usize, len);
+            for p in page + 1..page + len - 1 {
+                assert_eq!(meta(base, p).state.load(Relaxed), INTERIOR, "interior page {p}");
+            }
+            if kind == DIRTY || kind == CLEAN {
+                assert_ne!(kind, prev_kind, "adjacent free spans of one state are coalesced");
+                free_spans[(kind - 1) as usize] += 1;
+            }
+            if kind == DIRTY {
+                dirty += len as u64;
+            }
+            prev_kind = kind;
+            page += len;
+        }
+        assert_eq!(page, PAGES, "spans tile the arena");
+    }
+    assert_eq!(listed, free_spans, "every free span is listed once");
+    assert_eq!(dirty, COUNTERS.dirty_pages.load(Relaxed), "dirty page count");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The span heap is process-wide and unit tests run in parallel: each
+    // test works on its own spans and checks relations, not global totals.
+    static SERIAL: AtomicBool = AtomicBool::new(false);
+
+    fn serial() -> impl Drop {
+        struct S;
+        impl Drop for S {
+            fn drop(&mut self) {
+                SERIAL.store(false, Release);
+            }
+        }
+        while SERIAL.swap(true, Acquire) {
+            std::thread::yield_now();
+        }
+        S
+    }
+
+    #[test]
+    fn bins_are_monotonic_and_cover_all_lengths() {
+        let mut last = 0;
+        for n in 1..=PAGES {
+            let b = bin(n);
+            assert!(b >= last && b < BINS);
+            last = b;
+        }
+        assert_eq!(bin(1), 0);
+        assert_eq!(bin(4), 3);
+        assert_eq!(bin(8), 7);
+    }
+
+    #[test]
+    fn freed_span_serves_a_smaller_request_and_coalesces() {
+        let _s = serial();
+        let a = alloc(512, 1).unwrap();
+        let b = alloc(256, 1).unwrap();
+        assert_eq!(used_span_at(a.start), Some(512));
+        assert_eq!(used_span_at(a.start + OS_PAGE), None, "interior page");
+        // Write every page, free, and ask for a different size: same memory, still resident.
+        unsafe { core::ptr::write_bytes(a.start as *mut u8, 7, 512 * OS_PAGE) };
+        free(a.start);
+        let c = alloc(300, 2).unwrap();
+        assert!(c.dirty, "dirty memory is preferred");
+        assert!(c.start >= a.start && c.start + 300 * OS_PAGE <= a.start + 512 * OS_PAGE);
+        assert_eq!(owner(c.start), 2);
+        free(c.start);
+        free(b.start);
+        check();
+        // All three coalesced: one request of the combined size fits there.
+        let d = alloc(768, 3).unwrap();
+        assert!(d.dirty);
+        free(d.start);
+        check();
+    }
+
+    #[test]
+    fn purge_makes_spans_clean_after_the_delay() {
+        // Other unit tests (the BigCache's) use the span heap at the same
+        // time: only what this test's own span shows is asserted.
+        let _s = serial();
+        let a = alloc(64, 1).unwrap();
+        unsafe { core::ptr::write_bytes(a.start as *mut u8, 1, 64 * OS_PAGE) };
+        free(a.start);
+        assert!(dirty_bytes() >= 64 * OS_PAGE as u64);
+        let purged = purge(0, true);
+        assert!(purged >= 64 * OS_PAGE as u64);
+        check();
+    }
+
+    #[test]
+    fn resize_grows_into_the_free_neighbour_and_shrinks() {
+        let _s = serial();
+        let a = alloc(200, 1).unwrap();
+        assert!(resize(a.start, 400), "the arena's free tail follows");
+        assert_eq!(used_span_at(a.start), Some(400));
+        let b = alloc(10, 1).unwrap();
+        assert!(!resize(a.start, 400 + 10 + 1_000_000 / 4096) || b.start < a.start);
+        assert!(resize(a.start, 100));
+        assert_eq!(used_span_at(a.start), Some(100));
+        check();
+        free(a.start);
+        free(b.start);
+        check();
+    }
+
+    #[test]
+    fn spans_fill_arenas_and_more_are_reserved() {
+        let _s = serial();
+        let spans: Vec<Span> = (0..6).map(|_| alloc(MAX_SPAN_PAGES, 9).unwrap()).collect();
+        assert!(arenas() >= 2, "six quarter-arena spans need a second arena");
+        for (i, a) in spans.iter().enumerate() {
+            for b in &spans[i + 1..] {
+                let (a0, b0) = (a.start, b.start);
+                let len = MAX_SPAN_PAGES * OS_PAGE;
+                assert!(a0 + len <= b0 || b0 + len <= a0, "spans overlap");
+            }
+        }
+        for s in &spans {
+            assert!(contains(s.start));
+            free(s.start);
+        }
+        check();
+        purge(0, true);
+    }
+}
