@@ -184,10 +184,20 @@ fn free_large(p: *mut u8, r: Region) {
 #[cold]
 #[inline(never)]
 unsafe fn traced_free(p: *mut u8) {
-    // The size lookup is the tracer's, not free's: outside the timed region.
-    // SAFETY: forwarded contract.
-    let size = unsafe { usable_size_quiet(p) };
-    let t = probe::start_op(size > MAX_CLASS_SIZE);
+    // Large blocks are always timed; the block's size (the event's `arg`) is
+    // looked up for timed frees only: it is the tracer's cost, not free's, so
+    // it stays outside the timed region and off the counted-only path.
+    let large = !matches!(
+        segment_map::lookup(p as usize),
+        Region::ClassSegment | Region::Foreign
+    );
+    let size = if large || probe::sampling_next() {
+        // SAFETY: forwarded contract.
+        unsafe { usable_size_quiet(p) }
+    } else {
+        0
+    };
+    let t = probe::start_op(large);
     // SAFETY: forwarded contract.
     unsafe { free_untraced(p) };
     probe::emit(Component::Free, t, size as u64);
@@ -306,9 +316,9 @@ unsafe fn resize(p: *mut u8, size: usize, site: usize, traced: bool) -> *mut u8 
         Owner::Large(r) => match large_header("realloc", p, r, true) {
             Some(h) => {
                 let old = block::usable_size(h);
-                // SAFETY: a validated header of a live block (realloc's contract).
                 if size > old
                     && size > MAX_CLASS_SIZE
+                    // SAFETY: a validated header of a live block (realloc's contract).
                     && unsafe { large_path::grow_in_place(a, h, size, thread::large_state) }
                 {
                     return p;

@@ -20,8 +20,10 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub const ENABLED: bool = cfg!(feature = "hardened");
 
 /// Process secret mixed into every page key (from getrandom, once).
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 static SECRET: AtomicU64 = AtomicU64::new(0);
 
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 fn secret() -> u64 {
     let s = SECRET.load(Relaxed);
     if s != 0 {
@@ -43,6 +45,7 @@ fn secret() -> u64 {
 }
 
 /// A fresh key for the page starting at `start`.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 pub fn page_key(start: usize) -> usize {
     if !ENABLED {
         return 0;

@@ -2,15 +2,46 @@
 //! intrusive free lists for small blocks, a BigCache and ELO-learned strategies
 //! for large ones, call-site profiling, and probe points an eBPF tracer can watch.
 //!
-//! Layers, dependencies pointing down only:
+//! # Layers (bottom first; a module imports only modules below it)
 //!
 //! ```text
-//! global_alloc (GlobalAlloc)     hakmem-preload (C ABI, separate crate)
-//!          └──────── api (malloc-family semantics, errno, foreign pointers)
-//!                     ├── heap (thread-local fast paths, refill)  ── page, size_class
-//!                     │     └── segment (4 MiB chunks, pool, abandoned list) ── segment_map
-//!                     └── large_path (BigCache, ELO, evolution) ── large, profile
-//!                                 all ──► os (the only OS calls), options, stats, probe
+//!  7 global_alloc (GlobalAlloc)        hakmem-preload (C ABI, separate crate)
+//!  6 api          malloc-family semantics, errno, classify(ptr) → Small|Large|Foreign
+//!  5 stats, exit_report   snapshot of every counter; the at-exit report
+//!  4 thread       ThreadCtx { small heap, large state }: TLS, life cycle, maintenance
+//!  3 small/ | large/      neither imports the other
+//!      small: size_class, page, segment, heap (alloc, free, queue, reclaim, purge)
+//!      large: block (header), bigcache, elo, evolution, profile, path, thread, stats
+//!  2 probe, counters, layout, segment_map, hardening, vm (counted OS memory calls)
+//!  1 os (raw system calls), report (stack writer), diag (warn, fatal, bad
+//!    pointers), options (parsing, no side effect)
+//! ```
+//!
+//! The total order, and its one exception, are checked by `tests/layering.rs`.
+//!
+//! # Data model
+//!
+//! ```text
+//! segment_map  one byte per 4 MiB region: Foreign | ClassSegment | Large header
+//!              at base | Large header before. Written before a region is handed
+//!              out, cleared before it is unmapped; free trusts nothing else.
+//! Segment      4 MiB aligned; header (owner, remote_pending, page descriptors),
+//!              then pages of one kind. Owner = the heap whose thread alone changes
+//!              its pages; 0 while pooled or abandoned. Never unmapped (pooled,
+//!              purged), so a late remote_pending store always hits mapped memory.
+//! Page         blocks of one class: used + len(free) == capacity <= reserved,
+//!              len(thread_free) <= used. Owner-only: free, used, capacity, queue
+//!              links, in_full. Any thread: thread_free (CAS push), and reads of
+//!              class, block_size, key, start (fixed while the page is in use).
+//! Heap         first[c]..last[c]: pages of class c with blocks to give (in_full
+//!              pages are in no queue); segments[k]: owned segments, those with a
+//!              free page first. The empty heap's queues hold the read-only empty page.
+//! ThreadCtx    { small: Heap (first field: its address is the segments' owner),
+//!              large: ThreadState }; EMPTY_CTX until the first allocation; never
+//!              unmapped (pooled at thread exit, registered for stats).
+//! LargeHeader  16 bytes at the region base (or just before a 4 MiB-aligned block):
+//!              len_pages, offset (validates the pointer), site word, magic.
+//! ThreadState  BigCache slots (blocks of this thread's sites), ELO sample, counters.
 //! ```
 //!
 //! Use it from Rust with
@@ -18,31 +49,24 @@
 //! program with `LD_PRELOAD=target/release/libhakmem.so`.
 
 #![warn(missing_docs)]
-#![allow(clippy::missing_safety_doc)]
 
-#[allow(missing_docs)]
 pub mod api;
-pub mod counters;
-pub mod diag;
+pub(crate) mod counters;
+pub(crate) mod diag;
 mod exit_report;
 mod global_alloc;
-#[allow(missing_docs)]
-pub mod hardening;
+pub(crate) mod hardening;
 pub mod large;
-pub mod layout;
-#[allow(missing_docs)]
+pub(crate) mod layout;
 pub mod options;
-#[allow(missing_docs)]
 pub mod os;
-#[allow(missing_docs)]
 pub mod probe;
 mod report;
 mod segment_map;
-pub mod small;
-#[allow(missing_docs)]
-pub mod stats;
-pub mod thread;
-pub mod vm;
+pub(crate) mod small;
+pub(crate) mod stats;
+pub(crate) mod thread;
+pub(crate) mod vm;
 
 pub use global_alloc::Hakmem;
 pub use large::stats::LargeStats;

@@ -78,8 +78,11 @@ impl Options {
 /// One row of the option table: the variable, its accepted values, and how it
 /// changes [`Options`]. The README's table is this table.
 pub struct OptionSpec {
+    /// The environment variable.
     pub name: &'static str,
+    /// The values it accepts.
     pub values: &'static str,
+    /// What it does.
     pub meaning: &'static str,
     apply: fn(&mut Options, &[u8]) -> Result<(), &'static str>,
 }

@@ -303,20 +303,86 @@ std::thread_local! {
     };
 }
 
+/// The calling thread's [`Local`]. In the LD_PRELOAD library (`static-tls`)
+/// Rust's thread locals cost a `__tls_get_addr` call per access (a fifth of a
+/// traced program's time went there); as in `tls.rs`, the first access
+/// measures the thread local's offset from the thread pointer and, when it
+/// lies in the static TLS block (the same in every thread), later accesses are
+/// one `%fs`-relative address computation.
+#[inline(always)]
+fn local() -> &'static Local {
+    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
+    {
+        let off = LOCAL_OFFSET.load(Ordering::Relaxed);
+        if off != 0 {
+            // SAFETY: `off` was measured to be LOCAL's fixed offset in the static
+            // TLS block, valid in every thread; the thread's TLS outlives its uses.
+            return unsafe { &*(thread_pointer().wrapping_add(off as usize) as *const Local) };
+        }
+    }
+    local_slow()
+}
+
+/// Offset of LOCAL from the thread pointer; 0 = not known to be static.
+#[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
+static LOCAL_OFFSET: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
+
+#[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: on x86-64 glibc, %fs:0 holds the thread pointer itself.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
+
+#[cold]
+#[inline(never)]
+fn local_slow() -> &'static Local {
+    let p = LOCAL.with(|l| l as *const Local);
+    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
+    {
+        let off = (p as usize).wrapping_sub(thread_pointer()) as isize;
+        // Static TLS blocks sit just below the thread pointer.
+        if off < 0 && off > -(1 << 20) {
+            LOCAL_OFFSET.store(off, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: this thread's LOCAL (no destructor: valid until the thread ends,
+    // and only this thread ever holds the reference).
+    unsafe { &*p }
+}
+
+/// Whether the next [`start_op`] of this thread will be timed (when not forced).
+#[inline]
+pub fn sampling_next() -> bool {
+    let l = local();
+    let period = (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two();
+    next_rng(l.rng.get()) & (period - 1) == 0
+}
+
+/// One xorshift64 step (0 seeds from the TSC first).
+#[inline(always)]
+fn next_rng(mut x: u64) -> u64 {
+    if x == 0 {
+        x = now() | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
 /// Starts a top-level operation (malloc, free, realloc): decides whether it is
 /// timed (always when `always`: a large block, rare and costly, which a sample
 /// would miss). Returns its start timestamp, or 0 when only counted.
 #[inline]
 pub fn start_op(always: bool) -> u64 {
-    LOCAL.with(|l| {
-        let mut x = l.rng.get();
-        if x == 0 {
-            // Seeded per thread from the TSC and the slot address.
-            x = now() ^ (l as *const Local as u64).rotate_left(32) | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+    let l = local();
+    {
+        let x = next_rng(l.rng.get());
         l.rng.set(x);
         let period = (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two();
         let timed = always || x & (period - 1) == 0;
@@ -327,14 +393,14 @@ pub fn start_op(always: bool) -> u64 {
         } else {
             0
         }
-    })
+    }
 }
 
 /// Starts a component inside a top-level operation: its timestamp when the
 /// operation is timed, 0 when it is only counted.
 #[inline]
 pub fn start() -> u64 {
-    if LOCAL.with(|l| l.sampling.get()) {
+    if local().sampling.get() {
         now()
     } else {
         0
@@ -342,15 +408,21 @@ pub fn start() -> u64 {
 }
 
 /// Records one instance of `component` that started at `start` (a [`now`],
-/// [`start`] or [`start_op`] value; 0 = counted, not timed).
-#[inline(never)]
+/// [`start`] or [`start_op`] value; 0 = counted, not timed). The counting is
+/// inlined into the (cold, traced) caller: a few adds; timing is out of line.
+#[inline(always)]
 pub fn emit(component: Component, start: u64, arg: u64) {
-    let cycles = if start != 0 {
-        Some(now().wrapping_sub(start))
+    if start == 0 {
+        count(local(), component, arg);
     } else {
-        None
-    };
-    let sampled = matches!(
+        emit_timed(component, start, arg);
+    }
+}
+
+/// Components timed only inside a sampled operation (they take [`start`] or
+/// [`start_op`]): a timed instance stands for `weight` of them.
+fn sampled(component: Component) -> bool {
+    matches!(
         component,
         Component::Malloc
             | Component::Free
@@ -358,25 +430,30 @@ pub fn emit(component: Component, start: u64, arg: u64) {
             | Component::SmallFast
             | Component::SmallRefill
             | Component::RemoteFree
-    );
-    let weight = if sampled {
-        LOCAL.with(|l| l.weight.get())
-    } else {
-        1
-    };
-    record(component, cycles, weight, arg);
+    )
+}
+
+#[inline(never)]
+fn emit_timed(component: Component, start: u64, arg: u64) {
+    let cycles = now().wrapping_sub(start);
+    let l = local();
+    let weight = if sampled(component) { l.weight.get() } else { 1 };
+    count(l, component, arg);
+    time(l, component, cycles, weight);
     if matches!(
         component,
         Component::Malloc | Component::Free | Component::Realloc
     ) {
-        LOCAL.with(|l| l.sampling.set(false));
+        l.sampling.set(false);
     }
 }
 
 /// Records an instance with a duration measured elsewhere (weight 1).
 #[inline(never)]
 pub fn emit_cycles(component: Component, cycles: u64, arg: u64) {
-    record(component, Some(cycles), 1, arg)
+    let l = local();
+    count(l, component, arg);
+    time(l, component, cycles, 1);
 }
 
 /// floor(log2(v)), 0 for v == 0.
@@ -385,41 +462,53 @@ fn bucket(v: u64) -> usize {
     (63 - (v | 1).leading_zeros()) as usize
 }
 
+/// The calling thread's record of `component` (claiming a slot on first use).
 #[inline(always)]
-fn record(component: Component, cycles: Option<u64>, weight: u64, arg: u64) {
-    LOCAL.with(|l| {
-        let mut r = l.record.get();
-        if r.is_null() {
-            r = claim(l);
+fn slot(l: &Local, component: Component) -> &'static ComponentRecord {
+    let mut r = l.record.get();
+    if r.is_null() {
+        r = claim(l);
+    }
+    // SAFETY: slots are statics that live for the whole process.
+    unsafe { &(*r).components[component as usize] }
+}
+
+/// Adds `by` to a counter only this thread writes: a plain load and store,
+/// no lock prefix (a reader sees the old or the new value, never a mix).
+#[inline(always)]
+fn bump(f: &AtomicU64, by: u64) {
+    f.store(f.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed)
+}
+
+#[inline(always)]
+fn count(l: &Local, component: Component, arg: u64) {
+    let c = slot(l, component);
+    if l.shared.get() {
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        c.sum_arg.fetch_add(arg, Ordering::Relaxed);
+        c.nonzero_arg.fetch_add((arg != 0) as u64, Ordering::Relaxed);
+    } else {
+        bump(&c.calls, 1);
+        bump(&c.sum_arg, arg);
+        bump(&c.nonzero_arg, (arg != 0) as u64);
+    }
+}
+
+fn time(l: &Local, component: Component, cycles: u64, weight: u64) {
+    let c = slot(l, component);
+    if l.shared.get() {
+        c.timed.fetch_add(1, Ordering::Relaxed);
+        c.sum_cycles.fetch_add(cycles * weight, Ordering::Relaxed);
+        c.max_cycles.fetch_max(cycles, Ordering::Relaxed);
+        c.hist[bucket(cycles)].fetch_add(weight, Ordering::Relaxed);
+    } else {
+        bump(&c.timed, 1);
+        bump(&c.sum_cycles, cycles * weight);
+        if cycles > c.max_cycles.load(Ordering::Relaxed) {
+            c.max_cycles.store(cycles, Ordering::Relaxed);
         }
-        // SAFETY: slots are statics that live for the whole process.
-        let c = unsafe { &(*r).components[component as usize] };
-        if l.shared.get() {
-            c.calls.fetch_add(1, Ordering::Relaxed);
-            c.sum_arg.fetch_add(arg, Ordering::Relaxed);
-            c.nonzero_arg.fetch_add((arg != 0) as u64, Ordering::Relaxed);
-            if let Some(d) = cycles {
-                c.timed.fetch_add(1, Ordering::Relaxed);
-                c.sum_cycles.fetch_add(d * weight, Ordering::Relaxed);
-                c.max_cycles.fetch_max(d, Ordering::Relaxed);
-                c.hist[bucket(d)].fetch_add(weight, Ordering::Relaxed);
-            }
-        } else {
-            // Only this thread writes its slot: plain load + store, no lock prefix.
-            let bump = |f: &AtomicU64, by: u64| f.store(f.load(Ordering::Relaxed) + by, Ordering::Relaxed);
-            bump(&c.calls, 1);
-            bump(&c.sum_arg, arg);
-            bump(&c.nonzero_arg, (arg != 0) as u64);
-            if let Some(d) = cycles {
-                bump(&c.timed, 1);
-                bump(&c.sum_cycles, d * weight);
-                if d > c.max_cycles.load(Ordering::Relaxed) {
-                    c.max_cycles.store(d, Ordering::Relaxed);
-                }
-                bump(&c.hist[bucket(d)], weight);
-            }
-        }
-    })
+        bump(&c.hist[bucket(cycles)], weight);
+    }
 }
 
 /// Gives the calling thread a slot: a free one, else the shared last one.
@@ -578,21 +667,20 @@ mod tests {
     fn events_are_counted_exactly_and_timed_when_sampled() {
         std::thread::spawn(|| {
             let before = hakmem_sample_period.load(Ordering::Relaxed);
-            // A thread's slot keeps the counts of the thread that had it
-            // before (other tests trace too): take this thread's slot with one
-            // event, then compare against what it held.
-            emit_cycles(Component::OsPurge, 1, 0);
+            // A slot keeps the counts of the threads that had it before: deltas.
+            emit_cycles(Component::EvoTransition, 0, 0);
             let r = LOCAL.with(|l| l.record.get());
             // SAFETY: this thread's slot, a static.
             let r = unsafe { &*r };
             let c = |x: Component| &r.components[x as usize];
-            let calls0 = |x: Component| c(x).calls.load(Ordering::Relaxed);
-            let (malloc0, fast0) = (calls0(Component::Malloc), calls0(Component::SmallFast));
-            let arg0 = c(Component::Malloc).sum_arg.load(Ordering::Relaxed);
-            let timed0 = c(Component::Malloc).timed.load(Ordering::Relaxed);
-            let fast_timed0 = c(Component::SmallFast).timed.load(Ordering::Relaxed);
-            let map_timed0 = c(Component::OsMap).timed.load(Ordering::Relaxed);
-            let hist0: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+            let load = |f: &AtomicU64| f.load(Ordering::Relaxed);
+            let base: Vec<[u64; 4]> = [Component::Malloc, Component::SmallFast, Component::OsMap]
+                .iter()
+                .map(|&x| {
+                    let h: u64 = c(x).hist.iter().map(load).sum();
+                    [load(&c(x).calls), load(&c(x).sum_arg), load(&c(x).timed), h]
+                })
+                .collect();
             for _ in 0..1000 {
                 let t = start_op(false);
                 let inner = start();
@@ -601,19 +689,19 @@ mod tests {
                 emit(Component::Malloc, t, 16);
             }
             emit_cycles(Component::OsMap, 100, 4096);
-            assert_eq!(calls0(Component::Malloc) - malloc0, 1000);
-            assert_eq!(calls0(Component::SmallFast) - fast0, 1000);
-            assert_eq!(c(Component::Malloc).sum_arg.load(Ordering::Relaxed) - arg0, 16_000);
-            let timed = c(Component::Malloc).timed.load(Ordering::Relaxed) - timed0;
+            assert_eq!(load(&c(Component::Malloc).calls) - base[0][0], 1000);
+            assert_eq!(load(&c(Component::SmallFast).calls) - base[1][0], 1000);
+            assert_eq!(load(&c(Component::Malloc).sum_arg) - base[0][1], 16_000);
+            let timed = load(&c(Component::Malloc).timed) - base[0][2];
             assert!(timed > 0 && timed < 200, "1 in {before}: {timed} timed of 1000");
-            assert_eq!(c(Component::SmallFast).timed.load(Ordering::Relaxed) - fast_timed0, timed);
-            assert_eq!(c(Component::OsMap).timed.load(Ordering::Relaxed) - map_timed0, 1);
+            assert_eq!(load(&c(Component::SmallFast).timed) - base[1][2], timed);
+            assert_eq!(load(&c(Component::OsMap).timed) - base[2][2], 1);
             // Each timed operation stands for `period` of them.
-            let hist: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
-            assert_eq!(hist - hist0, timed * u64::from(before.next_power_of_two()));
+            let hist: u64 = c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
+            assert_eq!(hist, timed * u64::from(before.next_power_of_two()));
             let t = start_op(true);
             emit(Component::Malloc, t, 1 << 20);
-            let hist_after: u64 = c(Component::Malloc).hist.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+            let hist_after: u64 = c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
             assert_eq!(hist_after, hist + 1, "an operation timed always weighs 1");
         })
         .join()

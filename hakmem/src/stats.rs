@@ -13,8 +13,11 @@ use core::sync::atomic::Ordering::Relaxed;
 /// One size class in [`Stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassStats {
+    /// Bytes per block of the class.
     pub block_size: u64,
+    /// Blocks handed out.
     pub allocs: u64,
+    /// Blocks freed.
     pub frees: u64,
 }
 
@@ -45,10 +48,15 @@ pub struct Stats {
     pub remote_frees: u64,
     /// madvise calls that gave memory back, and the bytes they covered.
     pub purges: u64,
+    /// See `purges`.
     pub purged_bytes: u64,
+    /// Successful mmap calls.
     pub os_maps: u64,
+    /// Successful munmap calls.
     pub os_unmaps: u64,
+    /// Large blocks allocated.
     pub large_allocs: u64,
+    /// Large blocks freed.
     pub large_frees: u64,
     /// Bytes in live large blocks.
     pub large_live_bytes: u64,
@@ -56,8 +64,11 @@ pub struct Stats {
     pub foreign_frees: u64,
     /// Thread heaps created from the OS (reused heaps are not counted again).
     pub heaps_created: u64,
+    /// Segments left behind by exiting threads.
     pub segments_abandoned: u64,
+    /// Abandoned segments adopted by another thread.
     pub segments_reclaimed: u64,
+    /// Per size class.
     pub classes: [ClassStats; NUM_CLASSES],
     /// BigCache, ELO and evolution counters.
     pub large: crate::large::stats::LargeStats,

@@ -23,6 +23,7 @@ mod tracefs;
 mod tsc;
 
 use clap::Parser;
+use std::io::Write;
 use cli::{Cli, Command};
 
 fn main() {
@@ -45,7 +46,8 @@ fn main() {
             }),
     };
     if let Err(e) = result {
-        eprintln!("probe-cli: {e}");
+        // A closed stderr must not turn an error into an abort.
+        let _ = writeln!(std::io::stderr(), "probe-cli: {e}");
         std::process::exit(e.exit_code());
     }
 }

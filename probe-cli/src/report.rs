@@ -417,7 +417,11 @@ fn detail(c: &ComponentRow) -> String {
     let pct = 100.0 * c.arg_nonzero as f64 / c.calls as f64;
     match c.component.as_str() {
         "malloc" | "realloc" | "large_alloc" => format!("avg size {}", human_bytes(avg)),
-        "free" => format!("avg block {}", human_bytes(avg)),
+        // Only timed frees look their block's size up.
+        "free" => format!(
+            "avg block {}",
+            human_bytes(c.arg_sum as f64 / c.arg_nonzero.max(1) as f64)
+        ),
         "os_map" | "os_unmap" | "os_purge" => format!("{} total", human_bytes(c.arg_sum as f64)),
         "bigcache_lookup" => format!("hit {pct:.1}%"),
         "bigcache_put" => format!("cached {pct:.1}%"),

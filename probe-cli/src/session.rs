@@ -65,6 +65,8 @@ pub struct Session {
     baseline: Option<(u32, Vec<ComponentStats>)>,
     /// hakmem's sampling period, as last read from a traced process.
     sample_period: Option<u32>,
+    /// Images `new_images` returned already.
+    adopted: std::collections::BTreeSet<(u32, u32)>,
 }
 
 /// One process image (a tgid between two execs) and its counts.
@@ -118,6 +120,7 @@ impl Session {
             images: BTreeMap::new(),
             baseline: None,
             sample_period: None,
+            adopted: std::collections::BTreeSet::new(),
         }
     }
 
@@ -258,13 +261,24 @@ impl Session {
             .collect()
     }
 
-    /// The followed processes (not the first) that still run with hakmem in them.
-    pub fn live_children(&self) -> Vec<Target> {
-        self.images
-            .iter()
-            .filter(|((pid, _), image)| *pid != self.target.pid && target::alive(*pid) && image.target.is_some())
-            .filter_map(|(_, image)| image.target.clone())
-            .collect()
+    /// Followed process images (not the first) seen for the first time since
+    /// the last call, that run with hakmem in them.
+    pub fn new_images(&mut self) -> Vec<Target> {
+        let Ok(counts) = self.probes.read() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (&pid, p) in &counts.processes {
+            let key = (pid, p.execs);
+            if pid == self.target.pid || p.exited != 0 || self.adopted.contains(&key) {
+                continue;
+            }
+            if let Ok(t) = target::locate(pid) {
+                self.adopted.insert(key);
+                out.push(t);
+            }
+        }
+        out
     }
 
     /// Prints a report made by `snapshot` (and rewrites the Prometheus file).

@@ -229,6 +229,14 @@ fn start_traced_command(
             "probe-cli ended before attaching"
         );
     }
+    // Keep reading stderr, so that an error at the end is seen, not a SIGPIPE.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        if !rest.is_empty() {
+            eprintln!("probe-cli said: {rest}");
+        }
+    });
     Attached {
         target,
         target_out,
@@ -237,7 +245,7 @@ fn start_traced_command(
 }
 
 #[test]
-fn hakmem_probe_event_and_syscalls_count_a_traced_pid_exactly() {
+fn records_and_syscalls_count_a_traced_pid_exactly() {
     require_bpf!();
     let (large, small) = (16, 3000);
     let mut a = start_traced(large, small, &[]);
@@ -259,7 +267,7 @@ fn hakmem_probe_event_and_syscalls_count_a_traced_pid_exactly() {
     assert_eq!(r["final_report"], true);
     assert_eq!(r["target"]["state"], "exited");
     assert_eq!(r["target"]["linkage"], "preloaded");
-    // Every malloc and free between the go byte and "done" is one probe event.
+    // Every malloc and free between the go byte and "done" is counted once.
     assert_eq!(component(&r, "malloc"), u64::from(large + small));
     assert_eq!(component(&r, "free"), u64::from(large + small));
     assert!(component(&r, "large_alloc") >= u64::from(large));
@@ -376,7 +384,9 @@ fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
         "probe-cli: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = last_report(&out.stdout);
+    // run's reports go to stderr: stdout is the program's.
+    assert!(out.stdout.is_empty());
+    let r = last_report(&out.stderr);
     assert_eq!(r["target"]["state"], "exited with status 0");
     assert_eq!(r["target"]["linkage"], "preloaded");
     assert!(r["target"]["options"]
@@ -384,13 +394,13 @@ fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
         .unwrap()
         .iter()
         .any(|o| o == "HAKMEM_BIGCACHE=off"));
-    assert!(
-        component(&r, "malloc") >= u64::from(large + small),
-        "malloc {}",
-        component(&r, "malloc")
-    );
+    // From the very first allocation: exact.
+    assert_eq!(component(&r, "malloc"), u64::from(large + small));
+    assert_eq!(component(&r, "free"), u64::from(large + small));
+    assert_eq!(component(&r, "large_alloc"), u64::from(large));
     assert!(syscall(&r, "mmap") >= u64::from(large));
     assert!(syscall(&r, "munmap") >= u64::from(large));
+    assert_eq!(r["probe"]["exit_probes"], 1, "{}", r["probe"]);
 }
 
 #[test]
@@ -420,7 +430,7 @@ fn run_traces_a_rust_program_linking_hakmem() {
         "probe-cli: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = last_report(&out.stdout);
+    let r = last_report(&out.stderr);
     assert_eq!(r["target"]["linkage"], "executable");
     // 1500 small vectors from the first allocation on (the 2 MiB ones are zeroed:
     // large_alloc), and each 2 MiB block mapped.
@@ -434,7 +444,7 @@ fn run_traces_a_rust_program_linking_hakmem() {
 }
 
 #[test]
-fn calibrate_measures_a_probe_hit() {
+fn calibrate_measures_the_exit_probe_and_the_counting() {
     require_bpf!();
     let out = Command::new(PROBE_CLI)
         .args([
@@ -456,6 +466,8 @@ fn calibrate_measures_a_probe_hit() {
     let c: Value = serde_json::from_slice(&out.stdout).unwrap();
     let hit = c["probe_hit_ns"].as_f64().unwrap();
     assert!(hit > 10.0 && hit < 100_000.0, "probe hit {hit} ns");
+    let counted = c["counted_event_ns"].as_f64().unwrap();
+    assert!(counted > 0.0 && counted < hit, "counted event {counted} ns");
 }
 
 fn exit_code(args: &[&str]) -> (Option<i32>, String) {
@@ -491,6 +503,8 @@ fn bad_arguments_exit_2() {
         &["trace", "--pid", "1", "--duration", "-1"],
         &["trace", "--pid", "1", "--interval", "0"],
         &["run", "--", "/nonexistent/command"],
+        &["run", "-o", "/nonexistent/dir/out.json", "--", "true"],
+        &["run", "--interval", "0", "--", "true"],
         &["run"],
         &["breakdown"],
     ] {

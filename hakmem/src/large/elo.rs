@@ -98,6 +98,7 @@ pub struct Ratings {
     /// Running mean cost (cycles) per strategy, f32 bits; 0 = no sample yet.
     mean_cost: [AtomicU32; N],
     samples: [AtomicU64; N],
+    /// Rated matches played since learning (re)started.
     pub matches: AtomicU64,
     /// Cached best strategy id (argmax rating).
     best: AtomicU8,
@@ -105,6 +106,7 @@ pub struct Ratings {
     pub best_stable_for: AtomicU64,
 }
 
+/// The process's ratings.
 pub static RATINGS: Ratings = Ratings::new();
 
 impl Default for Ratings {
@@ -114,6 +116,7 @@ impl Default for Ratings {
 }
 
 impl Ratings {
+    /// Every strategy at the start rating, nothing measured.
     pub const fn new() -> Self {
         Ratings {
             rating: [const { AtomicU32::new(START.to_bits()) }; N],
@@ -131,14 +134,17 @@ impl Ratings {
         self.best.load(Relaxed)
     }
 
+    /// The ELO rating of strategy `s`.
     pub fn rating(&self, s: usize) -> f32 {
         f32::from_bits(self.rating[s].load(Relaxed))
     }
 
+    /// The running mean cost of strategy `s` in cycles (0 = never measured).
     pub fn mean_cost(&self, s: usize) -> f32 {
         f32::from_bits(self.mean_cost[s].load(Relaxed))
     }
 
+    /// How many samples strategy `s` has had.
     pub fn samples(&self, s: usize) -> u64 {
         self.samples[s].load(Relaxed)
     }

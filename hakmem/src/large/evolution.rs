@@ -31,15 +31,20 @@ use crate::os;
 use crate::probe::{self, Component};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
+/// While learning, one large allocation in this many is measured.
 pub const LEARN_SAMPLE_EVERY: u32 = 4;
 /// A sample is two `getrusage(RUSAGE_THREAD)` calls (~0.4 µs each on these VMs):
 /// at 1 in 64 that was 12 ns on every BigCache-hit malloc+free pair (24 → 36 ns);
 /// at 1 in 1024 it is under 1 ns, and a shift is still seen within ~8,000 large
 /// allocations.
 pub const FROZEN_SAMPLE_EVERY: u32 = 1024;
+/// Matches before learning may freeze.
 pub const MIN_MATCHES: u64 = 64;
+/// Matches the best must have stayed best to freeze.
 pub const STABLE_MATCHES: u64 = 32;
+/// Rating lead over the runner-up needed to freeze.
 pub const MIN_LEAD: f32 = 30.0;
+/// Matches after which learning freezes on the best whatever the lead.
 pub const MAX_MATCHES: u64 = 1024;
 const DRIFT_MIN_SAMPLES: u32 = 8;
 /// Cost changes smaller than this (about 2 us) are noise, whatever the ratio:
@@ -50,7 +55,9 @@ pub const SHIFT_FLOOR_CYCLES: f32 = 6000.0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
+    /// Exploring: strategies are chosen epsilon-greedy and rated.
     Learn = 0,
+    /// Settled on one strategy; a cost-shift detector may thaw it.
     Frozen = 1,
     /// Frozen for the whole run by an option (no sampling, no detector).
     Locked = 2,
@@ -185,10 +192,12 @@ pub struct Sample {
     /// The thread's minor faults when it was allocated; `None` for a block
     /// that cannot fault (see [`begin_sample`]).
     pub faults0: Option<u64>,
+    /// The requested size.
     pub size: usize,
 }
 
 impl Sample {
+    /// No allocation being measured.
     pub const NONE: Sample = Sample {
         ptr: 0,
         alloc_cycles: 0,

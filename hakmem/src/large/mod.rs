@@ -1,26 +1,22 @@
 //! Large blocks (above the size classes): each its own mapping with a header
 //! (`block`), a per-thread cache of freed blocks (`bigcache`), the strategies
-//! and their ELO ratings (`elo`, `evolution`), call-site profiling
-//! (`profile`), their statistics (`stats`) and the alloc/free paths (`path`).
-//! Under the BigCache, freed memory of any size waits in page-granular spans
-//! (`span_heap`) until a later request or the purge (`purge_thread` gives it
-//! back while the program is idle).
+//! and their ELO ratings ([`elo`], [`evolution`]), call-site profiling
+//! (`profile`), their statistics ([`stats`]), the per-thread state (`thread`)
+//! and the alloc/free paths (`path`). Under the BigCache, freed memory of any
+//! size waits in page-granular spans ([`span_heap`]) until a later request or
+//! the purge (`purge_thread` gives it back while the program is idle).
+//!
+//! Imports nothing of `small`; the thread context above holds a
+//! `thread::ThreadState` and passes it to `path`.
 
-#[allow(missing_docs)]
-pub mod bigcache;
-#[allow(missing_docs)]
-pub mod block;
-#[allow(missing_docs)]
+pub(crate) mod bigcache;
+pub(crate) mod block;
 pub mod elo;
-#[allow(missing_docs)]
 pub mod evolution;
 pub(crate) mod path;
-#[allow(missing_docs)]
-pub mod profile;
-#[allow(missing_docs)]
-pub mod purge_thread;
-#[allow(missing_docs)]
+pub(crate) mod profile;
+pub(crate) mod purge_thread;
+/// Public for the span-invariant test (`tests/span_invariants.rs`).
 pub mod span_heap;
-#[allow(missing_docs)]
 pub mod stats;
-pub mod thread;
+pub(crate) mod thread;

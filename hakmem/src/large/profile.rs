@@ -121,6 +121,7 @@ pub fn top<const N: usize>() -> [SiteStats; N] {
 }
 
 /// Stats of one site (tests and tools).
+#[cfg(test)]
 pub fn site_stats(site: usize) -> Option<SiteStats> {
     let slot = site_slot(site);
     if slot == 0 {
@@ -150,6 +151,7 @@ fn describe(w: &mut impl core::fmt::Write, site: usize) {
     }
     // SAFETY: zeroed Dl_info is a valid out-parameter; dladdr reads loader tables only.
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: `info` is a valid out-parameter; dladdr only reads loader tables.
     let found = unsafe { libc::dladdr(site as *const libc::c_void, &mut info) } != 0;
     let cstr = |p: *const libc::c_char| {
         if p.is_null() {

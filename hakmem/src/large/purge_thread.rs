@@ -32,11 +32,6 @@ static PARKED: AtomicU32 = AtomicU32::new(0);
 /// Passes run (tests and stats).
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// Whether the thread is running (tests).
-pub fn running() -> bool {
-    STATE.load(Acquire) == RUNNING
-}
-
 /// Called after a free that left resident free memory: starts the thread
 /// the first time, wakes it if parked.
 #[inline]

@@ -116,8 +116,9 @@ pub struct SpanCounters {
     pub frees: AtomicU64,
     /// Coalescings with a neighbour.
     pub merges: AtomicU64,
-    /// Dirty spans purged (and bytes).
+    /// Dirty spans purged.
     pub purges: AtomicU64,
+    /// Bytes those purges gave back.
     pub purged_bytes: AtomicU64,
     /// Pages in dirty spans right now.
     pub dirty_pages: AtomicU64,
@@ -129,6 +130,7 @@ pub struct SpanCounters {
     pub cross_thread_frees: AtomicU64,
 }
 
+/// The span level's counters (read by `LargeStats`).
 pub static COUNTERS: SpanCounters = SpanCounters {
     allocs: AtomicU64::new(0),
     dirty_reuses: AtomicU64::new(0),
@@ -310,6 +312,7 @@ fn now_ms() -> u32 {
 pub struct Span {
     /// Address of its first page.
     pub start: usize,
+    /// Its length in OS pages.
     pub pages: usize,
     /// True if its pages may be resident (not zero); false = fresh or purged.
     pub dirty: bool,

@@ -7,7 +7,9 @@ use core::sync::atomic::Ordering::Relaxed;
 /// Large-block counters.
 #[derive(Clone, Copy, Debug)]
 pub struct LargeStats {
+    /// BigCache lookups that found a block.
     pub bigcache_hits: u64,
+    /// BigCache lookups that did not.
     pub bigcache_misses: u64,
     /// Blocks that entered the cache on free.
     pub bigcache_puts: u64,
@@ -27,9 +29,11 @@ pub struct LargeStats {
     pub strategy: u8,
     /// Rated matches played since learning (re)started.
     pub elo_matches: u64,
+    /// ELO rating per strategy.
     pub ratings: [f32; elo::N],
     /// Mean measured cost per strategy (cycles; 0 = never measured).
     pub mean_cost: [f32; elo::N],
+    /// Samples measured per strategy.
     pub samples: [u64; elo::N],
     /// Blocks mapped with each strategy.
     pub uses: [u64; elo::N],
@@ -41,8 +45,9 @@ pub struct LargeStats {
     pub span_dirty_bytes: u64,
     /// ... free and purged or never touched: mapped, but no memory behind it.
     pub span_clean_bytes: u64,
-    /// Spans handed out, and how many of them reused resident memory.
+    /// Spans handed out.
     pub span_allocs: u64,
+    /// ... of which reused resident memory (no new faults).
     pub span_dirty_reuses: u64,
     /// Large blocks freed by another thread than their owner (thread mode),
     /// sent to the span level instead of the freeing thread's BigCache.

@@ -4,16 +4,12 @@
 //!
 //! Imports nothing of `large`; the thread context above holds a [`heap::Heap`].
 
-pub mod alloc;
-pub mod free;
-#[allow(missing_docs)]
-pub mod heap;
-#[allow(missing_docs)]
-pub mod page;
+pub(crate) mod alloc;
+pub(crate) mod free;
+pub(crate) mod heap;
+pub(crate) mod page;
 pub(crate) mod purge;
 pub(crate) mod queue;
 pub(crate) mod reclaim;
-#[allow(missing_docs)]
-pub mod segment;
-#[allow(missing_docs)]
-pub mod size_class;
+pub(crate) mod segment;
+pub(crate) mod size_class;

@@ -16,8 +16,13 @@
 //! * `capacity` — blocks carved out of the page so far; pages are carved lazily
 //!   ([`Page::extend`]) so that memory is touched only when it is needed.
 //!
-//! A page belongs to the heap that owns its segment; only that heap's thread
-//! touches the non-atomic fields.
+//! A page belongs to the heap that owns its segment. Only that heap's thread
+//! writes the non-atomic fields and reads the owner-only ones (`free`, `used`,
+//! `capacity`, `in_full`, the queue links). Other threads push on
+//! `thread_free` and read `class`, `block_size`, `key` and `start` (a remote
+//! free, `malloc_usable_size`, the debug block-start check): those are written
+//! only by [`Page::init`], while the page is not in use, and stay fixed until
+//! every block of the page is back.
 
 use crate::hardening;
 use core::ptr;
@@ -88,7 +93,19 @@ impl Page {
     };
 
     /// Makes this descriptor a fresh page of `class` over `[start, start+bytes)`.
-    pub fn init(&mut self, class: usize, block_size: usize, start: *mut u8, bytes: usize) {
+    ///
+    /// # Safety
+    /// `[start, start+bytes)` is memory the page alone will use while it is
+    /// in use: `pop`, `extend` and `collect` write links into it on the
+    /// strength of this promise (and of the fields being changed only here
+    /// and by those methods).
+    pub(crate) unsafe fn init(
+        &mut self,
+        class: usize,
+        block_size: usize,
+        start: *mut u8,
+        bytes: usize,
+    ) {
         *self = Page::EMPTY;
         self.class = class as u8;
         self.block_size = block_size as u32;
@@ -141,9 +158,11 @@ impl Page {
             let tag = hardening::freed_tag(self.key());
             // SAFETY: blocks of 16 bytes or more have a second word.
             let second = unsafe { (b as *mut usize).add(1) };
+            // SAFETY: as above.
             if unsafe { *second } == tag {
                 crate::diag::double_free(b as usize, Some(self.class as usize));
             }
+            // SAFETY: as above.
             unsafe { *second = tag };
         }
     }
@@ -171,8 +190,12 @@ impl Page {
 
     /// Pushes a block freed by the owner thread. Returns true when the page
     /// needs the owner's attention (it just became empty, or was full).
+    ///
+    /// # Safety
+    /// The calling thread owns the page; `b` is a block of it handed out and
+    /// no longer used.
     #[inline(always)]
-    pub fn push_local(&mut self, b: *mut Block) -> bool {
+    pub(crate) unsafe fn push_local(&mut self, b: *mut Block) -> bool {
         self.mark_freed(b);
         self.set_next(b, self.free);
         self.free = b;
@@ -181,8 +204,11 @@ impl Page {
     }
 
     /// Pushes a block freed by a thread that does not own the page.
+    ///
+    /// # Safety
+    /// `b` is a block of this page handed out and no longer used.
     #[inline]
-    pub fn push_remote(&self, b: *mut Block) {
+    pub(crate) unsafe fn push_remote(&self, b: *mut Block) {
         self.mark_freed(b);
         let mut head = self.thread_free.load(Ordering::Relaxed);
         loop {
@@ -294,7 +320,8 @@ mod tests {
 
     fn page_over(buf: &mut [u64], bs: usize) -> Page {
         let mut p = Page::EMPTY;
-        p.init(3, bs, buf.as_mut_ptr() as *mut u8, buf.len() * 8);
+        // SAFETY: the test's buffer outlives the page and nothing else uses it.
+        unsafe { p.init(3, bs, buf.as_mut_ptr() as *mut u8, buf.len() * 8) };
         p
     }
 
@@ -325,7 +352,8 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), got.len(), "a block was handed out twice");
         for (i, b) in got.iter().enumerate() {
-            let wants_attention = p.push_local(*b);
+            // SAFETY: a block of this page, handed out above.
+            let wants_attention = unsafe { p.push_local(*b) };
             assert_eq!(wants_attention, i + 1 == got.len());
         }
         p.check();
@@ -341,13 +369,17 @@ mod tests {
         let b = p.pop();
         let c = p.pop();
         let used = p.used;
-        p.push_remote(a);
-        p.push_remote(b);
+        // SAFETY: blocks of this page, handed out above.
+        unsafe {
+            p.push_remote(a);
+            p.push_remote(b);
+        }
         assert_eq!(p.used, used, "remote frees are counted only when collected");
         assert_eq!(p.collect(), 2);
         assert_eq!(p.used, used - 2);
         assert_eq!(p.collect(), 0);
-        p.push_remote(c);
+        // SAFETY: as above.
+        unsafe { p.push_remote(c) };
         p.check_remote_and_collect();
     }
 
@@ -379,7 +411,8 @@ mod tests {
                     // SAFETY: push_remote only touches the atomic list.
                     let page = unsafe { &*(page as *const Page) };
                     for &b in chunk {
-                        page.push_remote(b as *mut Block);
+                        // SAFETY: blocks of this page, each pushed once.
+                        unsafe { page.push_remote(b as *mut Block) };
                     }
                 });
             }

@@ -28,7 +28,7 @@ use crate::vm;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-pub use crate::layout::{SEGMENT_SHIFT, SEGMENT_SIZE};
+pub use crate::layout::SEGMENT_SIZE;
 /// Bytes at the start of a segment taken by its header; page 0 starts here.
 pub const SEGMENT_HEADER: usize = crate::small::size_class::MAX_CLASS_ALIGN;
 /// Most pages a segment can have (Small kind).
@@ -47,8 +47,6 @@ pub enum PageKind {
 }
 
 impl PageKind {
-    pub const ALL: [PageKind; 3] = [PageKind::Small, PageKind::Medium, PageKind::Big];
-
     pub const fn page_shift(self) -> u32 {
         match self {
             PageKind::Small => 16,
@@ -183,7 +181,9 @@ impl Segment {
             bytes -= os::OS_PAGE; // the segment's guard page
         }
         let bs = crate::small::size_class::block_size(class);
-        self.pages[i].init(class, bs, start as *mut u8, bytes);
+        // SAFETY: page i's own bytes of this segment (past the header, before
+        // the guard page), free: its bit was set in `free_pages`.
+        unsafe { self.pages[i].init(class, bs, start as *mut u8, bytes) };
         Some(&mut self.pages[i])
     }
 
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn header_fits_and_kinds_cover_the_segment() {
-        for k in PageKind::ALL {
+        for k in [PageKind::Small, PageKind::Medium, PageKind::Big] {
             assert_eq!(k.page_count() << k.page_shift(), SEGMENT_SIZE);
             assert!(k.page_count() <= MAX_PAGES);
         }

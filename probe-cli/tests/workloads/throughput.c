@@ -2,11 +2,12 @@
  * Allocation throughput over time, for probe-cli's detach test (run preloaded
  * with libhakmem.so):
  *
- *   throughput
+ *   throughput [THREADS]
  *
- * One thread mallocs and frees small blocks as fast as it can; the main thread
- * prints "ops N" (operations in the last 100 ms window) every 100 ms, until
- * stdin reaches EOF. A tracer attaching and detaching shows up as a dip in N
+ * THREADS workers (default 1) malloc and free small blocks as fast as they
+ * can; the main thread prints "ops N" (operations of all workers in the last
+ * 100 ms window) every 100 ms, until stdin reaches EOF. scripts/trace-overhead.sh
+ * runs it with 2 threads, traced and untraced. A tracer attaching and detaching shows up as a dip in N
  * while attached; after the detach N must come back to what it was.
  */
 #define _GNU_SOURCE
@@ -17,12 +18,18 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile unsigned long ops;
+#define MAX_THREADS 64
+
+/* One counter per worker, each on its own cache line. */
+static struct {
+	volatile unsigned long n;
+	char pad[56];
+} ops[MAX_THREADS];
 static volatile int stop;
 
 static void *worker(void *arg)
 {
-	(void)arg;
+	long id = (long)arg;
 	unsigned long i = 0;
 	void *keep[64] = {0};
 	while (!stop) {
@@ -32,7 +39,7 @@ static void *worker(void *arg)
 			if (keep[i % 64])
 				((char *)keep[i % 64])[0] = 1;
 		}
-		__atomic_store_n(&ops, i, __ATOMIC_RELAXED);
+		__atomic_store_n(&ops[id].n, i, __ATOMIC_RELAXED);
 	}
 	for (int k = 0; k < 64; k++)
 		free(keep[k]);
@@ -49,20 +56,29 @@ static void *stdin_eof(void *arg)
 	return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	pthread_t w, s;
-	pthread_create(&w, NULL, worker, NULL);
+	long threads = argc > 1 ? atol(argv[1]) : 1;
+	if (threads < 1 || threads > MAX_THREADS) {
+		fprintf(stderr, "usage: %s [THREADS: 1..%d]\n", argv[0], MAX_THREADS);
+		return 2;
+	}
+	pthread_t w[MAX_THREADS], s;
+	for (long t = 0; t < threads; t++)
+		pthread_create(&w[t], NULL, worker, (void *)t);
 	pthread_create(&s, NULL, stdin_eof, NULL);
 	unsigned long last = 0;
 	struct timespec tick = {0, 100 * 1000 * 1000};
 	while (!stop) {
 		nanosleep(&tick, NULL);
-		unsigned long n = __atomic_load_n(&ops, __ATOMIC_RELAXED);
+		unsigned long n = 0;
+		for (long t = 0; t < threads; t++)
+			n += __atomic_load_n(&ops[t].n, __ATOMIC_RELAXED);
 		printf("ops %lu\n", n - last);
 		fflush(stdout);
 		last = n;
 	}
-	pthread_join(w, NULL);
+	for (long t = 0; t < threads; t++)
+		pthread_join(w[t], NULL);
 	return 0;
 }
