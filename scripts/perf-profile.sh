@@ -12,7 +12,7 @@
 #                              profile keeps line tables and frame pointers)
 #   perf-report.txt            perf report: top symbols, self time
 #   perf-components.txt / .md  self time grouped by hakmem component (module path
-#                              of the symbol: hakmem::heap, bigcache, elo, ...)
+#                              of the symbol: hakmem::small, large::bigcache, large::elo, ...)
 # Uses the cycles event where the CPU exposes hardware counters, else the cpu-clock
 # software timer (and says so). Code inlined into another function is charged to
 # that function's component: the grouping follows symbols, not source lines (with
@@ -102,14 +102,15 @@ import re, sys
 scenario, config, note, md_path = sys.argv[1:5]
 RULES = [  # first match wins: (component, pattern on the symbol)
     ("probe", r"hakmem::probe|hakmem_probe_event"),
-    ("bigcache", r"hakmem::bigcache"),
-    ("elo", r"hakmem::elo"),
-    ("evolution", r"hakmem::evolution"),
-    ("large_path", r"hakmem::large_path|hakmem::large::|hakmem::large_stats"),
-    ("segment", r"hakmem::segment"),
-    ("os", r"hakmem::os::"),
-    ("profile", r"hakmem::profile"),
-    ("heap (small blocks)", r"hakmem::heap|hakmem::page|hakmem::size_class|hakmem::tls"),
+    ("bigcache", r"hakmem::large::bigcache"),
+    ("elo", r"hakmem::large::elo"),
+    ("evolution", r"hakmem::large::evolution"),
+    ("span heap", r"hakmem::large::span_heap|hakmem::large::purge_thread"),
+    ("profile", r"hakmem::large::profile"),
+    ("large_path", r"hakmem::large::"),
+    ("segment", r"hakmem::small::segment|hakmem::segment_map|hakmem::stack"),
+    ("os", r"hakmem::os::|hakmem::vm::"),
+    ("heap (small blocks)", r"hakmem::small::|hakmem::thread::"),
     # With LTO the small fast path is inlined into the global allocator's shims.
     ("api + inlined fast path", r"hakmem::api|hakmem::global_alloc|<hakmem::Hakmem|hakmem_bench::dispatch|__rust_(alloc|dealloc|realloc|alloc_zeroed)\b"),
     ("hakmem (other)", r"hakmem::"),

@@ -12,7 +12,8 @@
 //!  3 small/ | large/      neither imports the other
 //!      small: size_class, page, segment, heap (alloc, free, queue, reclaim, purge)
 //!      large: block (header), bigcache, elo, evolution, profile, path, thread, stats
-//!  2 probe, counters, layout, segment_map, hardening, vm (counted OS memory calls)
+//!  2 probe, counters, layout, segment_map, hardening, vm (counted OS memory
+//!    calls), stack (the one tagged lock-free stack)
 //!  1 os (raw system calls), report (stack writer), diag (warn, fatal, bad
 //!    pointers), options (parsing, no side effect)
 //! ```
@@ -64,6 +65,7 @@ pub mod probe;
 mod report;
 mod segment_map;
 pub(crate) mod small;
+pub(crate) mod stack;
 pub(crate) mod stats;
 pub(crate) mod thread;
 pub(crate) mod vm;

@@ -19,6 +19,7 @@ const ORDER: &[&[&str]] = &[
     &["segment_map"],
     &["hardening"],
     &["vm"],
+    &["stack"],
     &["small", "large"],
     &["thread"],
     &["stats"],

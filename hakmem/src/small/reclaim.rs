@@ -110,7 +110,8 @@ impl Heap {
                 } else {
                     s.owner.store(0, Ordering::Release);
                     GLOBAL.segments_abandoned.fetch_add(1, Ordering::Relaxed);
-                    ABANDONED.push(seg);
+                    // SAFETY: an owned segment, now off this heap's list.
+                    unsafe { ABANDONED.push(seg) };
                 }
                 seg = next;
             }

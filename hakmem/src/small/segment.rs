@@ -24,6 +24,7 @@
 use crate::os;
 use crate::segment_map::{self, Region};
 use crate::small::page::Page;
+use crate::stack::{StackNode, TaggedStack};
 use crate::vm;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -228,67 +229,16 @@ impl Segment {
     }
 }
 
-/// A lock-free stack of segments. Segment addresses are 4 MiB aligned, so the
-/// low 22 bits of the head carry a counter that defeats ABA.
-pub struct SegmentStack {
-    head: AtomicUsize,
-}
+/// A lock-free stack of segments (the pool, the abandoned list).
+pub type SegmentStack = TaggedStack<Segment>;
 
-const TAG_MASK: usize = SEGMENT_SIZE - 1;
-
-impl SegmentStack {
-    pub const fn new() -> Self {
-        SegmentStack {
-            head: AtomicUsize::new(0),
-        }
-    }
-
-    pub(crate) fn push(&self, seg: *mut Segment) {
-        let mut h = self.head.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: the pusher owns `seg` until the CAS publishes it.
-            unsafe { (*seg).stack_next.store(h & !TAG_MASK, Ordering::Relaxed) };
-            let new = seg as usize | (h.wrapping_add(1) & TAG_MASK);
-            match self
-                .head
-                .compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(x) => h = x,
-            }
-        }
-    }
-
-    pub fn pop(&self) -> Option<*mut Segment> {
-        let mut h = self.head.load(Ordering::Acquire);
-        loop {
-            let seg = (h & !TAG_MASK) as *mut Segment;
-            if seg.is_null() {
-                return None;
-            }
-            // SAFETY: segments are never unmapped, so this read is of mapped
-            // memory even if another thread popped `seg` meanwhile; the tag
-            // then makes the CAS fail.
-            let next = unsafe { (*seg).stack_next.load(Ordering::Relaxed) };
-            let new = next | (h.wrapping_add(1) & TAG_MASK);
-            match self
-                .head
-                .compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => return Some(seg),
-                Err(x) => h = x,
-            }
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.head.load(Ordering::Relaxed) & !TAG_MASK == 0
-    }
-}
-
-impl Default for SegmentStack {
-    fn default() -> Self {
-        Self::new()
+// SAFETY: segments are 4 MiB aligned (22 free low bits), `stack_next` is a
+// field of the segment, and segments are never unmapped (see the module doc).
+unsafe impl StackNode for Segment {
+    const ALIGN_BITS: u32 = crate::layout::SEGMENT_SHIFT;
+    unsafe fn link(node: *mut Self) -> *const AtomicUsize {
+        // SAFETY: the caller's contract: a live segment.
+        unsafe { &raw const (*node).stack_next }
     }
 }
 
@@ -349,7 +299,8 @@ pub(crate) fn release(seg: *mut Segment, now_ns: u64) {
         (*seg).owner.store(0, Ordering::Release);
         (*seg).pooled_at_ns.store(now_ns, Ordering::Relaxed);
     }
-    POOL_DIRTY.push(seg);
+    // SAFETY: the caller's segment, now off every list.
+    unsafe { POOL_DIRTY.push(seg) };
 }
 
 /// Purges pooled segments that have waited `delay_ns`; cheap to call often.
@@ -379,17 +330,20 @@ pub fn maintain_pool(now_ns: u64, delay_ns: u64) {
                     SEGMENT_SIZE - os::OS_PAGE,
                 )
             };
-            POOL_CLEAN.push(seg);
+            // SAFETY: popped above, so ours.
+            unsafe { POOL_CLEAN.push(seg) };
         } else if n_young < young.len() {
             young[n_young] = seg;
             n_young += 1;
         } else {
-            POOL_DIRTY.push(seg);
+            // SAFETY: popped above, so ours.
+            unsafe { POOL_DIRTY.push(seg) };
             break;
         }
     }
     for &seg in &young[..n_young] {
-        POOL_DIRTY.push(seg);
+        // SAFETY: popped above, so ours.
+        unsafe { POOL_DIRTY.push(seg) };
     }
 }
 
@@ -440,38 +394,5 @@ mod tests {
             SEGMENT_SIZE - SEGMENT_HEADER
         );
         release(seg, 0);
-    }
-
-    #[test]
-    fn stack_is_lifo_and_survives_concurrent_use() {
-        static S: SegmentStack = SegmentStack::new();
-        let segs: Vec<usize> = (0..4)
-            .map(|_| vm::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE).unwrap() as usize)
-            .collect();
-        for &s in &segs {
-            S.push(s as *mut Segment);
-        }
-        assert_eq!(S.pop(), Some(segs[3] as *mut Segment));
-        S.push(segs[3] as *mut Segment);
-        std::thread::scope(|sc| {
-            for _ in 0..2 {
-                sc.spawn(|| {
-                    for _ in 0..20000 {
-                        if let Some(s) = S.pop() {
-                            S.push(s);
-                        }
-                    }
-                });
-            }
-        });
-        let mut n = 0;
-        while S.pop().is_some() {
-            n += 1;
-        }
-        assert_eq!(n, 4, "no segment lost or duplicated");
-        for s in segs {
-            // SAFETY: mapped above, off the stack again.
-            unsafe { vm::unmap(s as *mut u8, SEGMENT_SIZE) };
-        }
     }
 }

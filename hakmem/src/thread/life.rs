@@ -9,45 +9,25 @@ use crate::large::thread::{Counters as LargeCounters, ThreadState};
 use crate::options;
 use crate::os;
 use crate::small::heap::Counters as SmallCounters;
+use crate::stack::{StackNode, TaggedStack};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-/// Contexts are page-aligned, so the low 12 bits of the pool head are an ABA tag.
-const CTX_TAG: usize = os::OS_PAGE - 1;
-static POOL: AtomicUsize = AtomicUsize::new(0);
+/// Unused contexts (of exited threads), for the next new thread.
+static POOL: TaggedStack<ThreadCtx> = TaggedStack::new();
 static REGISTRY: AtomicPtr<ThreadCtx> = AtomicPtr::new(ptr::null_mut());
 /// pthread key + 1 (0 = not created yet).
 static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
 /// The process-wide options were applied (once, with the first context).
 static OPTIONS_APPLIED: AtomicBool = AtomicBool::new(false);
 
-fn pool_pop() -> Option<*mut ThreadCtx> {
-    let mut h = POOL.load(Ordering::Acquire);
-    loop {
-        let ctx = (h & !CTX_TAG) as *mut ThreadCtx;
-        if ctx.is_null() {
-            return None;
-        }
-        // SAFETY: contexts are never unmapped; a stale read loses the CAS.
-        let next = unsafe { (*ctx).pool_next.load(Ordering::Relaxed) };
-        let new = next | (h.wrapping_add(1) & CTX_TAG);
-        match POOL.compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Acquire) {
-            Ok(_) => return Some(ctx),
-            Err(x) => h = x,
-        }
-    }
-}
-
-fn pool_push(ctx: *mut ThreadCtx) {
-    let mut h = POOL.load(Ordering::Relaxed);
-    loop {
-        // SAFETY: the pusher owns `ctx`.
-        unsafe { (*ctx).pool_next.store(h & !CTX_TAG, Ordering::Relaxed) };
-        let new = ctx as usize | (h.wrapping_add(1) & CTX_TAG);
-        match POOL.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(x) => h = x,
-        }
+// SAFETY: contexts are mapped on their own pages (12 free low bits), `pool_next`
+// is a field of the context, and contexts are never unmapped.
+unsafe impl StackNode for ThreadCtx {
+    const ALIGN_BITS: u32 = os::OS_PAGE.trailing_zeros();
+    unsafe fn link(node: *mut Self) -> *const AtomicUsize {
+        // SAFETY: the caller's contract: a live context.
+        unsafe { &raw const (*node).pool_next }
     }
 }
 
@@ -115,7 +95,7 @@ fn apply_options(o: &options::Options) {
 #[cold]
 #[inline(never)]
 pub(super) fn init_current() -> Option<*mut ThreadCtx> {
-    let ctx = pool_pop().or_else(new_ctx)?;
+    let ctx = POOL.pop().or_else(new_ctx)?;
     let o = options::get();
     apply_options(&o);
     // SAFETY: a context nobody else uses.
@@ -144,7 +124,8 @@ extern "C" fn on_thread_exit(value: *mut libc::c_void) {
         crate::large::path::thread_exit(&mut (*ctx).large);
         (*ctx).small.abandon();
     }
-    pool_push(ctx);
+    // SAFETY: this thread's context, which it gives up here.
+    unsafe { POOL.push(ctx) };
 }
 
 /// Calls `f` with the counters of every context ever created.
