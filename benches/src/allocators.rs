@@ -221,6 +221,13 @@ pub fn catalogue() -> Vec<Allocator> {
         )
         .in_programs(hakmem.clone(), GLOBAL, HAKMEM_HINT),
         Allocator::linked(
+            "hakmem-nobg",
+            Hakmem,
+            NO_BACKGROUND,
+            "hakmem, HAKMEM_BACKGROUND_PURGE=0 (what the background purge thread costs or saves)",
+        )
+        .in_programs(hakmem.clone(), NO_BACKGROUND, HAKMEM_HINT),
+        Allocator::linked(
             "mimalloc",
             Mimalloc,
             &[],
@@ -280,6 +287,7 @@ pub fn catalogue() -> Vec<Allocator> {
 const FROZEN: &[(&str, &str)] = &[("HAKMEM_EVO_POLICY", "frozen")];
 const MINIMAL: &[(&str, &str)] = &[("HAKMEM_MINIMAL", "1")];
 const GLOBAL: &[(&str, &str)] = &[("HAKMEM_BIGCACHE", "global")];
+const NO_BACKGROUND: &[(&str, &str)] = &[("HAKMEM_BACKGROUND_PURGE", "0")];
 
 /// Look up a name: a catalogue entry or `preload:/path/lib.so`.
 pub fn resolve(name: &str) -> Result<Allocator, String> {
