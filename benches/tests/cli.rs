@@ -189,17 +189,24 @@ fn every_scenario_completes_with_every_available_allocator() {
             "{what} has no RSS"
         );
     }
-    // The terminal table has a line per allocator in each scenario's table.
+    // The terminal table has a line per allocator in each scenario's table,
+    // and one more in the summary over all scenarios, which follows them.
     let table = stdout(&output);
+    let (per_scenario, summary) = table
+        .split_once("Over all scenarios")
+        .expect("a summary over all scenarios follows the scenario tables");
     for allocator in &allocators {
-        assert_eq!(
-            table
-                .lines()
+        let rows = |text: &str| {
+            text.lines()
                 .filter(|l| l.starts_with(&format!("│ {allocator} ")))
-                .count(),
+                .count()
+        };
+        assert_eq!(
+            rows(per_scenario),
             scenarios.len(),
             "table rows for {allocator}"
         );
+        assert_eq!(rows(summary), 1, "summary row for {allocator}");
     }
 }
 
