@@ -207,18 +207,12 @@ fn a_tiny_scenario_gives_every_row_both_estimates_and_parsable_json() {
             "{c}"
         );
     }
-    // Without the BigCache every operation maps and unmaps its block.
+    // Without the BigCache a freed block goes to the span heap, which serves
+    // the next one: no mapping and unmapping per operation (before the span
+    // heap, every operation unmapped its block).
     let ops = config("no_bigcache")["ops"].as_u64().unwrap();
-    assert!(
-        config("no_bigcache")["syscalls"]["munmap"]
-            .as_u64()
-            .unwrap()
-            >= ops
-    );
-    assert!(
-        config("no_bigcache")["page_faults"].as_u64().unwrap()
-            > config("default")["page_faults"].as_u64().unwrap()
-    );
+    let munmaps = config("no_bigcache")["syscalls"]["munmap"].as_u64().unwrap();
+    assert!(munmaps < ops, "{munmaps} munmap for {ops} operations");
     let traces = b["traces"].as_array().unwrap();
     assert_eq!(traces.len(), 2, "default and global traced");
     assert!(num(&traces[0]["probe_hits_per_op"], "hits/op") > 1.0);
