@@ -259,7 +259,21 @@ pub extern "C" fn hakmem_probe_final(record: *const ThreadRecord, components: u3
 pub fn tracing() -> bool {
     // `no-probes`: the build scripts/probe-overhead.sh compares against; every
     // probe point folds away, so its cost with nobody watching can be measured.
-    !cfg!(feature = "no-probes") && hakmem_trace_enabled.load(Ordering::Relaxed) != 0
+    !cfg!(feature = "no-probes")
+        && hakmem_trace_enabled.load(Ordering::Relaxed) != 0
+        && !local().internal.get()
+}
+
+/// Runs `f` with this thread's counting off: the allocations hakmem itself
+/// causes (glibc's `pthread_create` callocs the new thread's TLS vector when
+/// the background purge thread starts) are not the program's and must not
+/// show in its exact counts.
+pub fn untraced<R>(f: impl FnOnce() -> R) -> R {
+    let l = local();
+    let was = l.internal.replace(true);
+    let r = f();
+    l.internal.set(was);
+    r
 }
 
 /// The TSC (x86-64) or a monotonic nanosecond clock elsewhere: a timestamp for
@@ -289,6 +303,8 @@ struct Local {
     weight: Cell<u64>,
     /// xorshift state of the sampling decision (0 = not seeded).
     rng: Cell<u64>,
+    /// True while hakmem allocates for itself ([`untraced`]).
+    internal: Cell<bool>,
 }
 
 std::thread_local! {
@@ -299,6 +315,7 @@ std::thread_local! {
             sampling: Cell::new(false),
             weight: Cell::new(1),
             rng: Cell::new(0),
+            internal: Cell::new(false),
         }
     };
 }

@@ -211,7 +211,9 @@ fn a_tiny_scenario_gives_every_row_both_estimates_and_parsable_json() {
     // the next one: no mapping and unmapping per operation (before the span
     // heap, every operation unmapped its block).
     let ops = config("no_bigcache")["ops"].as_u64().unwrap();
-    let munmaps = config("no_bigcache")["syscalls"]["munmap"].as_u64().unwrap();
+    let munmaps = config("no_bigcache")["syscalls"]["munmap"]
+        .as_u64()
+        .unwrap();
     assert!(munmaps < ops, "{munmaps} munmap for {ops} operations");
     let traces = b["traces"].as_array().unwrap();
     assert_eq!(traces.len(), 2, "default and global traced");

@@ -199,7 +199,14 @@ fn reports_go_to_the_output_file_one_json_line_per_interval_never_to_the_program
     let (out, reports) = run_to_file(
         "interval",
         &["--interval", "0.05"],
-        &[chatty().to_str().unwrap(), prog.to_str().unwrap(), "400", "100000"],
+        // Long enough for several 50 ms intervals on a fast machine (the span
+        // heap reuses the 2 MiB blocks without faults: 400 of them take ~10 ms).
+        &[
+            chatty().to_str().unwrap(),
+            prog.to_str().unwrap(),
+            "400",
+            "3000000",
+        ],
     );
     // The program's stdout is the program's alone.
     assert_eq!(
@@ -214,7 +221,7 @@ fn reports_go_to_the_output_file_one_json_line_per_interval_never_to_the_program
     let (running, last) = reports.split_at(reports.len() - 1);
     assert!(running.iter().all(|r| r["final_report"] == false));
     assert_eq!(last[0]["final_report"], true);
-    assert_eq!(component(&last[0], "malloc"), 400 + 100_000);
+    assert_eq!(component(&last[0], "malloc"), 400 + 3_000_000);
 
     // Without -o the report goes to stderr, still not stdout.
     let out = Command::new(PROBE_CLI)
@@ -232,7 +239,11 @@ fn reports_go_to_the_output_file_one_json_line_per_interval_never_to_the_program
         format!("chatty: starting {}\n", prog.display())
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().rev().find(|l| l.starts_with('{')).expect("report on stderr");
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .expect("report on stderr");
     let r: Value = serde_json::from_str(line).unwrap();
     assert_eq!(process(&r, "alloc_counts")["malloc"], 11);
 }
@@ -291,7 +302,10 @@ fn run_needs_no_tracefs_and_breakdown_mounts_it() {
         );
         let r = reports.last().unwrap();
         assert_eq!(component(r, "malloc"), 502);
-        assert!(r["syscalls"][0]["count"].as_u64().unwrap() >= 2, "mmap counted");
+        assert!(
+            r["syscalls"][0]["count"].as_u64().unwrap() >= 2,
+            "mmap counted"
+        );
         assert!(
             !tracefs_mounted(),
             "run mounted tracefs although it needs none: {}",
@@ -342,7 +356,13 @@ fn trace_follow_takes_in_a_child_that_a_traced_shell_starts() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     let mut tracer = Command::new(PROBE_CLI)
-        .args(["trace", "--follow", "--json", "--pid", &shell.id().to_string()])
+        .args([
+            "trace",
+            "--follow",
+            "--json",
+            "--pid",
+            &shell.id().to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -351,7 +371,10 @@ fn trace_follow_takes_in_a_child_that_a_traced_shell_starts() {
     let mut said = String::new();
     while !said.contains("tracing pid") {
         said.clear();
-        assert!(err.read_line(&mut said).unwrap() > 0, "probe-cli ended early");
+        assert!(
+            err.read_line(&mut said).unwrap() > 0,
+            "probe-cli ended early"
+        );
     }
     assert!(said.contains("and its children"), "{said}");
     // The program was started before the tracer: it is taken in at the next poll.
@@ -364,7 +387,12 @@ fn trace_follow_takes_in_a_child_that_a_traced_shell_starts() {
     drop(stdin);
     assert!(shell.wait().unwrap().success());
     let mut report = String::new();
-    tracer.stdout.take().unwrap().read_to_string(&mut report).unwrap();
+    tracer
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut report)
+        .unwrap();
     let mut rest = String::new();
     let _ = err.read_to_string(&mut rest);
     assert_eq!(tracer.wait().unwrap().code(), Some(0), "{rest}");

@@ -271,13 +271,14 @@ fn records_and_syscalls_count_a_traced_pid_exactly() {
     assert_eq!(component(&r, "malloc"), u64::from(large + small));
     assert_eq!(component(&r, "free"), u64::from(large + small));
     assert!(component(&r, "large_alloc") >= u64::from(large));
-    // BigCache off: each 2 MiB block is mapped and unmapped (alignment may add a trim).
+    // BigCache off: the span heap serves every 2 MiB block from its arena,
+    // reusing the freed one (before it, each block was mapped and unmapped).
     let (mmap, munmap) = (syscall(&r, "mmap"), syscall(&r, "munmap"));
+    assert!(mmap < u64::from(large), "mmap {mmap} for {large} blocks");
     assert!(
-        (u64::from(large)..=u64::from(2 * large + 8)).contains(&mmap),
-        "mmap {mmap}"
+        munmap < u64::from(large),
+        "munmap {munmap} for {large} blocks"
     );
-    assert!(munmap >= u64::from(large), "munmap {munmap}");
     assert!(
         perf(&r, "page_faults").unwrap() >= u64::from(large),
         "every block is touched"
@@ -313,7 +314,12 @@ fn trace_attaches_to_a_rust_binary_linking_hakmem() {
         component(&r, "malloc")
     );
     assert!(component(&r, "large_alloc") >= u64::from(large));
-    assert!(syscall(&r, "mmap") >= u64::from(large));
+    // Memory calls are counted: the span heap maps 256 MiB arenas (not one
+    // mapping per block) and gives freed spans back with madvise.
+    assert!(
+        syscall(&r, "mmap") + syscall(&r, "madvise") + syscall(&r, "munmap") >= 1,
+        "no memory syscall counted"
+    );
 }
 
 #[test]
@@ -398,8 +404,8 @@ fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
     assert_eq!(component(&r, "malloc"), u64::from(large + small));
     assert_eq!(component(&r, "free"), u64::from(large + small));
     assert_eq!(component(&r, "large_alloc"), u64::from(large));
-    assert!(syscall(&r, "mmap") >= u64::from(large));
-    assert!(syscall(&r, "munmap") >= u64::from(large));
+    // The span heap maps an arena once (not a mapping per block).
+    assert!(syscall(&r, "mmap") >= 1);
     assert_eq!(r["probe"]["exit_probes"], 1, "{}", r["probe"]);
 }
 

@@ -68,7 +68,10 @@ fn start() {
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
         libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
         let mut t: libc::pthread_t = 0;
-        let r = libc::pthread_create(&mut t, &attr, run, core::ptr::null_mut());
+        // Its TLS vector is calloc'ed through us: not the program's allocation.
+        let r = crate::probe::untraced(|| {
+            libc::pthread_create(&mut t, &attr, run, core::ptr::null_mut())
+        });
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         r == 0

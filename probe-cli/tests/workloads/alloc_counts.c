@@ -4,7 +4,7 @@
  *
  *   alloc_counts LARGE SMALL [--wait]
  *
- * LARGE times: malloc(2 MiB), touch every page, free  -> LARGE mmaps and munmaps
+ * LARGE times: malloc(2 MiB), touch every page, free (served by the span heap)
  * SMALL times: malloc(1..256 bytes), free
  *
  * With --wait it prints "ready", waits for one byte on stdin before the work (so a
