@@ -190,7 +190,7 @@ fn every_scenario_completes_with_every_available_allocator() {
         );
     }
     // The terminal table has a line per allocator in each scenario's table,
-    // and one more in the summary over all scenarios, which follows them.
+    // and one more in each summary over all scenarios, which follow them.
     let table = stdout(&output);
     let (per_scenario, summary) = table
         .split_once("Over all scenarios")
@@ -206,7 +206,9 @@ fn every_scenario_completes_with_every_available_allocator() {
             scenarios.len(),
             "table rows for {allocator}"
         );
-        assert_eq!(rows(summary), 1, "summary row for {allocator}");
+        // One summary per reference (mimalloc, and mimalloc3 where built).
+        let summaries = rows(summary);
+        assert!((1..=2).contains(&summaries), "{summaries} summary rows for {allocator}");
     }
 }
 
