@@ -22,16 +22,40 @@ fn check_record_layout() {
     assert_eq!(RECORD_COMPONENTS, layout::MAX_COMPONENTS);
     assert_eq!(HIST_BUCKETS, layout::HIST_BUCKETS);
     let pairs = [
-        (offset_of!(ComponentRecord, calls), offset_of!(ComponentStats, calls)),
-        (offset_of!(ComponentRecord, timed), offset_of!(ComponentStats, timed)),
-        (offset_of!(ComponentRecord, sum_cycles), offset_of!(ComponentStats, sum_cycles)),
-        (offset_of!(ComponentRecord, max_cycles), offset_of!(ComponentStats, max_cycles)),
-        (offset_of!(ComponentRecord, sum_arg), offset_of!(ComponentStats, sum_arg)),
-        (offset_of!(ComponentRecord, nonzero_arg), offset_of!(ComponentStats, nonzero_arg)),
-        (offset_of!(ComponentRecord, hist), offset_of!(ComponentStats, hist)),
+        (
+            offset_of!(ComponentRecord, calls),
+            offset_of!(ComponentStats, calls),
+        ),
+        (
+            offset_of!(ComponentRecord, timed),
+            offset_of!(ComponentStats, timed),
+        ),
+        (
+            offset_of!(ComponentRecord, sum_cycles),
+            offset_of!(ComponentStats, sum_cycles),
+        ),
+        (
+            offset_of!(ComponentRecord, max_cycles),
+            offset_of!(ComponentStats, max_cycles),
+        ),
+        (
+            offset_of!(ComponentRecord, sum_arg),
+            offset_of!(ComponentStats, sum_arg),
+        ),
+        (
+            offset_of!(ComponentRecord, nonzero_arg),
+            offset_of!(ComponentStats, nonzero_arg),
+        ),
+        (
+            offset_of!(ComponentRecord, hist),
+            offset_of!(ComponentStats, hist),
+        ),
     ];
     for (hakmem, shared) in pairs {
-        assert_eq!(hakmem, shared, "hakmem::probe::ComponentRecord differs from layout.rs");
+        assert_eq!(
+            hakmem, shared,
+            "hakmem::probe::ComponentRecord differs from layout.rs"
+        );
     }
 }
 

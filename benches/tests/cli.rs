@@ -208,7 +208,10 @@ fn every_scenario_completes_with_every_available_allocator() {
         );
         // One summary per reference (mimalloc, and mimalloc3 where built).
         let summaries = rows(summary);
-        assert!((1..=2).contains(&summaries), "{summaries} summary rows for {allocator}");
+        assert!(
+            (1..=2).contains(&summaries),
+            "{summaries} summary rows for {allocator}"
+        );
     }
 }
 

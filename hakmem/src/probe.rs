@@ -178,7 +178,14 @@ impl ThreadRecord {
 
     fn clear(&self) {
         for c in &self.components {
-            for f in [&c.calls, &c.timed, &c.sum_cycles, &c.max_cycles, &c.sum_arg, &c.nonzero_arg] {
+            for f in [
+                &c.calls,
+                &c.timed,
+                &c.sum_cycles,
+                &c.max_cycles,
+                &c.sum_arg,
+                &c.nonzero_arg,
+            ] {
                 f.store(0, Ordering::Relaxed);
             }
             for b in &c.hist {
@@ -401,7 +408,8 @@ pub fn start_op(always: bool) -> u64 {
     {
         let x = next_rng(l.rng.get());
         l.rng.set(x);
-        let period = (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two();
+        let period =
+            (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two();
         let timed = always || x & (period - 1) == 0;
         l.sampling.set(timed);
         l.weight.set(if always { 1 } else { period });
@@ -454,7 +462,11 @@ fn sampled(component: Component) -> bool {
 fn emit_timed(component: Component, start: u64, arg: u64) {
     let cycles = now().wrapping_sub(start);
     let l = local();
-    let weight = if sampled(component) { l.weight.get() } else { 1 };
+    let weight = if sampled(component) {
+        l.weight.get()
+    } else {
+        1
+    };
     count(l, component, arg);
     time(l, component, cycles, weight);
     if matches!(
@@ -494,7 +506,10 @@ fn slot(l: &Local, component: Component) -> &'static ComponentRecord {
 /// no lock prefix (a reader sees the old or the new value, never a mix).
 #[inline(always)]
 fn bump(f: &AtomicU64, by: u64) {
-    f.store(f.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed)
+    f.store(
+        f.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    )
 }
 
 #[inline(always)]
@@ -503,7 +518,8 @@ fn count(l: &Local, component: Component, arg: u64) {
     if l.shared.get() {
         c.calls.fetch_add(1, Ordering::Relaxed);
         c.sum_arg.fetch_add(arg, Ordering::Relaxed);
-        c.nonzero_arg.fetch_add((arg != 0) as u64, Ordering::Relaxed);
+        c.nonzero_arg
+            .fetch_add((arg != 0) as u64, Ordering::Relaxed);
     } else {
         bump(&c.calls, 1);
         bump(&c.sum_arg, arg);
@@ -540,7 +556,12 @@ fn claim(l: &Local) -> *const ThreadRecord {
             if slot == MAX_RECORDS - 1 {
                 break; // the last slot is the shared one
             }
-            match word.compare_exchange_weak(bits, bits | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
+            match word.compare_exchange_weak(
+                bits,
+                bits | 1 << bit,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     hakmem_records_used.fetch_max(slot as u32 + 1, Ordering::Release);
                     let r: *const ThreadRecord = &hakmem_records[slot];
@@ -572,7 +593,12 @@ fn release_at_thread_exit(slot: usize) {
         if unsafe { libc::pthread_key_create(&mut key, Some(free_slot)) } != 0 {
             return; // the slot stays taken: harmless
         }
-        k = match EXIT_KEY.compare_exchange(0, key as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
+        k = match EXIT_KEY.compare_exchange(
+            0,
+            key as usize + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => key as usize + 1,
             Err(winner) => {
                 // SAFETY: our key, unused.
@@ -585,7 +611,10 @@ fn release_at_thread_exit(slot: usize) {
     // (keys >= 32), the nested malloc finds it instead of claiming again.
     // SAFETY: a valid key; the value is the slot number + 1 (never null).
     unsafe {
-        libc::pthread_setspecific((k - 1) as libc::pthread_key_t, (slot + 1) as *const libc::c_void)
+        libc::pthread_setspecific(
+            (k - 1) as libc::pthread_key_t,
+            (slot + 1) as *const libc::c_void,
+        )
     };
 }
 
@@ -607,12 +636,17 @@ pub fn after_fork_in_child() {
         r.clear();
     }
     // Only the forking thread lives on, in its own slot (if it had one).
-    let mine = LOCAL.with(|l| (!l.shared.get()).then(|| l.record.get()).filter(|r| !r.is_null()));
+    let mine = LOCAL.with(|l| {
+        (!l.shared.get())
+            .then(|| l.record.get())
+            .filter(|r| !r.is_null())
+    });
     for w in &SLOT_BITS {
         w.store(0, Ordering::Relaxed);
     }
     if let Some(r) = mine {
-        let slot = (r as usize - hakmem_records.as_ptr() as usize) / core::mem::size_of::<ThreadRecord>();
+        let slot =
+            (r as usize - hakmem_records.as_ptr() as usize) / core::mem::size_of::<ThreadRecord>();
         SLOT_BITS[slot / 64].fetch_or(1 << (slot % 64), Ordering::Relaxed);
     }
     if hakmem_trace_follow.load(Ordering::Relaxed) == 0 {
@@ -710,7 +744,10 @@ mod tests {
             assert_eq!(load(&c(Component::SmallFast).calls) - base[1][0], 1000);
             assert_eq!(load(&c(Component::Malloc).sum_arg) - base[0][1], 16_000);
             let timed = load(&c(Component::Malloc).timed) - base[0][2];
-            assert!(timed > 0 && timed < 200, "1 in {before}: {timed} timed of 1000");
+            assert!(
+                timed > 0 && timed < 200,
+                "1 in {before}: {timed} timed of 1000"
+            );
             assert_eq!(load(&c(Component::SmallFast).timed) - base[1][2], timed);
             assert_eq!(load(&c(Component::OsMap).timed) - base[2][2], 1);
             // Each timed operation stands for `period` of them.
@@ -718,7 +755,8 @@ mod tests {
             assert_eq!(hist, timed * u64::from(before.next_power_of_two()));
             let t = start_op(true);
             emit(Component::Malloc, t, 1 << 20);
-            let hist_after: u64 = c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
+            let hist_after: u64 =
+                c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
             assert_eq!(hist_after, hist + 1, "an operation timed always weighs 1");
         })
         .join()

@@ -54,7 +54,6 @@ fn hit() {
     probe::hakmem_probe_final(&probe::hakmem_records_final, probe::COMPONENTS.len() as u32);
 }
 
-
 /// Median ns of `n` readings of `f` (in TSC cycles): a preemption in the
 /// middle of the loop moves a mean, not a median.
 fn median_reading(n: u32, mut f: impl FnMut() -> u64) -> f64 {
@@ -141,11 +140,7 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
     for _ in 0..rounds {
         per_round_ns.push(per_call(calls, hit) - unprobed_call_ns);
     }
-    if !probes
-        .read()?
-        .finals
-        .contains_key(&std::process::id())
-    {
+    if !probes.read()?.finals.contains_key(&std::process::id()) {
         return Err(Error::Kernel(
             "the exit probe's uprobe never fired in calibration".into(),
         ));
@@ -191,5 +186,7 @@ pub fn print(c: &Calibration) {
     println!("  rounds:           {} ns", rounds.join(", "));
     println!("  call, no probe:   {:>9.1} ns", c.unprobed_call_ns);
     println!("hakmem counts every component instance in its own memory and times 1 operation in");
-    println!("N (hakmem_sample_period) with every component inside it; no call traps into the kernel.");
+    println!(
+        "N (hakmem_sample_period) with every component inside it; no call traps into the kernel."
+    );
 }

@@ -23,8 +23,8 @@ mod tracefs;
 mod tsc;
 
 use clap::Parser;
-use std::io::Write;
 use cli::{Cli, Command};
+use std::io::Write;
 
 fn main() {
     let cli = Cli::parse();

@@ -118,7 +118,10 @@ impl Registration {
         }
         let others = count;
         write_u32(&mem, entry.flag, count + 1).map_err(&err)?;
-        ACTIVE.lock().unwrap_or_else(|p| p.into_inner()).push(entry.clone());
+        ACTIVE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry.clone());
         Ok((Registration { entry: Some(entry) }, others))
     }
 

@@ -227,19 +227,19 @@ pub fn build(i: Inputs<'_>) -> Report {
             let floor = i.empty_component_ns.unwrap_or(0.0);
             let cooked = |v: f64| (v - floor).max(0.0);
             ComponentRow {
-            id: id as u32,
-            component: component_name(id),
-            calls: s.calls,
-            timed: s.timed,
-            total_ns: raw_mean * s.calls as f64,
-            mean_ns: cooked(raw_mean),
-            raw_mean_ns: raw_mean,
-            p50_ns: cooked(ns(percentile(&s.hist, 0.50, s.max_cycles))),
-            p99_ns: cooked(ns(percentile(&s.hist, 0.99, s.max_cycles))),
-            max_ns: ns(s.max_cycles),
-            share_of_alloc_time: 0.0,
-            arg_sum: s.sum_arg,
-            arg_nonzero: s.nonzero_arg,
+                id: id as u32,
+                component: component_name(id),
+                calls: s.calls,
+                timed: s.timed,
+                total_ns: raw_mean * s.calls as f64,
+                mean_ns: cooked(raw_mean),
+                raw_mean_ns: raw_mean,
+                p50_ns: cooked(ns(percentile(&s.hist, 0.50, s.max_cycles))),
+                p99_ns: cooked(ns(percentile(&s.hist, 0.99, s.max_cycles))),
+                max_ns: ns(s.max_cycles),
+                share_of_alloc_time: 0.0,
+                arg_sum: s.sum_arg,
+                arg_nonzero: s.nonzero_arg,
             }
         })
         .collect();

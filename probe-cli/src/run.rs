@@ -222,7 +222,10 @@ fn poll_children() -> Event {
         return Event::Nothing;
     }
     if libc::WIFEXITED(status) {
-        Event::Ended(r, format!("exited with status {}", libc::WEXITSTATUS(status)))
+        Event::Ended(
+            r,
+            format!("exited with status {}", libc::WEXITSTATUS(status)),
+        )
     } else if libc::WIFSIGNALED(status) {
         Event::Ended(r, format!("killed by signal {}", libc::WTERMSIG(status)))
     } else {
@@ -438,8 +441,5 @@ pub fn trace_launch(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok((
-        session,
-        state.unwrap_or_else(|| "exited".to_string()),
-    ))
+    Ok((session, state.unwrap_or_else(|| "exited".to_string())))
 }

@@ -60,7 +60,8 @@ fn descendants(pid: u32) -> Vec<u32> {
             continue;
         };
         for task in tasks.flatten() {
-            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
                 if !out.contains(&c) {
                     out.push(c);

@@ -65,8 +65,7 @@ pub fn run_once(
         output: None,
         prometheus: None,
     };
-    let (mut session, state) =
-        run::trace_launch(launch, output, Box::new(std::io::sink()), stop)?;
+    let (mut session, state) = run::trace_launch(launch, output, Box::new(std::io::sink()), stop)?;
     let (report, _) = session.snapshot(&state, true)?;
     drop(session);
 
