@@ -34,7 +34,7 @@
 //!              len(thread_free) <= used. Owner-only: free, used, capacity, queue
 //!              links, in_full. Any thread: thread_free (CAS push), and reads of
 //!              class, block_size, key, start (fixed while the page is in use).
-//! Heap         first[c]..last[c]: pages of class c with blocks to give (in_full
+//! Heap         queues[c] (head mirrored in first[c]): pages of class c with blocks to give (in_full
 //!              pages are in no queue); segments[k]: owned segments, those with a
 //!              free page first. The empty heap's queues hold the read-only empty page.
 //! ThreadCtx    { small: Heap (first field: its address is the segments' owner),
@@ -59,6 +59,7 @@ mod global_alloc;
 pub(crate) mod hardening;
 pub mod large;
 pub(crate) mod layout;
+pub(crate) mod list;
 pub mod options;
 pub mod os;
 pub mod probe;

@@ -19,7 +19,7 @@ const ORDER: &[&[&str]] = &[
     &["segment_map"],
     &["hardening"],
     &["vm"],
-    &["stack"],
+    &["stack", "list"],
     &["small", "large"],
     &["thread"],
     &["stats"],

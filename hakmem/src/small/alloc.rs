@@ -101,7 +101,7 @@ impl Heap {
         // adopting fewer than are left makes the abandoned stack grow forever.
         let mut reclaims_left = RECLAIMS_PER_NEW_SEGMENT;
         loop {
-            let seg = self.segments[kind as usize];
+            let seg = self.segments[kind as usize].head;
             // SAFETY: owned segments; no reference to one outlives a statement.
             if !seg.is_null() && unsafe { (*seg).has_free_page() } {
                 // SAFETY: as above.

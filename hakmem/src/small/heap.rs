@@ -2,7 +2,7 @@
 //! list of owned segments per page kind, plus the thread's small-block counters.
 //!
 //! ```text
-//! Heap ── first[class].page ──► Page ⇄ Page ⇄ …   (pages with blocks to give)
+//! Heap ── queues[class] ──► Page ⇄ Page ⇄ …   (pages with blocks to give; head in first[class])
 //!      └─ segments[kind] ─► Segment ⇄ Segment …   (every segment it owns)
 //! ```
 //!
@@ -21,10 +21,10 @@
 //! `purge.rs` (collecting remote frees, retiring pages, purging).
 
 use crate::counters::Counter;
+use crate::list::List;
 use crate::small::page::Page;
 use crate::small::segment::Segment;
 use crate::small::size_class::NUM_CLASSES;
-use core::ptr;
 
 /// A thread's small-block heap.
 #[repr(C)]
@@ -33,10 +33,10 @@ pub struct Heap {
     /// queue is empty) and the class's allocation count. The fast path pops
     /// from `first[c].page` and counts in the same cache line.
     pub(crate) first: [ClassHead; NUM_CLASSES],
-    /// Tail of each queue (null when empty).
-    pub(crate) last: [*mut Page; NUM_CLASSES],
+    /// The queue of pages of each class (its head is mirrored in `first`).
+    pub(crate) queues: [List<Page>; NUM_CLASSES],
     /// Owned segments of each kind; those with free pages come first.
-    pub(crate) segments: [*mut Segment; 3],
+    pub(crate) segments: [List<Segment>; 3],
     /// This thread's small-block counters.
     pub counters: Counters,
 }
@@ -111,8 +111,8 @@ impl Heap {
                     allocs: Counter::new(),
                 }
             }; NUM_CLASSES],
-            last: [ptr::null_mut(); NUM_CLASSES],
-            segments: [ptr::null_mut(); 3],
+            queues: [const { List::new() }; NUM_CLASSES],
+            segments: [const { List::new() }; 3],
             counters: Counters {
                 frees: [const { Counter::new() }; NUM_CLASSES],
                 remote_frees: Counter::new(),
@@ -129,7 +129,7 @@ impl Heap {
     /// Every page of every owned segment (for `collect` and debug checks).
     pub fn check(&self) {
         for k in 0..3 {
-            let mut seg = self.segments[k];
+            let mut seg = self.segments[k].head;
             while !seg.is_null() {
                 // SAFETY: owned segment.
                 let s = unsafe { &*seg };

@@ -62,7 +62,7 @@ impl Heap {
     pub(crate) fn collect_remote(&mut self) -> bool {
         let mut relinked = false;
         for k in 0..3 {
-            let mut seg = self.segments[k];
+            let mut seg = self.segments[k].head;
             while !seg.is_null() {
                 // SAFETY: owned segment; `next` read before it may be released.
                 let (next, pending) = unsafe {
@@ -125,7 +125,7 @@ impl Heap {
     /// Purges free pages of owned segments and of the pool that have waited `delay_ns`.
     pub fn purge(&mut self, now: u64, delay_ns: u64) {
         for k in 0..3 {
-            let mut seg = self.segments[k];
+            let mut seg = self.segments[k].head;
             while !seg.is_null() {
                 // SAFETY: owned segment.
                 let s = unsafe { &mut *seg };

@@ -1,35 +1,63 @@
-//! The heap's intrusive lists: the queue of pages of each size class and the
-//! list of owned segments of each page kind, both doubly linked through
-//! `next`/`prev` fields of the elements themselves (no allocation).
+//! The heap's intrusive lists, both [`crate::list::List`]s linked through the
+//! `next`/`prev` fields of the elements themselves (no allocation): the queue
+//! of pages of each size class and the list of owned segments of each page
+//! kind. A class's queue head is mirrored in `first[c].page`, the empty page
+//! when the queue is empty, so the fast path pops without a null check.
 //!
 //! Every function here takes an element that belongs to this heap (a page of
 //! an owned segment, an owned segment); they are `unsafe` for that reason.
 
+use crate::list::Linked;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
 use crate::small::segment::Segment;
-use core::ptr;
+
+// SAFETY: `next` and `prev` are two distinct fields of a page, used only as
+// queue links (by `list`) while the page is in a queue.
+unsafe impl Linked for Page {
+    unsafe fn next(this: *mut Self) -> *mut *mut Self {
+        // SAFETY: the caller's contract: `this` is a live page descriptor.
+        unsafe { &raw mut (*this).next }
+    }
+    unsafe fn prev(this: *mut Self) -> *mut *mut Self {
+        // SAFETY: as above.
+        unsafe { &raw mut (*this).prev }
+    }
+}
+
+// SAFETY: `next` and `prev` are two distinct fields of a segment header, used
+// only as list links while the segment is in a heap's list.
+unsafe impl Linked for Segment {
+    unsafe fn next(this: *mut Self) -> *mut *mut Self {
+        // SAFETY: the caller's contract: `this` is a live segment.
+        unsafe { &raw mut (*this).next }
+    }
+    unsafe fn prev(this: *mut Self) -> *mut *mut Self {
+        // SAFETY: as above.
+        unsafe { &raw mut (*this).prev }
+    }
+}
 
 impl Heap {
+    /// Mirrors class `c`'s queue head into `first[c].page`.
+    #[inline]
+    fn sync_first(&mut self, c: usize) {
+        let head = self.queues[c].head;
+        self.first[c].page = if head.is_null() { empty_page() } else { head };
+    }
+
     /// Puts `page` at the head of its class's queue.
     ///
     /// # Safety
     /// `page` is a page of a segment this heap owns, in no queue.
     pub(crate) unsafe fn push_front(&mut self, page: *mut Page) {
-        // SAFETY: the caller's contract.
-        let p = unsafe { &mut *page };
-        let c = p.class as usize;
-        let first = self.first[c].page;
-        p.prev = ptr::null_mut();
-        if first == empty_page() {
-            p.next = ptr::null_mut();
-            self.last[c] = page;
-        } else {
-            p.next = first;
-            // SAFETY: a page of this heap's queue.
-            unsafe { (*first).prev = page };
-        }
-        self.first[c].page = page;
+        // SAFETY: the caller's contract; queued pages belong to this heap.
+        let c = unsafe {
+            let c = (*page).class as usize;
+            self.queues[c].push_front(page);
+            c
+        };
+        self.sync_first(c);
     }
 
     /// Puts `page` at the tail of its class's queue.
@@ -37,20 +65,13 @@ impl Heap {
     /// # Safety
     /// As [`Heap::push_front`].
     pub(crate) unsafe fn push_back(&mut self, page: *mut Page) {
-        // SAFETY: the caller's contract.
-        let c = unsafe { (*page).class } as usize;
-        if self.first[c].page == empty_page() {
-            // SAFETY: the caller's contract.
-            return unsafe { self.push_front(page) };
-        }
-        let last = self.last[c];
-        // SAFETY: the caller's contract; `last` is a page of this heap's queue.
-        unsafe {
-            (*page).next = ptr::null_mut();
-            (*page).prev = last;
-            (*last).next = page;
-        }
-        self.last[c] = page;
+        // SAFETY: as in `push_front`.
+        let c = unsafe {
+            let c = (*page).class as usize;
+            self.queues[c].push_back(page);
+            c
+        };
+        self.sync_first(c);
     }
 
     /// Takes `page` out of its class's queue.
@@ -59,21 +80,12 @@ impl Heap {
     /// `page` is in this heap's queue for its class.
     pub(crate) unsafe fn unlink(&mut self, page: *mut Page) {
         // SAFETY: the caller's contract; neighbours are pages of the same queue.
-        unsafe {
-            let (c, next, prev) = ((*page).class as usize, (*page).next, (*page).prev);
-            if prev.is_null() {
-                self.first[c].page = if next.is_null() { empty_page() } else { next };
-            } else {
-                (*prev).next = next;
-            }
-            if next.is_null() {
-                self.last[c] = prev;
-            } else {
-                (*next).prev = prev;
-            }
-            (*page).next = ptr::null_mut();
-            (*page).prev = ptr::null_mut();
-        }
+        let c = unsafe {
+            let c = (*page).class as usize;
+            self.queues[c].unlink(page);
+            c
+        };
+        self.sync_first(c);
     }
 
     /// Puts `seg` at the head of its kind's list.
@@ -81,17 +93,8 @@ impl Heap {
     /// # Safety
     /// `seg` is owned by this heap and in no list.
     pub(crate) unsafe fn segment_push_front(&mut self, seg: *mut Segment) {
-        // SAFETY: the caller's contract; the old head is an owned segment.
-        unsafe {
-            let k = (*seg).kind as usize;
-            let head = self.segments[k];
-            (*seg).prev = ptr::null_mut();
-            (*seg).next = head;
-            if !head.is_null() {
-                (*head).prev = seg;
-            }
-            self.segments[k] = seg;
-        }
+        // SAFETY: the caller's contract; list members are owned segments.
+        unsafe { self.segments[(*seg).kind as usize].push_front(seg) }
     }
 
     /// Puts `seg` at the tail of its kind's list.
@@ -99,20 +102,8 @@ impl Heap {
     /// # Safety
     /// As [`Heap::segment_push_front`].
     pub(crate) unsafe fn segment_push_back(&mut self, seg: *mut Segment) {
-        // SAFETY: the caller's contract; list members are owned segments.
-        unsafe {
-            let k = (*seg).kind as usize;
-            let mut last = self.segments[k];
-            if last.is_null() {
-                return self.segment_push_front(seg);
-            }
-            while !(*last).next.is_null() {
-                last = (*last).next;
-            }
-            (*last).next = seg;
-            (*seg).prev = last;
-            (*seg).next = ptr::null_mut();
-        }
+        // SAFETY: as above.
+        unsafe { self.segments[(*seg).kind as usize].push_back(seg) }
     }
 
     /// Takes `seg` out of its kind's list.
@@ -121,18 +112,6 @@ impl Heap {
     /// `seg` is in this heap's list for its kind.
     pub(crate) unsafe fn segment_unlink(&mut self, seg: *mut Segment) {
         // SAFETY: the caller's contract; neighbours are owned segments.
-        unsafe {
-            let (k, next, prev) = ((*seg).kind as usize, (*seg).next, (*seg).prev);
-            if prev.is_null() {
-                self.segments[k] = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-            (*seg).next = ptr::null_mut();
-            (*seg).prev = ptr::null_mut();
-        }
+        unsafe { self.segments[(*seg).kind as usize].unlink(seg) }
     }
 }

@@ -7,7 +7,6 @@ use crate::os;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
 use crate::small::segment::{self, ABANDONED};
-use crate::small::size_class::NUM_CLASSES;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
@@ -86,7 +85,7 @@ impl Heap {
         self.collect_remote();
         let now = os::monotonic_ns();
         for k in 0..3 {
-            let mut seg = self.segments[k];
+            let mut seg = self.segments[k].head;
             while !seg.is_null() {
                 // SAFETY: owned segment; `next` read first.
                 let s = unsafe { &mut *seg };
@@ -115,11 +114,13 @@ impl Heap {
                 }
                 seg = next;
             }
-            self.segments[k] = ptr::null_mut();
+            self.segments[k].clear();
         }
         for head in &mut self.first {
             head.page = empty_page();
         }
-        self.last = [ptr::null_mut(); NUM_CLASSES];
+        for q in &mut self.queues {
+            q.clear();
+        }
     }
 }
