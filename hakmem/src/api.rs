@@ -94,16 +94,17 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// the untraced pop plus a few adds to this thread's trace record (Malloc and
 /// SmallFast; a call and a function prologue would cost more than the adds).
 /// Anything else (a refill, a large block, a timed call, a thread allocating
-/// for hakmem itself) takes [`malloc_traced_slow`].
-#[inline(always)]
+/// for hakmem itself) takes [`malloc_traced_slow`]. Out of line (a tail
+/// call) so that the untraced path keeps its short prologue.
+#[inline(never)]
 fn malloc_traced(size: usize, site: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
         if let Some(fast) = probe::counting() {
             let c = class_of(size);
             let b = thread::pop_class(c);
             if !b.is_null() {
-                fast.add(Component::Malloc, size as u64);
-                fast.add(Component::SmallFast, c as u64);
+                fast.add_sum(Component::Malloc, size as u64);
+                fast.add(Component::SmallFast);
                 fast.done();
                 return b;
             }
@@ -178,19 +179,8 @@ pub fn calloc_at(n: usize, size: usize, site: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     if probe::enabled() {
-        // The counting fast path (see `malloc_traced`): a small block while
-        // no sample is due is counted and freed as untraced.
-        let owner = classify(p as usize);
-        if owner == Owner::Small {
-            if let Some(fast) = probe::counting() {
-                fast.add(Component::Free, 0);
-                fast.done();
-                // SAFETY: forwarded contract; the map says it is a small block.
-                return unsafe { thread::free_small(p as usize) };
-            }
-        }
         // SAFETY: forwarded contract.
-        return unsafe { free_traced_slow(p) };
+        return unsafe { free_traced(p) };
     }
     // SAFETY: forwarded contract.
     unsafe { free_untraced(p) }
@@ -227,6 +217,26 @@ fn free_large(p: *mut u8, r: Region) {
         // SAFETY: a validated header of a block the caller gave up (free's contract).
         unsafe { large_path::free(p as usize, h, thread::large_state) }
     }
+}
+
+/// `free` while a tracer is attached. The counting fast path (see
+/// `malloc_traced`): a small block while no sample is due is counted and
+/// freed as untraced.
+///
+/// # Safety
+/// As [`free`].
+#[inline(never)]
+unsafe fn free_traced(p: *mut u8) {
+    if classify(p as usize) == Owner::Small {
+        if let Some(fast) = probe::counting() {
+            fast.add(Component::Free);
+            fast.done();
+            // SAFETY: forwarded contract; the map says it is a small block.
+            return unsafe { thread::free_small(p as usize) };
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_traced_slow(p) }
 }
 
 /// `free` while a tracer is attached, off the counting fast path.

@@ -148,9 +148,12 @@ pub struct ComponentRecord {
     pub sum_cycles: AtomicU64,
     /// Longest timed instance, TSC cycles.
     pub max_cycles: AtomicU64,
-    /// Sum of the instances' `arg` (see [`Component`]).
+    /// Sum of the instances' `arg` (see [`Component`]). The counting fast
+    /// path (see the module docs) adds malloc's size only: `free`'s block
+    /// size and the small paths' class are summed on the full path alone.
     pub sum_arg: AtomicU64,
-    /// Instances with a non-zero `arg`.
+    /// Instances with a non-zero `arg`, on the full path (not the counting
+    /// fast path): for `free`, the instances whose block size was looked up.
     pub nonzero_arg: AtomicU64,
     /// log2 histogram of the timed instances' cycles, each counted its weight
     /// times (so the buckets sum to an estimate of all instances).
@@ -367,6 +370,25 @@ fn local() -> &'static Local {
     local_slow()
 }
 
+/// As [`local`] where that needs no call, else None (see `counting`: its
+/// callers stay free of calls, and so of a prologue saving registers).
+#[inline(always)]
+fn local_without_call() -> Option<&'static Local> {
+    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
+    {
+        let off = LOCAL_OFFSET.load(Ordering::Relaxed);
+        if off == 0 {
+            return None;
+        }
+        // SAFETY: as in `local`.
+        Some(unsafe { &*(thread_pointer().wrapping_add(off as usize) as *const Local) })
+    }
+    #[cfg(not(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux")))]
+    {
+        Some(local())
+    }
+}
+
 /// Offset of LOCAL from the thread pointer; 0 = not known to be static.
 #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
 static LOCAL_OFFSET: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
@@ -431,7 +453,8 @@ fn period() -> u64 {
 fn next_countdown(l: &Local) -> u64 {
     let x = next_rng(l.rng.get());
     l.rng.set(x);
-    x % (2 * period() - 1)
+    // (x / 2^32) * n / 2^32: uniform in 0..n without a division.
+    ((x >> 32) * (2 * period() - 1)) >> 32
 }
 
 /// A top-level operation taking the counting fast path: this thread's own
@@ -443,14 +466,20 @@ pub(crate) struct FastCount {
 
 impl FastCount {
     /// Counts one instance of `component` (only this thread writes the slot).
+    /// Its `arg` is left out: the fast path adds what the report needs and
+    /// no more (every add is a store on the hottest path of the program).
     #[inline(always)]
-    pub(crate) fn add(&self, component: Component, arg: u64) {
+    pub(crate) fn add(&self, component: Component) {
+        bump(&self.record.components[component as usize].calls, 1);
+    }
+
+    /// Counts one instance of `component` with its `arg` summed (not counted
+    /// in `nonzero_arg`: see [`ComponentRecord`]).
+    #[inline(always)]
+    pub(crate) fn add_sum(&self, component: Component, arg: u64) {
         let c = &self.record.components[component as usize];
         bump(&c.calls, 1);
-        if arg != 0 {
-            bump(&c.sum_arg, arg);
-            bump(&c.nonzero_arg, 1);
-        }
+        bump(&c.sum_arg, arg);
     }
 
     /// Ends the operation: one counted-only operation fewer before a sample.
@@ -468,7 +497,7 @@ impl FastCount {
 /// [`start_op`]. None: take [`start_op`].
 #[inline(always)]
 pub(crate) fn counting() -> Option<FastCount> {
-    let l = local();
+    let l = local_without_call()?;
     if l.countdown.get() == 0 {
         return None;
     }

@@ -134,12 +134,16 @@ pub fn alloc_class(c: usize) -> *mut u8 {
     alloc_class_slow(ctx, c)
 }
 
-/// A block of class `c` from the thread's free list, or null (no refill:
-/// the traced counting fast path, which takes the whole traced path then).
+/// A block of class `c` from the thread's free list, or null: no refill and
+/// no call (the traced counting fast path, which takes the whole traced path
+/// then).
 #[inline(always)]
 pub fn pop_class(c: usize) -> *mut u8 {
-    // SAFETY: as in `alloc_class`.
-    unsafe { small::alloc::pop(current() as *mut Heap, c) }
+    match tls::get_without_call() {
+        // SAFETY: as in `alloc_class`.
+        Some(ctx) => unsafe { small::alloc::pop(ctx as *mut Heap, c) },
+        None => core::ptr::null_mut(),
+    }
 }
 
 /// As [`alloc_class`], reporting fast path vs refill to the tracer.
