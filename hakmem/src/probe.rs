@@ -329,6 +329,9 @@ struct Local {
     shared: Cell<bool>,
     /// True inside a top-level operation chosen for timing.
     sampling: Cell<bool>,
+    /// TSC cycles the timed operation in progress spent updating the records
+    /// of the components timed inside it (taken out of its own figure).
+    excluded: Cell<u64>,
     /// How many operations the timed one stands for (the period, or 1).
     weight: Cell<u64>,
     /// xorshift state of the sampling decision (0 = not seeded).
@@ -347,6 +350,7 @@ std::thread_local! {
             record: Cell::new(ptr::null()),
             shared: Cell::new(false),
             sampling: Cell::new(false),
+            excluded: Cell::new(0),
             weight: Cell::new(1),
             rng: Cell::new(0),
             countdown: Cell::new(0),
@@ -544,6 +548,7 @@ pub fn start_op(always: bool) -> u64 {
         }
     };
     l.sampling.set(timed);
+    l.excluded.set(0);
     if timed {
         now()
     } else {
@@ -590,8 +595,18 @@ fn sampled(component: Component) -> bool {
 
 #[inline(never)]
 fn emit_timed(component: Component, start: u64, arg: u64) {
-    let cycles = now().wrapping_sub(start);
+    let end = now();
     let l = local();
+    let top = matches!(
+        component,
+        Component::Malloc | Component::Free | Component::Realloc
+    );
+    let mut cycles = end.wrapping_sub(start);
+    if top {
+        // What the nested components' record updates took is the tracer's
+        // cost, not the operation's.
+        cycles = cycles.saturating_sub(l.excluded.replace(0));
+    }
     let weight = if sampled(component) {
         l.weight.get()
     } else {
@@ -599,11 +614,14 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
     };
     count(l, component, arg);
     time(l, component, cycles, weight);
-    if matches!(
-        component,
-        Component::Malloc | Component::Free | Component::Realloc
-    ) {
+    if top {
         l.sampling.set(false);
+    } else if l.sampling.get() {
+        // Inside a timed operation: take this record update (and the clock
+        // read that measures it) out of the operation's figure. What stays
+        // in it per nested component is its pair of timestamps, about what
+        // an empty component reads (the report subtracts that).
+        l.excluded.set(l.excluded.get() + now().wrapping_sub(end));
     }
 }
 

@@ -165,9 +165,10 @@ pub struct ProbePart {
     /// What a component with nothing in it reads (two back-to-back TSC reads),
     /// measured at attach and subtracted from every mean, ns.
     pub empty_component_ns: Option<f64>,
-    /// What one timed component inside another adds to the outer one's
-    /// figure (its timestamps and record update), measured at attach and
-    /// subtracted from malloc's and free's means once per nested instance, ns.
+    /// What one timed component inside another still adds to the outer
+    /// one's figure, subtracted from malloc's and free's means once per nested
+    /// instance, ns: its pair of timestamps, taken as what an empty component
+    /// reads (hakmem itself takes the nested record updates out, by TSC).
     pub nested_component_ns: Option<f64>,
     /// Exit probes that fired (one per process that exited normally).
     pub exit_probes: u64,
@@ -190,7 +191,6 @@ pub struct Inputs<'a> {
     pub processes: &'a [crate::session::ProcessCounts],
     pub sample_period: u32,
     pub empty_component_ns: Option<f64>,
-    pub nested_component_ns: Option<f64>,
     pub perf: Vec<Reading>,
     pub perf_scope: &'static str,
     pub perf_threads: usize,
@@ -273,7 +273,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             };
             let name = component_name(id);
             let floor = i.empty_component_ns.unwrap_or(0.0)
-                + nested_per_call(&name) * i.nested_component_ns.unwrap_or(0.0);
+                + nested_per_call(&name) * i.empty_component_ns.unwrap_or(0.0);
             let cooked = |v: f64| (v - floor).max(0.0);
             ComponentRow {
                 id: id as u32,
@@ -390,15 +390,16 @@ pub fn build(i: Inputs<'_>) -> Report {
                     || "nothing".to_string(),
                     |e| format!("the calibrated cost of timing an empty component ({e:.1} ns)")
                 ),
-                i.nested_component_ns.map_or_else(String::new, |n| format!(
-                    ", and from malloc's and free's the calibrated cost of each component \
-                     timed inside them ({n:.1} ns per nested instance)"
+                i.empty_component_ns.map_or_else(String::new, |e| format!(
+                    ", and from malloc's and free's that cost again per component timed \
+                     inside them ({e:.1} ns each: its timestamps; hakmem takes their record \
+                     updates out of the outer figure itself)"
                 ))
             ),
             hits,
             sample_period: i.sample_period,
             empty_component_ns: i.empty_component_ns,
-            nested_component_ns: i.nested_component_ns,
+            nested_component_ns: i.empty_component_ns,
             exit_probes: i.counts.finals.len() as u64,
             hit_cost_ns: i.hit_cost_ns,
             added_ms: i

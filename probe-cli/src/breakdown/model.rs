@@ -55,8 +55,8 @@ pub struct Calibration {
     /// What a component with no work in it reads (back-to-back timestamps),
     /// subtracted from every component instance, ns.
     pub empty_component_ns: f64,
-    /// What a probed component adds to the figure of the one around it (its
-    /// timestamps and event call; the hit itself is excluded by hakmem), ns.
+    /// What a probed component adds to the figure of the one around it: its
+    /// timestamps (hakmem takes its record update out of the outer figure), ns.
     pub nested_component_ns: f64,
 }
 

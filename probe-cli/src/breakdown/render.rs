@@ -250,7 +250,7 @@ fn footer(b: &Breakdown) -> String {
     let _ = writeln!(
         o,
         "calibration: a probe hit costs {} (excluded from every figure; it slowed the traced runs by {}); \
-         an empty component reads {} (subtracted per instance); a probed component adds {} to the one around it (subtracted from malloc/free/realloc per nested instance)",
+         an empty component reads {} (subtracted per instance); a probed component's timestamps add {} to the one around it (subtracted from malloc/free/realloc per nested instance; hakmem takes its record update out itself)",
         ns(c.probe_hit_ns),
         added.join(", "),
         ns(c.empty_component_ns),
