@@ -607,7 +607,7 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         // cost, not the operation's.
         cycles = cycles.saturating_sub(l.excluded.replace(0));
     }
-    let weight = if sampled(component) {
+    let weight = if sampled(component) && cycles < OUTLIER_CYCLES {
         l.weight.get()
     } else {
         1
@@ -624,6 +624,13 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         l.excluded.set(l.excluded.get() + now().wrapping_sub(end));
     }
 }
+
+/// A sampled instance that took this long (2^21 cycles, 0.5-1 ms) was
+/// preempted or stalled with the machine, not typical of the calls it would
+/// stand for: it counts for itself only (weight 1), else one scheduler tick
+/// inside a sample, times the period, would outweigh millions of calls. Page
+/// faults (a few µs) stay far below it.
+pub const OUTLIER_CYCLES: u64 = 1 << 21;
 
 /// Records an instance with a duration measured elsewhere (weight 1).
 #[inline(never)]

@@ -162,13 +162,17 @@ pub struct ProbePart {
     pub hits: u64,
     /// Operations are timed 1 in this many (with everything inside them).
     pub sample_period: u32,
-    /// What a component with nothing in it reads (two back-to-back TSC reads),
-    /// measured at attach and subtracted from every mean, ns.
+    /// What hakmem records for a component with nothing in it (timed inside
+    /// an operation), measured at attach and subtracted from the means of
+    /// every component but malloc, free and realloc, ns.
     pub empty_component_ns: Option<f64>,
-    /// What one timed component inside another still adds to the outer
-    /// one's figure, subtracted from malloc's and free's means once per nested
-    /// instance, ns: its pair of timestamps, taken as what an empty component
-    /// reads (hakmem itself takes the nested record updates out, by TSC).
+    /// What hakmem records for a malloc/free with nothing in it, measured at
+    /// attach and subtracted from malloc's, free's and realloc's means, ns.
+    pub empty_operation_ns: Option<f64>,
+    /// What one timed component inside an operation adds to the operation's
+    /// recorded figure (its timestamps: hakmem leaves its record update
+    /// out), measured at attach and subtracted from malloc's and free's means
+    /// once per nested instance, ns.
     pub nested_component_ns: Option<f64>,
     /// Exit probes that fired (one per process that exited normally).
     pub exit_probes: u64,
@@ -191,6 +195,8 @@ pub struct Inputs<'a> {
     pub processes: &'a [crate::session::ProcessCounts],
     pub sample_period: u32,
     pub empty_component_ns: Option<f64>,
+    pub empty_operation_ns: Option<f64>,
+    pub nested_component_ns: Option<f64>,
     pub perf: Vec<Reading>,
     pub perf_scope: &'static str,
     pub perf_threads: usize,
@@ -272,8 +278,12 @@ pub fn build(i: Inputs<'_>) -> Report {
                 0.0
             };
             let name = component_name(id);
-            let floor = i.empty_component_ns.unwrap_or(0.0)
-                + nested_per_call(&name) * i.empty_component_ns.unwrap_or(0.0);
+            let floor = if TOP_LEVEL.contains(&name.as_str()) {
+                i.empty_operation_ns.unwrap_or(0.0)
+                    + nested_per_call(&name) * i.nested_component_ns.unwrap_or(0.0)
+            } else {
+                i.empty_component_ns.unwrap_or(0.0)
+            };
             let cooked = |v: f64| (v - floor).max(0.0);
             ComponentRow {
                 id: id as u32,
@@ -383,23 +393,25 @@ pub fn build(i: Inputs<'_>) -> Report {
             method: format!(
                 "every call counted exactly in hakmem's per-thread records; malloc, free and \
                  realloc timed 1 in {} calls on average (a random countdown per thread) with \
-                 every component inside them, the large-block, OS and ELO components on every \
-                 call; {} subtracted from every mean{}",
+                 every component inside them, each timed call standing for that many (one \
+                 longer than {} TSC cycles, a preemption, for itself only), the large-block, \
+                 OS and ELO components on every call; subtracted from the means: what hakmem records for empty work, measured \
+                 at attach ({})",
                 i.sample_period,
-                i.empty_component_ns.map_or_else(
-                    || "nothing".to_string(),
-                    |e| format!("the calibrated cost of timing an empty component ({e:.1} ns)")
-                ),
-                i.empty_component_ns.map_or_else(String::new, |e| format!(
-                    ", and from malloc's and free's that cost again per component timed \
-                     inside them ({e:.1} ns each: its timestamps; hakmem takes their record \
-                     updates out of the outer figure itself)"
-                ))
+                hakmem::probe::OUTLIER_CYCLES,
+                match (i.empty_operation_ns, i.empty_component_ns, i.nested_component_ns) {
+                    (Some(o), Some(e), Some(n)) => format!(
+                        "{o:.1} ns per operation, {e:.1} ns per component, and from malloc's \
+                         and free's {n:.1} ns per component timed inside them"
+                    ),
+                    _ => "not measured: nothing subtracted".to_string(),
+                }
             ),
             hits,
             sample_period: i.sample_period,
             empty_component_ns: i.empty_component_ns,
-            nested_component_ns: i.empty_component_ns,
+            empty_operation_ns: i.empty_operation_ns,
+            nested_component_ns: i.nested_component_ns,
             exit_probes: i.counts.finals.len() as u64,
             hit_cost_ns: i.hit_cost_ns,
             added_ms: i

@@ -103,9 +103,8 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     let calibration = model::Calibration {
         probe_hit_ns: c.probe_hit_ns,
         empty_component_ns: c.empty_component_ns,
-        // hakmem takes a nested component's record update out of the outer
-        // figure itself; what stays is its timestamps, an empty component.
-        nested_component_ns: c.empty_component_ns,
+        empty_operation_ns: c.empty_operation_ns,
+        nested_component_ns: c.nested_component_ns,
     };
 
     let rounds = args.warmup + args.runs;
