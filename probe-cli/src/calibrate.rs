@@ -81,8 +81,8 @@ fn empty_component(n: u32) -> f64 {
 /// not traced, only `f` records anything).
 fn recorded(n: u32, component: Component, mut f: impl FnMut()) -> f64 {
     let sum = || {
-        let used = (probe::hakmem_records_used.load(Ordering::Acquire) as usize)
-            .min(probe::MAX_RECORDS);
+        let used =
+            (probe::hakmem_records_used.load(Ordering::Acquire) as usize).min(probe::MAX_RECORDS);
         probe::hakmem_records[..used]
             .iter()
             .map(|r| &r.components[component as usize])
