@@ -68,9 +68,14 @@ pub const MIN_ALIGN: usize = 16;
 /// `malloc(size)` with a call site (0 = unknown) for large-block profiling.
 #[inline(always)]
 pub fn malloc_at(size: usize, site: usize) -> *mut u8 {
-    if probe::tracing() {
-        return traced(size, move || alloc_traced(size, site));
+    if probe::enabled() {
+        return malloc_traced(size, site);
     }
+    malloc_untraced(size, site)
+}
+
+#[inline(always)]
+fn malloc_untraced(size: usize, site: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
         thread::alloc_class(class_of(size))
     } else {
@@ -82,6 +87,39 @@ pub fn malloc_at(size: usize, site: usize) -> *mut u8 {
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     malloc_at(size, 0)
+}
+
+/// `malloc` while a tracer is attached. A small block popped from the free
+/// list while no sample is due takes the counting fast path, inlined here:
+/// the untraced pop plus a few adds to this thread's trace record (Malloc and
+/// SmallFast; a call and a function prologue would cost more than the adds).
+/// Anything else (a refill, a large block, a timed call, a thread allocating
+/// for hakmem itself) takes [`malloc_traced_slow`]. Out of line (a tail
+/// call) so that the untraced path keeps its short prologue.
+#[inline(never)]
+fn malloc_traced(size: usize, site: usize) -> *mut u8 {
+    if size <= MAX_CLASS_SIZE {
+        if let Some(fast) = probe::counting() {
+            let c = class_of(size);
+            let b = thread::pop_class(c);
+            if !b.is_null() {
+                fast.add_sum(Component::Malloc, size as u64);
+                fast.add(Component::SmallFast);
+                fast.done();
+                return b;
+            }
+        }
+    }
+    malloc_traced_slow(size, site)
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_traced_slow(size: usize, site: usize) -> *mut u8 {
+    if !probe::tracing() {
+        return malloc_untraced(size, site);
+    }
+    traced(size, move || alloc_traced(size, site))
 }
 
 /// Runs one malloc-family call under the tracer: the whole call is one
@@ -140,9 +178,9 @@ pub fn calloc_at(n: usize, size: usize, site: usize) -> *mut u8 {
 /// `p` is null, or a block from this allocator that the caller no longer uses.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if probe::tracing() {
+    if probe::enabled() {
         // SAFETY: forwarded contract.
-        return unsafe { traced_free(p) };
+        return unsafe { free_traced(p) };
     }
     // SAFETY: forwarded contract.
     unsafe { free_untraced(p) }
@@ -181,16 +219,53 @@ fn free_large(p: *mut u8, r: Region) {
     }
 }
 
+/// `free` while a tracer is attached. The counting fast path (see
+/// `malloc_traced`): a small block while no sample is due is counted and
+/// freed as untraced.
+///
+/// # Safety
+/// As [`free`].
+#[inline(never)]
+unsafe fn free_traced(p: *mut u8) {
+    if classify(p as usize) == Owner::Small {
+        if let Some(fast) = probe::counting() {
+            fast.add(Component::Free);
+            fast.done();
+            // SAFETY: forwarded contract; the map says it is a small block.
+            return unsafe { thread::free_small(p as usize) };
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_traced_slow(p) }
+}
+
+/// `free` while a tracer is attached, off the counting fast path.
+///
+/// # Safety
+/// As [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_traced_slow(p: *mut u8) {
+    if !probe::tracing() {
+        // SAFETY: forwarded contract.
+        return unsafe { free_untraced(p) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { traced_free(p) }
+}
+
+/// `free` under the tracer: one `Free` event.
+///
+/// # Safety
+/// As [`free`].
 #[cold]
 #[inline(never)]
 unsafe fn traced_free(p: *mut u8) {
+    let owner = classify(p as usize);
     // Large blocks are always timed; the block's size (the event's `arg`) is
     // looked up for timed frees only: it is the tracer's cost, not free's, so
     // it stays outside the timed region and off the counted-only path.
-    let large = !matches!(
-        segment_map::lookup(p as usize),
-        Region::ClassSegment | Region::Foreign
-    );
+    let large = matches!(owner, Owner::Large(_));
     let size = if large || probe::sampling_next() {
         // SAFETY: forwarded contract.
         unsafe { usable_size_quiet(p) }
@@ -198,8 +273,8 @@ unsafe fn traced_free(p: *mut u8) {
         0
     };
     let t = probe::start_op(large);
-    // SAFETY: forwarded contract.
-    unsafe { free_untraced(p) };
+    // SAFETY: forwarded contract; `owner` is `classify(p)`.
+    unsafe { free_owned(p, owner) };
     probe::emit(Component::Free, t, size as u64);
 }
 

@@ -26,11 +26,17 @@ pub struct Calibration {
     pub counted_event_ns: f64,
     /// ns hakmem spends timing one component instance (two TSC reads).
     pub timing_ns: f64,
-    /// ns a component with nothing in it reads (back-to-back timestamps): the
-    /// floor under every component figure.
+    /// ns between two back-to-back timestamps.
+    pub back_to_back_ns: f64,
+    /// ns hakmem's records give an operation (malloc, free, realloc) with
+    /// nothing in it: the floor under every top-level figure.
+    pub empty_operation_ns: f64,
+    /// ns hakmem's records give a component with nothing in it, timed inside
+    /// an operation: the floor under every other component figure.
     pub empty_component_ns: f64,
-    /// ns an empty component timed inside another adds to the outer one's
-    /// figure: its timestamps and its record update.
+    /// ns an empty component timed inside an operation adds to the
+    /// operation's recorded figure (its timestamps; hakmem leaves its record
+    /// update out).
     pub nested_component_ns: f64,
     /// Calls per round.
     pub iterations: u32,
@@ -70,20 +76,61 @@ fn empty_component(n: u32) -> f64 {
     })
 }
 
-/// What an outer component reads around one timed, empty inner component.
-fn nested_component(n: u32) -> f64 {
+/// Mean TSC cycles per timed instance that hakmem's records gained for
+/// `component` over `n` runs of `f` (every slot summed: while this process is
+/// not traced, only `f` records anything).
+fn recorded(n: u32, component: Component, mut f: impl FnMut()) -> f64 {
+    let sum = || {
+        let used =
+            (probe::hakmem_records_used.load(Ordering::Acquire) as usize).min(probe::MAX_RECORDS);
+        probe::hakmem_records[..used]
+            .iter()
+            .map(|r| &r.components[component as usize])
+            .fold((0u64, 0u64), |(c, t), x| {
+                (
+                    c + x.sum_cycles.load(Ordering::Relaxed),
+                    t + x.timed.load(Ordering::Relaxed),
+                )
+            })
+    };
+    let (c0, t0) = sum();
+    for _ in 0..n {
+        f();
+    }
+    let (c1, t1) = sum();
+    (c1 - c0) as f64 / (t1 - t0).max(1) as f64
+}
+
+/// What hakmem's own records say about empty work, in ns, as the median of
+/// `rounds` rounds of `n` (every operation timed): an empty operation
+/// (malloc's figure with nothing between its timestamps), an empty component
+/// inside one (small_fast's figure), and what that component adds to the
+/// operation's figure. These are the floors the reports subtract: they hold
+/// everything the timing itself leaves in a figure, as the target records it.
+fn recorded_floors(n: u32, rounds: u32) -> (f64, f64, f64) {
+    let tsc = crate::tsc::Tsc::calibrate(std::time::Duration::from_millis(20));
     let period = probe::hakmem_sample_period.swap(1, Ordering::Relaxed);
-    let v = median_reading(n, || {
-        let op = probe::start_op(false);
-        let t = probe::now();
-        let inner = probe::start();
-        probe::emit(Component::SmallFast, inner, 0);
-        let d = probe::now().wrapping_sub(t);
-        probe::emit(Component::Malloc, op, 0);
-        d
-    });
+    let nested_op = || {
+        let t = probe::start_op(false);
+        let i = probe::start();
+        probe::emit(Component::SmallFast, i, 0);
+        probe::emit(Component::Malloc, t, 0);
+    };
+    let (mut op, mut inner, mut nested) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let empty_op = recorded(n, Component::Malloc, || {
+            let t = probe::start_op(false);
+            probe::emit(Component::Malloc, t, 0);
+        });
+        let with_inner = recorded(n, Component::Malloc, nested_op);
+        let inner_empty = recorded(n, Component::SmallFast, nested_op);
+        op.push(tsc.ns(empty_op));
+        inner.push(tsc.ns(inner_empty));
+        nested.push(tsc.ns(with_inner - empty_op));
+    }
     probe::hakmem_sample_period.store(period, Ordering::Relaxed);
-    v
+    let med = |v: &[f64]| hakmem_bench::stats::median(v).unwrap_or(0.0).max(0.0);
+    (med(&op), med(&inner), med(&nested))
 }
 
 /// Measures the probe hit cost in this process.
@@ -108,8 +155,9 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
         let t = hakmem::probe::now();
         std::hint::black_box(hakmem::probe::now().wrapping_sub(t));
     });
-    let empty_component_ns = empty_component(iterations);
-    let nested_component_ns = (nested_component(iterations) - empty_component_ns).max(0.0);
+    let back_to_back_ns = empty_component(iterations);
+    let (empty_operation_ns, empty_component_ns, nested_component_ns) =
+        recorded_floors(iterations, rounds);
     let mut counted = Vec::new();
     for _ in 0..rounds {
         counted.push(per_call(iterations, || {
@@ -151,6 +199,8 @@ pub fn measure(iterations: u32, rounds: u32) -> Result<Calibration> {
         unprobed_call_ns,
         counted_event_ns,
         timing_ns,
+        back_to_back_ns,
+        empty_operation_ns,
         empty_component_ns,
         nested_component_ns,
         iterations,
@@ -171,11 +221,19 @@ pub fn print(c: &Calibration) {
         c.timing_ns
     );
     println!(
-        "  empty component:  {:>9.1} ns  (what a component with nothing in it reads; subtracted from means)",
+        "  back-to-back TSC: {:>9.1} ns  (two timestamps with nothing between them)",
+        c.back_to_back_ns
+    );
+    println!(
+        "  empty operation:  {:>9.1} ns  (what hakmem records for a malloc/free with nothing in it; subtracted from their means)",
+        c.empty_operation_ns
+    );
+    println!(
+        "  empty component:  {:>9.1} ns  (what hakmem records for a component with nothing in it; subtracted from means)",
         c.empty_component_ns
     );
     println!(
-        "  nested component: {:>9.1} ns  (what a timed inner component adds to the one around it)",
+        "  nested component: {:>9.1} ns  (what a timed inner component adds to the operation around it)",
         c.nested_component_ns
     );
     println!(

@@ -15,6 +15,28 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Components whose time is the whole of an allocator call; the others run inside them.
 const TOP_LEVEL: &[&str] = &["malloc", "free", "realloc"];
 
+/// The components timed inside each top-level one (a realloc's inner work
+/// reports as these too: its figure keeps that timing cost). Each nested timed
+/// instance adds its own timestamps and record update to its parent's figure,
+/// which the report takes back out (`probe.nested_component_ns`).
+const NESTED: &[(&str, &[&str])] = &[
+    (
+        "malloc",
+        &[
+            "small_fast",
+            "small_refill",
+            "large_alloc",
+            "bigcache_lookup",
+            "elo_select",
+            "os_map",
+        ],
+    ),
+    (
+        "free",
+        &["remote_free", "bigcache_put", "os_unmap", "os_purge"],
+    ),
+];
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub schema_version: u32,
@@ -140,9 +162,18 @@ pub struct ProbePart {
     pub hits: u64,
     /// Operations are timed 1 in this many (with everything inside them).
     pub sample_period: u32,
-    /// What a component with nothing in it reads (two back-to-back TSC reads),
-    /// measured at attach and subtracted from every mean, ns.
+    /// What hakmem records for a component with nothing in it (timed inside
+    /// an operation), measured at attach and subtracted from the means of
+    /// every component but malloc, free and realloc, ns.
     pub empty_component_ns: Option<f64>,
+    /// What hakmem records for a malloc/free with nothing in it, measured at
+    /// attach and subtracted from malloc's, free's and realloc's means, ns.
+    pub empty_operation_ns: Option<f64>,
+    /// What one timed component inside an operation adds to the operation's
+    /// recorded figure (its timestamps: hakmem leaves its record update
+    /// out), measured at attach and subtracted from malloc's and free's means
+    /// once per nested instance, ns.
+    pub nested_component_ns: Option<f64>,
     /// Exit probes that fired (one per process that exited normally).
     pub exit_probes: u64,
     /// Cost of one exit probe hit measured at attach (see `probe-cli calibrate`), ns.
@@ -164,6 +195,8 @@ pub struct Inputs<'a> {
     pub processes: &'a [crate::session::ProcessCounts],
     pub sample_period: u32,
     pub empty_component_ns: Option<f64>,
+    pub empty_operation_ns: Option<f64>,
+    pub nested_component_ns: Option<f64>,
     pub perf: Vec<Reading>,
     pub perf_scope: &'static str,
     pub perf_threads: usize,
@@ -209,6 +242,26 @@ fn component_name(id: usize) -> String {
 /// Builds the report.
 pub fn build(i: Inputs<'_>) -> Report {
     let ns = |cycles: u64| i.tsc.ns(cycles as f64);
+    // Timed instances nested in one instance of each top-level component: the
+    // children's counts over the parent's (a child is timed exactly when its
+    // parent is, with the parent's weight, so the ratio of counts is that of
+    // timed instances).
+    let calls_of = |name: &str| {
+        hakmem::probe::COMPONENTS
+            .iter()
+            .position(|(_, n)| *n == name)
+            .and_then(|id| i.counts.components.get(id))
+            .map_or(0, |s| s.calls)
+    };
+    let nested_per_call = |name: &str| -> f64 {
+        let own = calls_of(name);
+        match NESTED.iter().find(|(n, _)| *n == name) {
+            Some((_, children)) if own > 0 => {
+                children.iter().map(|c| calls_of(c)).sum::<u64>() as f64 / own as f64
+            }
+            _ => 0.0,
+        }
+    };
     let mut components: Vec<ComponentRow> = i
         .counts
         .components
@@ -224,11 +277,17 @@ pub fn build(i: Inputs<'_>) -> Report {
             } else {
                 0.0
             };
-            let floor = i.empty_component_ns.unwrap_or(0.0);
+            let name = component_name(id);
+            let floor = if TOP_LEVEL.contains(&name.as_str()) {
+                i.empty_operation_ns.unwrap_or(0.0)
+                    + nested_per_call(&name) * i.nested_component_ns.unwrap_or(0.0)
+            } else {
+                i.empty_component_ns.unwrap_or(0.0)
+            };
             let cooked = |v: f64| (v - floor).max(0.0);
             ComponentRow {
                 id: id as u32,
-                component: component_name(id),
+                component: name,
                 calls: s.calls,
                 timed: s.timed,
                 total_ns: raw_mean * s.calls as f64,
@@ -333,17 +392,26 @@ pub fn build(i: Inputs<'_>) -> Report {
         probe: ProbePart {
             method: format!(
                 "every call counted exactly in hakmem's per-thread records; malloc, free and \
-                 realloc timed 1 in {} calls with every component inside them, the large-block, \
-                 OS and ELO components on every call; {} subtracted from every mean",
+                 realloc timed 1 in {} calls on average (a random countdown per thread) with \
+                 every component inside them, each timed call standing for that many (one \
+                 longer than {} TSC cycles, a preemption, for itself only), the large-block, \
+                 OS and ELO components on every call; subtracted from the means: what hakmem records for empty work, measured \
+                 at attach ({})",
                 i.sample_period,
-                i.empty_component_ns.map_or_else(
-                    || "nothing".to_string(),
-                    |e| format!("the calibrated cost of timing an empty component ({e:.1} ns)")
-                )
+                hakmem::probe::OUTLIER_CYCLES,
+                match (i.empty_operation_ns, i.empty_component_ns, i.nested_component_ns) {
+                    (Some(o), Some(e), Some(n)) => format!(
+                        "{o:.1} ns per operation, {e:.1} ns per component, and from malloc's \
+                         and free's {n:.1} ns per component timed inside them"
+                    ),
+                    _ => "not measured: nothing subtracted".to_string(),
+                }
             ),
             hits,
             sample_period: i.sample_period,
             empty_component_ns: i.empty_component_ns,
+            empty_operation_ns: i.empty_operation_ns,
+            nested_component_ns: i.nested_component_ns,
             exit_probes: i.counts.finals.len() as u64,
             hit_cost_ns: i.hit_cost_ns,
             added_ms: i

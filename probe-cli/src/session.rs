@@ -56,6 +56,8 @@ pub struct Session {
     tsc: Tsc,
     hit_cost_ns: Option<f64>,
     empty_component_ns: Option<f64>,
+    empty_operation_ns: Option<f64>,
+    nested_component_ns: Option<f64>,
     started: Instant,
     output: OutputArgs,
     sink: Box<dyn Write + Send>,
@@ -114,6 +116,8 @@ impl Session {
             tsc,
             hit_cost_ns: calibration.as_ref().map(|c| c.probe_hit_ns),
             empty_component_ns: calibration.as_ref().map(|c| c.empty_component_ns),
+            empty_operation_ns: calibration.as_ref().map(|c| c.empty_operation_ns),
+            nested_component_ns: calibration.as_ref().map(|c| c.nested_component_ns),
             started: Instant::now(),
             output,
             sink,
@@ -220,6 +224,8 @@ impl Session {
                 .sample_period
                 .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_PERIOD),
             empty_component_ns: self.empty_component_ns,
+            empty_operation_ns: self.empty_operation_ns,
+            nested_component_ns: self.nested_component_ns,
             perf,
             perf_scope: match self.scope {
                 Scope::PerThread => "per_thread",

@@ -134,6 +134,18 @@ pub fn alloc_class(c: usize) -> *mut u8 {
     alloc_class_slow(ctx, c)
 }
 
+/// A block of class `c` from the thread's free list, or null: no refill and
+/// no call (the traced counting fast path, which takes the whole traced path
+/// then).
+#[inline(always)]
+pub fn pop_class(c: usize) -> *mut u8 {
+    match tls::get_without_call() {
+        // SAFETY: as in `alloc_class`.
+        Some(ctx) => unsafe { small::alloc::pop(ctx as *mut Heap, c) },
+        None => core::ptr::null_mut(),
+    }
+}
+
 /// As [`alloc_class`], reporting fast path vs refill to the tracer.
 #[cold]
 pub fn alloc_class_traced(c: usize) -> *mut u8 {

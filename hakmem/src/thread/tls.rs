@@ -66,6 +66,25 @@ pub fn get() -> *mut ThreadCtx {
 }
 
 /// Sets the calling thread's context pointer.
+/// As [`get`] where that needs no call (in the LD_PRELOAD library, once the
+/// static offset is known), else None: for a caller that must stay free of
+/// calls (a function without a prologue, the traced counting fast path).
+#[inline(always)]
+pub fn get_without_call() -> Option<*mut ThreadCtx> {
+    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
+    {
+        let off = fast::OFFSET.load(core::sync::atomic::Ordering::Relaxed);
+        if off == 0 {
+            return None;
+        }
+        Some(fast::read(off) as *mut ThreadCtx)
+    }
+    #[cfg(not(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux")))]
+    {
+        Some(CURRENT.get())
+    }
+}
+
 pub fn set(h: *mut ThreadCtx) {
     CURRENT.set(h);
     #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]

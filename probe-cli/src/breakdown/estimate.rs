@@ -126,7 +126,12 @@ fn per_op(run: &TracedRun, names: &[&str], cal: &Calibration) -> (f64, f64, f64)
     for name in names {
         if let Some(&(n, total)) = run.components.get(*name) {
             raw += total;
-            calibrated += total - n as f64 * cal.empty_component_ns;
+            let floor = if TOP_LEVEL.contains(name) {
+                cal.empty_operation_ns
+            } else {
+                cal.empty_component_ns
+            };
+            calibrated += total - n as f64 * floor;
             calls += n;
             any_top |= TOP_LEVEL.contains(name);
         }
@@ -421,6 +426,7 @@ mod tests {
         Calibration {
             probe_hit_ns: 500.0,
             empty_component_ns: 10.0,
+            empty_operation_ns: 10.0,
             nested_component_ns: 20.0,
         }
     }

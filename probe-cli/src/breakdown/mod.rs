@@ -103,6 +103,7 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     let calibration = model::Calibration {
         probe_hit_ns: c.probe_hit_ns,
         empty_component_ns: c.empty_component_ns,
+        empty_operation_ns: c.empty_operation_ns,
         nested_component_ns: c.nested_component_ns,
     };
 

@@ -55,8 +55,11 @@ pub struct Calibration {
     /// What a component with no work in it reads (back-to-back timestamps),
     /// subtracted from every component instance, ns.
     pub empty_component_ns: f64,
-    /// What a probed component adds to the figure of the one around it (its
-    /// timestamps and event call; the hit itself is excluded by hakmem), ns.
+    /// What hakmem records for an empty malloc/free/realloc, subtracted from
+    /// each of their instances, ns.
+    pub empty_operation_ns: f64,
+    /// What a probed component adds to the figure of the one around it: its
+    /// timestamps (hakmem takes its record update out of the outer figure), ns.
     pub nested_component_ns: f64,
 }
 

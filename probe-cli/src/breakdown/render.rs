@@ -250,9 +250,10 @@ fn footer(b: &Breakdown) -> String {
     let _ = writeln!(
         o,
         "calibration: a probe hit costs {} (excluded from every figure; it slowed the traced runs by {}); \
-         an empty component reads {} (subtracted per instance); a probed component adds {} to the one around it (subtracted from malloc/free/realloc per nested instance)",
+         hakmem records {} for an empty operation and {} for an empty component (subtracted per instance); a probed component's timestamps add {} to the operation around it (subtracted from malloc/free/realloc per nested instance; hakmem takes its record update out itself)",
         ns(c.probe_hit_ns),
         added.join(", "),
+        ns(c.empty_operation_ns),
         ns(c.empty_component_ns),
         ns(c.nested_component_ns)
     );
