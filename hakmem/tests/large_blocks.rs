@@ -70,7 +70,7 @@ fn report() {
         s.large.phase,
         s.large.evo_transitions,
         s.large.samples.iter().sum::<u64>(),
-        s.large.uses[hakmem::large::elo::DEFAULT as usize],
+        s.large.uses[hakmem::large::elo::default_strategy() as usize],
         s.large.uses.iter().sum::<u64>(),
     );
 }

@@ -58,6 +58,9 @@ pub struct LargeStats {
     pub span_resized_in_place: u64,
     /// Passes of the background purge thread.
     pub background_ticks: u64,
+    /// Whether the kernel gives huge pages (`thp.rs`); None until the first
+    /// large allocation measured it.
+    pub thp: Option<crate::thp::Verdict>,
 }
 
 impl LargeStats {
@@ -93,6 +96,7 @@ impl LargeStats {
             span_purged_bytes: 0,
             span_resized_in_place: 0,
             background_ticks: crate::large::purge_thread::TICKS.load(Relaxed),
+            thp: crate::thp::measured(),
         };
         {
             use crate::large::span_heap::{self as sh, COUNTERS as C};
@@ -154,6 +158,24 @@ pub fn print(s: &LargeStats) {
         "hakmem stats: evolution {:?}, transitions {}, strategy {}, matches {}",
         s.phase, s.evo_transitions, STRATEGIES[s.strategy as usize].name, s.elo_matches
     );
+    if let Some(v) = s.thp {
+        use crate::thp::Source;
+        let _ = write!(
+            w,
+            "hakmem stats: huge pages {}",
+            if v.granted { "granted" } else { "refused" }
+        );
+        let _ = match v.source {
+            Source::Option => writeln!(w, " (HAKMEM_THP)"),
+            Source::Sysfs => writeln!(w, " (sysfs: never, or no THP)"),
+            Source::Probe => writeln!(
+                w,
+                " (probe: {} of 512 pages resident after one write to a MADV_HUGEPAGE 2 MiB range, first fault {:.1} us)",
+                v.probe_pages,
+                v.first_fault_ns as f64 / 1000.0
+            ),
+        };
+    }
     let mib = |b: u64| b as f64 / 1048576.0;
     let _ = writeln!(
         w,
