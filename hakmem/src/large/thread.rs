@@ -81,6 +81,8 @@ pub struct Counters {
     pub bigcache_hits: Counter,
     /// BigCache lookups that did not.
     pub bigcache_misses: Counter,
+    /// Hits that took a block of a larger class and trimmed it.
+    pub bigcache_larger_hits: Counter,
     /// Blocks the cache took on free.
     pub bigcache_puts: Counter,
     /// Blocks the cache turned away.
@@ -103,6 +105,7 @@ impl Counters {
             large_bytes_freed: Counter::new(),
             bigcache_hits: Counter::new(),
             bigcache_misses: Counter::new(),
+            bigcache_larger_hits: Counter::new(),
             bigcache_puts: Counter::new(),
             bigcache_refused: Counter::new(),
             bigcache_evictions: Counter::new(),
