@@ -271,6 +271,9 @@ pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: StateOf) {
     let spans_hold_enough = block::in_span(a) && span_heap::dirty_bytes() >= usable as u64;
     let put = if mode == BigCacheMode::Off || offset != HEADER_SIZE || foreign || spans_hold_enough
     {
+        if spans_hold_enough && mode != BigCacheMode::Off {
+            h.counters.bigcache_bypassed.add(1);
+        }
         if foreign {
             span_heap::COUNTERS
                 .cross_thread_frees

@@ -594,12 +594,15 @@ pub fn set_owner(start: usize, owner: u32) {
 /// Gives the live span at `start` back: it becomes dirty (its pages stay
 /// resident until purged) and coalesces with dirty neighbours.
 pub fn free(start: usize) {
-    free_since(start, now_ms())
+    let now = now_ms();
+    LAST_ACTIVITY_MS.store(now, Relaxed);
+    free_since(start, now)
 }
 
 /// [`free`] for memory that already waited the purge delay elsewhere (the
 /// BigCache): counted as freed one purge delay ago, so an idle program's next
-/// pass purges it, and a busy one holds it like any other free span.
+/// pass purges it, and a busy one holds it like any other free span. The
+/// cache's aging is no program activity: it does not postpone idleness.
 pub fn free_aged(start: usize) {
     let delay = crate::options::get()
         .purge_delay_ms
@@ -615,7 +618,6 @@ fn free_since(start: usize, since: u32) {
     let l = g.lists();
     let len = meta(base, page).len.load(Relaxed) as usize;
     debug_assert_eq!(meta(base, page).state.load(Relaxed) & KIND, USED);
-    LAST_ACTIVITY_MS.store(now_ms(), Relaxed);
     COUNTERS.frees.fetch_add(1, Relaxed);
     COUNTERS.used_pages.fetch_sub(len as u64, Relaxed);
     COUNTERS.dirty_pages.fetch_add(len as u64, Relaxed);
@@ -1008,6 +1010,32 @@ mod tests {
         assert!(d.dirty);
         free(d.start);
         check();
+    }
+
+    #[test]
+    fn a_dirty_span_extends_into_the_clean_span_after_it() {
+        let _s = serial();
+        // Large enough that no other test's dirty span serves the request.
+        let (n, want) = (12_000, 18_000);
+        let a = alloc(n, 1).unwrap();
+        let b = alloc(n, 1).unwrap();
+        let guard = alloc(1, 1).unwrap();
+        assert_eq!(b.start, a.start + n * OS_PAGE, "adjacent spans");
+        free(b.start);
+        purge(0, true);
+        unsafe { core::ptr::write_bytes(a.start as *mut u8, 7, OS_PAGE) };
+        free(a.start);
+        let mixed = COUNTERS.mixed_reuses.load(Relaxed);
+        let d = alloc(want, 2).unwrap();
+        assert_eq!(d.start, a.start, "starts with the resident span");
+        assert!(d.dirty, "not all of it reads zero");
+        assert_eq!(COUNTERS.mixed_reuses.load(Relaxed), mixed + 1);
+        assert_eq!(used_span_at(d.start), Some(want));
+        check();
+        free(d.start);
+        free(guard.start);
+        check();
+        purge(0, true);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct LargeStats {
     pub bigcache_misses: u64,
     /// Hits (counted in `bigcache_hits`) served by a block of a larger class, trimmed.
     pub bigcache_larger_hits: u64,
+    /// Frees sent to the span level instead of the cache: it already held
+    /// that much resident free memory.
+    pub bigcache_bypassed: u64,
     /// Blocks that entered the cache on free.
     pub bigcache_puts: u64,
     /// Blocks the cache turned away (full, over budget), unmapped instead.
@@ -75,6 +78,7 @@ impl LargeStats {
             bigcache_hits: 0,
             bigcache_misses: 0,
             bigcache_larger_hits: 0,
+            bigcache_bypassed: 0,
             bigcache_puts: 0,
             bigcache_refused: 0,
             bigcache_evictions: 0,
@@ -136,6 +140,7 @@ impl LargeStats {
         self.bigcache_hits += c.bigcache_hits.get();
         self.bigcache_misses += c.bigcache_misses.get();
         self.bigcache_larger_hits += c.bigcache_larger_hits.get();
+        self.bigcache_bypassed += c.bigcache_bypassed.get();
         self.bigcache_puts += c.bigcache_puts.get();
         self.bigcache_refused += c.bigcache_refused.get();
         self.bigcache_evictions += c.bigcache_evictions.get();
@@ -152,11 +157,12 @@ pub fn print(s: &LargeStats) {
     let mut w = crate::report::StackWriter::<1024>::new();
     let _ = writeln!(
         w,
-        "hakmem stats: bigcache hits {} ({} from a larger class), misses {}, puts {}, refused {}, evictions {}, purged {}, reserved {:.1} MiB",
+        "hakmem stats: bigcache hits {} ({} from a larger class), misses {}, puts {}, sent to spans {}, refused {}, evictions {}, purged {}, reserved {:.1} MiB",
         s.bigcache_hits,
         s.bigcache_larger_hits,
         s.bigcache_misses,
         s.bigcache_puts,
+        s.bigcache_bypassed,
         s.bigcache_refused,
         s.bigcache_evictions,
         s.bigcache_purged,

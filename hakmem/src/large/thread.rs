@@ -83,6 +83,9 @@ pub struct Counters {
     pub bigcache_misses: Counter,
     /// Hits that took a block of a larger class and trimmed it.
     pub bigcache_larger_hits: Counter,
+    /// Frees sent to the span level, not the cache, because it held at
+    /// least the block's size of resident free memory.
+    pub bigcache_bypassed: Counter,
     /// Blocks the cache took on free.
     pub bigcache_puts: Counter,
     /// Blocks the cache turned away.
@@ -106,6 +109,7 @@ impl Counters {
             bigcache_hits: Counter::new(),
             bigcache_misses: Counter::new(),
             bigcache_larger_hits: Counter::new(),
+            bigcache_bypassed: Counter::new(),
             bigcache_puts: Counter::new(),
             bigcache_refused: Counter::new(),
             bigcache_evictions: Counter::new(),
