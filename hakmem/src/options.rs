@@ -240,7 +240,7 @@ pub const TABLE: &[OptionSpec] = &[
     OptionSpec {
         name: "HAKMEM_THP",
         values: "probe (default), grant, refuse",
-        meaning: "whether the kernel gives transparent huge pages: measured once at the first large allocation (probe), or taken as given (grant) or refused (refuse); only where they are given are the huge-page strategies the default and explored",
+        meaning: "whether the kernel gives transparent huge pages: measured once at the first large allocation (probe), or taken as given (grant) or refused (refuse); only where they are given are the huge-page strategies the default and explored, and the span heap's arenas ask for them",
         apply: |o, v| {
             o.thp = match v {
                 b"probe" => Thp::Probe,
