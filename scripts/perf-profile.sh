@@ -76,8 +76,7 @@ fi
 echo "perf-profile.sh: $scenario, config $config, size $size x $repeat runs; $event_note" >&2
 
 runs=$(mktemp)
-group_py=$(mktemp)
-trap 'rm -f "$runs" "$group_py"' EXIT
+trap 'rm -f "$runs"' EXIT
 for _ in $(seq "$repeat"); do
   printf '%q ' "$bench" run --scenario "$scenario" --allocator hakmem --json --size "$size" \
     --idle-ms 0 --syscalls off
@@ -96,57 +95,8 @@ report=(--stdio --no-children --sort sym -g none -i "$out/perf.data")
   "$perf" report "${report[@]}" --percent-limit 0.3 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60
 } >"$out/perf-report.txt"
 
-# Self time grouped by component: the module path of each symbol.
-cat >"$group_py" <<'PY'
-import re, sys
-scenario, config, note, md_path = sys.argv[1:5]
-RULES = [  # first match wins: (component, pattern on the symbol)
-    ("probe", r"hakmem::probe|hakmem_probe_event"),
-    ("bigcache", r"hakmem::large::bigcache"),
-    ("elo", r"hakmem::large::elo"),
-    ("evolution", r"hakmem::large::evolution"),
-    ("span heap", r"hakmem::large::span_heap|hakmem::large::purge_thread"),
-    ("profile", r"hakmem::large::profile"),
-    ("large_path", r"hakmem::large::"),
-    ("segment", r"hakmem::small::segment|hakmem::segment_map|hakmem::stack"),
-    ("os", r"hakmem::os::|hakmem::vm::"),
-    ("heap (small blocks)", r"hakmem::small::|hakmem::thread::"),
-    # With LTO the small fast path is inlined into the global allocator's shims.
-    ("api + inlined fast path", r"hakmem::api|hakmem::global_alloc|<hakmem::Hakmem|hakmem_bench::dispatch|__rust_(alloc|dealloc|realloc|alloc_zeroed)\b"),
-    ("hakmem (other)", r"hakmem::"),
-    ("workload (hakmem-bench)", r"hakmem_bench::|hdrhistogram"),
-    ("kernel: page faults", r"\[k\] .*(fault|clear_page|folio|pte|lru|memcg|charge|zap|rmqueue|alloc_pages|huge|anon)"),
-    ("kernel: other", r"\[k\]"),
-    ("other (libc, loader, std)", r""),
-]
-groups, tops = {}, {}
-for line in sys.stdin:
-    parts = line.rstrip("\n").split("\t")
-    if len(parts) < 2:
-        continue
-    try:
-        pct = float(parts[0].strip().rstrip("%"))
-    except ValueError:
-        continue
-    sym = parts[1].strip()
-    comp = next(c for c, p in RULES if re.search(p, sym))
-    groups[comp] = groups.get(comp, 0.0) + pct
-    tops.setdefault(comp, []).append((pct, sym.split("] ", 1)[-1]))
-rows = sorted(groups.items(), key=lambda kv: -kv[1])
-head = "perf self time by hakmem component: %s (%s); %s" % (scenario, config, note)
-def top(c):
-    best = sorted(tops[c], reverse=True)[:3]
-    return ", ".join("%s %.1f%%" % (s[:60], p) for p, s in best)
-print(head)
-print("%-28s %7s  top symbols" % ("component", "self"))
-for c, p in rows:
-    print("%-28s %6.1f%%  %s" % (c, p, top(c)))
-with open(md_path, "w") as md:
-    md.write("### %s\n\n| component | self time | top symbols |\n|---|---:|---|\n" % head)
-    for c, p in rows:
-        md.write("| %s | %.1f%% | %s |\n" % (c, p, top(c).replace("|", "\\|")))
-PY
+# Self time grouped by component (the module path of each symbol): hakmem-bench perf-group.
 "$perf" report "${report[@]}" -F overhead,sym -t $'\t' 2>/dev/null | grep -v '^#' | grep -v '^$' \
-  | /usr/bin/python3 "$group_py" "$scenario" "$config" "$event_note" "$out/perf-components.md" \
+  | "$bench" perf-group --title "$scenario ($config); $event_note" --markdown "$out/perf-components.md" \
   | tee "$out/perf-components.txt"
 echo "perf-profile.sh: wrote perf.data, perf-report.txt, perf-components.{txt,md} to $out" >&2

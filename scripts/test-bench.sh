@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
-# Options from the caller's environment would change what is measured.
+# Options from the caller's environment would change what is measured
+# (HAKMEM_TEST_FULL is the suite's, not an allocator option).
+suite=${HAKMEM_TEST_FULL:-}
 for v in $(env | grep -o '^HAKMEM_[A-Za-z0-9_]*' || true); do unset "$v"; done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hakmem-test-bench.XXXXXX")
@@ -19,12 +21,19 @@ fail() {
 }
 
 echo "--- build (release): hakmem-bench, libhakmem.so (hakmem in programs, hakmem-preload) and libmimalloc3.so"
-cargo build --release -p hakmem-bench -p hakmem-preload
+# Under scripts/test.sh (HAKMEM_TEST_FULL set) the build is the suite's own
+# workspace build, already done: a narrower `-p` selection unifies features
+# differently and would compile hakmem and everything above it again.
+if [ -n "$suite" ]; then
+  cargo build --release --workspace --all-targets
+else
+  cargo build --release -p hakmem-bench -p hakmem-preload
+fi
 # Its own workspace (see benches/mimalloc3/Cargo.toml); the library lands next to hakmem-bench.
 cargo build --release --manifest-path benches/mimalloc3/Cargo.toml --target-dir "$(realpath "${CARGO_TARGET_DIR:-target}")"
 
 # (Skipped when scripts/test.sh, which already ran them with the workspace, calls this.)
-if [ -z "${HAKMEM_TEST_FULL:-}" ]; then
+if [ -z "$suite" ]; then
   echo "--- integration tests (release)"
   cargo test --release -p hakmem-bench -- --test-threads=2
 fi

@@ -17,7 +17,14 @@ fi
 target_dir=${CARGO_TARGET_DIR:-target}
 
 # The library `run` preloads, and the tools in release as users run them.
-cargo build --release -p hakmem-preload -p probe-cli
+# Under scripts/test.sh (HAKMEM_TEST_FULL set) the build is the suite's own
+# workspace build, already done: a narrower `-p` selection unifies features
+# differently and would compile hakmem and everything above it again.
+if [ -n "${HAKMEM_TEST_FULL:-}" ]; then
+  cargo build --release --workspace --all-targets
+else
+  cargo build --release -p hakmem-preload -p probe-cli
+fi
 
 # The shared layouts and the embedded object, then the integration tests
 # (skipped when scripts/test.sh, which already ran them with the workspace, calls this).

@@ -127,39 +127,9 @@ same() {
   ok "$name" "$(wc -c <"$tmp/$name.plain.out") bytes identical [$((SECONDS - t0))s]"
 }
 
-cat >"$tmp/alloc.py" <<'EOF'
-# Allocation-heavy Python: dicts, lists, tuples, str joins, a json round trip.
-import hashlib, json
-h = hashlib.sha256()
-d = {}
-for i in range(100000):
-    d["k%07d" % i] = [i, str(i * 7), (i, i + 1), {"v": i % 97}]
-for i in range(0, 100000, 3):
-    del d["k%07d" % i]
-h.update(str(len(d)).encode())
-rows = [{"id": i, "name": "n" * (i % 50), "tags": list(range(i % 20)), "x": i / 7}
-        for i in range(20000)]
-text = json.dumps(rows, sort_keys=True)
-back = json.loads(text)
-assert back == rows
-h.update(text.encode())
-parts = []
-for i in range(80000):
-    parts.append("-".join(str(j) for j in range(i % 30)))
-big = "\n".join(parts)
-h.update(big.encode())
-words = big.split("-")
-h.update(str(sorted(set(words))[:100]).encode())
-acc = bytearray()
-for i in range(5000):
-    acc += bytes(i % 256 for _ in range(i % 300))
-h.update(acc)
-print(len(d), len(text), len(big), len(words), len(acc))
-print(h.hexdigest())
-EOF
-PYTHONHASHSEED=0 same python3 "$python" "$tmp/alloc.py"
+PYTHONHASHSEED=0 same python3 "$python" "$root/hakmem/tests/programs/alloc.py"
 # Again with every Python object from malloc instead of pymalloc's arenas.
-PYTHONHASHSEED=0 PYTHONMALLOC=malloc same python3-malloc "$python" "$tmp/alloc.py"
+PYTHONHASHSEED=0 PYTHONMALLOC=malloc same python3-malloc "$python" "$root/hakmem/tests/programs/alloc.py"
 
 # sort: tens of MB of lines, big buffers and two sorting threads.
 awk 'BEGIN { srand(7); for (i = 0; i < 900000; i++)
@@ -167,23 +137,7 @@ awk 'BEGIN { srand(7); for (i = 0; i < 900000; i++)
 LC_ALL=C same sort sort --parallel=2 -S 64M "$tmp/lines.txt"
 LC_ALL=C same sort-keys sort --parallel=2 -S 64M -t ' ' -k3,3n -k1,1 -u "$tmp/lines.txt"
 
-cat >"$tmp/hash.pl" <<'EOF'
-# Hash-heavy Perl: build, update, delete and walk big hashes of arrays.
-use strict; use warnings; use Digest::MD5 qw(md5_hex);
-my %h;
-for my $i (0 .. 150000) { $h{"key$i"} = [$i, "v" x ($i % 40), { n => $i % 13 }]; }
-for my $i (0 .. 150000) { delete $h{"key$i"} if $i % 4 == 0; }
-my %count;
-$count{ $h{$_}[2]{n} }++ for keys %h;
-my $ctx = Digest::MD5->new;
-for my $k (sort keys %h) { $ctx->add($k, $h{$k}[0], $h{$k}[1]); }
-my @s = map { join(",", $_ .. $_ + ($_ % 17)) } 0 .. 40000;
-my $joined = join("|", @s);
-my %words; $words{$_}++ for split /[,|]/, $joined;
-print scalar(keys %h), " ", join(" ", map { "$_=$count{$_}" } sort { $a <=> $b } keys %count), "\n";
-print $ctx->hexdigest, " ", length($joined), " ", scalar(keys %words), " ", md5_hex($joined), "\n";
-EOF
-same perl perl "$tmp/hash.pl"
+same perl perl "$root/hakmem/tests/programs/hash.pl"
 
 # gcc: cc1, as and collect2 all run under hakmem; the objects must be
 # byte-identical to those of a plain compile, and the program must run.

@@ -208,7 +208,10 @@ ok "model + fault injection (hardened)" "$hardened_cases random action sequences
 # ---------------------------------------------------------------------------
 section "probe-cli under stress"
 t0=$SECONDS
-cargo test --release -p probe-cli --test stress -- --test-threads=1 --nocapture >"$tmp/probe.out" 2>&1 || {
+# (--workspace under scripts/test.sh: the same features as its build, nothing recompiled)
+selection=(-p probe-cli)
+[ -n "${HAKMEM_TEST_FULL:-}" ] && selection=(--workspace)
+cargo test --release "${selection[@]}" --test stress -- --test-threads=1 --nocapture >"$tmp/probe.out" 2>&1 || {
   grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/probe.out" | tail -40 >&2
   fail "probe-cli stress tests"
 }

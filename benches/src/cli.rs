@@ -31,6 +31,19 @@ pub enum Command {
     Compare(CompareArgs),
     /// Real programs × allocators through LD_PRELOAD, interleaved rounds; prints the table.
     Programs(ProgramsArgs),
+    /// Groups `perf report` self time (stdin) by hakmem component (scripts/perf-profile.sh).
+    PerfGroup(PerfGroupArgs),
+}
+
+/// `perf-group` arguments.
+#[derive(Args, Debug)]
+pub struct PerfGroupArgs {
+    /// What was profiled (the table's heading).
+    #[arg(long, default_value = "")]
+    pub title: String,
+    /// Also write the table as Markdown to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
 }
 
 /// `programs` arguments.
@@ -205,6 +218,8 @@ pub enum Plan {
     Compare(ComparePlan),
     /// `programs`.
     Programs(programs::Plan),
+    /// `perf-group`.
+    PerfGroup(PerfGroupArgs),
 }
 
 /// Threads when `--threads` is not given: the machine's cores.
@@ -240,6 +255,7 @@ fn available_allocator(name: &str) -> Result<Allocator, String> {
 pub fn validate(cli: Cli) -> Result<Plan, String> {
     match cli.command {
         Command::List => Ok(Plan::List),
+        Command::PerfGroup(args) => Ok(Plan::PerfGroup(args)),
         Command::Run(args) => Ok(Plan::Run(RunPlan {
             scenario: scenario(&args.scenario)?,
             allocator: available_allocator(&args.allocator)?,

@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod launch;
 pub mod list;
 pub mod model;
+pub mod perf_group;
 pub mod process;
 pub mod programs;
 pub mod protocol;

@@ -6,7 +6,9 @@
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use hakmem_bench::{child, cli, compare, dispatch, launch, list, model, programs, syscount, table};
+use hakmem_bench::{
+    child, cli, compare, dispatch, launch, list, model, perf_group, programs, syscount, table,
+};
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -75,6 +77,15 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("hakmem-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        cli::Plan::PerfGroup(args) => {
+            match perf_group::run(&args.title, args.markdown.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hakmem-bench: perf-group: {e}");
                     ExitCode::FAILURE
                 }
             }

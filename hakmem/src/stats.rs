@@ -100,10 +100,10 @@ pub fn collect() -> Stats {
     let (mut lba, mut lbf) = (0u64, 0u64);
     crate::thread::for_each(|c, l| {
         for i in 0..NUM_CLASSES {
-            s.classes[i].allocs += c.allocs[i].get();
-            s.classes[i].frees += c.frees[i].get();
+            s.classes[i].allocs += c.allocs(i);
+            s.classes[i].frees += c.counters().frees[i].get();
         }
-        s.remote_frees += c.remote_frees.get();
+        s.remote_frees += c.counters().remote_frees.get();
         s.large.add(l);
         let c = l;
         s.large_allocs += c.large_allocs.get();

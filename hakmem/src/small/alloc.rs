@@ -22,12 +22,15 @@ const RECLAIMS_PER_NEW_SEGMENT: u32 = 8;
 /// queues all hold the empty page) and `c < NUM_CLASSES`.
 #[inline(always)]
 pub unsafe fn pop(heap: *mut Heap, c: usize) -> *mut u8 {
-    // SAFETY: the caller's contract: `first[c]` is a page of this heap or the
-    // empty page, whose `free` is null so `pop` does not write to it.
+    // SAFETY: the caller's contract: `c < NUM_CLASSES` (no bounds check on
+    // the fast path) and `first[c]` is a page of this heap or the empty page,
+    // whose `free` is null so `pop` does not write to it. The count shares
+    // the cache line of `first[c]`, which this pop reads anyway.
     unsafe {
-        let b = (*(*heap).first[c]).pop();
+        let head = (*heap).first.get_unchecked(c);
+        let b = (*head.page).pop();
         if !b.is_null() {
-            (*heap).counters.allocs[c].add(1);
+            head.allocs.add(1);
         }
         b as *mut u8
     }
@@ -39,7 +42,7 @@ pub unsafe fn pop(heap: *mut Heap, c: usize) -> *mut u8 {
 #[inline(never)]
 pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
     for attempt in 0..2 {
-        let mut page = h.first[c];
+        let mut page = h.first[c].page;
         while page != empty_page() {
             // SAFETY: pages in the queue belong to segments this heap owns.
             let b = unsafe {
@@ -51,7 +54,7 @@ pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
                 p.pop()
             };
             if !b.is_null() {
-                h.counters.allocs[c].add(1);
+                h.first[c].allocs.add(1);
                 return b as *mut u8;
             }
             // Nothing left: out of the queue until a block comes back. The
@@ -61,7 +64,7 @@ pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
                 h.unlink(page);
                 (*page).in_full = true;
             }
-            page = h.first[c];
+            page = h.first[c].page;
         }
         if attempt == 0 && !h.collect_remote() {
             break;
@@ -74,7 +77,7 @@ pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
                 (*page).extend();
                 (*page).pop()
             };
-            h.counters.allocs[c].add(1);
+            h.first[c].allocs.add(1);
             b as *mut u8
         }
         None => out_of_memory(),
@@ -120,7 +123,7 @@ impl Heap {
                 reclaims_left -= 1;
                 if self.reclaim_abandoned() {
                     // Reclaimed pages may already serve this class.
-                    let first = self.first[c];
+                    let first = self.first[c].page;
                     if first != empty_page() {
                         // SAFETY: a page of this heap.
                         if unsafe { !(*first).free.is_null() || (*first).extend() } {

@@ -2,7 +2,7 @@
 //! list of owned segments per page kind, plus the thread's small-block counters.
 //!
 //! ```text
-//! Heap ── first[class] ──► Page ⇄ Page ⇄ …   (pages with blocks to give)
+//! Heap ── first[class].page ──► Page ⇄ Page ⇄ …   (pages with blocks to give)
 //!      └─ segments[kind] ─► Segment ⇄ Segment …   (every segment it owns)
 //! ```
 //!
@@ -29,9 +29,10 @@ use core::ptr;
 /// A thread's small-block heap.
 #[repr(C)]
 pub struct Heap {
-    /// Head of the queue of pages of each class; the empty page when the
-    /// queue is empty. The fast path pops from `first[c]`.
-    pub(crate) first: [*mut Page; NUM_CLASSES],
+    /// Head of the queue of pages of each class (the empty page when the
+    /// queue is empty) and the class's allocation count. The fast path pops
+    /// from `first[c].page` and counts in the same cache line.
+    pub(crate) first: [ClassHead; NUM_CLASSES],
     /// Tail of each queue (null when empty).
     pub(crate) last: [*mut Page; NUM_CLASSES],
     /// Owned segments of each kind; those with free pages come first.
@@ -40,11 +41,20 @@ pub struct Heap {
     pub counters: Counters,
 }
 
-/// The small-block counters each thread keeps (written by that thread only,
-/// summed by the statistics snapshot).
+/// One class's queue head and allocation count, side by side: 16 bytes, so
+/// a malloc touches one line of the heap for both.
+#[repr(C)]
+pub(crate) struct ClassHead {
+    /// First page of the class's queue, or the empty page.
+    pub(crate) page: *mut Page,
+    /// Blocks of the class handed out by this thread (owner writes, anyone reads).
+    pub(crate) allocs: Counter,
+}
+
+/// The small-block counters each thread keeps besides the per-class
+/// allocation counts (written by that thread only, summed by the statistics
+/// snapshot).
 pub struct Counters {
-    /// Blocks handed out, per class.
-    pub allocs: [Counter; NUM_CLASSES],
     /// Frees by this thread, of blocks of any thread, per class.
     pub frees: [Counter; NUM_CLASSES],
     /// Frees by this thread of blocks another thread owns.
@@ -62,15 +72,48 @@ pub(crate) fn empty_page() -> *mut Page {
     &raw const EMPTY_PAGE.0 as *mut Page
 }
 
+/// Another thread's view of a heap's counters (the statistics snapshot):
+/// only atomics are read, never the owner's queue pointers.
+pub struct CountersOf {
+    heap: *const Heap,
+}
+
+impl CountersOf {
+    /// The view of the heap at `heap`.
+    ///
+    /// # Safety
+    /// `heap` points to a heap that stays mapped while the view is used.
+    pub(crate) unsafe fn new(heap: *const Heap) -> Self {
+        CountersOf { heap }
+    }
+
+    /// Blocks of class `c` handed out.
+    pub fn allocs(&self, c: usize) -> u64 {
+        // SAFETY: a mapped heap (`new`'s contract); the place expression
+        // borrows only the atomic counter, not the owner-written `page`.
+        unsafe { (*self.heap).first[c].allocs.get() }
+    }
+
+    /// The other counters.
+    pub fn counters(&self) -> &Counters {
+        // SAFETY: as above; `Counters` holds atomics only.
+        unsafe { &(*self.heap).counters }
+    }
+}
+
 impl Heap {
     /// A heap with every queue empty and no segment.
     pub const fn empty() -> Heap {
         Heap {
-            first: [&raw const EMPTY_PAGE.0 as *mut Page; NUM_CLASSES],
+            first: [const {
+                ClassHead {
+                    page: &raw const EMPTY_PAGE.0 as *mut Page,
+                    allocs: Counter::new(),
+                }
+            }; NUM_CLASSES],
             last: [ptr::null_mut(); NUM_CLASSES],
             segments: [ptr::null_mut(); 3],
             counters: Counters {
-                allocs: [const { Counter::new() }; NUM_CLASSES],
                 frees: [const { Counter::new() }; NUM_CLASSES],
                 remote_frees: Counter::new(),
             },

@@ -21,7 +21,7 @@ impl Heap {
             if (*page).in_full {
                 (*page).in_full = false;
             } else {
-                if self.first[(*page).class as usize] == page && (*page).next.is_null() {
+                if self.first[(*page).class as usize].page == page && (*page).next.is_null() {
                     return;
                 }
                 self.unlink(page);

@@ -19,7 +19,7 @@ impl Heap {
         // SAFETY: the caller's contract.
         let p = unsafe { &mut *page };
         let c = p.class as usize;
-        let first = self.first[c];
+        let first = self.first[c].page;
         p.prev = ptr::null_mut();
         if first == empty_page() {
             p.next = ptr::null_mut();
@@ -29,7 +29,7 @@ impl Heap {
             // SAFETY: a page of this heap's queue.
             unsafe { (*first).prev = page };
         }
-        self.first[c] = page;
+        self.first[c].page = page;
     }
 
     /// Puts `page` at the tail of its class's queue.
@@ -39,7 +39,7 @@ impl Heap {
     pub(crate) unsafe fn push_back(&mut self, page: *mut Page) {
         // SAFETY: the caller's contract.
         let c = unsafe { (*page).class } as usize;
-        if self.first[c] == empty_page() {
+        if self.first[c].page == empty_page() {
             // SAFETY: the caller's contract.
             return unsafe { self.push_front(page) };
         }
@@ -62,7 +62,7 @@ impl Heap {
         unsafe {
             let (c, next, prev) = ((*page).class as usize, (*page).next, (*page).prev);
             if prev.is_null() {
-                self.first[c] = if next.is_null() { empty_page() } else { next };
+                self.first[c].page = if next.is_null() { empty_page() } else { next };
             } else {
                 (*prev).next = next;
             }

@@ -117,7 +117,9 @@ impl Heap {
             }
             self.segments[k] = ptr::null_mut();
         }
-        self.first = [empty_page(); NUM_CLASSES];
+        for head in &mut self.first {
+            head.page = empty_page();
+        }
         self.last = [ptr::null_mut(); NUM_CLASSES];
     }
 }

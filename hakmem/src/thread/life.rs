@@ -8,7 +8,7 @@ use crate::counters::GLOBAL;
 use crate::large::thread::{Counters as LargeCounters, ThreadState};
 use crate::options;
 use crate::os;
-use crate::small::heap::Counters as SmallCounters;
+use crate::small::heap::CountersOf as SmallCounters;
 use crate::stack::{StackNode, TaggedStack};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -135,7 +135,10 @@ pub fn for_each(mut f: impl FnMut(&SmallCounters, &LargeCounters)) {
         // SAFETY: registered contexts are never unmapped; counters are atomics,
         // and only the counter fields are borrowed.
         unsafe {
-            f(&(*c).small.counters, &(*c).large.counters);
+            f(
+                &SmallCounters::new(&raw const (*c).small),
+                &(*c).large.counters,
+            );
             c = (*c).registry_next;
         }
     }
