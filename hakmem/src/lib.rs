@@ -13,7 +13,8 @@
 //!      small: size_class, page, segment, heap (alloc, free, queue, reclaim, purge)
 //!      large: block (header), bigcache, elo, evolution, profile, path, thread, stats
 //!  2 probe, counters, layout, segment_map, hardening, vm (counted OS memory
-//!    calls), stack (the one tagged lock-free stack)
+//!    calls), thp (does the kernel give huge pages: measured once), stack
+//!    (the one tagged lock-free stack)
 //!  1 os (raw system calls), report (stack writer), diag (warn, fatal, bad
 //!    pointers), options (parsing, no side effect)
 //! ```
@@ -68,6 +69,7 @@ mod segment_map;
 pub(crate) mod small;
 pub(crate) mod stack;
 pub(crate) mod stats;
+pub mod thp;
 pub(crate) mod thread;
 pub(crate) mod vm;
 

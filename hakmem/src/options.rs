@@ -21,6 +21,17 @@ pub enum BigCacheMode {
     Off,
 }
 
+/// `HAKMEM_THP`: how hakmem learns whether the kernel gives huge pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Thp {
+    /// Measure it once (the default; see `thp.rs`).
+    Probe,
+    /// Take it as given, without measuring.
+    Grant,
+    /// Take it as refused, without measuring (a kernel that gives none).
+    Refuse,
+}
+
 /// The parsed options. `Copy` so that readers never hold a reference into the static.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -50,6 +61,8 @@ pub struct Options {
     /// `HAKMEM_BACKGROUND_PURGE=0`: no background purge thread (free memory
     /// then goes back to the OS only on allocator activity).
     pub background_purge: bool,
+    /// `HAKMEM_THP`: measure, or force, whether the kernel gives huge pages.
+    pub thp: Thp,
 }
 
 impl Options {
@@ -67,6 +80,7 @@ impl Options {
         trace_at_start: false,
         huge_pages: false,
         background_purge: true,
+        thp: Thp::Probe,
     };
 
     /// Profiling is an optional feature: off under `HAKMEM_MINIMAL`.
@@ -224,6 +238,20 @@ pub const TABLE: &[OptionSpec] = &[
         },
     },
     OptionSpec {
+        name: "HAKMEM_THP",
+        values: "probe (default), grant, refuse",
+        meaning: "whether the kernel gives transparent huge pages: measured once at the first large allocation (probe), or taken as given (grant) or refused (refuse); only where they are given are the huge-page strategies the default and explored, and the span heap's arenas ask for them",
+        apply: |o, v| {
+            o.thp = match v {
+                b"probe" => Thp::Probe,
+                b"grant" => Thp::Grant,
+                b"refuse" => Thp::Refuse,
+                _ => return Err("probe"),
+            };
+            Ok(())
+        },
+    },
+    OptionSpec {
         name: "HAKMEM_TRACE",
         values: "1",
         meaning: "time components from the first allocation on, for a tracer that attaches at exec",
@@ -356,8 +384,10 @@ mod tests {
             ("HAKMEM_PROFILE", "1"),
             ("HAKMEM_PURGE_DELAY_MS", "250"),
             ("HAKMEM_BIGCACHE_MAX_MB", "64"),
+            ("HAKMEM_THP", "refuse"),
         ]);
         assert_eq!(w, 0);
+        assert_eq!(o.thp, Thp::Refuse);
         assert_eq!(o.bigcache, BigCacheMode::Global);
         assert!(o.disable_elo && o.evo_frozen && o.print_stats && o.print_profile);
         assert_eq!((o.purge_delay_ms, o.bigcache_max_mb), (250, 64));
@@ -382,8 +412,10 @@ mod tests {
             ("HAKMEM_PURGE_DELAY_MS", "-5"),
             ("HAKMEM_BIGCACHE_MAX_MB", "99999999999999999999999"),
             ("HAKMEM_STATS", "maybe"),
+            ("HAKMEM_THP", "sometimes"),
         ]);
-        assert_eq!(w, 4);
+        assert_eq!(w, 5);
+        assert_eq!(o.thp, Thp::Probe);
         assert_eq!(o.bigcache, BigCacheMode::Thread);
         assert_eq!(o.purge_delay_ms, 10);
         assert_eq!(o.bigcache_max_mb, 64);

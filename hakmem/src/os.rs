@@ -99,27 +99,46 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The process's resident set in bytes, from /proc/self/statm (no allocation).
-pub fn process_rss() -> u64 {
-    let mut buf = [0u8; 128];
-    // SAFETY: NUL-terminated path; fd closed below; buffer bounded.
+/// Reads the start of a small file (sysfs, procfs) into `buf` with raw
+/// `open`/`read` (no allocation). Returns the bytes read, or None.
+pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: NUL-terminated path; fd closed below; the read is bounded by `buf`.
     let n = unsafe {
-        let fd = libc::open(
-            c"/proc/self/statm".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
-            return 0;
+            return None;
         }
         let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
         libc::close(fd);
         n
     };
-    if n <= 0 {
-        return 0;
+    (n > 0).then_some(n as usize)
+}
+
+/// How many pages of `[p, p+len)` are resident (`mincore`); `vec` needs one
+/// byte per page. None if the kernel refused (unmapped range, `vec` short).
+pub fn resident_pages(p: *mut u8, len: usize, vec: &mut [u8]) -> Option<usize> {
+    if vec.len() < len.div_ceil(OS_PAGE) {
+        return None;
     }
+    // SAFETY: `vec` holds one byte per page of the range (checked above).
+    let r = unsafe { libc::mincore(p as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    (r == 0).then(|| {
+        vec[..len.div_ceil(OS_PAGE)]
+            .iter()
+            .filter(|&&b| b & 1 != 0)
+            .count()
+    })
+}
+
+/// The process's resident set in bytes, from /proc/self/statm (no allocation).
+pub fn process_rss() -> u64 {
+    let mut buf = [0u8; 128];
+    let Some(n) = read_file(c"/proc/self/statm", &mut buf) else {
+        return 0;
+    };
     // statm: "size resident shared ..." in pages.
-    let mut fields = buf[..n as usize].split(|&c| c == b' ');
+    let mut fields = buf[..n].split(|&c| c == b' ');
     fields.next();
     let resident = fields
         .next()
@@ -179,7 +198,7 @@ pub fn advise_hugepage(p: *mut u8, len: usize) -> bool {
 /// errno: `free` must leave errno alone (POSIX.1-2024), and a malloc that
 /// succeeds after, say, refused advice must not leave a stale error behind.
 #[inline]
-fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: __errno_location returns this thread's errno slot.
     let slot = unsafe { libc::__errno_location() };
     // SAFETY: as above.

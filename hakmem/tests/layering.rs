@@ -19,6 +19,7 @@ const ORDER: &[&[&str]] = &[
     &["segment_map"],
     &["hardening"],
     &["vm"],
+    &["thp"],
     &["stack", "list"],
     &["small", "large"],
     &["thread"],

@@ -31,6 +31,9 @@ pub const SITE_BUCKETS: usize = 4;
 pub const DEPTH: usize = 4;
 /// Budget a thread reserves from the process-wide bound at a time.
 const CHUNK: u64 = 16 << 20;
+/// Classes above its own a miss may take a cached block from (four classes
+/// = one doubling): see [`ThreadCache::get_larger`].
+pub const LARGER_CLASSES: usize = 4;
 /// Slots per class in global mode.
 const GLOBAL_DEPTH: usize = 8;
 
@@ -218,6 +221,23 @@ impl ThreadCache {
         None
     }
 
+    /// After a miss for class `k`: a cached block of one of the next
+    /// [`LARGER_CLASSES`] classes (at most twice the size), smallest first.
+    /// Its pages are resident: the caller trims it to the request
+    /// (`block::resize_in_place`, the rest goes back to the span level
+    /// still resident) instead of mapping and faulting in fresh memory.
+    pub fn get_larger(&mut self, k: usize) -> Option<usize> {
+        if self.held == 0 {
+            return None;
+        }
+        for j in k + 1..(k + 1 + LARGER_CLASSES).min(NUM_CLASSES) {
+            if let Some(p) = self.get_other_site(j) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
     /// Offers a freed block (`usable` bytes, freed at `site`) to the cache.
     pub fn put(&mut self, p: usize, usable: usize, site: u32, purge: bool) -> Put {
         let Some(k) = floor_class(usable) else {
@@ -349,6 +369,16 @@ pub fn global_get(size: usize) -> Option<usize> {
                 .is_ok()
         {
             unreserve(class_size(k) as u64);
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// [`ThreadCache::get_larger`] for the shared cache.
+pub fn global_get_larger(k: usize) -> Option<usize> {
+    for j in k + 1..(k + 1 + LARGER_CLASSES).min(NUM_CLASSES) {
+        if let Some(p) = global_get(class_size(j)) {
             return Some(p);
         }
     }

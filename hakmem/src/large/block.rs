@@ -186,8 +186,9 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
 
 /// A block in a span of `pages` pages: resident memory freed at any size is
 /// reused first (no fault, no syscall); `populate` applies only to pages
-/// fresh from the OS. Huge-page advice is not given on spans (it would split
-/// the arena's mapping, and this kernel gives none: see `elo.rs`).
+/// fresh from the OS. Huge-page advice is not given per span (it would split
+/// the arena's mapping): the arena is advised as a whole where the kernel
+/// gives huge pages (`span_heap::grow`).
 fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) -> Option<Block> {
     let t = probe::now();
     let span = span_heap::alloc(pages, owner)?;

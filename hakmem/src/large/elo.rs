@@ -79,8 +79,35 @@ pub const STRATEGIES: &[Strategy] = &[
 
 /// Number of strategies.
 pub const N: usize = STRATEGIES.len();
-/// The fixed strategy (`HAKMEM_DISABLE_ELO=1`, `HAKMEM_MINIMAL=1`, frozen at start).
-pub const DEFAULT: u8 = 2;
+/// The default strategy where the kernel gives huge pages (`thp.rs`).
+pub const HUGEPAGE: u8 = 2;
+/// The default strategy where it gives none: nothing asked of the kernel
+/// beyond the mapping, so nothing paid for advice it ignores.
+pub const PLAIN: u8 = 0;
+const _: () =
+    assert!(STRATEGIES[HUGEPAGE as usize].hugepage && !STRATEGIES[PLAIN as usize].hugepage);
+
+/// The fixed strategy (`HAKMEM_DISABLE_ELO=1`, `HAKMEM_MINIMAL=1`, and where
+/// learning starts): `hugepage` only where the kernel was measured to give
+/// huge pages, else `plain`.
+pub fn default_strategy() -> u8 {
+    if crate::thp::granted() {
+        HUGEPAGE
+    } else {
+        PLAIN
+    }
+}
+
+/// Bit s set = strategy s may be chosen: every strategy, less those asking
+/// for huge pages when the kernel gives none.
+pub fn eligible_mask() -> u8 {
+    let granted = crate::thp::granted();
+    STRATEGIES
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| granted || !s.hugepage)
+        .fold(0, |m, (i, _)| m | 1 << i)
+}
 /// Price of one minor page fault in TSC cycles (about 0.25 us at 3 GHz: the
 /// kernel's anonymous-fault path with zeroing of a 4 KiB page).
 pub const FAULT_CYCLES: u64 = 750;
@@ -104,6 +131,11 @@ pub struct Ratings {
     best: AtomicU8,
     /// Matches since `best` last changed (for the freeze criterion).
     pub best_stable_for: AtomicU64,
+    /// Strategies that may be chosen ([`eligible_mask`]); the others are
+    /// never explored, played against or made best.
+    eligible: AtomicU8,
+    /// Where learning starts, and the best after a [`Ratings::reset`].
+    default: AtomicU8,
 }
 
 /// The process's ratings.
@@ -123,9 +155,64 @@ impl Ratings {
             mean_cost: [const { AtomicU32::new(0) }; N],
             samples: [const { AtomicU64::new(0) }; N],
             matches: AtomicU64::new(0),
-            best: AtomicU8::new(DEFAULT),
+            best: AtomicU8::new(PLAIN),
             best_stable_for: AtomicU64::new(0),
+            eligible: AtomicU8::new(((1u32 << N) - 1) as u8),
+            default: AtomicU8::new(PLAIN),
         }
+    }
+
+    /// Restricts the choice to the strategies of `mask` ([`eligible_mask`])
+    /// and makes `default` (one of them) the best until ratings say otherwise.
+    pub fn configure(&self, mask: u8, default: u8) {
+        debug_assert!(mask & 1 << default != 0);
+        self.eligible.store(mask, Relaxed);
+        self.default.store(default, Relaxed);
+        if mask & 1 << self.best() == 0 || self.matches.load(Relaxed) == 0 {
+            self.best.store(default, Relaxed);
+        }
+        self.recompute_best();
+    }
+
+    /// Whether strategy `s` may be chosen.
+    #[inline]
+    pub fn is_eligible(&self, s: usize) -> bool {
+        self.eligible.load(Relaxed) & 1 << s != 0
+    }
+
+    /// The `i`-th eligible strategy, counting from 0 and wrapping.
+    fn nth_eligible(&self, i: u64) -> usize {
+        let mask = self.eligible.load(Relaxed);
+        let n = mask.count_ones() as u64;
+        let mut k = i % n.max(1);
+        for s in 0..N {
+            if mask & 1 << s != 0 {
+                if k == 0 {
+                    return s;
+                }
+                k -= 1;
+            }
+        }
+        PLAIN as usize
+    }
+
+    /// A uniformly random eligible strategy other than `s` (`s` itself if it
+    /// is the only one).
+    pub fn random_opponent(&self, s: usize, r: u64) -> usize {
+        let mask = self.eligible.load(Relaxed) & !(1u8 << s);
+        if mask == 0 {
+            return s;
+        }
+        let mut k = r % mask.count_ones() as u64;
+        for o in 0..N {
+            if mask & 1 << o != 0 {
+                if k == 0 {
+                    return o;
+                }
+                k -= 1;
+            }
+        }
+        s
     }
 
     /// The cached best strategy.
@@ -154,7 +241,7 @@ impl Ratings {
         let best = self.best() as usize;
         let r = self.rating(best);
         (0..N)
-            .filter(|&i| i != best)
+            .filter(|&i| i != best && self.is_eligible(i))
             .map(|i| r - self.rating(i))
             .fold(f32::INFINITY, f32::min)
     }
@@ -199,9 +286,9 @@ impl Ratings {
 
     /// Recomputes the cached best after a rating change.
     fn recompute_best(&self) -> bool {
-        let mut best = 0;
-        for i in 1..N {
-            if self.rating(i) > self.rating(best) {
+        let mut best = self.default.load(Relaxed) as usize;
+        for i in 0..N {
+            if self.is_eligible(i) && self.rating(i) > self.rating(best) {
                 best = i;
             }
         }
@@ -224,7 +311,7 @@ impl Ratings {
             self.samples[i].store(0, Relaxed);
         }
         self.matches.store(0, Relaxed);
-        self.best.store(DEFAULT, Relaxed);
+        self.best.store(self.default.load(Relaxed), Relaxed);
         self.best_stable_for.store(0, Relaxed);
     }
 }
@@ -261,12 +348,12 @@ impl Rng {
 }
 
 /// Epsilon-greedy choice while learning: the cached best, or with probability
-/// EPSILON_PCT a uniformly random strategy.
+/// EPSILON_PCT a uniformly random eligible strategy.
 #[inline]
 pub fn select_learning(ratings: &Ratings, rng: &mut Rng) -> u8 {
     let r = rng.next();
     if r % 100 < EPSILON_PCT {
-        ((r >> 32) % N as u64) as u8
+        ratings.nth_eligible(r >> 32) as u8
     } else {
         ratings.best()
     }

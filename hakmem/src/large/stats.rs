@@ -11,6 +11,11 @@ pub struct LargeStats {
     pub bigcache_hits: u64,
     /// BigCache lookups that did not.
     pub bigcache_misses: u64,
+    /// Hits (counted in `bigcache_hits`) served by a block of a larger class, trimmed.
+    pub bigcache_larger_hits: u64,
+    /// Frees sent to the span level instead of the cache: it already held
+    /// that much resident free memory.
+    pub bigcache_bypassed: u64,
     /// Blocks that entered the cache on free.
     pub bigcache_puts: u64,
     /// Blocks the cache turned away (full, over budget), unmapped instead.
@@ -49,6 +54,8 @@ pub struct LargeStats {
     pub span_allocs: u64,
     /// ... of which reused resident memory (no new faults).
     pub span_dirty_reuses: u64,
+    /// ... of those, resident memory extended into the clean span after it.
+    pub span_mixed_reuses: u64,
     /// Large blocks freed by another thread than their owner (thread mode),
     /// sent to the span level instead of the freeing thread's BigCache.
     pub span_cross_thread_frees: u64,
@@ -58,6 +65,9 @@ pub struct LargeStats {
     pub span_resized_in_place: u64,
     /// Passes of the background purge thread.
     pub background_ticks: u64,
+    /// Whether the kernel gives huge pages (`thp.rs`); None until the first
+    /// large allocation measured it.
+    pub thp: Option<crate::thp::Verdict>,
 }
 
 impl LargeStats {
@@ -67,6 +77,8 @@ impl LargeStats {
         let mut s = LargeStats {
             bigcache_hits: 0,
             bigcache_misses: 0,
+            bigcache_larger_hits: 0,
+            bigcache_bypassed: 0,
             bigcache_puts: 0,
             bigcache_refused: 0,
             bigcache_evictions: 0,
@@ -89,10 +101,12 @@ impl LargeStats {
             span_clean_bytes: 0,
             span_allocs: 0,
             span_dirty_reuses: 0,
+            span_mixed_reuses: 0,
             span_cross_thread_frees: 0,
             span_purged_bytes: 0,
             span_resized_in_place: 0,
             background_ticks: crate::large::purge_thread::TICKS.load(Relaxed),
+            thp: crate::thp::measured(),
         };
         {
             use crate::large::span_heap::{self as sh, COUNTERS as C};
@@ -106,6 +120,7 @@ impl LargeStats {
                 .saturating_sub(meta + s.span_used_bytes + s.span_dirty_bytes);
             s.span_allocs = C.allocs.load(Relaxed);
             s.span_dirty_reuses = C.dirty_reuses.load(Relaxed);
+            s.span_mixed_reuses = C.mixed_reuses.load(Relaxed);
             s.span_cross_thread_frees = C.cross_thread_frees.load(Relaxed);
             s.span_purged_bytes = C.purged_bytes.load(Relaxed);
             s.span_resized_in_place = C.resized_in_place.load(Relaxed);
@@ -124,6 +139,8 @@ impl LargeStats {
     pub(crate) fn add(&mut self, c: &crate::large::thread::Counters) {
         self.bigcache_hits += c.bigcache_hits.get();
         self.bigcache_misses += c.bigcache_misses.get();
+        self.bigcache_larger_hits += c.bigcache_larger_hits.get();
+        self.bigcache_bypassed += c.bigcache_bypassed.get();
         self.bigcache_puts += c.bigcache_puts.get();
         self.bigcache_refused += c.bigcache_refused.get();
         self.bigcache_evictions += c.bigcache_evictions.get();
@@ -140,10 +157,12 @@ pub fn print(s: &LargeStats) {
     let mut w = crate::report::StackWriter::<1024>::new();
     let _ = writeln!(
         w,
-        "hakmem stats: bigcache hits {}, misses {}, puts {}, refused {}, evictions {}, purged {}, reserved {:.1} MiB",
+        "hakmem stats: bigcache hits {} ({} from a larger class), misses {}, puts {}, sent to spans {}, refused {}, evictions {}, purged {}, reserved {:.1} MiB",
         s.bigcache_hits,
+        s.bigcache_larger_hits,
         s.bigcache_misses,
         s.bigcache_puts,
+        s.bigcache_bypassed,
         s.bigcache_refused,
         s.bigcache_evictions,
         s.bigcache_purged,
@@ -154,15 +173,34 @@ pub fn print(s: &LargeStats) {
         "hakmem stats: evolution {:?}, transitions {}, strategy {}, matches {}",
         s.phase, s.evo_transitions, STRATEGIES[s.strategy as usize].name, s.elo_matches
     );
+    if let Some(v) = s.thp {
+        use crate::thp::Source;
+        let _ = write!(
+            w,
+            "hakmem stats: huge pages {}",
+            if v.granted { "granted" } else { "refused" }
+        );
+        let _ = match v.source {
+            Source::Option => writeln!(w, " (HAKMEM_THP)"),
+            Source::Sysfs => writeln!(w, " (sysfs: never, or no THP)"),
+            Source::Probe => writeln!(
+                w,
+                " (probe: {} of 512 pages resident after one write to a MADV_HUGEPAGE 2 MiB range, first fault {:.1} us)",
+                v.probe_pages,
+                v.first_fault_ns as f64 / 1000.0
+            ),
+        };
+    }
     let mib = |b: u64| b as f64 / 1048576.0;
     let _ = writeln!(
         w,
-        "hakmem stats: spans: arenas {:.0} MiB, used {:.1} MiB, dirty {:.1} MiB, allocs {} ({} reused resident memory), cross-thread frees {}, purged {:.1} MiB, resized in place {}, background purge passes {}",
+        "hakmem stats: spans: arenas {:.0} MiB, used {:.1} MiB, dirty {:.1} MiB, allocs {} ({} reused resident memory, {} of them extended into clean), cross-thread frees {}, purged {:.1} MiB, resized in place {}, background purge passes {}",
         mib(s.span_arena_bytes),
         mib(s.span_used_bytes),
         mib(s.span_dirty_bytes),
         s.span_allocs,
         s.span_dirty_reuses,
+        s.span_mixed_reuses,
         s.span_cross_thread_frees,
         mib(s.span_purged_bytes),
         s.span_resized_in_place,

@@ -81,6 +81,11 @@ pub struct Counters {
     pub bigcache_hits: Counter,
     /// BigCache lookups that did not.
     pub bigcache_misses: Counter,
+    /// Hits that took a block of a larger class and trimmed it.
+    pub bigcache_larger_hits: Counter,
+    /// Frees sent to the span level, not the cache, because it held at
+    /// least the block's size of resident free memory.
+    pub bigcache_bypassed: Counter,
     /// Blocks the cache took on free.
     pub bigcache_puts: Counter,
     /// Blocks the cache turned away.
@@ -103,6 +108,8 @@ impl Counters {
             large_bytes_freed: Counter::new(),
             bigcache_hits: Counter::new(),
             bigcache_misses: Counter::new(),
+            bigcache_larger_hits: Counter::new(),
+            bigcache_bypassed: Counter::new(),
             bigcache_puts: Counter::new(),
             bigcache_refused: Counter::new(),
             bigcache_evictions: Counter::new(),
