@@ -484,6 +484,7 @@ mod tests {
 
     #[test]
     fn per_site_slots_hit_evict_and_fall_back() {
+        let _s = crate::large::span_heap::test_serial();
         let mut c = ThreadCache::new();
         let size = 2 << 20;
         let blocks: Vec<usize> = (0..DEPTH + 1)
@@ -519,6 +520,7 @@ mod tests {
 
     #[test]
     fn purge_releases_slots_after_three_passes() {
+        let _s = crate::large::span_heap::test_serial();
         let mut c = ThreadCache::new();
         let p = block(1 << 20);
         let usable = block::usable_size(header_of(p));

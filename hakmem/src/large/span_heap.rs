@@ -964,25 +964,30 @@ fn check_locked(l: &Lists, after: &str, interior: bool) {
     );
 }
 
+/// Unit tests that use the span heap (here and in `bigcache.rs`) run one at a
+/// time: it is process-wide, and a test that needs two spans to be adjacent
+/// must not have another test's allocation land between them.
+#[cfg(test)]
+pub(crate) fn test_serial() -> impl Drop {
+    static SERIAL: AtomicBool = AtomicBool::new(false);
+    struct S;
+    impl Drop for S {
+        fn drop(&mut self) {
+            SERIAL.store(false, Release);
+        }
+    }
+    while SERIAL.swap(true, Acquire) {
+        std::thread::yield_now();
+    }
+    S
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // The span heap is process-wide and unit tests run in parallel: each
-    // test works on its own spans and checks relations, not global totals.
-    static SERIAL: AtomicBool = AtomicBool::new(false);
-
     fn serial() -> impl Drop {
-        struct S;
-        impl Drop for S {
-            fn drop(&mut self) {
-                SERIAL.store(false, Release);
-            }
-        }
-        while SERIAL.swap(true, Acquire) {
-            std::thread::yield_now();
-        }
-        S
+        test_serial()
     }
 
     #[test]
