@@ -2,7 +2,8 @@
 //! allocated them, with the per-thread and with the global BigCache
 //! (issue 13, item 2). Each mode runs in a child process (options are read once).
 
-use std::process::Command;
+mod common;
+
 use std::sync::mpsc::sync_channel;
 
 #[global_allocator]
@@ -62,27 +63,9 @@ fn child_entry() {
 }
 
 fn run(mode: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env("CROSS_THREAD_CHILD", "1")
-        .env("HAKMEM_BIGCACHE", mode)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{mode}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("RESULT ").map(|i| &l[i + 7..]))
-        .expect("result line");
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
-        .collect();
-    let (faults, maps, pages) = (v[0], v[1], v[2]);
+    let c = common::run_child(("CROSS_THREAD_CHILD", "1"), &[("HAKMEM_BIGCACHE", mode)]);
+    c.assert_success(mode);
+    let (faults, maps, pages) = (c.num("faults"), c.num("maps"), c.num("pages"));
     // Without reuse every page of every buffer faults (`pages`); with it
     // only the few the consumer's lag leaves fresh.
     assert!(

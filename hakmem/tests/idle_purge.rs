@@ -2,7 +2,8 @@
 //! allocator call (issue 13, item 5: the background purge thread), and stays
 //! when `HAKMEM_BACKGROUND_PURGE=0`. Each case runs in a child process.
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
 #[global_allocator]
@@ -44,29 +45,9 @@ fn child_entry() {
 }
 
 fn run(env: &[(&str, &str)]) -> (u64, u64) {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env("IDLE_PURGE_CHILD", "1")
-        .env_remove("HAKMEM_BACKGROUND_PURGE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("RESULT ").map(|i| &l[i + 7..]))
-        .expect("result line");
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
-        .collect();
-    (v[0], v[1])
+    let c = common::run_child(("IDLE_PURGE_CHILD", "1"), env);
+    c.assert_success("idle purge child");
+    (c.num("before"), c.num("after"))
 }
 
 #[test]

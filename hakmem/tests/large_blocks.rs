@@ -5,8 +5,9 @@
 //! as a child with its own environment (`child` below) and reads back the
 //! `RESULT key=value` lines the child prints.
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::Command;
 
 #[global_allocator]
 static A: hakmem::Hakmem = hakmem::Hakmem;
@@ -15,32 +16,8 @@ const MIB: usize = 1 << 20;
 
 /// Runs scenario `name` in a child process with `env`; returns its results.
 fn child(name: &str, env: &[(&str, &str)]) -> (HashMap<String, String>, String, Option<i32>) {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"]);
-    cmd.env("HAKMEM_TEST_SCENARIO", name);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HAKMEM_") && k != "HAKMEM_TEST_SCENARIO" {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let mut map = HashMap::new();
-    for line in stdout.lines() {
-        // libtest may print "test child_entry ... " on the same line first.
-        if let Some(rest) = line.find("RESULT ").map(|i| &line[i + 7..]) {
-            for kv in rest.split_whitespace() {
-                if let Some((k, v)) = kv.split_once('=') {
-                    map.insert(k.to_string(), v.to_string());
-                }
-            }
-        }
-    }
-    (map, stderr, out.status.code())
+    let c = common::run_child(("HAKMEM_TEST_SCENARIO", name), env);
+    (c.results, c.stderr, c.code)
 }
 
 fn num(m: &HashMap<String, String>, k: &str) -> u64 {

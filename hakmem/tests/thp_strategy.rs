@@ -8,7 +8,7 @@
 
 use hakmem::large::elo::{self, STRATEGIES};
 use hakmem::large::evolution::{self, Phase};
-use std::process::Command;
+mod common;
 
 #[global_allocator]
 static A: hakmem::Hakmem = hakmem::Hakmem;
@@ -69,34 +69,17 @@ fn child_entry() {
     );
 }
 
-fn run(thp: &str) -> Vec<(String, String)> {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env("THP_STRATEGY_CHILD", "1")
-        .env("HAKMEM_THP", thp)
-        .env("HAKMEM_BIGCACHE", "off")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+fn run(thp: &str) -> common::Child {
+    let c = common::run_child(
+        ("THP_STRATEGY_CHILD", "1"),
+        &[("HAKMEM_THP", thp), ("HAKMEM_BIGCACHE", "off")],
     );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("RESULT ").map(|i| l[i + 7..].to_string()))
-        .expect("result line");
-    line.split_whitespace()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect()
+    c.assert_success(thp);
+    c
 }
 
-fn get<'a>(r: &'a [(String, String)], k: &str) -> &'a str {
-    &r.iter().find(|(key, _)| key == k).unwrap().1
+fn get<'a>(r: &'a common::Child, k: &str) -> &'a str {
+    r.str(k)
 }
 
 #[test]
