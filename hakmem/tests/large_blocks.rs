@@ -185,12 +185,14 @@ fn bigcache_serves_the_vm_loop_without_syscalls() {
         "a few segments and blocks, not one map per block: {m:?}"
     );
     assert!(num(&m, "samples") > 0, "learning measures some allocations");
-    // Steady reuse faults nothing in (9 here); a hit that explored
-    // purge-on-cache refaulted 512 pages (~2,600 in 300 iterations before
-    // that was fixed).
+    // Steady reuse faults nothing in (0-9 here). While learning, a measured
+    // purge-on-cache put costs its block one refault of 511-512 pages (3 runs
+    // in 100 explore it once in this loop, by timing); before hits took the
+    // current best strategy, such refaults added up to ~2,600 in 300
+    // iterations.
     assert!(
-        num(&m, "loop_faults") < 300,
-        "under one page fault per iteration while learning: {m:?}"
+        num(&m, "loop_faults") < 1100,
+        "at most two whole-block refaults while learning: {m:?}"
     );
 }
 

@@ -1,8 +1,9 @@
 //! Large blocks (above the size classes): each its own mapping with a header
 //! (`block`), a per-thread cache of freed blocks (`bigcache`), the strategies
 //! and their ELO ratings ([`elo`], [`evolution`]), call-site profiling
-//! (`profile`), their statistics ([`stats`]), the per-thread state (`thread`)
-//! and the alloc/free paths (`path`). Under the BigCache, freed memory of any
+//! (`profile`), their statistics ([`stats`]), the per-thread state (`thread`),
+//! which classes a thread reuses (`reuse`: cache or span level on free) and
+//! the alloc/free paths (`path`). Under the BigCache, freed memory of any
 //! size waits in page-granular spans ([`span_heap`]) until a later request or
 //! the purge (`purge_thread` gives it back while the program is idle).
 //!
@@ -16,6 +17,7 @@ pub mod evolution;
 pub(crate) mod path;
 pub(crate) mod profile;
 pub(crate) mod purge_thread;
+pub(crate) mod reuse;
 /// Public for the span-invariant test (`tests/span_invariants.rs`).
 pub mod span_heap;
 pub mod stats;

@@ -67,6 +67,7 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: StateOf)
 
     let mut map_size = size;
     if mode != BigCacheMode::Off && bigcache::cacheable(size, align) {
+        h.reuse.requested(bigcache::class_of(size));
         let tl = if t != 0 { probe::now() } else { 0 };
         let mut hit = match mode {
             BigCacheMode::Thread => h.cache.get(size, slot),
@@ -260,15 +261,16 @@ pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: StateOf) {
     let foreign = mode == BigCacheMode::Thread
         && block::in_span(a)
         && block::span_owner(a) != block::owner_tag(ts as usize);
-    // While the span level holds at least this block's size of resident
-    // free memory, the block joins it there (coalescing with its
-    // neighbours) rather than waiting in the cache: a miss of any size is
-    // then served from that memory anyway, and cached blocks, handed out
-    // spans the heap cannot coalesce across, fragmented it so that misses
-    // took fresh memory (`large-varied`: 35,000-42,000 faults with the
-    // cache against 20,000 without it). A program reusing one size keeps
-    // the cache: there, nothing resident waits at the span level.
-    let spans_hold_enough = block::in_span(a) && span_heap::dirty_bytes() >= usable as u64;
+    // A block of a class this thread does not reuse soon (`reuse`) joins
+    // the span level, coalescing with its neighbours, rather than waiting in
+    // the cache, as long as the span level holds at least its size of
+    // resident free memory: a miss of any size is then served from that
+    // memory anyway, and cached blocks, handed out spans the heap cannot
+    // coalesce across, fragmented it so that misses took fresh memory.
+    let reused = mode != BigCacheMode::Off
+        && bigcache::floor_class(usable).is_some_and(|k| h.reuse.freed(k));
+    let spans_hold_enough =
+        !reused && block::in_span(a) && span_heap::dirty_bytes() >= usable as u64;
     let put = if mode == BigCacheMode::Off || offset != HEADER_SIZE || foreign || spans_hold_enough
     {
         if spans_hold_enough && mode != BigCacheMode::Off {

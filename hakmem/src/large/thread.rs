@@ -4,7 +4,7 @@
 //! (`crate::thread`) holds one per thread and passes it to `path`.
 
 use crate::counters::Counter;
-use crate::large::{bigcache, elo, evolution};
+use crate::large::{bigcache, elo, evolution, reuse};
 use crate::options;
 
 /// Per-thread large-block state: BigCache slots, exploration RNG, the one
@@ -30,6 +30,8 @@ pub struct ThreadState {
     pub purge_delay_ns: u64,
     /// This thread's large-block counters.
     pub counters: Counters,
+    /// Which cache classes this thread reuses (cache or span level on free).
+    pub reuse: reuse::Reuse,
 }
 
 impl ThreadState {
@@ -46,6 +48,7 @@ impl ThreadState {
             profiling: false,
             purge_delay_ns: 0,
             counters: Counters::new(),
+            reuse: reuse::Reuse::new(),
         }
     }
 
