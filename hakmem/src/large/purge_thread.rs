@@ -106,13 +106,13 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
 }
 
 /// One pass: while the program is idle, ages every thread's BigCache and
-/// the global one (what they release goes to the span level); then purges
+/// empties the global one (what they release goes to the span level); then purges
 /// the spans that waited the purge delay. True if resident free memory is
 /// left (so the thread should keep ticking).
 fn tick() -> bool {
     let delay = crate::options::get().purge_delay_ms;
     if span_heap::idle(delay) {
-        let released = shared_cache::age_all() + bigcache::global_purge(false);
+        let released = shared_cache::age_all() + bigcache::global_purge(true);
         BACKGROUND_RELEASED.fetch_add(released as u64, Relaxed);
     }
     span_heap::purge(delay, true);

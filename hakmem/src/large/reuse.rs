@@ -36,23 +36,36 @@ const MAX_PENDING: u8 = 4;
 pub struct Reuse {
     /// Cacheable requests so far (wraps; only differences are used).
     seq: u32,
-    /// Per class: `seq` at the last free of a block of the class.
-    freed_at: [u32; NUM_CLASSES],
-    /// Per class: frees not yet matched by a request.
-    pending: [u8; NUM_CLASSES],
-    /// Per class: the score.
-    score: [u8; NUM_CLASSES],
+    /// Per class, packed so that one operation touches one word: `seq` at
+    /// the last free of a block of the class (low 32 bits), the frees not
+    /// yet matched by a request (bits 32-39) and the score (bits 40-47).
+    class: [u64; NUM_CLASSES],
 }
+
+const PENDING: u32 = 32;
+const SCORE: u32 = 40;
 
 impl Reuse {
     /// No history: every class starts uncached (the span level decides).
     pub const fn new() -> Self {
         Reuse {
             seq: 0,
-            freed_at: [0; NUM_CLASSES],
-            pending: [0; NUM_CLASSES],
-            score: [0; NUM_CLASSES],
+            class: [0; NUM_CLASSES],
         }
+    }
+
+    fn unpack(w: u64) -> (u32, u8, u8) {
+        (w as u32, (w >> PENDING) as u8, (w >> SCORE) as u8)
+    }
+
+    fn pack(freed_at: u32, pending: u8, score: u8) -> u64 {
+        freed_at as u64 | (pending as u64) << PENDING | (score as u64) << SCORE
+    }
+
+    /// The score of class `k` (tests).
+    #[cfg(test)]
+    fn score(&self, k: usize) -> u8 {
+        Self::unpack(self.class[k]).2
     }
 
     /// Notes a request of class `k`: a reuse if it follows a free of the
@@ -60,23 +73,21 @@ impl Reuse {
     #[inline]
     pub fn requested(&mut self, k: usize) {
         self.seq = self.seq.wrapping_add(1);
-        let s = &mut self.score[k];
-        if self.pending[k] > 0 && self.seq.wrapping_sub(self.freed_at[k]) <= WINDOW {
-            self.pending[k] -= 1;
-            *s = (*s + 1).min(MAX);
+        let (freed_at, pending, score) = Self::unpack(self.class[k]);
+        self.class[k] = if pending > 0 && self.seq.wrapping_sub(freed_at) <= WINDOW {
+            Self::pack(freed_at, pending - 1, (score + 1).min(MAX))
         } else {
-            self.pending[k] = 0;
-            *s = s.saturating_sub(1);
-        }
+            Self::pack(freed_at, 0, score.saturating_sub(1))
+        };
     }
 
     /// Notes a free of a block of class `k`; returns whether the class is
     /// reused enough for the block to wait in the cache.
     #[inline]
     pub fn freed(&mut self, k: usize) -> bool {
-        self.freed_at[k] = self.seq;
-        self.pending[k] = (self.pending[k] + 1).min(MAX_PENDING);
-        self.score[k] >= CACHE_AT
+        let (_, pending, score) = Self::unpack(self.class[k]);
+        self.class[k] = Self::pack(self.seq, (pending + 1).min(MAX_PENDING), score);
+        score >= CACHE_AT
     }
 }
 
@@ -121,7 +132,7 @@ mod tests {
             r.freed(5);
             r.freed(5);
         }
-        assert!(r.score[5] >= CACHE_AT);
+        assert!(r.score(5) >= CACHE_AT);
     }
 
     #[test]
@@ -145,10 +156,10 @@ mod tests {
             r.freed(2);
             r.requested(2);
         }
-        assert!(r.score[2] >= CACHE_AT);
+        assert!(r.score(2) >= CACHE_AT);
         // Requests with no free before them: the program now keeps them.
         r.requested(2);
         r.requested(2);
-        assert!(r.score[2] < CACHE_AT);
+        assert!(r.score(2) < CACHE_AT);
     }
 }
