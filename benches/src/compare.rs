@@ -8,6 +8,7 @@
 use crate::aggregate::{self, BASELINE};
 use crate::cli::ComparePlan;
 use crate::launch::run_child;
+use crate::matrix::{matrix, Measure};
 use crate::model::{Comparison, Row, RunReport, SCHEMA_VERSION};
 use crate::syscount;
 use crate::{svg, table};
@@ -80,6 +81,19 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
     }
 
     if plan.scenarios.len() > 1 {
+        let names: Vec<&str> = plan.scenarios.iter().map(|s| s.name).collect();
+        for measure in [Measure::Time, Measure::PeakRss] {
+            if let Some(text) = matrix(&rows, &names, BASELINE, measure, false) {
+                println!("{text}\n");
+            }
+            if let Some(text) = matrix(&rows, &names, BASELINE, measure, true) {
+                markdown.push_str(&format!(
+                    "**Per scenario, relative to {BASELINE}** (median over runs ÷ {BASELINE}'s \
+                     median, ± half the range of the allocator's runs over their median)\n\n\
+                     {text}\n\n"
+                ));
+            }
+        }
         for reference in [BASELINE, "mimalloc3"] {
             if let Some(text) = table::summary(&rows, reference, false) {
                 println!("Over all scenarios, relative to {reference}:\n{text}\n");
