@@ -69,7 +69,10 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
     bar.finish_and_clear();
     aggregate::set_ratios(&mut rows);
 
-    let mut markdown = String::new();
+    // Markdown: the overview (matrices, geometric means) first, the
+    // per-scenario tables after it; the terminal shows them the other way
+    // round, so the overview is what stays on screen.
+    let mut scenario_tables = String::new();
     for scenario in &plan.scenarios {
         let mine: Vec<&Row> = rows
             .iter()
@@ -77,9 +80,10 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
             .collect();
         let caption = table::caption(&mine, scenario.about, args.runs, args.warmup);
         println!("{caption}\n{}\n", table::terminal(&mine));
-        markdown.push_str(&format!("**{caption}**\n\n{}\n\n", table::markdown(&mine)));
+        scenario_tables.push_str(&format!("**{caption}**\n\n{}\n\n", table::markdown(&mine)));
     }
 
+    let mut markdown = String::new();
     if plan.scenarios.len() > 1 {
         let names: Vec<&str> = plan.scenarios.iter().map(|s| s.name).collect();
         for measure in [Measure::Time, Measure::PeakRss] {
@@ -105,7 +109,9 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
                 ));
             }
         }
+        markdown.push_str("## Per scenario\n\n");
     }
+    markdown.push_str(&scenario_tables);
 
     let comparison = Comparison {
         schema_version: SCHEMA_VERSION,
