@@ -1,6 +1,7 @@
 //! Free large memory goes back to the OS while the program is idle, with no
 //! allocator call (issue 13, item 5: the background purge thread), and stays
-//! when `HAKMEM_BACKGROUND_PURGE=0`. Each case runs in a child process.
+//! when `HAKMEM_BACKGROUND_PURGE=0`: free spans, and blocks in the BigCache of
+//! a thread that makes no further call. Each case runs in a child process.
 
 mod common;
 
@@ -35,18 +36,43 @@ fn idle() -> (u64, u64) {
     (before >> 20, after >> 20)
 }
 
+/// A 32 MiB block written and freed a few times (the BigCache keeps it for
+/// its next use), then a sleep without allocating.
+fn idle_cached() -> (u64, u64) {
+    const SIZE: usize = 32 << 20;
+    for _ in 0..4 {
+        let p = hakmem::alloc_at(SIZE, 0x2d);
+        assert!(!p.is_null());
+        for off in (0..SIZE).step_by(PAGE) {
+            // SAFETY: inside the block.
+            unsafe { p.add(off).write_volatile(1) };
+        }
+        // SAFETY: a live block.
+        unsafe { hakmem::free(p) };
+    }
+    let before = hakmem::os::process_rss();
+    std::thread::sleep(Duration::from_millis(600));
+    let after = hakmem::os::process_rss();
+    (before >> 20, after >> 20)
+}
+
 #[test]
 fn child_entry() {
-    if std::env::var_os("IDLE_PURGE_CHILD").is_none() {
-        return;
-    }
-    let (before, after) = idle();
+    let (before, after) = match std::env::var("IDLE_PURGE_CHILD").as_deref() {
+        Ok("spans") => idle(),
+        Ok("cached") => idle_cached(),
+        _ => return,
+    };
     println!("RESULT before={before} after={after}");
 }
 
 fn run(env: &[(&str, &str)]) -> (u64, u64) {
-    let c = common::run_child(("IDLE_PURGE_CHILD", "1"), env);
-    c.assert_success("idle purge child");
+    run_case("spans", env)
+}
+
+fn run_case(case: &str, env: &[(&str, &str)]) -> (u64, u64) {
+    let c = common::run_child(("IDLE_PURGE_CHILD", case), env);
+    c.assert_success(case);
     (c.num("before"), c.num("after"))
 }
 
@@ -62,6 +88,22 @@ fn idle_memory_goes_back_without_an_allocator_call() {
 #[test]
 fn without_the_background_thread_it_stays_until_the_next_call() {
     let (before, after) = run(&[("HAKMEM_BACKGROUND_PURGE", "0")]);
+    assert!(
+        after + 8 >= before,
+        "RSS {before} MiB -> {after} MiB with the thread off"
+    );
+}
+
+#[test]
+fn a_cached_block_goes_back_while_its_thread_is_idle() {
+    // The thread that cached it never calls the allocator again: the purge
+    // thread ages its cache (before: RSS stayed up until the next call).
+    let (before, after) = run_case("cached", &[]);
+    assert!(
+        before >= after + 24,
+        "RSS {before} MiB -> {after} MiB while idle"
+    );
+    let (before, after) = run_case("cached", &[("HAKMEM_BACKGROUND_PURGE", "0")]);
     assert!(
         after + 8 >= before,
         "RSS {before} MiB -> {after} MiB with the thread off"
