@@ -56,11 +56,85 @@ fn idle_cached() -> (u64, u64) {
     (before >> 20, after >> 20)
 }
 
+/// Two threads reuse cached blocks while a third runs the purge thread's
+/// aging pass over their caches every few tens of microseconds. Every page of
+/// a block carries a stamp checked before it is freed: a cache both sides
+/// changed at once hands a block out twice, or a released block is zeroed
+/// under its owner.
+fn owners_and_the_purge_thread() {
+    const MIB: usize = 1 << 20;
+    const SIZE: usize = 2 * MIB;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ager = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut entered = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                entered += hakmem::large::age_caches_for_test() as u64;
+                // A pause: claimed back to back, the caches refused every
+                // owner and never held a block.
+                std::thread::sleep(Duration::from_micros(30));
+            }
+            entered
+        })
+    };
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let stamp_all = |p: *mut u64, stamp: u64| {
+                    for off in (0..SIZE / 8).step_by(MIB / 64) {
+                        // SAFETY: inside the block.
+                        unsafe { p.add(off).write_volatile(stamp) };
+                    }
+                };
+                let check = |p: *mut u64, stamp: u64| {
+                    for off in (0..SIZE / 8).step_by(MIB / 64) {
+                        // SAFETY: inside the block.
+                        let v = unsafe { p.add(off).read_volatile() };
+                        assert_eq!(v, stamp, "a held block changed at word {off}");
+                    }
+                };
+                let alloc = |stamp: u64| {
+                    let p = hakmem::alloc_at(SIZE, 0x3d) as *mut u64;
+                    assert!(!p.is_null());
+                    stamp_all(p, stamp);
+                    p
+                };
+                for i in 0..3_000u64 {
+                    let stamp = t << 40 | i << 8;
+                    let (a, b) = (alloc(stamp), alloc(stamp | 1));
+                    // SAFETY: a live block.
+                    unsafe { hakmem::free(a as *mut u8) };
+                    // `a` waits in the cache while aging passes run.
+                    std::thread::sleep(Duration::from_micros(100));
+                    let c = alloc(stamp | 2);
+                    check(b, stamp | 1);
+                    check(c, stamp | 2);
+                    // SAFETY: live blocks.
+                    unsafe {
+                        hakmem::free(b as *mut u8);
+                        hakmem::free(c as *mut u8);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    println!("RESULT entered={}", ager.join().unwrap());
+}
+
 #[test]
 fn child_entry() {
     let (before, after) = match std::env::var("IDLE_PURGE_CHILD").as_deref() {
         Ok("spans") => idle(),
         Ok("cached") => idle_cached(),
+        Ok("handshake") => {
+            owners_and_the_purge_thread();
+            (0, 0)
+        }
         _ => return,
     };
     println!("RESULT before={before} after={after}");
@@ -107,5 +181,16 @@ fn a_cached_block_goes_back_while_its_thread_is_idle() {
     assert!(
         after + 8 >= before,
         "RSS {before} MiB -> {after} MiB with the thread off"
+    );
+}
+
+#[test]
+fn the_purge_thread_and_a_cache_owner_never_meet_inside() {
+    let c = common::run_child(("IDLE_PURGE_CHILD", "handshake"), &[]);
+    c.assert_success("handshake");
+    assert!(
+        c.num("entered") > 0,
+        "the aging pass entered caches holding blocks: {:?}",
+        c.results
     );
 }

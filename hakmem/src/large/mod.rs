@@ -24,3 +24,12 @@ pub(crate) mod shared_cache;
 pub mod span_heap;
 pub mod stats;
 pub(crate) mod thread;
+
+/// Test hook: one pass of the background purge thread over every
+/// thread's BigCache, now, idle or not (`tests/idle_purge.rs` runs it against
+/// threads using their caches). Returns how many caches holding blocks it
+/// entered.
+#[doc(hidden)]
+pub fn age_caches_for_test() -> u32 {
+    shared_cache::age_pass().0
+}

@@ -28,13 +28,18 @@ const CACHE_AT: u8 = 3;
 /// the cache).
 const MAX: u8 = 3;
 
+/// Frees of one class a later request can be matched with (a program's
+/// few buffers of one class per request).
+const MAX_PENDING: u8 = 4;
+
 /// One thread's reuse scores.
 pub struct Reuse {
     /// Cacheable requests so far (wraps; only differences are used).
     seq: u32,
-    /// Per class: `seq` when a block of the class was last freed, 0 = none
-    /// pending.
+    /// Per class: `seq` at the last free of a block of the class.
     freed_at: [u32; NUM_CLASSES],
+    /// Per class: frees not yet matched by a request.
+    pending: [u8; NUM_CLASSES],
     /// Per class: the score.
     score: [u8; NUM_CLASSES],
 }
@@ -43,32 +48,34 @@ impl Reuse {
     /// No history: every class starts uncached (the span level decides).
     pub const fn new() -> Self {
         Reuse {
-            seq: 1,
+            seq: 0,
             freed_at: [0; NUM_CLASSES],
+            pending: [0; NUM_CLASSES],
             score: [0; NUM_CLASSES],
         }
     }
 
-    /// Notes a request of class `k`.
+    /// Notes a request of class `k`: a reuse if it follows a free of the
+    /// class by at most [`WINDOW`] requests (each free matches one request).
     #[inline]
     pub fn requested(&mut self, k: usize) {
         self.seq = self.seq.wrapping_add(1);
-        let freed = self.freed_at[k];
         let s = &mut self.score[k];
-        if freed != 0 && self.seq.wrapping_sub(freed) <= WINDOW {
+        if self.pending[k] > 0 && self.seq.wrapping_sub(self.freed_at[k]) <= WINDOW {
+            self.pending[k] -= 1;
             *s = (*s + 1).min(MAX);
         } else {
+            self.pending[k] = 0;
             *s = s.saturating_sub(1);
         }
-        self.freed_at[k] = 0;
     }
 
     /// Notes a free of a block of class `k`; returns whether the class is
     /// reused enough for the block to wait in the cache.
     #[inline]
     pub fn freed(&mut self, k: usize) -> bool {
-        // `seq` is never 0 after `new` unless it wrapped; 0 reads as "none".
-        self.freed_at[k] = self.seq.max(1);
+        self.freed_at[k] = self.seq;
+        self.pending[k] = (self.pending[k] + 1).min(MAX_PENDING);
         self.score[k] >= CACHE_AT
     }
 }
@@ -106,6 +113,18 @@ mod tests {
     }
 
     #[test]
+    fn two_buffers_of_one_class_are_cached() {
+        let mut r = Reuse::new();
+        for _ in 0..4 {
+            r.requested(5);
+            r.requested(5);
+            r.freed(5);
+            r.freed(5);
+        }
+        assert!(r.score[5] >= CACHE_AT);
+    }
+
+    #[test]
     fn classes_not_requested_again_soon_are_not_cached() {
         let mut r = Reuse::new();
         for i in 0..100 {
@@ -130,6 +149,6 @@ mod tests {
         // Requests with no free before them: the program now keeps them.
         r.requested(2);
         r.requested(2);
-        assert!(!r.freed(2));
+        assert!(r.score[2] < CACHE_AT);
     }
 }
