@@ -110,6 +110,7 @@ fn recorded(n: u32, component: Component, mut f: impl FnMut()) -> f64 {
 fn recorded_floors(n: u32, rounds: u32) -> (f64, f64, f64) {
     let tsc = crate::tsc::Tsc::calibrate(std::time::Duration::from_millis(20));
     let period = probe::hakmem_sample_period.swap(1, Ordering::Relaxed);
+    let interval = probe::hakmem_sample_interval.swap(0, Ordering::Relaxed);
     let nested_op = || {
         let t = probe::start_op(false);
         let i = probe::start();
@@ -129,6 +130,7 @@ fn recorded_floors(n: u32, rounds: u32) -> (f64, f64, f64) {
         nested.push(tsc.ns(with_inner - empty_op));
     }
     probe::hakmem_sample_period.store(period, Ordering::Relaxed);
+    probe::hakmem_sample_interval.store(interval, Ordering::Relaxed);
     let med = |v: &[f64]| hakmem_bench::stats::median(v).unwrap_or(0.0).max(0.0);
     (med(&op), med(&inner), med(&nested))
 }

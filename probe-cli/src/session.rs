@@ -67,6 +67,9 @@ pub struct Session {
     baseline: Option<(u32, Vec<ComponentStats>)>,
     /// hakmem's sampling period, as last read from a traced process.
     sample_period: Option<u32>,
+    /// hakmem's target interval between a thread's samples (TSC cycles, 0:
+    /// fixed period), as last read from a traced process.
+    sample_interval: Option<u64>,
     /// Images `new_images` returned already.
     adopted: std::collections::BTreeSet<(u32, u32)>,
 }
@@ -124,6 +127,7 @@ impl Session {
             images: BTreeMap::new(),
             baseline: None,
             sample_period: None,
+            sample_interval: None,
             adopted: std::collections::BTreeSet::new(),
         }
     }
@@ -161,6 +165,12 @@ impl Session {
                     }
                     if let Some(period) = t.elf.sample_period.and_then(|a| t.read_u32(a).ok()) {
                         self.sample_period = Some(period);
+                    }
+                    let mut interval = [0u8; 8];
+                    if let Some(a) = t.elf.sample_interval {
+                        if t.read(a, &mut interval).is_ok() {
+                            self.sample_interval = Some(u64::from_ne_bytes(interval));
+                        }
                     }
                 }
                 image.last
@@ -223,6 +233,7 @@ impl Session {
             sample_period: self
                 .sample_period
                 .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_PERIOD),
+            sample_interval: self.sample_interval,
             empty_component_ns: self.empty_component_ns,
             empty_operation_ns: self.empty_operation_ns,
             nested_component_ns: self.nested_component_ns,
