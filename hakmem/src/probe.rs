@@ -30,8 +30,11 @@
 //!   one ended less than half or more than twice `hakmem_sample_interval`
 //!   TSC cycles ago (both written by a tracer if it wants; interval 0 fixes
 //!   every thread's period at `hakmem_sample_period`, 1 times every call).
-//!   Each thread counts down a random number of operations (uniform, mean
-//!   its period) to its next sample; until
+//!   Each thread counts down a random number of operations to its next
+//!   sample; a sample is a burst of [`SAMPLE_BURST`] consecutive operations
+//!   whose first [`SAMPLE_WARMUP`] only warm the timed path up (weight 0: a
+//!   lone timed operation every ~100 µs met cold caches and predictors), the
+//!   countdown's mean making one cycle `period` operations; until
 //!   then a small malloc served from the free list and a small free take the
 //!   *counting fast path* ([`counting`]): the untraced code plus a few adds to
 //!   the thread's slot, no clock, no random number. Components outside the small paths (large
@@ -150,6 +153,17 @@ pub const DEFAULT_SAMPLE_PERIOD: u32 = 256;
 /// operations a second: ~0.2% of a core at 150 ns each, however fast it
 /// allocates).
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 1 << 18;
+
+/// Operations in a sample (a burst of consecutive operations, taken when a
+/// countdown ends and the period is at least [`MIN_ADAPTIVE_PERIOD`]): the
+/// first [`SAMPLE_WARMUP`] run the timed path without counting in the time
+/// estimates (weight 0), the others are measured. One timed operation alone
+/// every ~100 µs ran its timed path with cold caches and predictors
+/// (small-churn: a traced malloc read 100-230 ns where 1 in 256 read 25 ns);
+/// two warm-ups cover a malloc/free alternation.
+pub const SAMPLE_BURST: u64 = 4;
+/// See [`SAMPLE_BURST`].
+pub const SAMPLE_WARMUP: u64 = 2;
 
 /// Bounds of a thread's adaptive sampling period.
 pub const MIN_ADAPTIVE_PERIOD: u64 = 1 << 4;
@@ -371,6 +385,9 @@ struct Local {
     due: Cell<bool>,
     /// TSC at the end of this thread's previous sampled operation (0: none).
     last_sample: Cell<u64>,
+    /// Operations of the current sample still to come after this one
+    /// (see [`SAMPLE_BURST`]); 0 outside a sample.
+    burst_left: Cell<u64>,
     /// xorshift state of the sampling decision (0 = not seeded).
     rng: Cell<u64>,
     /// Operations this thread may still take on the counting fast path before
@@ -392,6 +409,7 @@ std::thread_local! {
             period: Cell::new(0),
             due: Cell::new(false),
             last_sample: Cell::new(0),
+            burst_left: Cell::new(0),
             rng: Cell::new(0),
             countdown: Cell::new(0),
             internal: Cell::new(false),
@@ -495,15 +513,31 @@ fn period() -> u64 {
     (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two()
 }
 
-/// Counted-only operations before the next timed one: uniform in
-/// `0..=2 * period - 2` (`period`: this thread's), so one operation in
-/// `period` is timed on average and no periodic pattern of the program
-/// (malloc, free, malloc, ...) can line up with the samples.
+/// Counted-only operations before the next sample: uniform with mean
+/// `period - 1` (one timed operation per `period`), or `period - burst` when
+/// samples are bursts (see [`burst`]: a sample then takes `burst`
+/// operations, one cycle is still `period` on average), so that no periodic
+/// pattern of the program (malloc, free, malloc, ...) can line up with the
+/// samples.
 fn next_countdown(l: &Local) -> u64 {
     let x = next_rng(l.rng.get());
     l.rng.set(x);
-    // (x / 2^32) * n / 2^32: uniform in 0..n without a division.
-    ((x >> 32) * (2 * thread_period(l) - 1)) >> 32
+    let p = thread_period(l);
+    let mean = p - burst(p);
+    // (x / 2^32) * n / 2^32: uniform in 0..n (n = 2 * mean + 1) without a division.
+    ((x >> 32) * (2 * mean + 1)) >> 32
+}
+
+/// Operations in a sample at period `p`: [`SAMPLE_BURST`] from
+/// [`MIN_ADAPTIVE_PERIOD`] on, else 1 (a small fixed period, 1 in particular,
+/// times every operation on its own).
+#[inline]
+fn burst(p: u64) -> u64 {
+    if p >= MIN_ADAPTIVE_PERIOD {
+        SAMPLE_BURST
+    } else {
+        1
+    }
 }
 
 /// This thread's sampling period (chosen on first use: the configured one,
@@ -623,11 +657,23 @@ pub fn start_op(always: bool) -> u64 {
             l.rng.set(x);
             x & (period() - 1) == 0
         } else {
-            // The countdown stays 0 while the operation runs; its end
-            // ([`emit_timed`]) adapts the period and draws the next one,
-            // outside the timed region.
-            l.weight.set(thread_period(l));
-            l.due.set(true);
+            // A sample: `burst` operations with the countdown at 0. The first
+            // warm the timed path up (weight 0), the others stand for the
+            // cycle's `period` operations between them. The end of the last
+            // ([`emit_timed`]) adapts the period and draws the next
+            // countdown, outside the timed region.
+            let p = thread_period(l);
+            let b = burst(p);
+            let left = match l.burst_left.get() {
+                0 => b - 1,
+                n => n - 1,
+            };
+            l.burst_left.set(left);
+            let position = b - 1 - left;
+            let warmup = if b > 1 { SAMPLE_WARMUP } else { 0 };
+            l.weight
+                .set(if position < warmup { 0 } else { p / (b - warmup) });
+            l.due.set(left == 0);
             true
         }
     };
@@ -691,10 +737,14 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         // cost, not the operation's.
         cycles = cycles.saturating_sub(l.excluded.replace(0));
     }
-    let weight = if sampled(component) && cycles < OUTLIER_CYCLES {
-        l.weight.get()
-    } else {
+    let weight = if !sampled(component) {
         1
+    } else {
+        match l.weight.get() {
+            0 => 0, // a warm-up (see SAMPLE_BURST)
+            w if cycles < OUTLIER_CYCLES => w,
+            _ => 1,
+        }
     };
     count(l, component, arg);
     time(l, component, cycles, weight);
@@ -772,14 +822,17 @@ fn count(l: &Local, component: Component, arg: u64) {
 fn time(l: &Local, component: Component, cycles: u64, weight: u64) {
     let c = slot(l, component);
     if l.shared.get() {
-        c.timed.fetch_add(1, Ordering::Relaxed);
+        c.timed.fetch_add((weight != 0) as u64, Ordering::Relaxed);
         c.sum_cycles.fetch_add(cycles * weight, Ordering::Relaxed);
-        c.max_cycles.fetch_max(cycles, Ordering::Relaxed);
+        c.max_cycles
+            .fetch_max(if weight != 0 { cycles } else { 0 }, Ordering::Relaxed);
         c.hist[bucket(cycles)].fetch_add(weight, Ordering::Relaxed);
     } else {
-        bump(&c.timed, 1);
+        // A warm-up (weight 0) runs through the same code and lines and
+        // leaves every figure as it was.
+        bump(&c.timed, (weight != 0) as u64);
         bump(&c.sum_cycles, cycles * weight);
-        if cycles > c.max_cycles.load(Ordering::Relaxed) {
+        if weight != 0 && cycles > c.max_cycles.load(Ordering::Relaxed) {
             c.max_cycles.store(cycles, Ordering::Relaxed);
         }
         bump(&c.hist[bucket(cycles)], weight);
@@ -811,6 +864,7 @@ fn claim(l: &Local) -> *const ThreadRecord {
                     l.shared.set(false);
                     l.period.set(0);
                     l.last_sample.set(0);
+                    l.burst_left.set(0);
                     l.countdown.set(next_countdown(l));
                     release_at_thread_exit(slot);
                     ensure_registered();
@@ -868,6 +922,7 @@ extern "C" fn free_slot(value: *mut libc::c_void) {
     let slot = value as usize - 1;
     LOCAL.with(|l| {
         l.countdown.set(0);
+        l.burst_left.set(0);
         l.record.set(ptr::null());
         l.shared.set(false);
     });
@@ -1002,9 +1057,10 @@ mod tests {
             );
             assert_eq!(load(&c(Component::SmallFast).timed) - base[1][2], timed);
             assert_eq!(load(&c(Component::OsMap).timed) - base[2][2], 1);
-            // Each timed operation stands for `period` of them.
+            // Each measured operation stands for its share of `period`.
             let hist: u64 = c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
-            assert_eq!(hist, timed * u64::from(before.next_power_of_two()));
+            let p = u64::from(before.next_power_of_two());
+            assert_eq!(hist, timed * p / (SAMPLE_BURST - SAMPLE_WARMUP));
             let t = start_op(true);
             emit(Component::Malloc, t, 1 << 20);
             let hist_after: u64 =
@@ -1053,7 +1109,7 @@ mod tests {
         // samples: the period doubles at each sample, up to the bound.
         let (calls, timed, weights, p) = adaptive_run(u64::MAX / 4, 3_000_000);
         assert_eq!(calls, 3_000_000, "counts stay exact");
-        assert!(timed < 40, "{timed} timed: the period should have grown");
+        assert!(timed < 80, "{timed} timed: the period should have grown");
         assert!(p > u64::from(DEFAULT_SAMPLE_PERIOD), "period {p}");
         assert!(weights > timed * u64::from(DEFAULT_SAMPLE_PERIOD), "weights {weights}");
         // A target of one cycle: every gap is longer, the period falls to the
@@ -1061,7 +1117,7 @@ mod tests {
         let (calls, timed, weights, p) = adaptive_run(1, 200_000);
         assert_eq!(calls, 200_000);
         assert_eq!(p, MIN_ADAPTIVE_PERIOD);
-        let expected = 200_000 / MIN_ADAPTIVE_PERIOD;
+        let expected = 200_000 / MIN_ADAPTIVE_PERIOD * (SAMPLE_BURST - SAMPLE_WARMUP);
         assert!(
             timed > expected / 2 && timed < expected * 2,
             "{timed} timed, about {expected} expected"

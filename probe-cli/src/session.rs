@@ -23,6 +23,12 @@ pub fn quick_calibration() -> Option<crate::calibrate::Calibration> {
     crate::calibrate::measure(QUICK_CALIBRATION.0, QUICK_CALIBRATION.1).ok()
 }
 
+/// A numeric hakmem option in our environment (which `run`'s processes inherit).
+fn inherited_setting(name: &str) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    std::env::var_os(name).and_then(|v| hakmem::options::parse_u64(v.as_bytes()))
+}
+
 /// Where a command's reports go when there is no `-o FILE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefaultStream {
@@ -230,10 +236,19 @@ impl Session {
             state: state.to_string(),
             counts: &counts,
             processes: &processes,
-            sample_period: self
-                .sample_period
-                .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_PERIOD),
-            sample_interval: self.sample_interval,
+            // Not read from a running process (it exited first): what it
+            // inherited from us (`run`), else hakmem's defaults.
+            sample_period: self.sample_period.unwrap_or_else(|| {
+                inherited_setting("HAKMEM_TRACE_PERIOD")
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_PERIOD)
+            }),
+            sample_interval: self.sample_interval.or_else(|| {
+                Some(
+                    inherited_setting("HAKMEM_TRACE_INTERVAL")
+                        .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_INTERVAL),
+                )
+            }),
             empty_component_ns: self.empty_component_ns,
             empty_operation_ns: self.empty_operation_ns,
             nested_component_ns: self.nested_component_ns,
