@@ -245,8 +245,9 @@ pub fn print(c: &Calibration) {
     let rounds: Vec<String> = c.per_round_ns.iter().map(|r| format!("{r:.0}")).collect();
     println!("  rounds:           {} ns", rounds.join(", "));
     println!("  call, no probe:   {:>9.1} ns", c.unprobed_call_ns);
-    println!("hakmem counts every component instance in its own memory and times 1 operation in");
+    println!("hakmem counts every component instance in its own memory and times about one");
     println!(
-        "N (hakmem_sample_period) with every component inside it; no call traps into the kernel."
+        "operation per hakmem_sample_interval TSC cycles a thread (an adaptive period), with every"
     );
+    println!("component inside it; no call traps into the kernel.");
 }

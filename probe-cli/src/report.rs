@@ -404,13 +404,16 @@ pub fn build(i: Inputs<'_>) -> Report {
         probe: ProbePart {
             method: format!(
                 "every call counted exactly in hakmem's per-thread records; malloc, free and \
-                 realloc timed {} (a random countdown per thread) with every component \
-                 inside them, each timed call standing for as many as its countdown's mean \
-                 (one longer than {} TSC cycles, a preemption, for itself only; each \
-                 component's calls / timed is its effective rate), the large-block, OS and \
-                 ELO components on every call; subtracted from the means: what hakmem \
-                 records for empty work, measured at attach ({})",
+                 realloc timed {} with every component inside them: after a random \
+                 countdown per thread, a burst of {} consecutive calls whose first {} only \
+                 warm the timed path up (not in any figure) and whose others each stand for \
+                 their share of the period (one longer than {} TSC cycles, a preemption, \
+                 for itself only); each component's calls / timed is its effective rate; \
+                 the large-block, OS and ELO components timed on every call; subtracted \
+                 from the means: what hakmem records for empty work, measured at attach ({})",
                 sampling_rule(i.sample_period, interval_us),
+                hakmem::probe::SAMPLE_BURST,
+                hakmem::probe::SAMPLE_WARMUP,
                 hakmem::probe::OUTLIER_CYCLES,
                 match (i.empty_operation_ns, i.empty_component_ns, i.nested_component_ns) {
                     (Some(o), Some(e), Some(n)) => format!(
