@@ -271,10 +271,10 @@ pub const TABLE: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "HAKMEM_TRACE_INTERVAL",
-        values: "TSC cycles (default 262144), 0",
+        values: "TSC cycles (default 524288), 0",
         meaning: "while traced, each thread adapts its sampling period to time about one operation per this many TSC cycles; 0 keeps every thread at HAKMEM_TRACE_PERIOD",
         apply: |o, v| {
-            o.trace_interval = Some(parse_u64(v).ok_or("262144")?);
+            o.trace_interval = Some(parse_u64(v).ok_or("524288")?);
             Ok(())
         },
     },

@@ -148,11 +148,12 @@ pub const MAX_RECORDS: usize = 256;
 /// [`hakmem_sample_interval`]).
 pub const DEFAULT_SAMPLE_PERIOD: u32 = 256;
 
-/// Default target time between two timed operations of one thread, in TSC
-/// cycles (2^18: 90-130 µs at 2-3 GHz, so a thread times at most ~10,000
-/// operations a second: ~0.2% of a core at 150 ns each, however fast it
-/// allocates).
-pub const DEFAULT_SAMPLE_INTERVAL: u64 = 1 << 18;
+/// Default target time between two samples of one thread, in TSC cycles
+/// (2^19: 175-260 µs at 2-3 GHz, so a thread takes at most ~5,000 samples a
+/// second: a sample of [`SAMPLE_BURST`] operations costs 0.6 µs in a tight
+/// loop and up to ~1.5 µs in a server whose timed path is cache-cold, so
+/// under 1% of a core however fast the thread allocates).
+pub const DEFAULT_SAMPLE_INTERVAL: u64 = 1 << 19;
 
 /// Operations in a sample (a burst of consecutive operations, taken when a
 /// countdown ends and the period is at least [`MIN_ADAPTIVE_PERIOD`]): the
