@@ -9,9 +9,8 @@ echo "== 1/4 dependencies (clang, BPF headers, peer allocators)"
 ./scripts/deps.sh
 
 echo "== 2/4 build (release)"
-cargo build --release -p hakmem-preload -p hakmem-bench -p probe-cli
-# mimalloc 3, the newest peer: a workspace of its own (benches/mimalloc3/Cargo.toml says why).
-cargo build --release --manifest-path benches/mimalloc3/Cargo.toml --target-dir target
+# mimalloc3-preload: libmimalloc3.so, the mimalloc 3 peer (benches/mimalloc3).
+cargo build --release -p hakmem-preload -p hakmem-bench -p probe-cli -p mimalloc3-preload
 
 echo "== 3/4 hakmem-bench compare --scenario vm"
 target/release/hakmem-bench compare --scenario vm --runs 5

@@ -27,10 +27,8 @@ echo "--- build (release): hakmem-bench, libhakmem.so (hakmem in programs, hakme
 if [ -n "$suite" ]; then
   cargo build --release --workspace --all-targets
 else
-  cargo build --release -p hakmem-bench -p hakmem-preload
+  cargo build --release -p hakmem-bench -p hakmem-preload -p mimalloc3-preload
 fi
-# Its own workspace (see benches/mimalloc3/Cargo.toml); the library lands next to hakmem-bench.
-cargo build --release --manifest-path benches/mimalloc3/Cargo.toml --target-dir "$(realpath "${CARGO_TARGET_DIR:-target}")"
 
 # (Skipped when scripts/test.sh, which already ran them with the workspace, calls this.)
 if [ -z "$suite" ]; then

@@ -182,8 +182,7 @@ fn libc_library() -> PathBuf {
 }
 
 const HAKMEM_HINT: &str = "cargo build --release -p hakmem-preload";
-const MIMALLOC3_HINT: &str =
-    "cargo build --release --manifest-path benches/mimalloc3/Cargo.toml --target-dir target";
+const MIMALLOC3_HINT: &str = "cargo build --release -p mimalloc3-preload";
 const MIMALLOC_HINT: &str = "apt-get install libmimalloc2.0";
 const JEMALLOC_HINT: &str = "apt-get install libjemalloc2";
 

@@ -159,7 +159,8 @@ pub struct RunArgs {
 /// `compare` arguments.
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// Scenarios, comma-separated, or `all`.
+    /// Scenarios, comma-separated; a group (`all`, `small`, `large`) stands
+    /// for its scenarios.
     #[arg(long, value_delimiter = ',', required = true)]
     pub scenario: Vec<String>,
     /// Allocators, comma-separated [default: every available one of hakmem,
@@ -239,7 +240,15 @@ fn resolve_common(mut common: Common) -> Result<Common, String> {
 fn scenario(name: &str) -> Result<&'static Scenario, String> {
     scenarios::find(name).ok_or_else(|| {
         let names: Vec<&str> = scenarios::ALL.iter().map(|s| s.name).collect();
-        format!("unknown scenario '{name}' (known: {})", names.join(", "))
+        format!(
+            "unknown scenario '{name}' (known: {}; groups: all, {})",
+            names.join(", "),
+            scenarios::GROUPS
+                .iter()
+                .map(|(g, _, _)| *g)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     })
 }
 
@@ -267,18 +276,18 @@ pub fn validate(cli: Cli) -> Result<Plan, String> {
                 return Err("--runs must be at least 1".into());
             }
             args.common = resolve_common(args.common)?;
-            let scenarios = if args.scenario.iter().any(|s| s == "all") {
-                scenarios::ALL.iter().collect()
-            } else {
-                let mut list = Vec::new();
-                for name in &args.scenario {
-                    let s = scenario(name.trim())?;
-                    if !list.iter().any(|x: &&Scenario| x.name == s.name) {
-                        list.push(s);
+            let mut scenarios: Vec<&'static Scenario> = Vec::new();
+            for name in &args.scenario {
+                let named = match scenarios::group(name.trim()) {
+                    Some(group) => group,
+                    None => vec![scenario(name.trim())?],
+                };
+                for s in named {
+                    if !scenarios.iter().any(|x| x.name == s.name) {
+                        scenarios.push(s);
                     }
                 }
-                list
-            };
+            }
             let allocators = if args.allocators.is_empty() {
                 allocators::catalogue()
                     .into_iter()

@@ -8,6 +8,7 @@
 use crate::aggregate::{self, BASELINE};
 use crate::cli::ComparePlan;
 use crate::launch::run_child;
+use crate::matrix::{matrix, Measure};
 use crate::model::{Comparison, Row, RunReport, SCHEMA_VERSION};
 use crate::syscount;
 use crate::{svg, table};
@@ -68,7 +69,10 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
     bar.finish_and_clear();
     aggregate::set_ratios(&mut rows);
 
-    let mut markdown = String::new();
+    // Markdown: the overview (matrices, geometric means) first, the
+    // per-scenario tables after it; the terminal shows them the other way
+    // round, so the overview is what stays on screen.
+    let mut scenario_tables = String::new();
     for scenario in &plan.scenarios {
         let mine: Vec<&Row> = rows
             .iter()
@@ -76,10 +80,24 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
             .collect();
         let caption = table::caption(&mine, scenario.about, args.runs, args.warmup);
         println!("{caption}\n{}\n", table::terminal(&mine));
-        markdown.push_str(&format!("**{caption}**\n\n{}\n\n", table::markdown(&mine)));
+        scenario_tables.push_str(&format!("**{caption}**\n\n{}\n\n", table::markdown(&mine)));
     }
 
+    let mut markdown = String::new();
     if plan.scenarios.len() > 1 {
+        let names: Vec<&str> = plan.scenarios.iter().map(|s| s.name).collect();
+        for measure in [Measure::Time, Measure::PeakRss] {
+            if let Some(text) = matrix(&rows, &names, BASELINE, measure, false) {
+                println!("{text}\n");
+            }
+            if let Some(text) = matrix(&rows, &names, BASELINE, measure, true) {
+                markdown.push_str(&format!(
+                    "**Per scenario, relative to {BASELINE}** (median over runs ÷ {BASELINE}'s \
+                     median, ± half the range of the allocator's runs over their median)\n\n\
+                     {text}\n\n"
+                ));
+            }
+        }
         for reference in [BASELINE, "mimalloc3"] {
             if let Some(text) = table::summary(&rows, reference, false) {
                 println!("Over all scenarios, relative to {reference}:\n{text}\n");
@@ -91,7 +109,9 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
                 ));
             }
         }
+        markdown.push_str("## Per scenario\n\n");
     }
+    markdown.push_str(&scenario_tables);
 
     let comparison = Comparison {
         schema_version: SCHEMA_VERSION,

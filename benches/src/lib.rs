@@ -8,7 +8,7 @@
 //! Dependencies point one way: `stats`, `rng`, `block`, `timing` ←
 //! `scenarios` ← `child` (one run in-process) ← `protocol` + `launch` (a child
 //! from outside, its syscalls counted) ← `compare` / `programs` (many runs ×
-//! table / JSON / Markdown / SVG).
+//! table / matrix / JSON / Markdown / SVG).
 
 #![warn(missing_docs)]
 
@@ -22,6 +22,7 @@ pub mod compare;
 pub mod dispatch;
 pub mod launch;
 pub mod list;
+pub mod matrix;
 pub mod model;
 pub mod perf_group;
 pub mod process;

@@ -13,6 +13,11 @@ pub fn list() {
         let threads = if s.threaded { "threads" } else { "1 thread" };
         println!("  {:<16} {:<9} {}", s.name, threads, s.about);
     }
+    println!("\nscenario groups (`compare --scenario GROUP`):");
+    println!("  {:<16} every scenario", "all");
+    for (name, about, members) in scenarios::GROUPS {
+        println!("  {name:<16} {about}: {}", members.join(", "));
+    }
     println!("\nallocators:");
     for a in allocators::catalogue() {
         let status = match a.availability() {

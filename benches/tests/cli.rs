@@ -455,3 +455,35 @@ fn bad_arguments_exit_2_with_one_line() {
         assert!(stdout(&output).is_empty(), "{args:?} printed to stdout");
     }
 }
+
+#[test]
+fn libmimalloc3_is_mimalloc_3() {
+    // The library next to hakmem-bench, where `mimalloc3` looks for it. A
+    // build that picked up libmimalloc-sys's unified `v2` sources would give
+    // a mimalloc 2 under the mimalloc3 name (this happened once, the other
+    // way round).
+    let library = Path::new(BIN).with_file_name("libmimalloc3.so");
+    if !library.is_file() {
+        eprintln!(
+            "skipping: {} not built (cargo build --release -p mimalloc3-preload)",
+            library.display()
+        );
+        return;
+    }
+    let path = std::ffi::CString::new(library.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; RTLD_LOCAL keeps its malloc out of this
+    // process's symbol lookups (everything here is already bound to libc's).
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null(), "dlopen {}", library.display());
+    // SAFETY: a valid handle and symbol name.
+    let symbol = unsafe { libc::dlsym(handle, c"mimalloc3_version".as_ptr()) };
+    assert!(!symbol.is_null(), "mimalloc3_version not exported");
+    // SAFETY: the library defines it as `extern "C" fn() -> c_int`; it only
+    // reads mimalloc's version constant.
+    let version: extern "C" fn() -> libc::c_int = unsafe { std::mem::transmute(symbol) };
+    let v = version();
+    assert!(
+        (30000..40000).contains(&v),
+        "libmimalloc3.so reports mimalloc version {v}"
+    );
+}

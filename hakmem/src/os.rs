@@ -99,6 +99,31 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `membarrier(2)` commands (linux/membarrier.h).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Registers the process for [`membarrier`] (once; later calls are cheap).
+/// False where the kernel lacks it.
+pub fn membarrier_register() -> bool {
+    // SAFETY: a syscall with integer arguments only.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+        ) == 0
+    }
+}
+
+/// Every running thread of this process executes a full memory barrier
+/// before this returns (the heavy side of an asymmetric fence: the other
+/// side needs only a compiler fence). Requires [`membarrier_register`].
+pub fn membarrier() -> bool {
+    // SAFETY: a syscall with integer arguments only.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0 }
+}
+
 /// Reads the start of a small file (sysfs, procfs) into `buf` with raw
 /// `open`/`read` (no allocation). Returns the bytes read, or None.
 pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {

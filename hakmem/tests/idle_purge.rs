@@ -1,6 +1,7 @@
 //! Free large memory goes back to the OS while the program is idle, with no
 //! allocator call (issue 13, item 5: the background purge thread), and stays
-//! when `HAKMEM_BACKGROUND_PURGE=0`. Each case runs in a child process.
+//! when `HAKMEM_BACKGROUND_PURGE=0`: free spans, and blocks in the BigCache of
+//! a thread that makes no further call. Each case runs in a child process.
 
 mod common;
 
@@ -35,18 +36,117 @@ fn idle() -> (u64, u64) {
     (before >> 20, after >> 20)
 }
 
+/// A 32 MiB block written and freed a few times (the BigCache keeps it for
+/// its next use), then a sleep without allocating.
+fn idle_cached() -> (u64, u64) {
+    const SIZE: usize = 32 << 20;
+    for _ in 0..4 {
+        let p = hakmem::alloc_at(SIZE, 0x2d);
+        assert!(!p.is_null());
+        for off in (0..SIZE).step_by(PAGE) {
+            // SAFETY: inside the block.
+            unsafe { p.add(off).write_volatile(1) };
+        }
+        // SAFETY: a live block.
+        unsafe { hakmem::free(p) };
+    }
+    let before = hakmem::os::process_rss();
+    std::thread::sleep(Duration::from_millis(600));
+    let after = hakmem::os::process_rss();
+    (before >> 20, after >> 20)
+}
+
+/// Two threads reuse cached blocks while a third runs the purge thread's
+/// aging pass over their caches every few tens of microseconds. Every page of
+/// a block carries a stamp checked before it is freed: a cache both sides
+/// changed at once hands a block out twice, or a released block is zeroed
+/// under its owner.
+fn owners_and_the_purge_thread() {
+    const MIB: usize = 1 << 20;
+    const SIZE: usize = 2 * MIB;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ager = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut entered = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                entered += hakmem::large::age_caches_for_test() as u64;
+                // A pause: claimed back to back, the caches refused every
+                // owner and never held a block.
+                std::thread::sleep(Duration::from_micros(30));
+            }
+            entered
+        })
+    };
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let stamp_all = |p: *mut u64, stamp: u64| {
+                    for off in (0..SIZE / 8).step_by(MIB / 64) {
+                        // SAFETY: inside the block.
+                        unsafe { p.add(off).write_volatile(stamp) };
+                    }
+                };
+                let check = |p: *mut u64, stamp: u64| {
+                    for off in (0..SIZE / 8).step_by(MIB / 64) {
+                        // SAFETY: inside the block.
+                        let v = unsafe { p.add(off).read_volatile() };
+                        assert_eq!(v, stamp, "a held block changed at word {off}");
+                    }
+                };
+                let alloc = |stamp: u64| {
+                    let p = hakmem::alloc_at(SIZE, 0x3d) as *mut u64;
+                    assert!(!p.is_null());
+                    stamp_all(p, stamp);
+                    p
+                };
+                for i in 0..3_000u64 {
+                    let stamp = t << 40 | i << 8;
+                    let (a, b) = (alloc(stamp), alloc(stamp | 1));
+                    // SAFETY: a live block.
+                    unsafe { hakmem::free(a as *mut u8) };
+                    // `a` waits in the cache while aging passes run.
+                    std::thread::sleep(Duration::from_micros(100));
+                    let c = alloc(stamp | 2);
+                    check(b, stamp | 1);
+                    check(c, stamp | 2);
+                    // SAFETY: live blocks.
+                    unsafe {
+                        hakmem::free(b as *mut u8);
+                        hakmem::free(c as *mut u8);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    println!("RESULT entered={}", ager.join().unwrap());
+}
+
 #[test]
 fn child_entry() {
-    if std::env::var_os("IDLE_PURGE_CHILD").is_none() {
-        return;
-    }
-    let (before, after) = idle();
+    let (before, after) = match std::env::var("IDLE_PURGE_CHILD").as_deref() {
+        Ok("spans") => idle(),
+        Ok("cached") => idle_cached(),
+        Ok("handshake") => {
+            owners_and_the_purge_thread();
+            (0, 0)
+        }
+        _ => return,
+    };
     println!("RESULT before={before} after={after}");
 }
 
 fn run(env: &[(&str, &str)]) -> (u64, u64) {
-    let c = common::run_child(("IDLE_PURGE_CHILD", "1"), env);
-    c.assert_success("idle purge child");
+    run_case("spans", env)
+}
+
+fn run_case(case: &str, env: &[(&str, &str)]) -> (u64, u64) {
+    let c = common::run_child(("IDLE_PURGE_CHILD", case), env);
+    c.assert_success(case);
     (c.num("before"), c.num("after"))
 }
 
@@ -65,5 +165,32 @@ fn without_the_background_thread_it_stays_until_the_next_call() {
     assert!(
         after + 8 >= before,
         "RSS {before} MiB -> {after} MiB with the thread off"
+    );
+}
+
+#[test]
+fn a_cached_block_goes_back_while_its_thread_is_idle() {
+    // The thread that cached it never calls the allocator again: the purge
+    // thread ages its cache (before: RSS stayed up until the next call).
+    let (before, after) = run_case("cached", &[]);
+    assert!(
+        before >= after + 24,
+        "RSS {before} MiB -> {after} MiB while idle"
+    );
+    let (before, after) = run_case("cached", &[("HAKMEM_BACKGROUND_PURGE", "0")]);
+    assert!(
+        after + 8 >= before,
+        "RSS {before} MiB -> {after} MiB with the thread off"
+    );
+}
+
+#[test]
+fn the_purge_thread_and_a_cache_owner_never_meet_inside() {
+    let c = common::run_child(("IDLE_PURGE_CHILD", "handshake"), &[]);
+    c.assert_success("handshake");
+    assert!(
+        c.num("entered") > 0,
+        "the aging pass entered caches holding blocks: {:?}",
+        c.results
     );
 }

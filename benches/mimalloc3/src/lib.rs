@@ -4,11 +4,13 @@
 //! versions (the same `mi_*` symbols), so hakmem-bench links mimalloc 2 and
 //! preloads this library for mimalloc 3. Each function is a plain forward to
 //! the matching `mi_*` entry point (mimalloc's own override layer does the
-//! same), so the cost of preloading is one jump.
+//! same), so the cost of preloading is one jump. The C library is compiled by
+//! `build.rs` (it says why not by libmimalloc-sys) and exported only through
+//! these functions: a cdylib exports its Rust `#[no_mangle]` items alone.
 
 use std::ffi::{c_int, c_void};
 
-// The C API of mimalloc 3 (mimalloc.h); libmimalloc-sys compiles and links it.
+// The C API of mimalloc 3 (mimalloc.h); build.rs compiles it and links it in.
 extern "C" {
     fn mi_malloc(size: usize) -> *mut c_void;
     fn mi_calloc(count: usize, size: usize) -> *mut c_void;
@@ -23,9 +25,6 @@ extern "C" {
     fn mi_malloc_usable_size(p: *const c_void) -> usize;
     fn mi_version() -> c_int;
 }
-
-// Keeps libmimalloc-sys (and with it the compiled C library) in the link.
-use libmimalloc_sys as _;
 
 /// `malloc(3)`.
 ///
@@ -141,8 +140,9 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { mi_malloc_usable_size(p) }
 }
 
-/// The bundled mimalloc's version as `mi_version` reports it (major × 100 +
-/// minor, e.g. 303), so a caller can check which major version it got.
+/// The compiled mimalloc's version as `mi_version` reports it (major ×
+/// 10,000 + minor × 100 + patch, e.g. 30302), so a caller can check which
+/// major version it got.
 #[no_mangle]
 pub extern "C" fn mimalloc3_version() -> c_int {
     // SAFETY: mi_version has no preconditions.

@@ -114,7 +114,67 @@ pub static ALL: &[Scenario] = &[
     glibc_thread::SCENARIO,
 ];
 
+/// Named sets of scenarios, accepted wherever a scenario list is (`compare
+/// --scenario small`), besides `all`.
+pub static GROUPS: &[(&str, &str, &[&str])] = &[
+    (
+        "small",
+        "small objects (up to a few KiB): the public allocator suite's shapes",
+        &[
+            "small-churn",
+            "small-churn-mt",
+            "larson",
+            "xthread",
+            "cache-scratch",
+            "cache-thrash",
+            "mstress",
+            "glibc-simple",
+            "glibc-thread",
+            "cfrac",
+            "espresso",
+            "rptest",
+        ],
+    ),
+    (
+        "large",
+        "large blocks (hundreds of KiB and up)",
+        &[
+            "vm",
+            "large-reuse",
+            "large-varied",
+            "large-pipeline",
+            "large-phase",
+            "large-realloc",
+        ],
+    ),
+];
+
 /// Look a scenario up by its command-line name.
 pub fn find(name: &str) -> Option<&'static Scenario> {
     ALL.iter().find(|s| s.name == name)
+}
+
+/// The scenarios of a group (`all` or one of [`GROUPS`]); `None` when `name`
+/// is not a group.
+pub fn group(name: &str) -> Option<Vec<&'static Scenario>> {
+    if name == "all" {
+        return Some(ALL.iter().collect());
+    }
+    let (_, _, members) = GROUPS.iter().find(|(group, _, _)| *group == name)?;
+    Some(members.iter().filter_map(|m| find(m)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_group_member_is_a_scenario_and_groups_do_not_shadow_scenarios() {
+        for (name, _, members) in GROUPS {
+            assert!(find(name).is_none(), "group {name} shadows a scenario");
+            assert_eq!(group(name).unwrap().len(), members.len(), "group {name}");
+        }
+        assert_eq!(group("all").unwrap().len(), ALL.len());
+        assert!(group("vm").is_none());
+    }
 }

@@ -70,7 +70,7 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: StateOf)
         h.reuse.requested(bigcache::class_of(size));
         let tl = if t != 0 { probe::now() } else { 0 };
         let mut hit = match mode {
-            BigCacheMode::Thread => h.cache.get(size, slot),
+            BigCacheMode::Thread => h.cache().and_then(|mut c| c.get(size, slot)),
             _ => bigcache::global_get(size),
         };
         if hit.is_none() {
@@ -129,8 +129,13 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: StateOf)
         let pages = (map_size + block::HEADER_SIZE).div_ceil(os::OS_PAGE);
         if pages <= span_heap::MAX_SPAN_PAGES && !span_heap::dirty_fit(pages) {
             let released = match mode {
-                BigCacheMode::Thread if h.cache.held() == 0 => 0,
-                BigCacheMode::Thread => h.cache.flush_for_reuse(),
+                BigCacheMode::Thread => h.cache().map_or(0, |mut c| {
+                    if c.held() == 0 {
+                        0
+                    } else {
+                        c.flush_for_reuse()
+                    }
+                }),
                 _ => bigcache::global_flush_for_reuse(),
             };
             h.counters.bigcache_purged.add(released as u64);
@@ -168,7 +173,7 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: StateOf)
 fn larger_hit(h: &mut ThreadState, mode: BigCacheMode, size: usize) -> Option<usize> {
     let k = bigcache::class_of(size);
     let p = match mode {
-        BigCacheMode::Thread => h.cache.get_larger(k)?,
+        BigCacheMode::Thread => h.cache()?.get_larger(k)?,
         _ => bigcache::global_get_larger(k)?,
     };
     if block::in_span(p) {
@@ -283,12 +288,15 @@ pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: StateOf) {
         }
         Put::Refused
     } else if mode == BigCacheMode::Thread {
-        h.cache.put(
-            a,
-            usable,
-            block::site_of(word),
-            bigcache::purges_on_put(strategy),
-        )
+        match h.cache() {
+            Some(mut c) => c.put(
+                a,
+                usable,
+                block::site_of(word),
+                bigcache::purges_on_put(strategy),
+            ),
+            None => Put::Refused,
+        }
     } else {
         bigcache::global_put(a, usable, bigcache::purges_on_put(strategy))
     };
@@ -300,6 +308,9 @@ pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: StateOf) {
             }
             h.counters.bigcache_puts.add(1);
             h.counters.bigcache_evictions.add(evicted as u64);
+            // The cache now holds resident memory the purge thread gives
+            // back if this thread goes idle (the cache's guard is dropped).
+            crate::large::purge_thread::notify();
         }
         Put::Refused => {
             if mode != BigCacheMode::Off
@@ -370,12 +381,12 @@ pub fn purge_thread(h: &mut ThreadState, now: u64, delay_ns: u64) {
 fn age_thread_cache(h: &mut ThreadState, now: u64, delay_ns: u64, max_passes: u32) {
     let mut released = 0;
     if delay_ns == 0 {
-        released += h.cache.flush() + bigcache::global_purge(true);
+        released += h.cache().map_or(0, |mut c| c.flush()) + bigcache::global_purge(true);
         span_heap::purge(0, true);
     } else {
         for _ in 0..passes_since(h.aged_ns, now, delay_ns).min(max_passes) {
             h.aged_ns = now;
-            released += h.cache.purge();
+            released += h.cache().map_or(0, |mut c| c.purge());
         }
         let last = GLOBAL_AGED_NS.load(Ordering::Relaxed);
         // The first call only starts the clock.
@@ -407,7 +418,7 @@ fn age_thread_cache(h: &mut ThreadState, now: u64, delay_ns: u64, max_passes: u3
 
 /// Thread exit: the thread's cached blocks go back to the OS.
 pub fn thread_exit(h: &mut ThreadState) {
-    let released = h.cache.flush();
+    let released = h.cache_for_exit().map_or(0, |mut c| c.flush());
     h.counters.bigcache_purged.add(released as u64);
     h.sample = Sample::NONE;
 }

@@ -13,6 +13,7 @@
 //! so the child starts its own on its first large free.
 //! `HAKMEM_BACKGROUND_PURGE=0` turns it off.
 
+use crate::large::{bigcache, shared_cache, span_heap};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 
 /// Between two purge passes while there is something to purge: the purge
@@ -31,6 +32,8 @@ static STATE: AtomicU8 = AtomicU8::new(NOT_STARTED);
 static PARKED: AtomicU32 = AtomicU32::new(0);
 /// Passes run (tests and stats).
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
+/// Cached blocks this thread released from idle threads' caches (stats).
+pub static BACKGROUND_RELEASED: AtomicU64 = AtomicU64::new(0);
 
 /// Called after a free that left resident free memory: starts the thread
 /// the first time, wakes it if parked.
@@ -55,6 +58,8 @@ fn start() {
     {
         return;
     }
+    // The fork handlers keep this thread out of the caches during a fork.
+    span_heap::ensure_atfork();
     // SAFETY: plain libc calls on local, initialised values. Every signal is
     // blocked while the thread is created, so it starts with all blocked (a
     // program's signal handlers never run on it).
@@ -100,16 +105,24 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     }
 }
 
-/// One pass: purges the spans that waited the purge delay. True if resident
-/// free memory is left (so the thread should keep ticking).
+/// One pass: while the program is idle, ages every thread's BigCache and
+/// empties the global one (what they release goes to the span level); then purges
+/// the spans that waited the purge delay. True if resident free memory is
+/// left (so the thread should keep ticking).
 fn tick() -> bool {
     let delay = crate::options::get().purge_delay_ms;
-    crate::large::span_heap::purge(delay, true);
+    if span_heap::idle(delay) {
+        let released = shared_cache::age_all() + bigcache::global_purge(true);
+        BACKGROUND_RELEASED.fetch_add(released as u64, Relaxed);
+    }
+    span_heap::purge(delay, true);
     has_work()
 }
 
+/// Resident free memory is left: free spans, or blocks in some cache (its
+/// budget is reserved while it holds any).
 fn has_work() -> bool {
-    crate::large::span_heap::dirty_bytes() > 0
+    span_heap::dirty_bytes() > 0 || bigcache::reserved_bytes() > 0
 }
 
 fn sleep_ms(ms: u64) {

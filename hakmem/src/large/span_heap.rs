@@ -204,21 +204,26 @@ impl Guard {
 static ATFORK: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn fork_prepare() {
+    // The purge thread out of every thread's cache first: inside one, it may
+    // be waiting for this lock (cache -> span heap is the lock order).
+    crate::large::shared_cache::fork_gate();
     core::mem::forget(lock());
 }
 
 extern "C" fn fork_parent() {
     LOCK.store(false, Release);
+    crate::large::shared_cache::fork_done();
 }
 
 extern "C" fn fork_child() {
     LOCK.store(false, Release);
+    crate::large::shared_cache::fork_done();
     crate::large::purge_thread::after_fork_in_child();
 }
 
 /// Registers the fork handlers once (before the first arena exists, with no
 /// lock held: glibc's pthread_atfork may allocate).
-fn ensure_atfork() {
+pub(crate) fn ensure_atfork() {
     if !ATFORK.load(Acquire) && !ATFORK.swap(true, AcqRel) {
         // SAFETY: valid handlers that only touch atomics.
         unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
@@ -777,6 +782,12 @@ pub fn note_activity(now_ns: u64) {
     LAST_ACTIVITY_MS.store((now_ns / 1_000_000) as u32, Relaxed);
 }
 
+/// Whether the large-block side has been idle for two purge delays of
+/// `delay_ms` (the background purge thread then ages the threads' caches).
+pub fn idle(delay_ms: u64) -> bool {
+    now_ms().wrapping_sub(LAST_ACTIVITY_MS.load(Relaxed)) as u64 >= 2 * delay_ms
+}
+
 /// Purges dirty spans that have been dirty for at least `delay_ms` (all of
 /// them if 0) while the span level is idle (no large-block activity for two
 /// purge delays), or for at least [`BUSY_HOLD_MS`] while it is busy.
@@ -789,8 +800,7 @@ pub fn purge(delay_ms: u64, wait: bool) -> u64 {
     let now = now_ms();
     // Two delays: one slow operation (faulting 8 MiB in takes 6 ms here)
     // between span operations must not look like idleness.
-    let idle = now.wrapping_sub(LAST_ACTIVITY_MS.load(Relaxed)) as u64 >= 2 * delay_ms;
-    let delay_ms = if idle {
+    let delay_ms = if idle(delay_ms) {
         delay_ms
     } else {
         delay_ms.max(BUSY_HOLD_MS)

@@ -82,7 +82,8 @@ impl LargeStats {
             bigcache_puts: 0,
             bigcache_refused: 0,
             bigcache_evictions: 0,
-            bigcache_purged: 0,
+            // Blocks the background purge thread released from idle caches.
+            bigcache_purged: crate::large::purge_thread::BACKGROUND_RELEASED.load(Relaxed),
             bigcache_reserved_bytes: crate::large::bigcache::reserved_bytes(),
             phase: evolution::phase(),
             evo_transitions: evolution::transitions(),

@@ -4,14 +4,17 @@
 //! (`crate::thread`) holds one per thread and passes it to `path`.
 
 use crate::counters::Counter;
-use crate::large::{bigcache, elo, evolution, reuse};
+use crate::large::shared_cache::{self, SharedCache};
+use crate::large::{elo, evolution, reuse};
 use crate::options;
 
 /// Per-thread large-block state: BigCache slots, exploration RNG, the one
 /// allocation being measured for ELO, and the purge clock.
 pub struct ThreadState {
-    /// This thread's BigCache slots.
-    pub cache: bigcache::ThreadCache,
+    /// This thread's BigCache slots: a field of the same thread context,
+    /// beside this state (the background purge thread reaches it, never this
+    /// state). Null until the context is created.
+    pub cache: *const SharedCache,
     /// Exploration RNG (a different sequence per thread).
     pub rng: elo::Rng,
     /// The allocation being measured for ELO, if any.
@@ -38,7 +41,7 @@ impl ThreadState {
     /// The state before set-up (options not applied yet).
     pub const fn new() -> Self {
         ThreadState {
-            cache: bigcache::ThreadCache::new(),
+            cache: core::ptr::null(),
             rng: elo::Rng(0x9e37_79b9_7f4a_7c15),
             sample: evolution::Sample::NONE,
             sample_countdown: 0,
@@ -60,6 +63,23 @@ impl ThreadState {
         self.aged_ns = crate::os::monotonic_ns();
         // A different exploration sequence per thread.
         self.rng.0 ^= (self as *mut Self as u64).rotate_left(17) | 1;
+    }
+}
+
+impl ThreadState {
+    /// This thread's cache, unless the background purge thread is inside it
+    /// (then the caller acts as on a miss or a refusal).
+    #[inline]
+    pub fn cache(&self) -> Option<shared_cache::Guard<'static>> {
+        // SAFETY: null, or set at context creation to a field of a thread
+        // context, and contexts are never unmapped.
+        unsafe { self.cache.as_ref() }?.try_lock()
+    }
+
+    /// This thread's cache at thread exit, waiting for the purge thread.
+    pub fn cache_for_exit(&self) -> Option<shared_cache::Guard<'static>> {
+        // SAFETY: as in `cache`.
+        unsafe { self.cache.as_ref() }?.lock_for_exit()
     }
 }
 

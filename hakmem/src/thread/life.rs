@@ -38,6 +38,8 @@ fn new_ctx() -> Option<*mut ThreadCtx> {
     unsafe {
         ptr::copy_nonoverlapping(EMPTY_CTX_PTR as *const ThreadCtx, ctx, 1);
         (*ctx).large = ThreadState::new();
+        (*ctx).large.cache = &raw const (*ctx).large_cache;
+        (*ctx).large_cache.register();
     }
     GLOBAL.heaps_created.fetch_add(1, Ordering::Relaxed);
     let mut head = REGISTRY.load(Ordering::Relaxed);

@@ -15,6 +15,7 @@
 mod life;
 mod tls;
 
+use crate::large::shared_cache::SharedCache;
 use crate::large::thread::ThreadState;
 use crate::options;
 use crate::os;
@@ -33,6 +34,9 @@ pub struct ThreadCtx {
     pub small: Heap,
     /// Large blocks: BigCache slots, ELO sampling, large counters.
     pub large: ThreadState,
+    /// The BigCache slots `large.cache` points at (the background purge
+    /// thread ages them; see `large::shared_cache`).
+    large_cache: SharedCache,
     /// Slow-path calls since the last maintenance check.
     slow_calls: u32,
     /// Earliest time of the next purge pass, in monotonic ns.
@@ -48,6 +52,7 @@ impl ThreadCtx {
         ThreadCtx {
             small: Heap::empty(),
             large: ThreadState::new(),
+            large_cache: SharedCache::new(),
             slow_calls: 0,
             next_maintenance_ns: 0,
             registry_next: core::ptr::null_mut(),
