@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tdir=${CARGO_TARGET_DIR:-target}/hardened
 cargo build --release -q -p hakmem-preload --features hardened --target-dir "$tdir"
-cargo test -q -p hakmem --features hardened --lib --target-dir "$tdir" 2>&1 | grep -E "test result" || { echo "FAIL: hardened unit tests"; exit 1; }
+# The unit tests in the suite's own target dir: their dev dependencies are
+# built there already (in a directory of their own, from a clean clone, they
+# compiled again); the feature gives hakmem its own artifact, nothing is clobbered.
+cargo test -q -p hakmem --features hardened --lib 2>&1 | grep -E "test result" || { echo "FAIL: hardened unit tests"; exit 1; }
 lib=$(realpath "$tdir")/release/libhakmem.so
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 gcc -O1 -g -o "$work/hardened_checks" hakmem/tests/c/hardened_checks.c

@@ -12,7 +12,10 @@
 # 2. redis-server with libhakmem.so preloaded under
 #    `redis-benchmark -t set -d 2000`: each round runs the benchmark once
 #    untraced and once while a tracer is attached.
-# Prints one Markdown table: medians of the rounds and traced/untraced ratios.
+# Prints one Markdown table: medians of the rounds and traced/untraced ratios,
+# of throughput and of work per CPU second of the target (utime + stime from
+# /proc: what tracing costs the target itself, without the tracer's own CPU
+# use competing for the cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +38,8 @@ trap cleanup EXIT
 cc -O2 -pthread -o "$work/throughput" probe-cli/tests/workloads/throughput.c
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
 # --- 1. small objects, 2 threads -------------------------------------------
@@ -43,32 +48,41 @@ LD_PRELOAD=$lib "$work/throughput" 2 <"$work/in" >"$work/out" &
 pids+=($!)
 tp=$!
 exec 3>"$work/in" 4<"$work/out"
-# The median of N 100 ms windows of the running workload.
+# The median of N 100 ms windows of the running workload (a window ends when
+# its line is printed), and its operations per CPU second over them.
 windows() {
-  local n=$1 line
-  for _ in $(seq "$n"); do
+  local n=$1 line c0 c1 ops
+  read -r line <&4
+  c0=$(cpu_ticks "$tp")
+  ops=$(for _ in $(seq "$n"); do
     read -r line <&4
     echo "${line#ops }"
-  done | median
+  done)
+  c1=$(cpu_ticks "$tp")
+  echo "$(echo "$ops" | median) $(echo "$ops" | awk -v t=$((c1 - c0)) -v hz="$hz" \
+    '{ s += $1 } END { printf "%.0f", (t > 0 ? s * hz / t : 0) }')"
 }
 windows 10 >/dev/null # warm-up
-mt_plain=() mt_traced=() mt_ratios=()
+mt_plain=() mt_traced=() mt_ratios=() mt_cpu_plain=() mt_cpu_traced=() mt_cpu_ratios=()
 for r in $(seq "$rounds"); do
-  plain=$(windows 20)
+  read -r plain plain_cpu < <(windows 20)
   "$cli" trace --pid "$tp" --duration 2.6 -o "$work/mt.txt" 2>"$work/mt.err" &
   tracer=$!
   until grep -q "tracing pid" "$work/mt.err" 2>/dev/null; do sleep 0.05; done
-  traced=$(windows 20)
+  read -r traced traced_cpu < <(windows 20)
   wait "$tracer"
   windows 5 >/dev/null # the window holding the detach
   mt_plain+=("$plain") mt_traced+=("$traced") mt_ratios+=("$(ratio "$traced" "$plain")")
-  echo "throughput round $r/$rounds: untraced $plain, traced $traced ops/100 ms" >&2
+  mt_cpu_plain+=("$plain_cpu") mt_cpu_traced+=("$traced_cpu")
+  mt_cpu_ratios+=("$(ratio "$traced_cpu" "$plain_cpu")")
+  echo "throughput round $r/$rounds: untraced $plain, traced $traced ops/100 ms;" \
+    "per CPU second $plain_cpu, $traced_cpu" >&2
 done
 exec 3>&-
 wait "$tp" || true
 
 # --- 2. redis-server under redis-benchmark -t set -d 2000 ------------------
-redis_plain=() redis_traced=() redis_ratios=()
+redis_plain=() redis_traced=() redis_ratios=() redis_cpu_plain=() redis_cpu_traced=() redis_cpu_ratios=()
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
   port=6390
   LD_PRELOAD=$lib redis-server --port "$port" --save '' --appendonly no \
@@ -76,21 +90,31 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
   pids+=($!)
   rp=$!
   until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+  requests=100000
+  # Requests/s, and requests per CPU second of redis-server.
   bench() {
-    redis-benchmark -p "$port" -t set -d 2000 -n 100000 -c 50 -q 2>/dev/null |
-      tr '\r' '\n' | awk '/^SET:/ { print int($2) }' | tail -1
+    local c0 c1 rps
+    c0=$(cpu_ticks "$rp")
+    rps=$(redis-benchmark -p "$port" -t set -d 2000 -n "$requests" -c 50 -q 2>/dev/null |
+      tr '\r' '\n' | awk '/^SET:/ { print int($2) }' | tail -1)
+    c1=$(cpu_ticks "$rp")
+    echo "$rps $(awk -v t=$((c1 - c0)) -v hz="$hz" -v n="$requests" \
+      'BEGIN { printf "%.0f", (t > 0 ? n * hz / t : 0) }')"
   }
   bench >/dev/null # warm-up
   for r in $(seq "$rounds"); do
-    plain=$(bench)
+    read -r plain plain_cpu < <(bench)
     "$cli" trace --pid "$rp" -o "$work/redis.txt" 2>"$work/redis.err" &
     tracer=$!
     until grep -q "tracing pid" "$work/redis.err" 2>/dev/null; do sleep 0.05; done
-    traced=$(bench)
+    read -r traced traced_cpu < <(bench)
     kill -INT "$tracer"
     wait "$tracer"
     redis_plain+=("$plain") redis_traced+=("$traced") redis_ratios+=("$(ratio "$traced" "$plain")")
-    echo "redis round $r/$rounds: untraced $plain, traced $traced requests/s" >&2
+    redis_cpu_plain+=("$plain_cpu") redis_cpu_traced+=("$traced_cpu")
+    redis_cpu_ratios+=("$(ratio "$traced_cpu" "$plain_cpu")")
+    echo "redis round $r/$rounds: untraced $plain, traced $traced requests/s;" \
+      "per CPU second $plain_cpu, $traced_cpu" >&2
   done
   grep -E "^  (malloc|free|small_fast) " "$work/redis.txt" >&2 || true
 else
@@ -113,3 +137,5 @@ echo "| workload ($rounds interleaved rounds) | untraced (median) | traced (medi
 echo "|---|---|---|---|"
 row "small objects, 2 threads (ops per 100 ms)" "" mt_plain mt_traced mt_ratios
 row "redis-server, redis-benchmark -t set -d 2000" "req/s" redis_plain redis_traced redis_ratios
+row "small objects, 2 threads: ops per CPU second of the target" "" mt_cpu_plain mt_cpu_traced mt_cpu_ratios
+row "redis-server: requests per CPU second of redis-server" "" redis_cpu_plain redis_cpu_traced redis_cpu_ratios

@@ -58,6 +58,13 @@ pub struct Options {
     /// `HAKMEM_TRACE=1`: time components from the start, as if a tracer had
     /// attached (lets `probe-cli run` see the very first allocations).
     pub trace_at_start: bool,
+    /// `HAKMEM_TRACE_INTERVAL`: while traced, target TSC cycles between two
+    /// timed operations of a thread (0: every thread keeps the period of
+    /// `HAKMEM_TRACE_PERIOD`); None: hakmem's default (see `probe`).
+    pub trace_interval: Option<u64>,
+    /// `HAKMEM_TRACE_PERIOD`: while traced, the sampling period a thread
+    /// starts at (a power of two; 1 times every operation); None: default.
+    pub trace_period: Option<u32>,
     /// `HAKMEM_BACKGROUND_PURGE=0`: no background purge thread (free memory
     /// then goes back to the OS only on allocator activity).
     pub background_purge: bool,
@@ -78,6 +85,8 @@ impl Options {
         bigcache_max_mb: 64,
         verbose: false,
         trace_at_start: false,
+        trace_interval: None,
+        trace_period: None,
         huge_pages: false,
         background_purge: true,
         thp: Thp::Probe,
@@ -257,6 +266,27 @@ pub const TABLE: &[OptionSpec] = &[
         meaning: "time components from the first allocation on, for a tracer that attaches at exec",
         apply: |o, v| {
             o.trace_at_start = flag(v).map_err(|_| "0")?;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_TRACE_INTERVAL",
+        values: "TSC cycles (default 524288), 0",
+        meaning: "while traced, each thread adapts its sampling period to time about one operation per this many TSC cycles; 0 keeps every thread at HAKMEM_TRACE_PERIOD",
+        apply: |o, v| {
+            o.trace_interval = Some(parse_u64(v).ok_or("524288")?);
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "HAKMEM_TRACE_PERIOD",
+        values: "a power of two (default 256)",
+        meaning: "while traced, the sampling period each thread starts at (1 in N operations timed; 1 times every one)",
+        apply: |o, v| {
+            let n = parse_u64(v)
+                .filter(|n| n.is_power_of_two() && *n <= 1 << 20)
+                .ok_or("256")?;
+            o.trace_period = Some(n as u32);
             Ok(())
         },
     },

@@ -21,11 +21,20 @@
 //!   next thread reuses it and keeps adding); a thread that finds no free slot
 //!   adds to the last one with atomic read-modify-writes.
 //! * Timing is sampled: a top-level operation (malloc, free, realloc) is timed
-//!   with the TSC, together with every component inside it, one in
-//!   `hakmem_sample_period` on average (a power of two a tracer may write; 1
-//!   times every call), and always when it is about a large block (rare and
-//!   costly: a sample would miss them). Each thread counts down a random
-//!   number of operations (uniform, mean the period) to its next sample; until
+//!   with the TSC, together with every component inside it, one in the
+//!   calling thread's period on average, and always when it is about a large
+//!   block (rare and costly: a sample would miss them). The period is
+//!   adaptive, so that timing costs a thread a bounded share of its time
+//!   whatever its allocation rate: it starts at `hakmem_sample_period` and
+//!   doubles or halves (16..=2^20) at the end of each sample whose previous
+//!   one ended less than half or more than twice `hakmem_sample_interval`
+//!   TSC cycles ago (both written by a tracer if it wants; interval 0 fixes
+//!   every thread's period at `hakmem_sample_period`, 1 times every call).
+//!   Each thread counts down a random number of operations to its next
+//!   sample; a sample is a burst of [`SAMPLE_BURST`] consecutive operations
+//!   whose first [`SAMPLE_WARMUP`] only warm the timed path up (weight 0: a
+//!   lone timed operation every ~100 µs met cold caches and predictors), the
+//!   countdown's mean making one cycle `period` operations; until
 //!   then a small malloc served from the free list and a small free take the
 //!   *counting fast path* ([`counting`]): the untraced code plus a few adds to
 //!   the thread's slot, no clock, no random number. Components outside the small paths (large
@@ -131,13 +140,36 @@ pub const RECORD_COMPONENTS: usize = 16;
 /// Slots of `hakmem_records`: threads beyond share the last one.
 pub const MAX_RECORDS: usize = 256;
 
-/// Default sampling period of the timed operations (see the module docs).
-/// A timed small malloc costs about 150 ns more than a counted one on a VM
-/// whose TSC read takes 18 ns (four reads, the record's histogram): at 1 in
-/// 64 that was 2.3 ns per operation, a tenth of a small malloc+free pair;
-/// at 1 in 256 it is 0.6 ns, and a live server still times hundreds of
-/// calls a second.
+/// Sampling period a thread starts at (see the module docs). A timed small
+/// malloc costs about 150 ns more than a counted one on a VM whose TSC read
+/// takes 18 ns (four reads, the record's histogram): at a fixed 1 in 256
+/// that was 0.6 ns per operation, 4% of a 15 ns malloc+free pair on a
+/// thread that does nothing else; the period adapts from here (see
+/// [`hakmem_sample_interval`]).
 pub const DEFAULT_SAMPLE_PERIOD: u32 = 256;
+
+/// Default target time between two samples of one thread, in TSC cycles
+/// (2^19: 175-260 µs at 2-3 GHz, so a thread takes at most ~5,000 samples a
+/// second: a sample of [`SAMPLE_BURST`] operations costs 0.6 µs in a tight
+/// loop and up to ~1.5 µs in a server whose timed path is cache-cold, so
+/// under 1% of a core however fast the thread allocates).
+pub const DEFAULT_SAMPLE_INTERVAL: u64 = 1 << 19;
+
+/// Operations in a sample (a burst of consecutive operations, taken when a
+/// countdown ends and the period is at least [`MIN_ADAPTIVE_PERIOD`]): the
+/// first [`SAMPLE_WARMUP`] run the timed path without counting in the time
+/// estimates (weight 0), the others are measured. One timed operation alone
+/// every ~100 µs ran its timed path with cold caches and predictors
+/// (small-churn: a traced malloc read 100-230 ns where 1 in 256 read 25 ns);
+/// two warm-ups cover a malloc/free alternation.
+pub const SAMPLE_BURST: u64 = 4;
+/// See [`SAMPLE_BURST`].
+pub const SAMPLE_WARMUP: u64 = 2;
+
+/// Bounds of a thread's adaptive sampling period.
+pub const MIN_ADAPTIVE_PERIOD: u64 = 1 << 4;
+/// See [`MIN_ADAPTIVE_PERIOD`].
+pub const MAX_ADAPTIVE_PERIOD: u64 = 1 << 20;
 
 const _: () = assert!(COMPONENTS.len() <= RECORD_COMPONENTS);
 
@@ -243,10 +275,22 @@ pub static hakmem_records_used: AtomicU32 = AtomicU32::new(0);
 #[used]
 pub static hakmem_records_final: ThreadRecord = ThreadRecord::ZERO;
 
-/// Operations are timed with probability 1 / this (a power of two; 0 reads as 1).
+/// The sampling period a thread starts at (a power of two; 0 reads as 1);
+/// with [`hakmem_sample_interval`] 0, every thread's fixed period (operations
+/// timed with probability 1 / this).
 #[no_mangle]
 #[used]
 pub static hakmem_sample_period: AtomicU32 = AtomicU32::new(DEFAULT_SAMPLE_PERIOD);
+
+/// Target TSC cycles between two timed operations of one thread (0: no
+/// adaptation, every thread keeps [`hakmem_sample_period`]). At the end of
+/// each timed operation the thread doubles its period when the previous one
+/// ended less than half this ago, halves it when more than twice this ago,
+/// within [`MIN_ADAPTIVE_PERIOD`]..=[`MAX_ADAPTIVE_PERIOD`]: the time spent
+/// timing is bounded by a budget, not by the allocation rate.
+#[no_mangle]
+#[used]
+pub static hakmem_sample_interval: AtomicU64 = AtomicU64::new(DEFAULT_SAMPLE_INTERVAL);
 
 /// Non-zero while a tracer follows children (see the module docs).
 #[no_mangle]
@@ -334,6 +378,17 @@ struct Local {
     excluded: Cell<u64>,
     /// How many operations the timed one stands for (the period, or 1).
     weight: Cell<u64>,
+    /// This thread's sampling period: the mean of its countdowns (0 = not
+    /// chosen yet, see [`hakmem_sample_interval`]).
+    period: Cell<u64>,
+    /// True while the timed operation in progress ended a countdown: its end
+    /// adapts the period and starts the next countdown.
+    due: Cell<bool>,
+    /// TSC at the end of this thread's previous sampled operation (0: none).
+    last_sample: Cell<u64>,
+    /// Operations of the current sample still to come after this one
+    /// (see [`SAMPLE_BURST`]); 0 outside a sample.
+    burst_left: Cell<u64>,
     /// xorshift state of the sampling decision (0 = not seeded).
     rng: Cell<u64>,
     /// Operations this thread may still take on the counting fast path before
@@ -352,6 +407,10 @@ std::thread_local! {
             sampling: Cell::new(false),
             excluded: Cell::new(0),
             weight: Cell::new(1),
+            period: Cell::new(0),
+            due: Cell::new(false),
+            last_sample: Cell::new(0),
+            burst_left: Cell::new(0),
             rng: Cell::new(0),
             countdown: Cell::new(0),
             internal: Cell::new(false),
@@ -455,15 +514,73 @@ fn period() -> u64 {
     (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two()
 }
 
-/// Counted-only operations before the next timed one: uniform in
-/// `0..=2 * period - 2`, so one operation in `period` is timed on average
-/// and no periodic pattern of the program (malloc, free, malloc, ...) can
-/// line up with the samples.
+/// Counted-only operations before the next sample: uniform with mean
+/// `period - 1` (one timed operation per `period`), or `period - burst` when
+/// samples are bursts (see [`burst`]: a sample then takes `burst`
+/// operations, one cycle is still `period` on average), so that no periodic
+/// pattern of the program (malloc, free, malloc, ...) can line up with the
+/// samples.
 fn next_countdown(l: &Local) -> u64 {
     let x = next_rng(l.rng.get());
     l.rng.set(x);
-    // (x / 2^32) * n / 2^32: uniform in 0..n without a division.
-    ((x >> 32) * (2 * period() - 1)) >> 32
+    let p = thread_period(l);
+    let mean = p - burst(p);
+    // (x / 2^32) * n / 2^32: uniform in 0..n (n = 2 * mean + 1) without a division.
+    ((x >> 32) * (2 * mean + 1)) >> 32
+}
+
+/// Operations in a sample at period `p`: [`SAMPLE_BURST`] from
+/// [`MIN_ADAPTIVE_PERIOD`] on, else 1 (a small fixed period, 1 in particular,
+/// times every operation on its own).
+#[inline]
+fn burst(p: u64) -> u64 {
+    if p >= MIN_ADAPTIVE_PERIOD {
+        SAMPLE_BURST
+    } else {
+        1
+    }
+}
+
+/// This thread's sampling period (chosen on first use: the configured one,
+/// inside the adaptive bounds unless adaptation is off).
+#[inline]
+fn thread_period(l: &Local) -> u64 {
+    let p = l.period.get();
+    if p != 0 {
+        return p;
+    }
+    let p = if hakmem_sample_interval.load(Ordering::Relaxed) == 0 {
+        period()
+    } else {
+        period().clamp(MIN_ADAPTIVE_PERIOD, MAX_ADAPTIVE_PERIOD)
+    };
+    l.period.set(p);
+    p
+}
+
+/// At the end (TSC `end`) of a sampled operation that ended a countdown:
+/// adapts this thread's period to the target interval (see
+/// [`hakmem_sample_interval`]) and starts the next countdown. The weight of
+/// the sample that ends it is the period the countdown was drawn with, so
+/// the weighted sums stay unbiased estimates while the period moves.
+fn adapt_and_rearm(l: &Local, end: u64) {
+    let interval = hakmem_sample_interval.load(Ordering::Relaxed);
+    if interval == 0 {
+        l.period.set(period());
+    } else {
+        let last = l.last_sample.replace(end);
+        let mut p = thread_period(l);
+        if last != 0 {
+            let elapsed = end.wrapping_sub(last);
+            if elapsed < interval / 2 {
+                p = (p * 2).min(MAX_ADAPTIVE_PERIOD);
+            } else if elapsed > interval.saturating_mul(2) {
+                p = (p / 2).max(MIN_ADAPTIVE_PERIOD);
+            }
+        }
+        l.period.set(p);
+    }
+    l.countdown.set(next_countdown(l));
 }
 
 /// A top-level operation taking the counting fast path: this thread's own
@@ -534,17 +651,31 @@ pub fn start_op(always: bool) -> u64 {
         if n > 0 {
             l.countdown.set(n - 1);
             false
-        } else {
+        } else if l.shared.get() {
+            // The shared slot keeps no countdown: a coin per operation.
             l.weight.set(period());
-            if l.shared.get() {
-                // The shared slot keeps no countdown: a coin per operation.
-                let x = next_rng(l.rng.get());
-                l.rng.set(x);
-                x & (period() - 1) == 0
-            } else {
-                l.countdown.set(next_countdown(l));
-                true
-            }
+            let x = next_rng(l.rng.get());
+            l.rng.set(x);
+            x & (period() - 1) == 0
+        } else {
+            // A sample: `burst` operations with the countdown at 0. The first
+            // warm the timed path up (weight 0), the others stand for the
+            // cycle's `period` operations between them. The end of the last
+            // ([`emit_timed`]) adapts the period and draws the next
+            // countdown, outside the timed region.
+            let p = thread_period(l);
+            let b = burst(p);
+            let left = match l.burst_left.get() {
+                0 => b - 1,
+                n => n - 1,
+            };
+            l.burst_left.set(left);
+            let position = b - 1 - left;
+            let warmup = if b > 1 { SAMPLE_WARMUP } else { 0 };
+            l.weight
+                .set(if position < warmup { 0 } else { p / (b - warmup) });
+            l.due.set(left == 0);
+            true
         }
     };
     l.sampling.set(timed);
@@ -607,15 +738,22 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         // cost, not the operation's.
         cycles = cycles.saturating_sub(l.excluded.replace(0));
     }
-    let weight = if sampled(component) && cycles < OUTLIER_CYCLES {
-        l.weight.get()
-    } else {
+    let weight = if !sampled(component) {
         1
+    } else {
+        match l.weight.get() {
+            0 => 0, // a warm-up (see SAMPLE_BURST)
+            w if cycles < OUTLIER_CYCLES => w,
+            _ => 1,
+        }
     };
     count(l, component, arg);
     time(l, component, cycles, weight);
     if top {
         l.sampling.set(false);
+        if l.due.replace(false) {
+            adapt_and_rearm(l, end);
+        }
     } else if l.sampling.get() {
         // Inside a timed operation: take this record update (and the clock
         // read that measures it) out of the operation's figure. What stays
@@ -685,14 +823,17 @@ fn count(l: &Local, component: Component, arg: u64) {
 fn time(l: &Local, component: Component, cycles: u64, weight: u64) {
     let c = slot(l, component);
     if l.shared.get() {
-        c.timed.fetch_add(1, Ordering::Relaxed);
+        c.timed.fetch_add((weight != 0) as u64, Ordering::Relaxed);
         c.sum_cycles.fetch_add(cycles * weight, Ordering::Relaxed);
-        c.max_cycles.fetch_max(cycles, Ordering::Relaxed);
+        c.max_cycles
+            .fetch_max(if weight != 0 { cycles } else { 0 }, Ordering::Relaxed);
         c.hist[bucket(cycles)].fetch_add(weight, Ordering::Relaxed);
     } else {
-        bump(&c.timed, 1);
+        // A warm-up (weight 0) runs through the same code and lines and
+        // leaves every figure as it was.
+        bump(&c.timed, (weight != 0) as u64);
         bump(&c.sum_cycles, cycles * weight);
-        if cycles > c.max_cycles.load(Ordering::Relaxed) {
+        if weight != 0 && cycles > c.max_cycles.load(Ordering::Relaxed) {
             c.max_cycles.store(cycles, Ordering::Relaxed);
         }
         bump(&c.hist[bucket(cycles)], weight);
@@ -722,6 +863,9 @@ fn claim(l: &Local) -> *const ThreadRecord {
                     let r: *const ThreadRecord = &hakmem_records[slot];
                     l.record.set(r);
                     l.shared.set(false);
+                    l.period.set(0);
+                    l.last_sample.set(0);
+                    l.burst_left.set(0);
                     l.countdown.set(next_countdown(l));
                     release_at_thread_exit(slot);
                     ensure_registered();
@@ -779,6 +923,7 @@ extern "C" fn free_slot(value: *mut libc::c_void) {
     let slot = value as usize - 1;
     LOCAL.with(|l| {
         l.countdown.set(0);
+        l.burst_left.set(0);
         l.record.set(ptr::null());
         l.shared.set(false);
     });
@@ -872,8 +1017,13 @@ mod tests {
         assert_eq!(unsafe { *f }, 0x55, "push %rbp");
     }
 
+    /// The sampling settings are process-wide: one test at a time changes them.
+    static SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn events_are_counted_exactly_and_timed_when_sampled() {
+        let _settings = SETTINGS.lock().unwrap();
+        let interval = hakmem_sample_interval.swap(0, Ordering::Relaxed);
         std::thread::spawn(|| {
             let before = hakmem_sample_period.load(Ordering::Relaxed);
             // A slot keeps the counts of the threads that had it before: deltas.
@@ -908,9 +1058,10 @@ mod tests {
             );
             assert_eq!(load(&c(Component::SmallFast).timed) - base[1][2], timed);
             assert_eq!(load(&c(Component::OsMap).timed) - base[2][2], 1);
-            // Each timed operation stands for `period` of them.
+            // Each measured operation stands for its share of `period`.
             let hist: u64 = c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
-            assert_eq!(hist, timed * u64::from(before.next_power_of_two()));
+            let p = u64::from(before.next_power_of_two());
+            assert_eq!(hist, timed * p / (SAMPLE_BURST - SAMPLE_WARMUP));
             let t = start_op(true);
             emit(Component::Malloc, t, 1 << 20);
             let hist_after: u64 =
@@ -919,6 +1070,65 @@ mod tests {
         })
         .join()
         .unwrap();
+        hakmem_sample_interval.store(interval, Ordering::Relaxed);
+    }
+
+    /// Runs `ops` empty timed-or-counted operations on a new thread under
+    /// `interval`: (calls, timed, weight sum) of Malloc, and the thread's
+    /// final period.
+    fn adaptive_run(interval: u64, ops: u64) -> (u64, u64, u64, u64) {
+        let saved = hakmem_sample_interval.swap(interval, Ordering::Relaxed);
+        let out = std::thread::spawn(move || {
+            emit_cycles(Component::EvoTransition, 0, 0); // claims a slot
+            let r = LOCAL.with(|l| l.record.get());
+            // SAFETY: this thread's slot, a static.
+            let c = unsafe { &(*r).components[Component::Malloc as usize] };
+            let load = |f: &AtomicU64| f.load(Ordering::Relaxed);
+            let hist = |c: &ComponentRecord| c.hist.iter().map(load).sum::<u64>();
+            let base = (load(&c.calls), load(&c.timed), hist(c));
+            for _ in 0..ops {
+                let t = start_op(false);
+                emit(Component::Malloc, t, 0);
+            }
+            (
+                load(&c.calls) - base.0,
+                load(&c.timed) - base.1,
+                hist(c) - base.2,
+                LOCAL.with(|l| l.period.get()),
+            )
+        })
+        .join()
+        .unwrap();
+        hakmem_sample_interval.store(saved, Ordering::Relaxed);
+        out
+    }
+
+    #[test]
+    fn the_period_adapts_to_the_target_interval() {
+        let _settings = SETTINGS.lock().unwrap();
+        // A target far above what a loop of empty operations takes between
+        // samples: the period doubles at each sample, up to the bound.
+        let (calls, timed, weights, p) = adaptive_run(u64::MAX / 4, 3_000_000);
+        assert_eq!(calls, 3_000_000, "counts stay exact");
+        assert!(timed < 80, "{timed} timed: the period should have grown");
+        assert!(p > u64::from(DEFAULT_SAMPLE_PERIOD), "period {p}");
+        assert!(weights > timed * u64::from(DEFAULT_SAMPLE_PERIOD), "weights {weights}");
+        // A target of one cycle: every gap is longer, the period falls to the
+        // lower bound and stays there.
+        let (calls, timed, weights, p) = adaptive_run(1, 200_000);
+        assert_eq!(calls, 200_000);
+        assert_eq!(p, MIN_ADAPTIVE_PERIOD);
+        let expected = 200_000 / MIN_ADAPTIVE_PERIOD * (SAMPLE_BURST - SAMPLE_WARMUP);
+        assert!(
+            timed > expected / 2 && timed < expected * 2,
+            "{timed} timed, about {expected} expected"
+        );
+        // Every sample weighs the period its countdown was drawn with: the
+        // weights estimate the operations (the first few at the start period).
+        assert!(
+            weights > calls / 2 && weights < calls * 2,
+            "weights {weights} for {calls} operations"
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ fn recorded(n: u32, component: Component, mut f: impl FnMut()) -> f64 {
 fn recorded_floors(n: u32, rounds: u32) -> (f64, f64, f64) {
     let tsc = crate::tsc::Tsc::calibrate(std::time::Duration::from_millis(20));
     let period = probe::hakmem_sample_period.swap(1, Ordering::Relaxed);
+    let interval = probe::hakmem_sample_interval.swap(0, Ordering::Relaxed);
     let nested_op = || {
         let t = probe::start_op(false);
         let i = probe::start();
@@ -129,6 +130,7 @@ fn recorded_floors(n: u32, rounds: u32) -> (f64, f64, f64) {
         nested.push(tsc.ns(with_inner - empty_op));
     }
     probe::hakmem_sample_period.store(period, Ordering::Relaxed);
+    probe::hakmem_sample_interval.store(interval, Ordering::Relaxed);
     let med = |v: &[f64]| hakmem_bench::stats::median(v).unwrap_or(0.0).max(0.0);
     (med(&op), med(&inner), med(&nested))
 }
@@ -243,8 +245,9 @@ pub fn print(c: &Calibration) {
     let rounds: Vec<String> = c.per_round_ns.iter().map(|r| format!("{r:.0}")).collect();
     println!("  rounds:           {} ns", rounds.join(", "));
     println!("  call, no probe:   {:>9.1} ns", c.unprobed_call_ns);
-    println!("hakmem counts every component instance in its own memory and times 1 operation in");
+    println!("hakmem counts every component instance in its own memory and times about one");
     println!(
-        "N (hakmem_sample_period) with every component inside it; no call traps into the kernel."
+        "operation per hakmem_sample_interval TSC cycles a thread (an adaptive period), with every"
     );
+    println!("component inside it; no call traps into the kernel.");
 }

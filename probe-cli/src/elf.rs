@@ -15,6 +15,8 @@ pub const RECORDS: &str = "hakmem_records";
 pub const RECORDS_USED: &str = "hakmem_records_used";
 /// The sampling period of the timed operations.
 pub const SAMPLE_PERIOD: &str = "hakmem_sample_period";
+/// Target TSC cycles between two timed operations of a thread (0: fixed period).
+pub const SAMPLE_INTERVAL: &str = "hakmem_sample_interval";
 /// Non-zero: forked children keep tracing.
 pub const TRACE_FOLLOW: &str = "hakmem_trace_follow";
 
@@ -33,6 +35,8 @@ pub struct ElfInfo {
     pub records_used: Option<u64>,
     /// `hakmem_sample_period`'s virtual address.
     pub sample_period: Option<u64>,
+    /// `hakmem_sample_interval`'s virtual address (absent in older builds).
+    pub sample_interval: Option<u64>,
     /// `hakmem_trace_follow`'s virtual address.
     pub trace_follow: Option<u64>,
     /// The lowest loadable virtual address, page aligned: where the mapping at file
@@ -79,6 +83,7 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, String> {
         records: find(RECORDS),
         records_used: find(RECORDS_USED),
         sample_period: find(SAMPLE_PERIOD),
+        sample_interval: find(SAMPLE_INTERVAL),
         trace_follow: find(TRACE_FOLLOW),
         base_vaddr,
     })

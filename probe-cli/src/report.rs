@@ -160,8 +160,15 @@ pub struct ProbePart {
     pub method: String,
     /// Component instances counted (the sum of every component's calls).
     pub hits: u64,
-    /// Operations are timed 1 in this many (with everything inside them).
+    /// The sampling period a thread starts at (operations timed 1 in this
+    /// many, with everything inside them); with `sample_interval_us` null,
+    /// every thread's fixed period. The effective rate of each component is
+    /// its `calls` over its `timed`.
     pub sample_period: u32,
+    /// Target time between two timed operations of one thread, µs: each
+    /// thread doubles or halves its period (16..=2^20) to keep near it. None:
+    /// fixed period.
+    pub sample_interval_us: Option<f64>,
     /// What hakmem records for a component with nothing in it (timed inside
     /// an operation), measured at attach and subtracted from the means of
     /// every component but malloc, free and realloc, ns.
@@ -194,6 +201,7 @@ pub struct Inputs<'a> {
     pub counts: &'a KernelCounts,
     pub processes: &'a [crate::session::ProcessCounts],
     pub sample_period: u32,
+    pub sample_interval: Option<u64>,
     pub empty_component_ns: Option<f64>,
     pub empty_operation_ns: Option<f64>,
     pub nested_component_ns: Option<f64>,
@@ -361,6 +369,10 @@ pub fn build(i: Inputs<'_>) -> Report {
     });
 
     let hits: u64 = i.counts.components.iter().map(|s| s.calls).sum();
+    let interval_us = i
+        .sample_interval
+        .filter(|&c| c > 0)
+        .map(|c| i.tsc.ns(c as f64) / 1e3);
     let options = if i.target.options.is_empty() {
         vec!["defaults".to_string()]
     } else {
@@ -392,12 +404,16 @@ pub fn build(i: Inputs<'_>) -> Report {
         probe: ProbePart {
             method: format!(
                 "every call counted exactly in hakmem's per-thread records; malloc, free and \
-                 realloc timed 1 in {} calls on average (a random countdown per thread) with \
-                 every component inside them, each timed call standing for that many (one \
-                 longer than {} TSC cycles, a preemption, for itself only), the large-block, \
-                 OS and ELO components on every call; subtracted from the means: what hakmem records for empty work, measured \
-                 at attach ({})",
-                i.sample_period,
+                 realloc timed {} with every component inside them: after a random \
+                 countdown per thread, a burst of {} consecutive calls whose first {} only \
+                 warm the timed path up (not in any figure) and whose others each stand for \
+                 their share of the period (one longer than {} TSC cycles, a preemption, \
+                 for itself only); each component's calls / timed is its effective rate; \
+                 the large-block, OS and ELO components timed on every call; subtracted \
+                 from the means: what hakmem records for empty work, measured at attach ({})",
+                sampling_rule(i.sample_period, interval_us),
+                hakmem::probe::SAMPLE_BURST,
+                hakmem::probe::SAMPLE_WARMUP,
                 hakmem::probe::OUTLIER_CYCLES,
                 match (i.empty_operation_ns, i.empty_component_ns, i.nested_component_ns) {
                     (Some(o), Some(e), Some(n)) => format!(
@@ -409,6 +425,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             ),
             hits,
             sample_period: i.sample_period,
+            sample_interval_us: interval_us,
             empty_component_ns: i.empty_component_ns,
             empty_operation_ns: i.empty_operation_ns,
             nested_component_ns: i.nested_component_ns,
@@ -447,6 +464,19 @@ pub fn build(i: Inputs<'_>) -> Report {
                 }
             })
             .collect(),
+    }
+}
+
+/// How operations were chosen for timing, in words.
+fn sampling_rule(period: u32, interval_us: Option<f64>) -> String {
+    match interval_us {
+        Some(us) => format!(
+            "at an adaptive rate (each thread starts at 1 in {period} and doubles or halves \
+             its period, {}..={}, to time about one call every {us:.0} µs)",
+            hakmem::probe::MIN_ADAPTIVE_PERIOD,
+            hakmem::probe::MAX_ADAPTIVE_PERIOD
+        ),
+        None => format!("1 in {period} calls on average"),
     }
 }
 
@@ -513,8 +543,8 @@ pub fn text(r: &Report) -> String {
 
     let _ = writeln!(
         o,
-        "\ncomponents (counted and TSC-timed inside hakmem, timed 1 in {}; means net of the timing's own cost; share = of malloc+free+realloc time)",
-        r.probe.sample_period
+        "\ncomponents (counted exactly and TSC-timed inside hakmem, timed {}; means net of the timing's own cost; share = of malloc+free+realloc time)",
+        sampling_rule(r.probe.sample_period, r.probe.sample_interval_us)
     );
     if r.components.is_empty() {
         let _ = writeln!(
@@ -524,15 +554,16 @@ pub fn text(r: &Report) -> String {
     } else {
         let _ = writeln!(
             o,
-            "  {:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}  detail",
-            "component", "calls", "mean", "p50", "p99", "max", "share"
+            "  {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}  detail",
+            "component", "calls", "timed", "mean", "p50", "p99", "max", "share"
         );
         for c in &r.components {
             let _ = writeln!(
                 o,
-                "  {:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6.1}%  {}",
+                "  {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6.1}%  {}",
                 c.component,
                 c.calls,
+                c.timed,
                 human_ns(c.mean_ns),
                 human_ns(c.p50_ns),
                 human_ns(c.p99_ns),

@@ -23,6 +23,12 @@ pub fn quick_calibration() -> Option<crate::calibrate::Calibration> {
     crate::calibrate::measure(QUICK_CALIBRATION.0, QUICK_CALIBRATION.1).ok()
 }
 
+/// A numeric hakmem option in our environment (which `run`'s processes inherit).
+fn inherited_setting(name: &str) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    std::env::var_os(name).and_then(|v| hakmem::options::parse_u64(v.as_bytes()))
+}
+
 /// Where a command's reports go when there is no `-o FILE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefaultStream {
@@ -67,6 +73,9 @@ pub struct Session {
     baseline: Option<(u32, Vec<ComponentStats>)>,
     /// hakmem's sampling period, as last read from a traced process.
     sample_period: Option<u32>,
+    /// hakmem's target interval between a thread's samples (TSC cycles, 0:
+    /// fixed period), as last read from a traced process.
+    sample_interval: Option<u64>,
     /// Images `new_images` returned already.
     adopted: std::collections::BTreeSet<(u32, u32)>,
 }
@@ -124,6 +133,7 @@ impl Session {
             images: BTreeMap::new(),
             baseline: None,
             sample_period: None,
+            sample_interval: None,
             adopted: std::collections::BTreeSet::new(),
         }
     }
@@ -161,6 +171,12 @@ impl Session {
                     }
                     if let Some(period) = t.elf.sample_period.and_then(|a| t.read_u32(a).ok()) {
                         self.sample_period = Some(period);
+                    }
+                    let mut interval = [0u8; 8];
+                    if let Some(a) = t.elf.sample_interval {
+                        if t.read(a, &mut interval).is_ok() {
+                            self.sample_interval = Some(u64::from_ne_bytes(interval));
+                        }
                     }
                 }
                 image.last
@@ -220,9 +236,19 @@ impl Session {
             state: state.to_string(),
             counts: &counts,
             processes: &processes,
-            sample_period: self
-                .sample_period
-                .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_PERIOD),
+            // Not read from a running process (it exited first): what it
+            // inherited from us (`run`), else hakmem's defaults.
+            sample_period: self.sample_period.unwrap_or_else(|| {
+                inherited_setting("HAKMEM_TRACE_PERIOD")
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_PERIOD)
+            }),
+            sample_interval: self.sample_interval.or_else(|| {
+                Some(
+                    inherited_setting("HAKMEM_TRACE_INTERVAL")
+                        .unwrap_or(hakmem::probe::DEFAULT_SAMPLE_INTERVAL),
+                )
+            }),
             empty_component_ns: self.empty_component_ns,
             empty_operation_ns: self.empty_operation_ns,
             nested_component_ns: self.nested_component_ns,

@@ -200,12 +200,14 @@ fn reports_go_to_the_output_file_one_json_line_per_interval_never_to_the_program
         "interval",
         &["--interval", "0.05"],
         // Long enough for several 50 ms intervals on a fast machine (the span
-        // heap reuses the 2 MiB blocks without faults: 400 of them take ~10 ms).
+        // heap reuses the 2 MiB blocks without faults: 400 of them take ~10 ms;
+        // with time-bounded sampling 3,000,000 small ones once ended inside
+        // one interval).
         &[
             chatty().to_str().unwrap(),
             prog.to_str().unwrap(),
             "400",
-            "3000000",
+            "8000000",
         ],
     );
     // The program's stdout is the program's alone.
@@ -221,7 +223,7 @@ fn reports_go_to_the_output_file_one_json_line_per_interval_never_to_the_program
     let (running, last) = reports.split_at(reports.len() - 1);
     assert!(running.iter().all(|r| r["final_report"] == false));
     assert_eq!(last[0]["final_report"], true);
-    assert_eq!(component(&last[0], "malloc"), 400 + 3_000_000);
+    assert_eq!(component(&last[0], "malloc"), 400 + 8_000_000);
 
     // Without -o the report goes to stderr, still not stdout.
     let out = Command::new(PROBE_CLI)

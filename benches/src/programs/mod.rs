@@ -1,5 +1,6 @@
 //! `programs`: real programs × allocators through `LD_PRELOAD` — python3,
-//! sort, gcc, redis-server under redis-benchmark, a multi-threaded compressor.
+//! sort, gcc, redis-server under redis-benchmark, two multi-threaded
+//! compressors (xz, and zstd, whose large buffers cross threads).
 //!
 //! Every allocator of the one table (`allocators`) that has a preloadable
 //! form runs every program, in interleaved rounds (round 1 of every
@@ -19,6 +20,7 @@ mod python;
 mod redis;
 mod sort;
 mod xz;
+mod zstd;
 
 use crate::allocators::Allocator;
 use crate::protocol;
@@ -51,6 +53,7 @@ pub static ALL: &[Program] = &[
     gcc::PROGRAM,
     redis::PROGRAM,
     xz::PROGRAM,
+    zstd::PROGRAM,
 ];
 
 /// Look a program up by name.

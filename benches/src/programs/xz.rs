@@ -20,7 +20,12 @@ pub const PROGRAM: Program = Program {
 const INPUT: &str = "xz-input";
 
 fn prepare(cx: &Context) -> Result<(), String> {
-    let bytes = cx.scaled(6, 1) << 20;
+    write_text(&cx.dir.join(INPUT), cx.scaled(6, 1) << 20)
+}
+
+/// Writes `bytes` of generated text (lines of words and numbers, a little
+/// binary noise as real data has) to `path`: the compressors' input.
+pub(super) fn write_text(path: &std::path::Path, bytes: u64) -> Result<(), String> {
     let mut rng = Rng::new(42);
     let words: Vec<String> = (0..5000)
         .map(|_| {
@@ -29,7 +34,7 @@ fn prepare(cx: &Context) -> Result<(), String> {
                 .collect()
         })
         .collect();
-    let file = std::fs::File::create(cx.dir.join(INPUT)).map_err(|e| e.to_string())?;
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
     let mut out = std::io::BufWriter::new(file);
     let mut written = 0;
     while written < bytes {

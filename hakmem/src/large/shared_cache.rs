@@ -220,7 +220,9 @@ pub fn age_pass() -> (u32, u32) {
 /// pass is bounded), and keep it out until [`fork_done`].
 pub fn fork_gate() {
     while GATE.swap(true, Acquire) {
-        core::hint::spin_loop();
+        // The purge thread needs a CPU to finish its pass (2 here).
+        // SAFETY: plain syscall.
+        unsafe { libc::sched_yield() };
     }
 }
 

@@ -87,9 +87,19 @@ unsafe extern "C" fn after_fork_in_child() {
 }
 
 /// Applies the process-wide options that act outside the contexts, once:
-/// `HAKMEM_TRACE=1` starts timing as if a tracer had attached.
+/// `HAKMEM_TRACE=1` starts timing as if a tracer had attached;
+/// `HAKMEM_TRACE_INTERVAL` and `HAKMEM_TRACE_PERIOD` set how it samples.
 fn apply_options(o: &options::Options) {
-    if !OPTIONS_APPLIED.swap(true, Ordering::Relaxed) && o.trace_at_start {
+    if OPTIONS_APPLIED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if let Some(i) = o.trace_interval {
+        crate::probe::hakmem_sample_interval.store(i, Ordering::Relaxed);
+    }
+    if let Some(p) = o.trace_period {
+        crate::probe::hakmem_sample_period.store(p, Ordering::Relaxed);
+    }
+    if o.trace_at_start {
         crate::probe::hakmem_trace_enabled.store(1, Ordering::Relaxed);
     }
 }
