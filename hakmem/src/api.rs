@@ -228,11 +228,17 @@ fn free_large(p: *mut u8, r: Region) {
 #[inline(never)]
 unsafe fn free_traced(p: *mut u8) {
     if classify(p as usize) == Owner::Small {
+        // The context reached without a call (as `malloc_traced`'s pop): a
+        // `__tls_get_addr` fallback here made this a function with a
+        // prologue saving registers on every traced free.
         if let Some(fast) = probe::counting() {
-            fast.add(Component::Free);
-            fast.done();
-            // SAFETY: forwarded contract; the map says it is a small block.
-            return unsafe { thread::free_small(p as usize) };
+            if let Some(ctx) = thread::current_without_call() {
+                fast.add(Component::Free);
+                fast.done();
+                // SAFETY: forwarded contract; the map says it is a small
+                // block; `ctx` is this thread's context.
+                return unsafe { thread::free_small_in(ctx, p as usize) };
+            }
         }
     }
     // SAFETY: forwarded contract.

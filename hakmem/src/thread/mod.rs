@@ -194,6 +194,24 @@ pub unsafe fn free_small(addr: usize) {
     unsafe { small::free::free(current() as *mut Heap, addr, heap_or_init) }
 }
 
+/// The calling thread's context where reaching it needs no call, else None
+/// (the traced counting fast path then takes the whole traced path).
+#[inline(always)]
+pub fn current_without_call() -> Option<*mut ThreadCtx> {
+    tls::get_without_call()
+}
+
+/// As [`free_small`] with this thread's context `ctx` already in hand (from
+/// [`current_without_call`]): a caller free of calls keeps no prologue.
+///
+/// # Safety
+/// As [`free_small`]; `ctx` is the calling thread's context.
+#[inline(always)]
+pub unsafe fn free_small_in(ctx: *mut ThreadCtx, addr: usize) {
+    // SAFETY: the caller's contract; this thread's heap.
+    unsafe { small::free::free(ctx as *mut Heap, addr, heap_or_init) }
+}
+
 /// Collects the calling thread's remote frees and purges free memory now
 /// (`force`) or once it has waited the purge delay.
 pub fn collect(force: bool) {
