@@ -672,8 +672,11 @@ pub fn start_op(always: bool) -> u64 {
             l.burst_left.set(left);
             let position = b - 1 - left;
             let warmup = if b > 1 { SAMPLE_WARMUP } else { 0 };
-            l.weight
-                .set(if position < warmup { 0 } else { p / (b - warmup) });
+            l.weight.set(if position < warmup {
+                0
+            } else {
+                p / (b - warmup)
+            });
             l.due.set(left == 0);
             true
         }
@@ -1112,7 +1115,10 @@ mod tests {
         assert_eq!(calls, 3_000_000, "counts stay exact");
         assert!(timed < 80, "{timed} timed: the period should have grown");
         assert!(p > u64::from(DEFAULT_SAMPLE_PERIOD), "period {p}");
-        assert!(weights > timed * u64::from(DEFAULT_SAMPLE_PERIOD), "weights {weights}");
+        assert!(
+            weights > timed * u64::from(DEFAULT_SAMPLE_PERIOD),
+            "weights {weights}"
+        );
         // A target of one cycle: every gap is longer, the period falls to the
         // lower bound and stays there.
         let (calls, timed, weights, p) = adaptive_run(1, 200_000);

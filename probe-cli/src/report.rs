@@ -415,7 +415,11 @@ pub fn build(i: Inputs<'_>) -> Report {
                 hakmem::probe::SAMPLE_BURST,
                 hakmem::probe::SAMPLE_WARMUP,
                 hakmem::probe::OUTLIER_CYCLES,
-                match (i.empty_operation_ns, i.empty_component_ns, i.nested_component_ns) {
+                match (
+                    i.empty_operation_ns,
+                    i.empty_component_ns,
+                    i.nested_component_ns
+                ) {
                     (Some(o), Some(e), Some(n)) => format!(
                         "{o:.1} ns per operation, {e:.1} ns per component, and from malloc's \
                          and free's {n:.1} ns per component timed inside them"
