@@ -9,8 +9,8 @@
 
 use crate::model::{Row, RunReport};
 use crate::stats::{geomean, median, spread};
-use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::{CellAlignment, ContentArrangement, Table};
+use crate::table::{allocators_of, new_table};
+use comfy_table::CellAlignment;
 
 /// What a matrix compares.
 #[derive(Clone, Copy, Debug)]
@@ -55,20 +55,8 @@ pub fn matrix(
     measure: Measure,
     markdown: bool,
 ) -> Option<String> {
-    let mut allocators: Vec<&str> = Vec::new();
-    for r in rows {
-        if !allocators.contains(&r.allocator.as_str()) {
-            allocators.push(&r.allocator);
-        }
-    }
-    let mut table = Table::new();
-    table
-        .load_style(if markdown {
-            ASCII_MARKDOWN
-        } else {
-            UTF8_FULL_CONDENSED
-        })
-        .set_content_arrangement(ContentArrangement::Disabled);
+    let allocators = allocators_of(rows);
+    let mut table = new_table(markdown);
     let mut header = vec![format!("{} ÷ {reference}", measure.label())];
     header.extend(allocators.iter().map(|a| a.to_string()));
     table.set_header(header);

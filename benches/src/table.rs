@@ -99,22 +99,38 @@ fn cells(row: &Row, brk: bool) -> Vec<String> {
     cells
 }
 
+/// An empty table in the terminal style, or in Markdown; columns never wrap.
+pub fn new_table(markdown: bool) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(if markdown {
+            ASCII_MARKDOWN
+        } else {
+            UTF8_FULL_CONDENSED
+        })
+        .set_content_arrangement(ContentArrangement::Disabled);
+    table
+}
+
+/// The allocators of `rows`, each once, in their first row's order.
+pub fn allocators_of(rows: &[Row]) -> Vec<&str> {
+    let mut allocators: Vec<&str> = Vec::new();
+    for r in rows {
+        if !allocators.contains(&r.allocator.as_str()) {
+            allocators.push(&r.allocator);
+        }
+    }
+    allocators
+}
+
 fn build(rows: &[&Row], markdown: bool) -> Table {
     let brk = wants_brk(rows);
     let mut header = HEADER.to_vec();
     if brk {
         header.insert(8, "brk");
     }
-    let style = if markdown {
-        ASCII_MARKDOWN
-    } else {
-        UTF8_FULL_CONDENSED
-    };
-    let mut table = Table::new();
-    table
-        .load_style(style)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header.clone());
+    let mut table = new_table(markdown);
+    table.set_header(header.clone());
     for row in rows {
         table.add_row(cells(row, brk));
     }
@@ -151,27 +167,15 @@ pub fn summary(rows: &[Row], reference: &str, markdown: bool) -> Option<String> 
     if base.iter().all(|r| r.median_ns.is_none()) {
         return None;
     }
-    let mut allocators: Vec<&str> = Vec::new();
-    for r in rows {
-        if !allocators.contains(&r.allocator.as_str()) {
-            allocators.push(&r.allocator);
-        }
-    }
-    let mut table = Table::new();
-    table
-        .load_style(if markdown {
-            ASCII_MARKDOWN
-        } else {
-            UTF8_FULL_CONDENSED
-        })
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(vec![
-            "allocator".to_string(),
-            format!("time ÷ {reference} (geomean)"),
-            format!("peak RSS ÷ {reference} (geomean)"),
-            "scenarios".to_string(),
-            "slowest scenario (÷ fastest allocator)".to_string(),
-        ]);
+    let allocators = allocators_of(rows);
+    let mut table = new_table(markdown);
+    table.set_header(vec![
+        "allocator".to_string(),
+        format!("time ÷ {reference} (geomean)"),
+        format!("peak RSS ÷ {reference} (geomean)"),
+        "scenarios".to_string(),
+        "slowest scenario (÷ fastest allocator)".to_string(),
+    ]);
     for allocator in allocators {
         let (mut time, mut rss, mut worst) = (Vec::new(), Vec::new(), None::<(f64, &str)>);
         for b in &base {

@@ -46,15 +46,7 @@ fn prepare(cx: &Context) -> Result<(), String> {
 }
 
 fn run(cx: &Context) -> Result<Sample, String> {
-    let invocation = Invocation {
-        argv: ["gcc", "-O2", "-c", "-o", "generated.o", SOURCE]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        env: cx.env.clone(),
-        dir: cx.dir.to_path_buf(),
-        stdout: None,
-    };
+    let invocation = Invocation::new(cx, &["gcc", "-O2", "-c", "-o", "generated.o", SOURCE]);
     let done = measure::run_to_end(&invocation, Duration::from_secs(600))?;
     Ok(Sample::from_finished(&done))
 }

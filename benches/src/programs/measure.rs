@@ -112,6 +112,17 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// `argv` run in the program's work directory with its environment,
+    /// stdout discarded.
+    pub fn new(cx: &super::Context, argv: &[&str]) -> Invocation {
+        Invocation {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: cx.env.clone(),
+            dir: cx.dir.to_path_buf(),
+            stdout: None,
+        }
+    }
+
     /// The `Command`: stdin closed, stdout discarded, stderr captured, and
     /// SIGTERM to the program if this process dies first (a server must never
     /// outlive its benchmark).

@@ -15,6 +15,7 @@
 pub mod measure;
 pub mod report;
 
+mod compress;
 mod gcc;
 mod python;
 mod redis;

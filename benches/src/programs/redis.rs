@@ -85,8 +85,9 @@ fn benchmark(port: u16, args: &[&str]) -> Result<Vec<Test>, String> {
 
 fn run(cx: &Context) -> Result<Sample, String> {
     let port = free_port()?;
-    let invocation = Invocation {
-        argv: [
+    let invocation = Invocation::new(
+        cx,
+        &[
             "redis-server",
             "--port",
             &port.to_string(),
@@ -100,14 +101,8 @@ fn run(cx: &Context) -> Result<Sample, String> {
             "no",
             "--logfile",
             "redis.log",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        env: cx.env.clone(),
-        dir: cx.dir.to_path_buf(),
-        stdout: None,
-    };
+        ],
+    );
     let mut server = invocation
         .command()
         .and_then(|mut c| c.stderr(Stdio::null()).spawn())

@@ -3,9 +3,8 @@
 
 use super::{Plan, Sample};
 use crate::stats::{median, median_u64, spread};
-use crate::table::fmt_kib;
-use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::{CellAlignment, ContentArrangement, Table};
+use crate::table::{fmt_kib, new_table};
+use comfy_table::{CellAlignment, Table};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -183,15 +182,8 @@ fn cells(row: &Row) -> Vec<String> {
 }
 
 fn build(rows: &[Row], markdown: bool) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(if markdown {
-            ASCII_MARKDOWN
-        } else {
-            UTF8_FULL_CONDENSED
-        })
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(HEADER.to_vec());
+    let mut table = new_table(markdown);
+    table.set_header(HEADER.to_vec());
     for row in rows {
         table.add_row(cells(row));
     }

@@ -39,17 +39,8 @@ fn prepare(cx: &Context) -> Result<(), String> {
 }
 
 fn run(cx: &Context) -> Result<Sample, String> {
-    let mut env = cx.env.clone();
-    env.push(("LC_ALL".into(), Some("C".into())));
-    let invocation = Invocation {
-        argv: ["sort", "-S", "256M", "-o", "sorted.txt", INPUT]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        env,
-        dir: cx.dir.to_path_buf(),
-        stdout: None,
-    };
+    let mut invocation = Invocation::new(cx, &["sort", "-S", "256M", "-o", "sorted.txt", INPUT]);
+    invocation.env.push(("LC_ALL".into(), Some("C".into())));
     let done = measure::run_to_end(&invocation, Duration::from_secs(600))?;
     Ok(Sample::from_finished(&done))
 }
