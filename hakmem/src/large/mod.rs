@@ -31,5 +31,5 @@ pub(crate) mod thread;
 /// entered.
 #[doc(hidden)]
 pub fn age_caches_for_test() -> u32 {
-    shared_cache::age_pass().0
+    shared_cache::age_all().0
 }

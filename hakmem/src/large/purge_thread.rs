@@ -112,7 +112,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
 fn tick() -> bool {
     let delay = crate::options::get().purge_delay_ms;
     if span_heap::idle(delay) {
-        let released = shared_cache::age_all() + bigcache::global_purge(true);
+        let released = shared_cache::age_all().1 + bigcache::global_purge(true);
         BACKGROUND_RELEASED.fetch_add(released as u64, Relaxed);
     }
     span_heap::purge(delay, true);

@@ -40,7 +40,6 @@ pub struct SharedCache {
     cache: UnsafeCell<ThreadCache>,
     /// Next cache in the registry (set once, when registered).
     next: AtomicPtr<SharedCache>,
-    registered: AtomicBool,
 }
 
 // SAFETY: `cache` is only reached through a `Guard`. The owner's guard exists
@@ -66,7 +65,6 @@ impl SharedCache {
             claimed: AtomicBool::new(false),
             cache: UnsafeCell::new(ThreadCache::new()),
             next: AtomicPtr::new(ptr::null_mut()),
-            registered: AtomicBool::new(false),
         }
     }
 
@@ -103,11 +101,10 @@ impl SharedCache {
         None
     }
 
-    /// Adds this cache to the registry the purge thread walks (once).
+    /// Adds this cache to the registry the purge thread walks. Called once
+    /// per cache, when its thread context is created (contexts are pooled,
+    /// never freed, so a cache is never registered twice).
     pub fn register(&'static self) {
-        if self.registered.swap(true, AcqRel) {
-            return;
-        }
         let me = self as *const SharedCache as *mut SharedCache;
         let mut head = REGISTRY.load(Acquire);
         loop {
@@ -157,18 +154,15 @@ impl Drop for Guard<'_> {
 /// every cache whose owner is not inside gives its blocks to the span level
 /// as aged memory, which the span purge then returns (aging them a pass at
 /// a time instead, three passes, took the `large-realloc` block past the
-/// benchmark's 50 ms idle). Returns blocks released. Skipped while a fork is in
+/// benchmark's 50 ms idle). Skipped while a fork is in
 /// progress, and where the kernel has no membarrier.
 ///
 /// Every cache is claimed first and one barrier serves them all: one
 /// syscall per pass, however many threads there are. An owner that meets
 /// its claim meanwhile treats its cache as missing for that call.
-pub fn age_all() -> u32 {
-    age_pass().1
-}
-
-/// [`age_all`], returning also how many caches holding blocks it entered.
-pub fn age_pass() -> (u32, u32) {
+///
+/// Returns how many caches holding blocks it entered, and the blocks released.
+pub fn age_all() -> (u32, u32) {
     match MEMBARRIER.load(Relaxed) {
         0 => {
             let ok = crate::os::membarrier_register();
