@@ -322,6 +322,12 @@ impl ThreadCache {
     }
 
     fn flush_as(&mut self, aged: bool) -> u32 {
+        if self.held == 0 {
+            // No block to walk past; the budget a get left goes back.
+            unreserve(self.budget);
+            self.budget = 0;
+            return 0;
+        }
         self.gen = self.gen.wrapping_add(3);
         let released = self.purge_pass(aged);
         unreserve(self.budget);

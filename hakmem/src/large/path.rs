@@ -129,13 +129,7 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: StateOf)
         let pages = (map_size + block::HEADER_SIZE).div_ceil(os::OS_PAGE);
         if pages <= span_heap::MAX_SPAN_PAGES && !span_heap::dirty_fit(pages) {
             let released = match mode {
-                BigCacheMode::Thread => h.cache().map_or(0, |mut c| {
-                    if c.held() == 0 {
-                        0
-                    } else {
-                        c.flush_for_reuse()
-                    }
-                }),
+                BigCacheMode::Thread => h.cache().map_or(0, |mut c| c.flush_for_reuse()),
                 _ => bigcache::global_flush_for_reuse(),
             };
             h.counters.bigcache_purged.add(released as u64);
