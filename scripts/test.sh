@@ -62,7 +62,11 @@ if [ -n "$driver" ]; then
 fi
 
 step "unit and integration tests (release, whole workspace)"
-cargo test --release --workspace -- --test-threads=2
+# The model test runs here at the reliability suite's default size (256
+# sequences; its own default is 128), and the reliability part does not run it
+# a second time (it does at --full, with 1,000).
+export HAKMEM_SUITE_MODEL_CASES=256
+PROPTEST_CASES=$HAKMEM_SUITE_MODEL_CASES cargo test --release --workspace -- --test-threads=2
 
 # The invariant checks (page and segment counts, header magic, the abort on
 # foreign pointers) are on in debug builds and with the `debug-checks`
