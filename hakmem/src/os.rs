@@ -5,7 +5,6 @@
 //! value instead of panicking; callers turn a failed map into `NULL` + `ENOMEM`.
 //! The memory calls as the allocator makes them, counted and traced, are `vm`'s.
 
-use core::ptr;
 use core::sync::atomic::Ordering::Relaxed;
 
 /// The OS page size hakmem assumes (x86-64 and aarch64 4 KiB kernels).

@@ -187,8 +187,11 @@ fn large_blocks_cross_threads_and_age_out_of_the_caches() {
     let stats = Model::run(&actions);
     let after = hakmem::stats().large;
     assert!(stats.large_remote_frees >= 120, "{stats:?}");
+    // With per-thread caches (the default), a large block freed by another
+    // thread goes back to its allocating thread's side through the span level.
+    let per_thread = hakmem::options::get().bigcache == hakmem::options::BigCacheMode::Thread;
     assert!(
-        after.span_cross_thread_frees > before.span_cross_thread_frees,
+        !per_thread || after.span_cross_thread_frees > before.span_cross_thread_frees,
         "no large free crossed threads at the span level: {before:?} -> {after:?}"
     );
 }
