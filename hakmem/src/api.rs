@@ -97,12 +97,16 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// for hakmem itself) takes [`malloc_traced_slow`].
 #[inline(always)]
 fn malloc_traced(size: usize, site: usize) -> *mut u8 {
-    if size <= MAX_CLASS_SIZE && probe::take_grant(GrantOp::Malloc) {
-        let b = thread::pop_class(class_of(size));
-        if !b.is_null() {
-            return b;
+    if size <= MAX_CLASS_SIZE {
+        if let Some((ctx, grants)) = thread::current_with_grants_without_call() {
+            if probe::take_grant_in(grants, GrantOp::Malloc) {
+                let b = thread::pop_class_in(ctx, class_of(size));
+                if !b.is_null() {
+                    return b;
+                }
+                probe::return_grant(GrantOp::Malloc);
+            }
         }
-        probe::return_grant(GrantOp::Malloc);
     }
     malloc_traced_slow(size, site)
 }
@@ -113,7 +117,9 @@ fn malloc_traced_slow(size: usize, site: usize) -> *mut u8 {
     if !probe::tracing() {
         return malloc_untraced(size, site);
     }
-    traced(size, move || alloc_traced(size, site))
+    let p = traced(size, move || alloc_traced(size, site));
+    thread::mirror_trace_grants();
+    p
 }
 
 /// Runs one malloc-family call under the tracer: the whole call is one
@@ -225,8 +231,8 @@ unsafe fn free_traced(p: *mut u8) {
         // The context reached without a call (as `malloc_traced`'s pop): a
         // `__tls_get_addr` fallback here would add a prologue saving
         // registers on every traced free.
-        if let Some(ctx) = thread::current_without_call() {
-            if probe::take_grant(GrantOp::Free) {
+        if let Some((ctx, grants)) = thread::current_with_grants_without_call() {
+            if probe::take_grant_in(grants, GrantOp::Free) {
                 // SAFETY: forwarded contract; the map says it is a small
                 // block; `ctx` is this thread's context.
                 return unsafe { thread::free_small_in(ctx, p as usize) };
@@ -249,7 +255,8 @@ unsafe fn free_traced_slow(p: *mut u8) {
         return unsafe { free_untraced(p) };
     }
     // SAFETY: forwarded contract.
-    unsafe { traced_free(p) }
+    unsafe { traced_free(p) };
+    thread::mirror_trace_grants();
 }
 
 /// `free` under the tracer: one `Free` event.

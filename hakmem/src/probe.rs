@@ -75,7 +75,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Non-zero while a tracer is attached (see the module docs).
 #[no_mangle]
@@ -429,6 +429,37 @@ pub static hakmem_grants: [Grants; MAX_RECORDS] = [Grants::ZERO; MAX_RECORDS];
 /// never granted anything, so every call takes the full path.
 static NO_GRANTS: Grants = Grants::ZERO;
 
+/// [`NO_GRANTS`]' address, every thread's grants until it has a slot.
+pub(crate) const NO_GRANTS_PTR: *const Grants = &raw const NO_GRANTS;
+
+/// The hook told about every change of a thread's grants pointer (0: none
+/// yet): the thread layer keeps a copy beside its context pointer, where the
+/// fast path reaches both at once (see [`on_grants_change`]).
+static GRANTS_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Sets the hook [`set_grants`] calls on the calling thread with its new
+/// grants pointer. The thread layer sets it before it first copies a
+/// pointer, so that a copy other than [`NO_GRANTS_PTR`] is always kept up
+/// to date (a slot given back at thread exit, counting off in [`untraced`]).
+pub fn on_grants_change(hook: fn(*const Grants)) {
+    GRANTS_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+/// The calling thread's grants pointer ([`NO_GRANTS_PTR`] or its slot's).
+pub fn grants() -> *const Grants {
+    local().grants.get()
+}
+
+fn set_grants(l: &Local, g: *const Grants) {
+    l.grants.set(g);
+    let hook = GRANTS_HOOK.load(Ordering::Acquire);
+    if !hook.is_null() {
+        // SAFETY: only `on_grants_change` stores here, a `fn(*const Grants)`.
+        let hook: fn(*const Grants) = unsafe { core::mem::transmute(hook) };
+        hook(g);
+    }
+}
+
 /// The sampling period a thread starts at (a power of two; 0 reads as 1);
 /// with [`hakmem_sample_interval`] 0, every thread's fixed period (operations
 /// timed with probability 1 / this).
@@ -497,9 +528,10 @@ pub fn untraced<R>(f: impl FnOnce() -> R) -> R {
     let l = local();
     let was = l.internal.replace(true);
     // No granted fast path either (it does not look at `internal`).
-    let grants = l.grants.replace(&NO_GRANTS);
+    let grants = l.grants.get();
+    set_grants(l, NO_GRANTS_PTR);
     let r = f();
-    l.grants.set(grants);
+    set_grants(l, grants);
     l.internal.set(was);
     r
 }
@@ -576,7 +608,7 @@ std::thread_local! {
             last_sample: Cell::new(0),
             burst_left: Cell::new(0),
             rng: Cell::new(0),
-            grants: Cell::new(&NO_GRANTS),
+            grants: Cell::new(NO_GRANTS_PTR),
             slow_left: Cell::new(0),
             cycle_granted: Cell::new(0),
             sample_total: Cell::new(0),
@@ -603,25 +635,6 @@ fn local() -> &'static Local {
         }
     }
     local_slow()
-}
-
-/// As [`local`] where that needs no call, else None (see `counting`: its
-/// callers stay free of calls, and so of a prologue saving registers).
-#[inline(always)]
-fn local_without_call() -> Option<&'static Local> {
-    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
-    {
-        let off = LOCAL_OFFSET.load(Ordering::Relaxed);
-        if off == 0 {
-            return None;
-        }
-        // SAFETY: as in `local`.
-        Some(unsafe { &*(thread_pointer().wrapping_add(off as usize) as *const Local) })
-    }
-    #[cfg(not(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux")))]
-    {
-        Some(local())
-    }
 }
 
 /// Offset of LOCAL from the thread pointer; 0 = not known to be static.
@@ -780,19 +793,17 @@ pub fn sampling_next() -> bool {
 }
 
 /// The granted fast path of a top-level operation (see the module docs):
-/// takes one call of this thread's grant of `op`, true if there was one
-/// (the call is then counted and must not take [`start_op`]; if it turns out
-/// to need the full path after all, [`return_grant`] first). False: take
-/// [`start_op`]. A load, a test and a store once the thread is set up, and
-/// no call (the caller keeps its short prologue).
+/// takes one call of the calling thread's grant of `op` from `grants` (its
+/// grants pointer, [`grants`] or the thread layer's copy of it), true if
+/// there was one (the call is then counted and must not take [`start_op`];
+/// if it turns out to need the full path after all, [`return_grant`]
+/// first). False: take [`start_op`]. A load, a test and a store, no call
+/// (the caller keeps its short prologue).
 #[inline(always)]
-pub(crate) fn take_grant(op: GrantOp) -> bool {
-    let Some(l) = local_without_call() else {
-        return false;
-    };
-    // SAFETY: `grants` points at a static: NO_GRANTS (whose `left` stays 0,
-    // so it is never written) or this thread's own slot.
-    let left = unsafe { &(*l.grants.get()).ops[op as usize].left };
+pub(crate) fn take_grant_in(grants: *const Grants, op: GrantOp) -> bool {
+    // SAFETY: a thread's grants pointer points at a static: NO_GRANTS (whose
+    // `left` stays 0, so it is never written) or its own slot.
+    let left = unsafe { &(*grants).ops[op as usize].left };
     let n = left.load(Ordering::Relaxed);
     if n == 0 {
         return false;
@@ -1066,7 +1077,7 @@ fn claim(l: &Local) -> *const ThreadRecord {
                     // (free_slot did; a forked child's slots were cleared).
                     let g = &hakmem_grants[slot];
                     g.grant([0; GRANT_OPS]);
-                    l.grants.set(g);
+                    set_grants(l, g);
                     rearm(l);
                     release_at_thread_exit(slot);
                     ensure_registered();
@@ -1080,7 +1091,7 @@ fn claim(l: &Local) -> *const ThreadRecord {
     let r: *const ThreadRecord = &hakmem_records[MAX_RECORDS - 1];
     l.record.set(r);
     l.shared.set(true);
-    l.grants.set(&NO_GRANTS);
+    set_grants(l, NO_GRANTS_PTR);
     l.slow_left.set(0);
     l.cycle_granted.set(0);
     r
@@ -1130,7 +1141,7 @@ extern "C" fn free_slot(value: *mut libc::c_void) {
         if let Some(g) = own_grants(l) {
             g.grant([0; GRANT_OPS]);
         }
-        l.grants.set(&NO_GRANTS);
+        set_grants(l, NO_GRANTS_PTR);
         l.slow_left.set(0);
         l.cycle_granted.set(0);
         l.burst_left.set(0);
@@ -1370,7 +1381,7 @@ mod tests {
 
     /// The granted fast path as api.rs takes it: a grant, else the full path.
     fn granted_or_full(op: GrantOp, component: Component) {
-        if !take_grant(op) {
+        if !take_grant_in(grants(), op) {
             let t = start_op(false);
             emit(component, t, 0);
         }
@@ -1414,7 +1425,7 @@ mod tests {
                     fast += 1;
                 }
                 // A refill: the grant taken and given back, the full path counts it.
-                if i % 1000 == 0 && take_grant(GrantOp::Malloc) {
+                if i % 1000 == 0 && take_grant_in(grants(), GrantOp::Malloc) {
                     return_grant(GrantOp::Malloc);
                     let t = start_op(false);
                     emit(Component::Malloc, t, 0);
