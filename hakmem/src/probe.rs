@@ -364,7 +364,10 @@ impl Grants {
 
     /// Calls not taken yet of every operation's grant (the owner only).
     fn left(&self) -> u64 {
-        self.ops.iter().map(|o| o.left.load(Ordering::Relaxed)).sum()
+        self.ops
+            .iter()
+            .map(|o| o.left.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// True when an operation's grant is used up (the owner only).
@@ -760,7 +763,8 @@ fn own_grants(l: &Local) -> Option<&'static Grants> {
     if r.is_null() || l.shared.get() {
         return None;
     }
-    let slot = (r as usize - hakmem_records.as_ptr() as usize) / core::mem::size_of::<ThreadRecord>();
+    let slot =
+        (r as usize - hakmem_records.as_ptr() as usize) / core::mem::size_of::<ThreadRecord>();
     Some(&hakmem_grants[slot])
 }
 
@@ -1396,9 +1400,8 @@ mod tests {
             let g = own_grants(l).expect("a slot of its own");
             let r = l.record.get();
             // SAFETY: this thread's slot, a static.
-            let calls = |x: Component| unsafe {
-                (*r).components[x as usize].calls.load(Ordering::Relaxed)
-            };
+            let calls =
+                |x: Component| unsafe { (*r).components[x as usize].calls.load(Ordering::Relaxed) };
             let count = |x: Component| {
                 let taken = g.taken();
                 calls(x)
@@ -1435,7 +1438,11 @@ mod tests {
             let now = [Component::Malloc, Component::SmallFast, Component::Free].map(count);
             assert_eq!(now[0] - base[0], 66_667 + refills, "malloc");
             assert_eq!(now[2] - base[2], 33_333, "free");
-            assert_eq!(now[1] - base[1], g.taken()[0] - taken_before[0], "small_fast");
+            assert_eq!(
+                now[1] - base[1],
+                g.taken()[0] - taken_before[0],
+                "small_fast"
+            );
             assert!(fast > 90_000, "{fast} of 100,000 calls on the granted path");
             assert!(refills > 50, "{refills} refills");
             // A thread's exit gives back what it did not take: counts stay.

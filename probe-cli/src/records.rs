@@ -9,8 +9,8 @@
 use crate::error::{Error, Result};
 use crate::probes::add_components;
 use crate::target::Target;
-use hakmem_ebpf::layout::MAX_COMPONENTS;
 use hakmem::probe;
+use hakmem_ebpf::layout::MAX_COMPONENTS;
 use hakmem_ebpf::{ComponentStats, ProcessTotals};
 
 /// Records a process can have (`hakmem::probe::MAX_RECORDS`).
@@ -59,7 +59,11 @@ fn read_grants(target: &Target, grants: u64, used: usize) -> Result<Vec<[u64; pr
             u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
         })
     };
-    let mut reads = [vec![0u8; used * size], vec![0u8; used * size], vec![0u8; used * size]];
+    let mut reads = [
+        vec![0u8; used * size],
+        vec![0u8; used * size],
+        vec![0u8; used * size],
+    ];
     let mut taken = vec![None; used];
     for _ in 0..1000 {
         for r in &mut reads {
