@@ -4,7 +4,11 @@
 # over minutes; a round compares two neighbouring windows). A benchmark, run
 # on demand, as root; probe-cli/README.md quotes its output.
 #
-#   scripts/trace-overhead.sh [ROUNDS]          (default 5)
+#   scripts/trace-overhead.sh [ROUNDS] [DIR]    (default 5 rounds, this tree's build)
+#
+# DIR: a directory holding another build's libhakmem.so and probe-cli (say,
+# the commit before a change) to measure instead of building this tree; runs
+# of two builds alternated make a before/after comparison.
 #
 # 1. small objects, 2 threads: probe-cli/tests/workloads/throughput.c with
 #    libhakmem.so preloaded prints its operations every 100 ms; each round
@@ -20,14 +24,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=${1:-5}
+build=${2:-}
 target_dir=${CARGO_TARGET_DIR:-target}
+if ! [ "$rounds" -gt 0 ] 2>/dev/null || { [ -n "$build" ] && ! [ -x "$build/probe-cli" ]; }; then
+  echo "usage: scripts/trace-overhead.sh [ROUNDS] [DIR with libhakmem.so and probe-cli]" >&2
+  exit 2
+fi
 if [ "$(id -u)" != 0 ]; then
   echo "scripts/trace-overhead.sh: needs root (probe-cli loads BPF programs)" >&2
   exit 3
 fi
-cargo build --release -p hakmem-preload -p probe-cli >&2
-lib=$(realpath "$target_dir/release/libhakmem.so")
-cli=$(realpath "$target_dir/release/probe-cli")
+if [ -z "$build" ]; then
+  cargo build --release -p hakmem-preload -p probe-cli >&2
+  build=$target_dir/release
+fi
+lib=$(realpath "$build/libhakmem.so")
+cli=$(realpath "$build/probe-cli")
 work=$(mktemp -d)
 pids=()
 cleanup() {

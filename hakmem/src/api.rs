@@ -9,7 +9,7 @@ use crate::large::block::{self, LargeHeader};
 use crate::large::path as large_path;
 use crate::layout::{MAX_REQUEST, SEGMENT_SIZE};
 use crate::os;
-use crate::probe::{self, Component};
+use crate::probe::{self, Component, GrantOp};
 use crate::segment_map::{self, Region};
 use crate::small::size_class::{class_for_aligned, class_of, MAX_CLASS_SIZE};
 use crate::thread;
@@ -90,23 +90,21 @@ pub fn malloc(size: usize) -> *mut u8 {
 }
 
 /// `malloc` while a tracer is attached. A small block popped from the free
-/// list while no sample is due takes the counting fast path, inlined here:
-/// the untraced pop plus a few adds to this thread's trace record (Malloc and
-/// SmallFast; a call and a function prologue would cost more than the adds).
+/// list while no sample is due takes the granted fast path, inlined here:
+/// the untraced pop plus one decrement of this thread's malloc grant, which
+/// counts it (a Malloc and a SmallFast: see `probe`'s module docs).
 /// Anything else (a refill, a large block, a timed call, a thread allocating
-/// for hakmem itself) takes [`malloc_traced_slow`]. Out of line (a tail
-/// call) so that the untraced path keeps its short prologue.
-#[inline(never)]
+/// for hakmem itself) takes [`malloc_traced_slow`].
+#[inline(always)]
 fn malloc_traced(size: usize, site: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
-        if let Some(fast) = probe::counting() {
-            let c = class_of(size);
-            let b = thread::pop_class(c);
-            if !b.is_null() {
-                fast.add_sum(Component::Malloc, size as u64);
-                fast.add(Component::SmallFast);
-                fast.done();
-                return b;
+        if let Some((ctx, grants)) = thread::current_with_grants_without_call() {
+            if probe::take_grant_in(grants, GrantOp::Malloc) {
+                let b = thread::pop_class_in(ctx, class_of(size));
+                if !b.is_null() {
+                    return b;
+                }
+                probe::return_grant(GrantOp::Malloc);
             }
         }
     }
@@ -119,7 +117,9 @@ fn malloc_traced_slow(size: usize, site: usize) -> *mut u8 {
     if !probe::tracing() {
         return malloc_untraced(size, site);
     }
-    traced(size, move || alloc_traced(size, site))
+    let p = traced(size, move || alloc_traced(size, site));
+    thread::mirror_trace_grants();
+    p
 }
 
 /// Runs one malloc-family call under the tracer: the whole call is one
@@ -219,22 +219,20 @@ fn free_large(p: *mut u8, r: Region) {
     }
 }
 
-/// `free` while a tracer is attached. The counting fast path (see
-/// `malloc_traced`): a small block while no sample is due is counted and
-/// freed as untraced.
+/// `free` while a tracer is attached. The granted fast path (see
+/// `malloc_traced`): a small block while no sample is due is freed as
+/// untraced, counted by one decrement of this thread's free grant.
 ///
 /// # Safety
 /// As [`free`].
-#[inline(never)]
+#[inline(always)]
 unsafe fn free_traced(p: *mut u8) {
     if classify(p as usize) == Owner::Small {
         // The context reached without a call (as `malloc_traced`'s pop): a
-        // `__tls_get_addr` fallback here made this a function with a
-        // prologue saving registers on every traced free.
-        if let Some(fast) = probe::counting() {
-            if let Some(ctx) = thread::current_without_call() {
-                fast.add(Component::Free);
-                fast.done();
+        // `__tls_get_addr` fallback here would add a prologue saving
+        // registers on every traced free.
+        if let Some((ctx, grants)) = thread::current_with_grants_without_call() {
+            if probe::take_grant_in(grants, GrantOp::Free) {
                 // SAFETY: forwarded contract; the map says it is a small
                 // block; `ctx` is this thread's context.
                 return unsafe { thread::free_small_in(ctx, p as usize) };
@@ -257,7 +255,8 @@ unsafe fn free_traced_slow(p: *mut u8) {
         return unsafe { free_untraced(p) };
     }
     // SAFETY: forwarded contract.
-    unsafe { traced_free(p) }
+    unsafe { traced_free(p) };
+    thread::mirror_trace_grants();
 }
 
 /// `free` under the tracer: one `Free` event.

@@ -15,11 +15,25 @@
 //! * While tracing, every component instance is *counted* in the calling
 //!   thread's [`ThreadRecord`], a slot of the exported array `hakmem_records`
 //!   (no probe hit, no lock, no allocation: a few adds to memory only this
-//!   thread writes). Counters only grow, so a tracer reads exact totals at any
-//!   moment from `/proc/PID/mem` (the `hakmem_records_used` first slots) and
-//!   reports the difference since it attached. A slot outlives its thread (the
-//!   next thread reuses it and keeps adding); a thread that finds no free slot
+//!   thread writes), except the calls of the *granted fast path* below, which
+//!   are counted by their slot of `hakmem_grants` ([`Grants`]). Counters only
+//!   grow, so a tracer reads exact totals at any moment from `/proc/PID/mem`
+//!   (the `hakmem_records_used` first slots of both arrays) and reports the
+//!   difference since it attached. A slot outlives its thread (the next
+//!   thread reuses it and keeps adding); a thread that finds no free slot
 //!   adds to the last one with atomic read-modify-writes.
+//! * The granted fast path: a small malloc served from the free list and a
+//!   small free, while no sample is due, run the untraced code plus one
+//!   decrement. Each thread's [`Grants`] hold, per operation ([`GrantOp`]),
+//!   the calls granted so far (`granted`, only grows) and the calls of the
+//!   current grant not taken yet (`left`); a call takes one (`left - 1`, a
+//!   load, a test and a store) or, at 0, takes the full path. The calls
+//!   taken are `granted - left`, which the reader adds to the components
+//!   [`GRANTED`] names; the owner changes `granted` and `left` together
+//!   inside a sequence count (odd while changing), so a reader can tell a
+//!   consistent pair. Nothing else is counted on it: `malloc`'s `sum_arg` and
+//!   `nonzero_arg` are those of the calls on the full path (the mean size of
+//!   those).
 //! * Timing is sampled: a top-level operation (malloc, free, realloc) is timed
 //!   with the TSC, together with every component inside it, one in the
 //!   calling thread's period on average, and always when it is about a large
@@ -30,22 +44,24 @@
 //!   one ended less than half or more than twice `hakmem_sample_interval`
 //!   TSC cycles ago (both written by a tracer if it wants; interval 0 fixes
 //!   every thread's period at `hakmem_sample_period`, 1 times every call).
-//!   Each thread counts down a random number of operations to its next
-//!   sample; a sample is a burst of [`SAMPLE_BURST`] consecutive operations
-//!   whose first [`SAMPLE_WARMUP`] only warm the timed path up (weight 0: a
-//!   lone timed operation every ~100 µs met cold caches and predictors), the
-//!   countdown's mean making one cycle `period` operations; until
-//!   then a small malloc served from the free list and a small free take the
-//!   *counting fast path* ([`counting`]): the untraced code plus a few adds to
-//!   the thread's slot, no clock, no random number. Components outside the small paths (large
-//!   blocks, OS calls, ELO) are timed on every call: they cost microseconds,
-//!   two TSC reads do not. A timed instance counts for as many instances as it
-//!   stands for (its weight: the period, or 1): `sum_cycles` and `hist` are
+//!   After each sample a thread draws a random number N (mean the period
+//!   minus a burst) and grants N/2 (rounded up) fast mallocs, as many fast
+//!   frees and N operations on the full path; the next sample starts when
+//!   one of the three runs out. A sample is a burst of [`SAMPLE_BURST`]
+//!   consecutive operations whose first [`SAMPLE_WARMUP`] only warm the
+//!   timed path up (weight 0: a lone timed operation every ~100 µs met cold
+//!   caches and predictors); the others share the weight of the cycle it
+//!   ends: the operations since the previous sample, counted, plus the
+//!   burst, so that the weights of a thread's samples add up to its
+//!   operations whatever their mix. Components outside the small paths
+//!   (large blocks, OS calls, ELO) are timed on every call: they cost
+//!   microseconds, two TSC reads do not. A timed instance counts for as many
+//!   instances as it stands for (its weight): `sum_cycles` and `hist` are
 //!   estimates of every instance's time, `timed` counts the instances behind
 //!   them.
-//! * At process exit (`.fini_array`) hakmem sums the slots into
-//!   `hakmem_records_final` and calls `hakmem_probe_final(record)` once: the
-//!   tracer's uprobe there copies the totals before the memory disappears. The
+//! * At process exit (`.fini_array`) hakmem sums the slots, with the calls
+//!   their grants counted, into `hakmem_records_final` and calls
+//!   `hakmem_probe_final(record)` once: the tracer's uprobe there copies the totals before the memory disappears. The
 //!   function starts with `push %rbp`, which the kernel emulates without a
 //!   single-step and without the `[uprobes-trampoline]` page of an optimised
 //!   nop5 site (a forked child inherits the call into it but not the page).
@@ -59,7 +75,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Non-zero while a tracer is attached (see the module docs).
 #[no_mangle]
@@ -156,7 +172,7 @@ pub const DEFAULT_SAMPLE_PERIOD: u32 = 256;
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 1 << 19;
 
 /// Operations in a sample (a burst of consecutive operations, taken when a
-/// countdown ends and the period is at least [`MIN_ADAPTIVE_PERIOD`]): the
+/// grant is used up and the period is at least [`MIN_ADAPTIVE_PERIOD`]): the
 /// first [`SAMPLE_WARMUP`] run the timed path without counting in the time
 /// estimates (weight 0), the others are measured. One timed operation alone
 /// every ~100 µs ran its timed path with cold caches and predictors
@@ -275,6 +291,178 @@ pub static hakmem_records_used: AtomicU32 = AtomicU32::new(0);
 #[used]
 pub static hakmem_records_final: ThreadRecord = ThreadRecord::ZERO;
 
+/// The operations of the granted fast path (see the module docs), indexing
+/// [`Grants::ops`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantOp {
+    /// A small malloc served from the thread's free list.
+    Malloc = 0,
+    /// A small free.
+    Free = 1,
+}
+
+/// Operations in [`Grants::ops`].
+pub const GRANT_OPS: usize = 2;
+
+/// The components one call taken from each operation's grant counts, by
+/// [`GrantOp`] (a fast malloc is a `malloc` and a `small_fast`).
+pub const GRANTED: [&[Component]; GRANT_OPS] = [
+    &[Component::Malloc, Component::SmallFast],
+    &[Component::Free],
+];
+
+/// One operation's grant in a [`Grants`].
+#[repr(C)]
+pub struct OpGrant {
+    /// Calls granted so far (every grant added, what was not taken of the
+    /// previous one taken back): only grows.
+    pub granted: AtomicU64,
+    /// Calls of the current grant not taken yet.
+    pub left: AtomicU64,
+}
+
+/// A thread's grants (see the module docs): a slot of `hakmem_grants`, one
+/// cache line, written by its thread only. The calls taken of operation `i`
+/// are `ops[i].granted - ops[i].left`, read when `seq` is even and the same
+/// before and after.
+#[repr(C, align(64))]
+pub struct Grants {
+    /// Odd while the owner changes `granted` and `left` together.
+    pub seq: AtomicU64,
+    /// By [`GrantOp`].
+    pub ops: [OpGrant; GRANT_OPS],
+}
+
+impl Grants {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZERO: Grants = Grants {
+        seq: AtomicU64::new(0),
+        ops: [const {
+            OpGrant {
+                granted: AtomicU64::new(0),
+                left: AtomicU64::new(0),
+            }
+        }; GRANT_OPS],
+    };
+
+    /// Replaces every operation's grant by `left` (the owner only): what was
+    /// not taken of the previous one is taken back, so the calls taken stay.
+    fn grant(&self, left: [u64; GRANT_OPS]) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Release);
+        for (o, n) in self.ops.iter().zip(left) {
+            let taken = o
+                .granted
+                .load(Ordering::Relaxed)
+                .wrapping_sub(o.left.load(Ordering::Relaxed));
+            o.granted.store(taken.wrapping_add(n), Ordering::Relaxed);
+            o.left.store(n, Ordering::Relaxed);
+        }
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Calls not taken yet of every operation's grant (the owner only).
+    fn left(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|o| o.left.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// True when an operation's grant is used up (the owner only).
+    fn used_up(&self) -> bool {
+        self.ops.iter().any(|o| o.left.load(Ordering::Relaxed) == 0)
+    }
+
+    /// The calls taken of each operation, read consistently from any thread.
+    pub fn taken(&self) -> [u64; GRANT_OPS] {
+        loop {
+            let s = self.seq.load(Ordering::Acquire);
+            let t = self.ops.each_ref().map(|o| {
+                o.granted
+                    .load(Ordering::Relaxed)
+                    .wrapping_sub(o.left.load(Ordering::Relaxed))
+            });
+            core::sync::atomic::fence(Ordering::Acquire);
+            if s % 2 == 0 && self.seq.load(Ordering::Relaxed) == s {
+                return t;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    fn clear(&self) {
+        self.seq.store(0, Ordering::Relaxed);
+        for o in &self.ops {
+            o.granted.store(0, Ordering::Relaxed);
+            o.left.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// u64 words a [`Grants`] holds (`seq`, then `granted` and `left` of each
+/// operation), the rest of its cache line being padding.
+pub const GRANT_WORDS: usize = 1 + 2 * GRANT_OPS;
+
+/// The calls taken of each operation from a copy of a [`Grants`] read from
+/// another process (`words`, its first [`GRANT_WORDS`] words), if the copy
+/// is consistent: `seq_before` and `seq_after` are its `seq` read before and
+/// after the copy was (see the module docs).
+pub fn taken_in_copy(
+    words: &[u64; GRANT_WORDS],
+    seq_before: u64,
+    seq_after: u64,
+) -> Option<[u64; GRANT_OPS]> {
+    if seq_before % 2 != 0 || seq_before != seq_after {
+        return None;
+    }
+    Some(core::array::from_fn(|i| {
+        words[1 + 2 * i].wrapping_sub(words[2 + 2 * i])
+    }))
+}
+
+/// Per-thread grants (see the module docs), slot for slot with
+/// `hakmem_records`.
+#[no_mangle]
+#[used]
+pub static hakmem_grants: [Grants; MAX_RECORDS] = [Grants::ZERO; MAX_RECORDS];
+
+/// The grants of a thread without a slot of its own (or counting nothing):
+/// never granted anything, so every call takes the full path.
+static NO_GRANTS: Grants = Grants::ZERO;
+
+/// [`NO_GRANTS`]' address, every thread's grants until it has a slot.
+pub(crate) const NO_GRANTS_PTR: *const Grants = &raw const NO_GRANTS;
+
+/// The hook told about every change of a thread's grants pointer (0: none
+/// yet): the thread layer keeps a copy beside its context pointer, where the
+/// fast path reaches both at once (see [`on_grants_change`]).
+static GRANTS_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Sets the hook [`set_grants`] calls on the calling thread with its new
+/// grants pointer. The thread layer sets it before it first copies a
+/// pointer, so that a copy other than [`NO_GRANTS_PTR`] is always kept up
+/// to date (a slot given back at thread exit, counting off in [`untraced`]).
+pub fn on_grants_change(hook: fn(*const Grants)) {
+    GRANTS_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+/// The calling thread's grants pointer ([`NO_GRANTS_PTR`] or its slot's).
+pub fn grants() -> *const Grants {
+    local().grants.get()
+}
+
+fn set_grants(l: &Local, g: *const Grants) {
+    l.grants.set(g);
+    let hook = GRANTS_HOOK.load(Ordering::Acquire);
+    if !hook.is_null() {
+        // SAFETY: only `on_grants_change` stores here, a `fn(*const Grants)`.
+        let hook: fn(*const Grants) = unsafe { core::mem::transmute(hook) };
+        hook(g);
+    }
+}
+
 /// The sampling period a thread starts at (a power of two; 0 reads as 1);
 /// with [`hakmem_sample_interval`] 0, every thread's fixed period (operations
 /// timed with probability 1 / this).
@@ -342,10 +530,11 @@ pub fn enabled() -> bool {
 pub fn untraced<R>(f: impl FnOnce() -> R) -> R {
     let l = local();
     let was = l.internal.replace(true);
-    // No counting fast path either (it does not look at `internal`).
-    let countdown = l.countdown.replace(0);
+    // No granted fast path either (it does not look at `internal`).
+    let grants = l.grants.get();
+    set_grants(l, NO_GRANTS_PTR);
     let r = f();
-    l.countdown.set(countdown);
+    set_grants(l, grants);
     l.internal.set(was);
     r
 }
@@ -376,13 +565,14 @@ struct Local {
     /// TSC cycles the timed operation in progress spent updating the records
     /// of the components timed inside it (taken out of its own figure).
     excluded: Cell<u64>,
-    /// How many operations the timed one stands for (the period, or 1).
+    /// How many operations the timed one stands for (its share of the
+    /// sample's cycle, 0 for a warm-up, or 1).
     weight: Cell<u64>,
-    /// This thread's sampling period: the mean of its countdowns (0 = not
+    /// This thread's sampling period: the mean of its cycles (0 = not
     /// chosen yet, see [`hakmem_sample_interval`]).
     period: Cell<u64>,
-    /// True while the timed operation in progress ended a countdown: its end
-    /// adapts the period and starts the next countdown.
+    /// True while the timed operation in progress ends a sample: its end
+    /// adapts the period and grants the next cycle.
     due: Cell<bool>,
     /// TSC at the end of this thread's previous sampled operation (0: none).
     last_sample: Cell<u64>,
@@ -391,10 +581,19 @@ struct Local {
     burst_left: Cell<u64>,
     /// xorshift state of the sampling decision (0 = not seeded).
     rng: Cell<u64>,
-    /// Operations this thread may still take on the counting fast path before
-    /// one is timed ([`counting`]). 0 while it has no slot of its own (no
-    /// slot yet, or the shared one): every operation takes [`start_op`].
-    countdown: Cell<u64>,
+    /// The grants its fast path takes from ([`take_grant`]): its slot's in
+    /// `hakmem_grants`, or [`NO_GRANTS`] while it has no slot of its own (no
+    /// slot yet, or the shared one) or counts nothing ([`untraced`]).
+    grants: Cell<*const Grants>,
+    /// Operations on the full path ([`start_op`]) still granted before the
+    /// next sample.
+    slow_left: Cell<u64>,
+    /// Operations granted in the current cycle, fast and full path together
+    /// (what is left of them is not taken yet).
+    cycle_granted: Cell<u64>,
+    /// The weight of the sample in progress: the operations of the cycle it
+    /// ends, burst included, shared by its measured operations.
+    sample_total: Cell<u64>,
     /// True while hakmem allocates for itself ([`untraced`]).
     internal: Cell<bool>,
 }
@@ -412,7 +611,10 @@ std::thread_local! {
             last_sample: Cell::new(0),
             burst_left: Cell::new(0),
             rng: Cell::new(0),
-            countdown: Cell::new(0),
+            grants: Cell::new(NO_GRANTS_PTR),
+            slow_left: Cell::new(0),
+            cycle_granted: Cell::new(0),
+            sample_total: Cell::new(0),
             internal: Cell::new(false),
         }
     };
@@ -436,25 +638,6 @@ fn local() -> &'static Local {
         }
     }
     local_slow()
-}
-
-/// As [`local`] where that needs no call, else None (see `counting`: its
-/// callers stay free of calls, and so of a prologue saving registers).
-#[inline(always)]
-fn local_without_call() -> Option<&'static Local> {
-    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
-    {
-        let off = LOCAL_OFFSET.load(Ordering::Relaxed);
-        if off == 0 {
-            return None;
-        }
-        // SAFETY: as in `local`.
-        Some(unsafe { &*(thread_pointer().wrapping_add(off as usize) as *const Local) })
-    }
-    #[cfg(not(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux")))]
-    {
-        Some(local())
-    }
 }
 
 /// Offset of LOCAL from the thread pointer; 0 = not known to be static.
@@ -489,13 +672,6 @@ fn local_slow() -> &'static Local {
     unsafe { &*p }
 }
 
-/// Whether the next [`start_op`] of this thread may be timed (when not
-/// forced): no counted-only operation is left before the next sample.
-#[inline]
-pub fn sampling_next() -> bool {
-    local().countdown.get() == 0
-}
-
 /// One xorshift64 step (0 seeds from the TSC first).
 #[inline(always)]
 fn next_rng(mut x: u64) -> u64 {
@@ -514,10 +690,9 @@ fn period() -> u64 {
     (hakmem_sample_period.load(Ordering::Relaxed).max(1) as u64).next_power_of_two()
 }
 
-/// Counted-only operations before the next sample: uniform with mean
-/// `period - 1` (one timed operation per `period`), or `period - burst` when
-/// samples are bursts (see [`burst`]: a sample then takes `burst`
-/// operations, one cycle is still `period` on average), so that no periodic
+/// The N of the next cycle ([`rearm`]): uniform with mean `period - 1`, or
+/// `period - burst` when samples are bursts (see [`burst`]: a sample then
+/// takes `burst` operations), random so that no periodic
 /// pattern of the program (malloc, free, malloc, ...) can line up with the
 /// samples.
 fn next_countdown(l: &Local) -> u64 {
@@ -558,11 +733,9 @@ fn thread_period(l: &Local) -> u64 {
     p
 }
 
-/// At the end (TSC `end`) of a sampled operation that ended a countdown:
-/// adapts this thread's period to the target interval (see
-/// [`hakmem_sample_interval`]) and starts the next countdown. The weight of
-/// the sample that ends it is the period the countdown was drawn with, so
-/// the weighted sums stay unbiased estimates while the period moves.
+/// At the end (TSC `end`) of a sample: adapts this thread's period to the
+/// target interval (see [`hakmem_sample_interval`]) and grants the next
+/// cycle ([`rearm`]).
 fn adapt_and_rearm(l: &Local, end: u64) {
     let interval = hakmem_sample_interval.load(Ordering::Relaxed);
     if interval == 0 {
@@ -580,57 +753,77 @@ fn adapt_and_rearm(l: &Local, end: u64) {
         }
         l.period.set(p);
     }
-    l.countdown.set(next_countdown(l));
+    rearm(l);
 }
 
-/// A top-level operation taking the counting fast path: this thread's own
-/// slot, and no sample due (see [`counting`]).
-pub(crate) struct FastCount {
-    local: &'static Local,
-    record: &'static ThreadRecord,
-}
-
-impl FastCount {
-    /// Counts one instance of `component` (only this thread writes the slot).
-    /// Its `arg` is left out: the fast path adds what the report needs and
-    /// no more (every add is a store on the hottest path of the program).
-    #[inline(always)]
-    pub(crate) fn add(&self, component: Component) {
-        bump(&self.record.components[component as usize].calls, 1);
-    }
-
-    /// Counts one instance of `component` with its `arg` summed (not counted
-    /// in `nonzero_arg`: see [`ComponentRecord`]).
-    #[inline(always)]
-    pub(crate) fn add_sum(&self, component: Component, arg: u64) {
-        let c = &self.record.components[component as usize];
-        bump(&c.calls, 1);
-        bump(&c.sum_arg, arg);
-    }
-
-    /// Ends the operation: one counted-only operation fewer before a sample.
-    #[inline(always)]
-    pub(crate) fn done(self) {
-        self.local.countdown.set(self.local.countdown.get() - 1);
-    }
-}
-
-/// The counting fast path of a traced top-level operation (malloc, free):
-/// Some while this thread has a slot of its own and the operation is not
-/// due for timing. The caller then counts it and its components with
-/// [`FastCount::add`] and ends it with [`FastCount::done`], or, if the
-/// operation turns out to need more (a refill), drops it and takes
-/// [`start_op`]. None: take [`start_op`].
-#[inline(always)]
-pub(crate) fn counting() -> Option<FastCount> {
-    let l = local_without_call()?;
-    if l.countdown.get() == 0 {
+/// This thread's own grants, if it has a slot of its own.
+#[inline]
+fn own_grants(l: &Local) -> Option<&'static Grants> {
+    let r = l.record.get();
+    if r.is_null() || l.shared.get() {
         return None;
     }
-    // SAFETY: a non-zero countdown means `record` is this thread's own slot
-    // (`claim` sets it first; `free_slot` clears both), a static.
-    let record = unsafe { &*l.record.get() };
-    Some(FastCount { local: l, record })
+    let slot =
+        (r as usize - hakmem_records.as_ptr() as usize) / core::mem::size_of::<ThreadRecord>();
+    Some(&hakmem_grants[slot])
+}
+
+/// Starts a cycle: draws N operations ([`next_countdown`]) and grants N/2
+/// (rounded up) fast mallocs, as many fast frees and N operations on the
+/// full path; the next sample starts when one of them is used up.
+fn rearm(l: &Local) {
+    let n = next_countdown(l);
+    let half = n.div_ceil(2);
+    l.slow_left.set(n);
+    l.cycle_granted.set(n + 2 * half);
+    if let Some(g) = own_grants(l) {
+        g.grant([half; GRANT_OPS]);
+    }
+}
+
+/// Whether this thread's next full-path operation starts a sample: a grant
+/// is used up (or none was given: no slot of its own yet).
+#[inline]
+fn cycle_over(l: &Local) -> bool {
+    l.slow_left.get() == 0 || own_grants(l).is_none_or(Grants::used_up)
+}
+
+/// Whether the next [`start_op`] of this thread may be timed (when not
+/// forced): a sample is in progress or due.
+#[inline]
+pub fn sampling_next() -> bool {
+    let l = local();
+    l.shared.get() || l.burst_left.get() > 0 || (!l.record.get().is_null() && cycle_over(l))
+}
+
+/// The granted fast path of a top-level operation (see the module docs):
+/// takes one call of the calling thread's grant of `op` from `grants` (its
+/// grants pointer, [`grants`] or the thread layer's copy of it), true if
+/// there was one (the call is then counted and must not take [`start_op`];
+/// if it turns out to need the full path after all, [`return_grant`]
+/// first). False: take [`start_op`]. A load, a test and a store, no call
+/// (the caller keeps its short prologue).
+#[inline(always)]
+pub(crate) fn take_grant_in(grants: *const Grants, op: GrantOp) -> bool {
+    // SAFETY: a thread's grants pointer points at a static: NO_GRANTS (whose
+    // `left` stays 0, so it is never written) or its own slot.
+    let left = unsafe { &(*grants).ops[op as usize].left };
+    let n = left.load(Ordering::Relaxed);
+    if n == 0 {
+        return false;
+    }
+    left.store(n - 1, Ordering::Relaxed);
+    true
+}
+
+/// Gives back the call [`take_grant`] just took of `op` (the operation
+/// takes the full path after all, which counts it).
+#[cold]
+pub(crate) fn return_grant(op: GrantOp) {
+    let l = local();
+    // SAFETY: as in `take_grant`; after a successful take, this thread's own slot.
+    let left = unsafe { &(*l.grants.get()).ops[op as usize].left };
+    left.store(left.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// Starts a top-level operation (malloc, free, realloc): decides whether it is
@@ -643,39 +836,54 @@ pub fn start_op(always: bool) -> u64 {
         l.weight.set(1);
         true
     } else {
-        let mut n = l.countdown.get();
-        if n == 0 && l.record.get().is_null() {
-            claim(l); // a slot of its own starts a countdown
-            n = l.countdown.get();
+        if l.record.get().is_null() {
+            claim(l); // a slot of its own starts a cycle
         }
-        if n > 0 {
-            l.countdown.set(n - 1);
-            false
-        } else if l.shared.get() {
-            // The shared slot keeps no countdown: a coin per operation.
+        if l.shared.get() {
+            // The shared slot keeps no grants: a coin per operation.
             l.weight.set(period());
             let x = next_rng(l.rng.get());
             l.rng.set(x);
             x & (period() - 1) == 0
+        } else if l.burst_left.get() == 0 && !cycle_over(l) {
+            l.slow_left.set(l.slow_left.get() - 1);
+            false
         } else {
-            // A sample: `burst` operations with the countdown at 0. The first
-            // warm the timed path up (weight 0), the others stand for the
-            // cycle's `period` operations between them. The end of the last
-            // ([`emit_timed`]) adapts the period and draws the next
-            // countdown, outside the timed region.
+            // A sample: `burst` operations, the grants used up or taken back.
+            // The first warm the timed path up (weight 0), the others share
+            // the cycle's operations. The end of the last ([`emit_timed`])
+            // adapts the period and grants the next cycle, outside the timed
+            // region.
             let p = thread_period(l);
             let b = burst(p);
             let left = match l.burst_left.get() {
-                0 => b - 1,
+                0 => {
+                    let g = own_grants(l);
+                    let not_taken = g.map_or(0, Grants::left) + l.slow_left.get();
+                    let cycle = l.cycle_granted.get().saturating_sub(not_taken);
+                    if let Some(g) = g {
+                        g.grant([0; GRANT_OPS]);
+                    }
+                    l.slow_left.set(0);
+                    l.cycle_granted.set(0);
+                    l.sample_total.set(cycle + b);
+                    b - 1
+                }
                 n => n - 1,
             };
             l.burst_left.set(left);
             let position = b - 1 - left;
             let warmup = if b > 1 { SAMPLE_WARMUP } else { 0 };
+            let measured = b - warmup;
+            let total = l.sample_total.get();
+            // The last measured operation takes the remainder: the sample's
+            // weights add up to its cycle exactly.
             l.weight.set(if position < warmup {
                 0
+            } else if left == 0 {
+                total / measured + total % measured
             } else {
-                p / (b - warmup)
+                total / measured
             });
             l.due.set(left == 0);
             true
@@ -869,7 +1077,12 @@ fn claim(l: &Local) -> *const ThreadRecord {
                     l.period.set(0);
                     l.last_sample.set(0);
                     l.burst_left.set(0);
-                    l.countdown.set(next_countdown(l));
+                    // What a previous owner left not taken is taken back
+                    // (free_slot did; a forked child's slots were cleared).
+                    let g = &hakmem_grants[slot];
+                    g.grant([0; GRANT_OPS]);
+                    set_grants(l, g);
+                    rearm(l);
                     release_at_thread_exit(slot);
                     ensure_registered();
                     return r;
@@ -882,7 +1095,9 @@ fn claim(l: &Local) -> *const ThreadRecord {
     let r: *const ThreadRecord = &hakmem_records[MAX_RECORDS - 1];
     l.record.set(r);
     l.shared.set(true);
-    l.countdown.set(0);
+    set_grants(l, NO_GRANTS_PTR);
+    l.slow_left.set(0);
+    l.cycle_granted.set(0);
     r
 }
 
@@ -925,8 +1140,16 @@ fn release_at_thread_exit(slot: usize) {
 extern "C" fn free_slot(value: *mut libc::c_void) {
     let slot = value as usize - 1;
     LOCAL.with(|l| {
-        l.countdown.set(0);
+        // What it was granted and did not take goes back: its calls stay
+        // counted exactly, and the slot's next owner starts from there.
+        if let Some(g) = own_grants(l) {
+            g.grant([0; GRANT_OPS]);
+        }
+        set_grants(l, NO_GRANTS_PTR);
+        l.slow_left.set(0);
+        l.cycle_granted.set(0);
         l.burst_left.set(0);
+        l.due.set(false);
         l.record.set(ptr::null());
         l.shared.set(false);
     });
@@ -941,6 +1164,17 @@ pub fn after_fork_in_child() {
     for r in &hakmem_records[..used] {
         r.clear();
     }
+    for g in &hakmem_grants[..used] {
+        g.clear();
+    }
+    // The forking thread starts a sample at its next operation (its grants
+    // are gone with the rest).
+    LOCAL.with(|l| {
+        l.slow_left.set(0);
+        l.cycle_granted.set(0);
+        l.burst_left.set(0);
+        l.due.set(false);
+    });
     // Only the forking thread lives on, in its own slot (if it had one).
     let mine = LOCAL.with(|l| {
         (!l.shared.get())
@@ -984,8 +1218,15 @@ extern "C" fn at_exit() {
     }
     let used = (hakmem_records_used.load(Ordering::Acquire) as usize).min(MAX_RECORDS);
     hakmem_records_final.clear();
-    for r in &hakmem_records[..used] {
+    for (r, g) in hakmem_records[..used].iter().zip(&hakmem_grants[..used]) {
         hakmem_records_final.add(r);
+        for (taken, components) in g.taken().into_iter().zip(GRANTED) {
+            for &c in components {
+                hakmem_records_final.components[c as usize]
+                    .calls
+                    .fetch_add(taken, Ordering::Relaxed);
+            }
+        }
     }
     hakmem_probe_final(&hakmem_records_final, COMPONENTS.len() as u32);
 }
@@ -1061,10 +1302,15 @@ mod tests {
             );
             assert_eq!(load(&c(Component::SmallFast).timed) - base[1][2], timed);
             assert_eq!(load(&c(Component::OsMap).timed) - base[2][2], 1);
-            // Each measured operation stands for its share of `period`.
+            // The measured operations of a sample share its cycle: the
+            // weights add up to the operations up to the last sample, within
+            // a cycle (at most 2 * period) of all of them.
             let hist: u64 = c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
             let p = u64::from(before.next_power_of_two());
-            assert_eq!(hist, timed * p / (SAMPLE_BURST - SAMPLE_WARMUP));
+            assert!(
+                hist <= 1000 + p && hist + 2 * p >= 1000,
+                "weights {hist} for 1000 operations at period {p}"
+            );
             let t = start_op(true);
             emit(Component::Malloc, t, 1 << 20);
             let hist_after: u64 =
@@ -1135,6 +1381,99 @@ mod tests {
             weights > calls / 2 && weights < calls * 2,
             "weights {weights} for {calls} operations"
         );
+    }
+
+    /// The granted fast path as api.rs takes it: a grant, else the full path.
+    fn granted_or_full(op: GrantOp, component: Component) {
+        if !take_grant_in(grants(), op) {
+            let t = start_op(false);
+            emit(component, t, 0);
+        }
+    }
+
+    #[test]
+    fn granted_calls_are_counted_exactly() {
+        let _settings = SETTINGS.lock().unwrap();
+        std::thread::spawn(|| {
+            emit_cycles(Component::EvoTransition, 0, 0); // claims a slot
+            let l = local();
+            let g = own_grants(l).expect("a slot of its own");
+            let r = l.record.get();
+            // SAFETY: this thread's slot, a static.
+            let calls =
+                |x: Component| unsafe { (*r).components[x as usize].calls.load(Ordering::Relaxed) };
+            let count = |x: Component| {
+                let taken = g.taken();
+                calls(x)
+                    + GRANTED
+                        .iter()
+                        .zip(taken)
+                        .filter(|(cs, _)| cs.contains(&x))
+                        .map(|(_, n)| n)
+                        .sum::<u64>()
+            };
+            let base = [Component::Malloc, Component::SmallFast, Component::Free].map(count);
+            let taken_before = g.taken();
+            let (mut fast, mut refills) = (0, 0);
+            for i in 0..100_000u64 {
+                // A mix like a program's: more mallocs than frees at times.
+                let (op, c) = if i % 3 == 2 {
+                    (GrantOp::Free, Component::Free)
+                } else {
+                    (GrantOp::Malloc, Component::Malloc)
+                };
+                let before = g.ops[op as usize].left.load(Ordering::Relaxed);
+                granted_or_full(op, c);
+                if g.ops[op as usize].left.load(Ordering::Relaxed) + 1 == before {
+                    fast += 1;
+                }
+                // A refill: the grant taken and given back, the full path counts it.
+                if i % 1000 == 0 && take_grant_in(grants(), GrantOp::Malloc) {
+                    return_grant(GrantOp::Malloc);
+                    let t = start_op(false);
+                    emit(Component::Malloc, t, 0);
+                    refills += 1;
+                }
+            }
+            let now = [Component::Malloc, Component::SmallFast, Component::Free].map(count);
+            assert_eq!(now[0] - base[0], 66_667 + refills, "malloc");
+            assert_eq!(now[2] - base[2], 33_333, "free");
+            assert_eq!(
+                now[1] - base[1],
+                g.taken()[0] - taken_before[0],
+                "small_fast"
+            );
+            assert!(fast > 90_000, "{fast} of 100,000 calls on the granted path");
+            assert!(refills > 50, "{refills} refills");
+            // A thread's exit gives back what it did not take: counts stay.
+            let taken = g.taken();
+            let slot = (r as usize - hakmem_records.as_ptr() as usize)
+                / core::mem::size_of::<ThreadRecord>();
+            free_slot((slot + 1) as *mut libc::c_void);
+            let key = EXIT_KEY.load(Ordering::Relaxed) - 1;
+            // SAFETY: the key free_slot's destructor is registered under;
+            // the slot is released already.
+            unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, ptr::null()) };
+            assert_eq!(g.taken(), taken);
+            assert_eq!(g.left(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_copy_of_grants_is_read_only_when_consistent() {
+        let w = [4, 10, 3, 7, 7];
+        assert_eq!(taken_in_copy(&w, 4, 4), Some([7, 0]));
+        assert_eq!(taken_in_copy(&w, 5, 5), None, "odd: being changed");
+        assert_eq!(taken_in_copy(&w, 4, 6), None, "changed meanwhile");
+        let g = Grants::ZERO;
+        g.grant([5, 2]);
+        g.ops[0].left.store(1, Ordering::Relaxed);
+        assert_eq!(g.taken(), [4, 0]);
+        g.grant([8, 8]);
+        assert_eq!(g.taken(), [4, 0], "a new grant keeps what was taken");
+        assert_eq!(g.seq.load(Ordering::Relaxed), 4);
     }
 
     #[test]

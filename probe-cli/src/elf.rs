@@ -11,6 +11,9 @@ pub const TRACER_SLOTS: &str = "hakmem_tracers";
 pub const PROBE_FUNCTION: &str = "hakmem_probe_final";
 /// The per-thread records (see `hakmem::probe`).
 pub const RECORDS: &str = "hakmem_records";
+/// The per-thread grants of the fast path (see `hakmem::probe`; absent in
+/// older builds, whose records count every call).
+pub const GRANTS: &str = "hakmem_grants";
 /// How many records are in use.
 pub const RECORDS_USED: &str = "hakmem_records_used";
 /// The sampling period of the timed operations.
@@ -33,6 +36,8 @@ pub struct ElfInfo {
     pub records: Option<u64>,
     /// `hakmem_records_used`' virtual address.
     pub records_used: Option<u64>,
+    /// `hakmem_grants`' virtual address.
+    pub grants: Option<u64>,
     /// `hakmem_sample_period`'s virtual address.
     pub sample_period: Option<u64>,
     /// `hakmem_sample_interval`'s virtual address (absent in older builds).
@@ -82,6 +87,7 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, String> {
         probe_offset: find(PROBE_FUNCTION).and_then(file_offset),
         records: find(RECORDS),
         records_used: find(RECORDS_USED),
+        grants: find(GRANTS),
         sample_period: find(SAMPLE_PERIOD),
         sample_interval: find(SAMPLE_INTERVAL),
         trace_follow: find(TRACE_FOLLOW),

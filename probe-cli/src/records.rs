@@ -1,12 +1,15 @@
 //! hakmem's own counts, read from a live process's memory: the per-thread
-//! records of `hakmem::probe`, summed. Counters only grow, so a read at any
+//! records of `hakmem::probe`, summed, plus the calls each thread took of
+//! its grants (the fast path's counts). Counters only grow, so a read at any
 //! moment is an exact total up to that moment (each counter is one aligned
-//! word the owning thread stores whole), and a trace reports the difference
-//! from the read it made when it attached.
+//! word the owning thread stores whole; a grant's two words are read when
+//! its sequence count says they belong together), and a trace reports the
+//! difference from the read it made when it attached.
 
 use crate::error::{Error, Result};
 use crate::probes::add_components;
 use crate::target::Target;
+use hakmem::probe;
 use hakmem_ebpf::layout::MAX_COMPONENTS;
 use hakmem_ebpf::{ComponentStats, ProcessTotals};
 
@@ -32,7 +35,52 @@ pub fn read_totals(target: &Target) -> Result<ProcessTotals> {
         let record: ProcessTotals = unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
         add_components(&mut total.components, &record.components);
     }
+    if let Some(grants) = target.elf.grants {
+        for taken in read_grants(target, grants, used)? {
+            for (n, components) in taken.into_iter().zip(probe::GRANTED) {
+                for &c in components {
+                    total.components[c as usize].calls += n;
+                }
+            }
+        }
+    }
     Ok(total)
+}
+
+/// The calls taken of each grant of the first `used` slots at `grants`. A
+/// slot's words are taken from a copy read between two reads of its
+/// sequence counts that agree and are even (no change in between); a slot
+/// being changed (a few stores at a thread's sample) is read again.
+fn read_grants(target: &Target, grants: u64, used: usize) -> Result<Vec<[u64; probe::GRANT_OPS]>> {
+    let size = std::mem::size_of::<probe::Grants>();
+    let words_of = |bytes: &[u8], slot: usize| -> [u64; probe::GRANT_WORDS] {
+        std::array::from_fn(|i| {
+            let at = slot * size + i * 8;
+            u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+        })
+    };
+    let mut reads = [
+        vec![0u8; used * size],
+        vec![0u8; used * size],
+        vec![0u8; used * size],
+    ];
+    let mut taken = vec![None; used];
+    for _ in 0..1000 {
+        for r in &mut reads {
+            target.read(grants, r)?;
+        }
+        for (slot, t) in taken.iter_mut().enumerate().filter(|(_, t)| t.is_none()) {
+            let seq = |r: &[u8]| words_of(r, slot)[0];
+            *t = probe::taken_in_copy(&words_of(&reads[1], slot), seq(&reads[0]), seq(&reads[2]));
+        }
+        if taken.iter().all(Option::is_some) {
+            return Ok(taken.into_iter().flatten().collect());
+        }
+    }
+    Err(Error::Other(format!(
+        "process {}: a thread's grants kept changing while read",
+        target.pid
+    )))
 }
 
 /// An empty set of totals.

@@ -403,12 +403,14 @@ pub fn build(i: Inputs<'_>) -> Report {
         },
         probe: ProbePart {
             method: format!(
-                "every call counted exactly in hakmem's per-thread records; malloc, free and \
-                 realloc timed {} with every component inside them: after a random \
-                 countdown per thread, a burst of {} consecutive calls whose first {} only \
-                 warm the timed path up (not in any figure) and whose others each stand for \
-                 their share of the period (one longer than {} TSC cycles, a preemption, \
-                 for itself only); each component's calls / timed is its effective rate; \
+                "every call counted exactly in hakmem's per-thread records (a small malloc \
+                 or free on the fast path by the calls taken of the thread's grant); malloc, \
+                 free and realloc timed {} with every component inside them: when a \
+                 thread's random grant is used up, a burst of {} consecutive calls whose \
+                 first {} only warm the timed path up (not in any figure) and whose others \
+                 share the calls since the previous burst (one longer than {} TSC cycles, a \
+                 preemption, for itself only); malloc's avg size is that of the calls off \
+                 the fast path; each component's calls / timed is its effective rate; \
                  the large-block, OS and ELO components timed on every call; subtracted \
                  from the means: what hakmem records for empty work, measured at attach ({})",
                 sampling_rule(i.sample_period, interval_us),
@@ -515,10 +517,15 @@ pub fn human_bytes(b: f64) -> String {
 
 /// What a component's `arg` means, summarised (see `hakmem::probe::Component`).
 fn detail(c: &ComponentRow) -> String {
-    let avg = c.arg_sum as f64 / c.calls as f64;
     let pct = 100.0 * c.arg_nonzero as f64 / c.calls as f64;
     match c.component.as_str() {
-        "malloc" | "realloc" | "large_alloc" => format!("avg size {}", human_bytes(avg)),
+        // The fast path of a traced malloc sums no size: the mean of the
+        // calls that did (every realloc and large allocation, a small malloc
+        // off the fast path).
+        "malloc" | "realloc" | "large_alloc" => format!(
+            "avg size {}",
+            human_bytes(c.arg_sum as f64 / c.arg_nonzero.max(1) as f64)
+        ),
         // Only timed frees look their block's size up.
         "free" => format!(
             "avg block {}",

@@ -139,16 +139,31 @@ pub fn alloc_class(c: usize) -> *mut u8 {
     alloc_class_slow(ctx, c)
 }
 
-/// A block of class `c` from the thread's free list, or null: no refill and
-/// no call (the traced counting fast path, which takes the whole traced path
-/// then).
+/// A block of class `c` from the free list of `ctx`, the calling thread's
+/// context, or null: no refill and no call (the traced fast path, which
+/// takes the whole traced path then).
 #[inline(always)]
-pub fn pop_class(c: usize) -> *mut u8 {
-    match tls::get_without_call() {
-        // SAFETY: as in `alloc_class`.
-        Some(ctx) => unsafe { small::alloc::pop(ctx as *mut Heap, c) },
-        None => core::ptr::null_mut(),
-    }
+pub fn pop_class_in(ctx: *mut ThreadCtx, c: usize) -> *mut u8 {
+    // SAFETY: as in `alloc_class`.
+    unsafe { small::alloc::pop(ctx as *mut Heap, c) }
+}
+
+/// The calling thread's context and its trace grants pointer (`probe`'s,
+/// copied beside the context pointer: one TLS offset for both), where
+/// reaching them needs no call, else None (the traced fast path then takes
+/// the whole traced path).
+#[inline(always)]
+pub fn current_with_grants_without_call() -> Option<(*mut ThreadCtx, *const probe::Grants)> {
+    tls::get_with_grants_without_call()
+}
+
+/// Brings the calling thread's copy of its trace grants pointer up to date
+/// (the traced full path calls it: a thread's first traced operation gives
+/// it grants), and from then on `probe` keeps it so.
+#[cold]
+pub fn mirror_trace_grants() {
+    probe::on_grants_change(tls::set_grants);
+    tls::set_grants(probe::grants());
 }
 
 /// As [`alloc_class`], reporting fast path vs refill to the tracer.
@@ -194,15 +209,9 @@ pub unsafe fn free_small(addr: usize) {
     unsafe { small::free::free(current() as *mut Heap, addr, heap_or_init) }
 }
 
-/// The calling thread's context where reaching it needs no call, else None
-/// (the traced counting fast path then takes the whole traced path).
-#[inline(always)]
-pub fn current_without_call() -> Option<*mut ThreadCtx> {
-    tls::get_without_call()
-}
-
 /// As [`free_small`] with this thread's context `ctx` already in hand (from
-/// [`current_without_call`]): a caller free of calls keeps no prologue.
+/// [`current_with_grants_without_call`]): a caller free of calls keeps no
+/// prologue.
 ///
 /// # Safety
 /// As [`free_small`]; `ctx` is the calling thread's context.

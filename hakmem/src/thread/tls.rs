@@ -10,12 +10,29 @@
 //! that offset; if it points into the static block (negative and small, as
 //! x86-64 lays it out), later reads are one `%fs`-relative load. Otherwise
 //! (a library dlopen'ed into dynamic TLS) the offset stays unused.
+//!
+//! Beside the context pointer sits a copy of the thread's trace grants
+//! pointer (`probe`'s, which keeps it up to date through the hook
+//! [`set_grants`]): the traced fast path reaches both with the one offset.
 
+use crate::probe::Grants;
 use crate::thread::ThreadCtx;
 use core::cell::Cell;
 
+/// The thread's two pointers, the context first (the offset measured is its).
+#[repr(C)]
+struct Current {
+    ctx: Cell<*mut ThreadCtx>,
+    grants: Cell<*const Grants>,
+}
+
 thread_local! {
-    static CURRENT: Cell<*mut ThreadCtx> = const { Cell::new(crate::thread::EMPTY_CTX_PTR) };
+    static CURRENT: Current = const {
+        Current {
+            ctx: Cell::new(crate::thread::EMPTY_CTX_PTR),
+            grants: Cell::new(crate::probe::NO_GRANTS_PTR),
+        }
+    };
 }
 
 #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
@@ -37,6 +54,19 @@ mod fast {
                 options(nostack, readonly, preserves_flags))
         };
         v
+    }
+
+    /// The two pointers of `Current` at `off`.
+    #[inline(always)]
+    pub fn read_both(off: isize) -> (usize, usize) {
+        let (a, b): (usize, usize);
+        // SAFETY: as in `read`; `Current` is two words from `off`.
+        unsafe {
+            core::arch::asm!("mov {a}, qword ptr fs:[{off}]", "mov {b}, qword ptr fs:[{off} + 8]",
+                off = in(reg) off, a = out(reg) a, b = out(reg) b,
+                options(nostack, readonly, preserves_flags))
+        };
+        (a, b)
     }
 
     pub fn measure(addr: usize) {
@@ -62,34 +92,42 @@ pub fn get() -> *mut ThreadCtx {
             return fast::read(off) as *mut ThreadCtx;
         }
     }
-    CURRENT.get()
+    CURRENT.with(|c| c.ctx.get())
 }
 
-/// Sets the calling thread's context pointer.
 /// As [`get`] where that needs no call (in the LD_PRELOAD library, once the
-/// static offset is known), else None: for a caller that must stay free of
-/// calls (a function without a prologue, the traced counting fast path).
+/// static offset is known), else None, with the copy of the thread's trace
+/// grants pointer (see the module docs): for a caller that must stay free
+/// of calls (a function without a prologue, the traced fast path).
 #[inline(always)]
-pub fn get_without_call() -> Option<*mut ThreadCtx> {
+pub fn get_with_grants_without_call() -> Option<(*mut ThreadCtx, *const Grants)> {
     #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
     {
         let off = fast::OFFSET.load(core::sync::atomic::Ordering::Relaxed);
         if off == 0 {
             return None;
         }
-        Some(fast::read(off) as *mut ThreadCtx)
+        let (c, g) = fast::read_both(off);
+        Some((c as *mut ThreadCtx, g as *const Grants))
     }
     #[cfg(not(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux")))]
     {
-        Some(CURRENT.get())
+        Some(CURRENT.with(|c| (c.ctx.get(), c.grants.get())))
     }
 }
 
+/// Keeps the copy of the calling thread's trace grants pointer (the hook
+/// `probe` calls whenever it changes; see the module docs).
+pub fn set_grants(g: *const Grants) {
+    CURRENT.with(|c| c.grants.set(g));
+}
+
+/// Sets the calling thread's context pointer.
 pub fn set(h: *mut ThreadCtx) {
-    CURRENT.set(h);
+    CURRENT.with(|c| c.ctx.set(h));
     #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
     if fast::OFFSET.load(core::sync::atomic::Ordering::Relaxed) == 0 {
-        fast::measure(CURRENT.with(|c| c as *const Cell<*mut ThreadCtx> as usize));
+        fast::measure(CURRENT.with(|c| c as *const Current as usize));
     }
 }
 

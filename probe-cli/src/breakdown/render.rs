@@ -225,8 +225,10 @@ fn headline(b: &Breakdown) -> String {
         let _ = writeln!(
             o,
             "warning: the probes see more time in hakmem than the untraced run takes in all: \
-             each probe hit is a trap that leaves caches and predictors cold, which slows the \
-             next few ns-scale fast paths; read the probe column as an upper bound here"
+             the timed calls' clock reads (a TSC read costs ~18 ns on some VMs) and their \
+             record updates are larger than the ns-scale fast paths they bracket, and what \
+             is subtracted for them varies from run to run; read the probe column as an \
+             upper bound here"
         );
     }
     o
