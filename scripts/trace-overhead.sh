@@ -5,6 +5,7 @@
 # on demand, as root; probe-cli/README.md quotes its output.
 #
 #   scripts/trace-overhead.sh [ROUNDS] [DIR]    (default 5 rounds, this tree's build)
+#   TRACE_ARGS=--no-syscalls scripts/trace-overhead.sh ...   (extra `probe-cli trace` arguments)
 #
 # DIR: a directory holding another build's libhakmem.so and probe-cli (say,
 # the commit before a change) to measure instead of building this tree; runs
@@ -25,6 +26,7 @@ cd "$(dirname "$0")/.."
 
 rounds=${1:-5}
 build=${2:-}
+read -r -a trace_args <<<"${TRACE_ARGS:-}"
 target_dir=${CARGO_TARGET_DIR:-target}
 if ! [ "$rounds" -gt 0 ] 2>/dev/null || { [ -n "$build" ] && ! [ -x "$build/probe-cli" ]; }; then
   echo "usage: scripts/trace-overhead.sh [ROUNDS] [DIR with libhakmem.so and probe-cli]" >&2
@@ -78,7 +80,7 @@ windows 10 >/dev/null # warm-up
 mt_plain=() mt_traced=() mt_ratios=() mt_cpu_plain=() mt_cpu_traced=() mt_cpu_ratios=()
 for r in $(seq "$rounds"); do
   read -r plain plain_cpu < <(windows 20)
-  "$cli" trace --pid "$tp" --duration 2.6 -o "$work/mt.txt" 2>"$work/mt.err" &
+  "$cli" trace --pid "$tp" "${trace_args[@]}" --duration 2.6 -o "$work/mt.txt" 2>"$work/mt.err" &
   tracer=$!
   until grep -q "tracing pid" "$work/mt.err" 2>/dev/null; do sleep 0.05; done
   read -r traced traced_cpu < <(windows 20)
@@ -116,7 +118,7 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
   bench >/dev/null # warm-up
   for r in $(seq "$rounds"); do
     read -r plain plain_cpu < <(bench)
-    "$cli" trace --pid "$rp" -o "$work/redis.txt" 2>"$work/redis.err" &
+    "$cli" trace --pid "$rp" "${trace_args[@]}" -o "$work/redis.txt" 2>"$work/redis.err" &
     tracer=$!
     until grep -q "tracing pid" "$work/redis.err" 2>/dev/null; do sleep 0.05; done
     read -r traced traced_cpu < <(bench)
@@ -145,7 +147,7 @@ row() {
     "$(printf '%s\n' "${q[@]}" | median)" "$(printf '%s\n' "${q[@]}" | sort -n | paste -sd' ')"
 }
 echo
-echo "| workload ($rounds interleaved rounds) | untraced (median) | traced (median) | traced/untraced: median (every round) |"
+echo "| workload ($rounds interleaved rounds${TRACE_ARGS:+, probe-cli trace $TRACE_ARGS}) | untraced (median) | traced (median) | traced/untraced: median (every round) |"
 echo "|---|---|---|---|"
 row "small objects, 2 threads (ops per 100 ms)" "" mt_plain mt_traced mt_ratios
 row "redis-server, redis-benchmark -t set -d 2000" "req/s" redis_plain redis_traced redis_ratios

@@ -60,6 +60,11 @@ pub struct TraceArgs {
     /// own row in the report.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Leave the memory syscalls uncounted. Their tracepoints put every
+    /// syscall of every process on the machine on the kernel's slow path: a
+    /// server making many syscalls pays most of what tracing costs there.
+    #[arg(long)]
+    pub no_syscalls: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -75,6 +80,11 @@ pub struct RunArgs {
     /// libhakmem.so to preload (default: next to probe-cli, or target/release/).
     #[arg(long, value_name = "PATH", env = "HAKMEM_PRELOAD_LIB")]
     pub preload: Option<PathBuf>,
+    /// Leave the memory syscalls uncounted. Their tracepoints put every
+    /// syscall of every process on the machine on the kernel's slow path: a
+    /// server making many syscalls pays most of what tracing costs there.
+    #[arg(long)]
+    pub no_syscalls: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command and its arguments.

@@ -31,6 +31,8 @@ pub struct KernelCounts {
 /// The loaded programs of one trace.
 pub struct Probes {
     ebpf: Ebpf,
+    /// The syscall programs are attached (`--no-syscalls` leaves them out).
+    syscalls: bool,
 }
 
 /// Turns an aya error into one line, as a privilege error when the kernel said EPERM.
@@ -92,7 +94,10 @@ impl Probes {
             .override_global("follow", &follow, true)
             .load(hakmem_ebpf::BPF_OBJECT)
             .map_err(|e| bpf_error("loading the BPF programs", &e))?;
-        Ok(Probes { ebpf })
+        Ok(Probes {
+            ebpf,
+            syscalls: false,
+        })
     }
 
     /// Adds process `pid` to the traced set.
@@ -167,7 +172,14 @@ impl Probes {
     /// through bpf(2), so they need no tracefs mount.
     pub fn attach_syscalls(&mut self) -> Result<()> {
         self.raw_tracepoint("sys_enter", "sys_enter")?;
-        self.raw_tracepoint("sys_exit", "sys_exit")
+        self.raw_tracepoint("sys_exit", "sys_exit")?;
+        self.syscalls = true;
+        Ok(())
+    }
+
+    /// True once [`Probes::attach_syscalls`] succeeded: the syscall counts mean something.
+    pub fn counts_syscalls(&self) -> bool {
+        self.syscalls
     }
 
     /// Attaches the process-lifetime programs (fork, exec, exit) that keep the

@@ -46,6 +46,8 @@ pub struct Report {
     pub elapsed_s: f64,
     pub target: TargetPart,
     pub components: Vec<ComponentRow>,
+    /// False with `--no-syscalls`: `syscalls` is then empty.
+    pub syscalls_counted: bool,
     pub syscalls: Vec<SyscallRow>,
     pub perf: PerfPart,
     pub correlation: Correlation,
@@ -212,6 +214,8 @@ pub struct Inputs<'a> {
     pub hit_cost_ns: Option<f64>,
     pub elapsed_s: f64,
     pub final_report: bool,
+    /// The syscall programs were attached.
+    pub syscalls_counted: bool,
 }
 
 /// The value below which fraction `q` of the histogram's samples fall, linearly
@@ -326,6 +330,7 @@ pub fn build(i: Inputs<'_>) -> Report {
 
     let syscalls: Vec<SyscallRow> = SYSCALLS
         .iter()
+        .filter(|_| i.syscalls_counted)
         .zip(&i.counts.syscalls)
         .map(|(sc, s)| SyscallRow {
             syscall: sc.name,
@@ -391,6 +396,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             state: i.state,
         },
         components,
+        syscalls_counted: i.syscalls_counted,
         syscalls,
         perf: PerfPart {
             scope: i.perf_scope,
@@ -586,11 +592,15 @@ pub fn text(r: &Report) -> String {
     }
 
     let _ = writeln!(o, "\nsyscalls");
-    let _ = writeln!(
-        o,
-        "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
-        "syscall", "count", "total", "mean", "max", "failed", "bytes"
-    );
+    if r.syscalls_counted {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+            "syscall", "count", "total", "mean", "max", "failed", "bytes"
+        );
+    } else {
+        let _ = writeln!(o, "  not counted (--no-syscalls)");
+    }
     for s in &r.syscalls {
         let _ = writeln!(
             o,

@@ -94,7 +94,9 @@ pub fn run(args: TraceArgs) -> Result<()> {
             probes.watch(child)?;
         }
     }
-    probes.attach_syscalls()?;
+    if !args.no_syscalls {
+        probes.attach_syscalls()?;
+    }
     probes.attach_lifetimes()?;
     // Following, the children map the same file: one uprobe for every process
     // that maps it, the traced set filtering in the kernel.

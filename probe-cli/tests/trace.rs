@@ -410,6 +410,38 @@ fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
 }
 
 #[test]
+fn run_without_syscalls_keeps_exact_counts_and_says_syscalls_were_not_counted() {
+    require_bpf!();
+    let (large, small): (u32, u32) = (4, 1500);
+    let dir = std::env::temp_dir().join(format!("probe-cli-nosys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("report.json");
+    let out = Command::new(PROBE_CLI)
+        .args(["run", "--no-syscalls", "--json", "-o"])
+        .arg(&file)
+        .arg("--preload")
+        .arg(libhakmem())
+        .arg("--")
+        .arg(alloc_counts())
+        .args([large.to_string(), small.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "probe-cli: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read(&file).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let r = last_report(&text);
+    assert_eq!(r["syscalls_counted"], false);
+    assert_eq!(r["syscalls"].as_array().map(Vec::len), Some(0));
+    assert_eq!(component(&r, "malloc"), u64::from(large + small));
+    assert_eq!(component(&r, "free"), u64::from(large + small));
+}
+
+#[test]
 fn run_traces_a_rust_program_linking_hakmem() {
     require_bpf!();
     let example = target_dir()

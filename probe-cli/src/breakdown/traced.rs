@@ -59,6 +59,7 @@ pub fn run_once(
         duration: None,
         interval: None,
         stdout: Some(child_out.into()),
+        count_syscalls: true,
     };
     let output = OutputArgs {
         json: false,
