@@ -75,6 +75,17 @@ pub fn floor_class(usable: usize) -> Option<usize> {
     }
 }
 
+/// [`class_size`] of every class: the hit path's one load.
+pub const CLASS_SIZES: [usize; NUM_CLASSES] = {
+    let mut t = [0; NUM_CLASSES];
+    let mut k = 0;
+    while k < NUM_CLASSES {
+        t[k] = class_size(k);
+        k += 1;
+    }
+    t
+};
+
 /// Whether a request can be served from the cache.
 #[inline]
 pub fn cacheable(size: usize, align: usize) -> bool {
@@ -198,14 +209,40 @@ impl ThreadCache {
     #[inline]
     pub fn get(&mut self, size: usize, site: u32) -> Option<usize> {
         let k = class_of(size);
-        let b = site as usize % SITE_BUCKETS;
-        let slot = &mut self.slots[b][k];
-        if slot.count > 0 && slot.site == site {
-            slot.count -= 1;
-            self.held -= class_size(k) as u64;
-            return Some(slot.blocks[slot.count as usize]);
+        self.pop(k, site).or_else(|| self.get_other_site(k))
+    }
+
+    /// The hit path's lookup: the most recent block of class `k` (`< NUM_CLASSES`)
+    /// that `site` freed, if its slot holds one.
+    #[inline(always)]
+    pub fn pop(&mut self, k: usize, site: u32) -> Option<usize> {
+        let slot = &mut self.slots[site as usize % SITE_BUCKETS][k];
+        if slot.count == 0 || slot.site != site {
+            return None;
         }
-        self.get_other_site(k)
+        slot.count -= 1;
+        self.held -= CLASS_SIZES[k] as u64;
+        Some(slot.blocks[slot.count as usize])
+    }
+
+    /// The free path's put of a block of class `k` freed at `site`, when it
+    /// needs nothing else: a slot of that site with room, within the budget
+    /// already reserved, no purge. False = nothing done (the caller takes [`Self::put`]).
+    #[inline(always)]
+    pub fn push(&mut self, p: usize, k: usize, site: u32) -> bool {
+        let bytes = CLASS_SIZES[k] as u64;
+        let gen = self.gen;
+        let slot = &mut self.slots[site as usize % SITE_BUCKETS][k];
+        let n = slot.count as usize;
+        if n >= DEPTH || (n != 0 && slot.site != site) || self.held + bytes > self.budget {
+            return false;
+        }
+        slot.site = site;
+        slot.gen = gen;
+        slot.blocks[n] = p;
+        slot.count += 1;
+        self.held += bytes;
+        true
     }
 
     #[cold]

@@ -587,6 +587,21 @@ pub fn used_span_at(start: usize) -> Option<usize> {
     (st & KIND == USED && st & FIRST != 0).then(|| m.len.load(Relaxed) as usize)
 }
 
+/// The length in pages and the owner tag of the used span starting at
+/// `start`, or None if no live span starts there: one page map entry, for
+/// the BigCache hit's free. `start` must be an address where this heap
+/// once handed out a span (arenas are never unmapped, so its page map is
+/// there): no arena lookup.
+#[inline(always)]
+pub fn live_span_at_known(start: usize) -> Option<(usize, u32)> {
+    debug_assert!(locate(start).is_some_and(|(_, _, page)| page >= META_PAGES));
+    let base = start & !(ARENA_SIZE - 1);
+    let m = meta(base, (start - base) / OS_PAGE);
+    let st = m.state.load(Acquire);
+    (st & KIND == USED && st & FIRST != 0)
+        .then(|| (m.len.load(Relaxed) as usize, m.prev.load(Relaxed)))
+}
+
 /// True if `addr` lies in one of the arenas.
 pub fn contains(addr: usize) -> bool {
     locate(addr).is_some()
