@@ -173,6 +173,13 @@ const EMPTY_SLOT: Slot = Slot {
 
 /// One thread's cache.
 pub struct ThreadCache {
+    /// The block a BigCache hit handed out, freed again (0 = none): a loop
+    /// on one block reuses it without indexing the slots.
+    hot: usize,
+    /// Its class.
+    hot_class: u32,
+    /// Cache generation of its put.
+    hot_gen: u32,
     slots: [[Slot; NUM_CLASSES]; SITE_BUCKETS],
     /// Bytes held (class sizes) and reserved from the global bound.
     held: u64,
@@ -193,6 +200,9 @@ pub enum Put {
 impl ThreadCache {
     pub const fn new() -> Self {
         ThreadCache {
+            hot: 0,
+            hot_class: 0,
+            hot_gen: 0,
             slots: [[EMPTY_SLOT; NUM_CLASSES]; SITE_BUCKETS],
             held: 0,
             budget: 0,
@@ -210,6 +220,33 @@ impl ThreadCache {
     pub fn get(&mut self, size: usize, site: u32) -> Option<usize> {
         let k = class_of(size);
         self.pop(k, site).or_else(|| self.get_other_site(k))
+    }
+
+    /// The hit loop's lookup: the hot block, if it is of class `k`.
+    #[inline(always)]
+    pub fn pop_hot(&mut self, k: usize) -> Option<usize> {
+        let p = self.hot;
+        if p == 0 || self.hot_class as usize != k {
+            return None;
+        }
+        self.hot = 0;
+        self.held -= CLASS_SIZES[k] as u64;
+        Some(p)
+    }
+
+    /// The hit loop's put: the block of the last hit, of class `k`, as the
+    /// hot block, if there is none and the budget already reserved holds it.
+    #[inline(always)]
+    pub fn push_hot(&mut self, p: usize, k: usize) -> bool {
+        let bytes = CLASS_SIZES[k] as u64;
+        if self.hot != 0 || self.held + bytes > self.budget {
+            return false;
+        }
+        self.hot = p;
+        self.hot_class = k as u32;
+        self.hot_gen = self.gen;
+        self.held += bytes;
+        true
     }
 
     /// The hit path's lookup: the most recent block of class `k` (`< NUM_CLASSES`)
@@ -247,6 +284,9 @@ impl ThreadCache {
 
     #[cold]
     fn get_other_site(&mut self, k: usize) -> Option<usize> {
+        if let Some(p) = self.pop_hot(k) {
+            return Some(p);
+        }
         for b in 0..SITE_BUCKETS {
             let slot = &mut self.slots[b][k];
             if slot.count > 0 {
@@ -330,6 +370,13 @@ impl ThreadCache {
     fn purge_pass(&mut self, aged: bool) -> u32 {
         self.gen = self.gen.wrapping_add(1);
         let mut released = 0;
+        if self.hot != 0 && self.gen.wrapping_sub(self.hot_gen) >= 3 {
+            let p = self.hot;
+            self.hot = 0;
+            self.held -= CLASS_SIZES[self.hot_class as usize] as u64;
+            release_block(p, aged);
+            released += 1;
+        }
         for b in 0..SITE_BUCKETS {
             for k in 0..NUM_CLASSES {
                 let slot = &mut self.slots[b][k];

@@ -194,7 +194,14 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Optio
         return None;
     };
     let k = bigcache::class_of(size);
-    let p = h.cache()?.pop(k, slot)?;
+    // The hot block is a span block (`free_hit` put it there); a slot's may not be.
+    let (p, hot) = {
+        let mut c = h.cache()?;
+        match c.pop_hot(k) {
+            Some(p) => (p, true),
+            None => (c.pop(k, slot)?, false),
+        }
+    };
     // What the general path does on its way to a hit.
     h.ops += 1;
     if h.sample.ptr == 0 {
@@ -204,7 +211,7 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Optio
     let (usable, _, purge) = take_cached(p, slot);
     // Only a span block: its free reads the page map without looking the
     // arena up (a block with a mapping of its own may be unmapped by then).
-    if !purge && block::in_span(p) {
+    if !purge && (hot || block::in_span(p)) {
         // SAFETY: a cached block's header (validated when it was freed).
         let pages = unsafe { (*((p - HEADER_SIZE) as *const LargeHeader)).len_pages };
         h.hit = Hit {
@@ -340,8 +347,15 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     if span_heap::live_span_at_known(a - HEADER_SIZE)
         != Some((hit.pages as usize, block::owner_tag(ts as usize)))
         || !h.reuse.cached(k)
-        || !h.cache().is_some_and(|mut c| c.push(a, k, hit.site))
     {
+        return false;
+    }
+    let Some(mut c) = h.cache() else {
+        return false;
+    };
+    let cached = c.push_hot(a, k) || c.push(a, k, hit.site);
+    drop(c);
+    if !cached {
         return false;
     }
     h.reuse.freed(k);

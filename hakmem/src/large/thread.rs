@@ -103,7 +103,7 @@ impl ThreadState {
 impl ThreadState {
     /// This thread's cache, unless the background purge thread is inside it
     /// (then the caller acts as on a miss or a refusal).
-    #[inline]
+    #[inline(always)]
     pub fn cache(&self) -> Option<shared_cache::Guard<'static>> {
         // SAFETY: null, or set at context creation to a field of a thread
         // context, and contexts are never unmapped.
