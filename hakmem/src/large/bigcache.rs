@@ -133,9 +133,13 @@ fn header_of(p: usize) -> *mut LargeHeader {
 
 /// Keeps the mapping but drops the whole pages of a cached block (not the
 /// page holding the header): the next user faults them in again.
+/// Where the kernel gives huge pages, only the whole ones: the strategy
+/// purges to save memory, and splitting a huge page would make every later
+/// reuse of that range fault page by page.
 fn purge_block_pages(p: usize, bytes: usize) {
     let start = (p + OS_PAGE - 1) & !(OS_PAGE - 1);
     let end = (p + bytes) & !(OS_PAGE - 1);
+    let (start, end) = crate::thp::whole_huge_pages(start, end);
     if end > start {
         // SAFETY: whole pages of a cached block (nobody uses it), past its header page.
         unsafe { crate::vm::purge(start as *mut u8, end - start) };

@@ -815,7 +815,8 @@ pub fn purge(delay_ms: u64, wait: bool) -> u64 {
     let now = now_ms();
     // Two delays: one slow operation (faulting 8 MiB in takes 6 ms here)
     // between span operations must not look like idleness.
-    let delay_ms = if idle(delay_ms) {
+    let idle = idle(delay_ms);
+    let delay_ms = if idle {
         delay_ms
     } else {
         delay_ms.max(BUSY_HOLD_MS)
@@ -832,9 +833,34 @@ pub fn purge(delay_ms: u64, wait: bool) -> u64 {
         unlink(l, DIRTY, span, len);
         let a = (span >> 16) as usize;
         let base = arena_base(a);
-        let page = (span & 0xffff) as usize;
+        let span_page = (span & 0xffff) as usize;
+        // While the program is busy, only the span's whole huge pages go
+        // (see `thp::whole_huge_pages`); the rest stays dirty, held again,
+        // and goes once the program is idle.
+        let (page, len) = if idle {
+            (span_page, len)
+        } else {
+            let start = base + span_page * OS_PAGE;
+            let (s, e) = crate::thp::whole_huge_pages(start, start + len * OS_PAGE);
+            let (first, last) = ((s - base) / OS_PAGE, (e.max(s) - base) / OS_PAGE);
+            if last > first {
+                debug_assert!(first >= span_page && last <= span_page + len);
+                if first > span_page {
+                    insert_free(l, a, base, span_page, first - span_page, DIRTY, now);
+                }
+                if last < span_page + len {
+                    insert_free(l, a, base, last, span_page + len - last, DIRTY, now);
+                }
+            } else {
+                insert_free(l, a, base, span_page, len, DIRTY, now);
+                debug_check(l, "purge (held)");
+                continue;
+            }
+            (first, last - first)
+        };
         set_tags(base, page, len, BUSY);
         COUNTERS.dirty_pages.fetch_sub(len as u64, Relaxed);
+        debug_check(l, "purge (busy part)");
         drop(g);
         // SAFETY: a free span marked busy: no block lives there and no
         // other thread touches it until it is put back below.
@@ -1091,6 +1117,50 @@ mod tests {
         let purged = purge(0, true);
         assert!(purged >= 64 * OS_PAGE as u64);
         check();
+    }
+
+    #[test]
+    fn a_purge_while_busy_takes_only_whole_huge_pages() {
+        let _s = serial();
+        crate::thp::set_for_test(true);
+        // 3 MiB and two pages between two live spans (no neighbour to merge
+        // with): at least one whole 2 MiB page lies inside, and a rest at
+        // one end at least.
+        let pages = (3 << 20) / OS_PAGE + 2;
+        let left = alloc(1, 1).unwrap();
+        let a = alloc(pages, 1).unwrap();
+        let right = alloc(1, 1).unwrap();
+        assert_eq!(a.start, left.start + OS_PAGE, "adjacent spans");
+        assert_eq!(right.start, a.start + pages * OS_PAGE, "adjacent spans");
+        unsafe { core::ptr::write_bytes(a.start as *mut u8, 7, pages * OS_PAGE) };
+        // Freed long ago, while the program is busy now.
+        free_since(a.start, now_ms().wrapping_sub(BUSY_HOLD_MS as u32 * 2));
+        note_activity(os::monotonic_ns());
+        purge(10, true);
+        let end = a.start + pages * OS_PAGE;
+        let (s, e) = crate::thp::whole_huge_pages(a.start, end);
+        assert!(s < e && (s > a.start || e < end));
+        let state = |addr: usize| {
+            let base = addr & !(ARENA_SIZE - 1);
+            meta(base, (addr - base) / OS_PAGE).state.load(Relaxed)
+        };
+        assert_eq!(state(s), CLEAN | FIRST, "the whole huge pages were purged");
+        if s > a.start {
+            assert_eq!(state(a.start) & KIND, DIRTY, "the rest before them was not");
+        }
+        if e < end {
+            assert_eq!(state(e) & KIND, DIRTY, "the rest after them was not");
+        }
+        check();
+        // Once idle, the rest goes too.
+        LAST_ACTIVITY_MS.store(now_ms().wrapping_sub(1_000), Relaxed);
+        purge(0, true);
+        assert_eq!(state(a.start) & KIND, CLEAN);
+        check();
+        free(left.start);
+        free(right.start);
+        check();
+        purge(0, true);
     }
 
     #[test]
