@@ -408,10 +408,12 @@ unsafe fn free_put(h: &mut ThreadState, ts: usize, a: usize, hdr: *mut LargeHead
     if h.hit.ptr == a {
         h.hit = Hit::NONE;
     }
+    // SAFETY: validated header.
+    let magic = unsafe { (*hdr).magic };
     if h.mode != BigCacheMode::Thread
         || h.sample.ptr == a
         || offset as usize != HEADER_SIZE
-        || (crate::hardening::ENABLED && unsafe { (*hdr).magic } == block::FREED_MAGIC)
+        || (crate::hardening::ENABLED && magic == block::FREED_MAGIC)
         || bigcache::purges_on_put(block::strategy_of(word))
         || !block::in_span(a)
         || block::span_owner(a) != block::owner_tag(ts)
