@@ -29,7 +29,15 @@ step "dependencies"
 # both cores and links without an LTO pass. The debug-checks and test-delay
 # builds use the same settings and so share the dependencies built here.
 # Benchmarks (hakmem-bench compare/programs) are run from a normal release build.
+#
+# Panics unwind here: the test harness needs unwinding, so with the release
+# profile's panic=abort cargo compiled every dependency twice, once for the
+# binaries and libraries (abort) and once for the test binaries (unwind): 267
+# compile units against 184. The allocator never panics on a path the suite
+# checks (a panic escaping its `extern "C"` functions aborts either way), so
+# the strategy changes nothing the suite observes.
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+export CARGO_PROFILE_RELEASE_PANIC=unwind
 
 # One compile serves the build, the lints and the tests: clippy's driver
 # compiles the workspace's own crates (its lints on, warnings are errors) while
@@ -54,7 +62,11 @@ if [ -n "$driver" ]; then
 fi
 
 step "unit and integration tests (release, whole workspace)"
-cargo test --release --workspace -- --test-threads=2
+# The model test runs here at the reliability suite's default size (256
+# sequences; its own default is 128), and the reliability part does not run it
+# a second time (it does at --full, with 1,000).
+export HAKMEM_SUITE_MODEL_CASES=256
+PROPTEST_CASES=$HAKMEM_SUITE_MODEL_CASES cargo test --release --workspace -- --test-threads=2
 
 # The invariant checks (page and segment counts, header magic, the abort on
 # foreign pointers) are on in debug builds and with the `debug-checks`

@@ -5,7 +5,6 @@
 //! value instead of panicking; callers turn a failed map into `NULL` + `ENOMEM`.
 //! The memory calls as the allocator makes them, counted and traced, are `vm`'s.
 
-use core::ptr;
 use core::sync::atomic::Ordering::Relaxed;
 
 /// The OS page size hakmem assumes (x86-64 and aarch64 4 KiB kernels).
@@ -30,13 +29,21 @@ fn injected_failure() -> bool {
 /// mmap: `len` bytes (a multiple of [`OS_PAGE`]) of zeroed, private,
 /// anonymous memory, or None (also when [`FAIL_NEXT_MAPS`] says so).
 pub fn map_anonymous(len: usize) -> Option<*mut u8> {
+    map_anonymous_at(0, len)
+}
+
+/// [`map_anonymous`] placed at `hint` if that range is free (a hint only,
+/// never `MAP_FIXED`: where the range is taken the kernel maps elsewhere,
+/// and nothing already mapped is touched). `hint` 0: anywhere.
+pub fn map_anonymous_at(hint: usize, len: usize) -> Option<*mut u8> {
     if injected_failure() {
         return None;
     }
-    // SAFETY: anonymous private mapping; no existing memory is affected.
+    // SAFETY: anonymous private mapping without MAP_FIXED; no existing
+    // memory is affected, whatever the hint.
     let p = unsafe {
         libc::mmap(
-            ptr::null_mut(),
+            hint as *mut libc::c_void,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,

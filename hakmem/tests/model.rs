@@ -1,7 +1,8 @@
 //! Model test of hakmem's API (proptest): random sequences of the action
 //! language in `tests/actions/mod.rs` — malloc, calloc, aligned and Rust
 //! allocations of every size band, frees, reallocs, hand-offs to and from
-//! another thread, blocks left by exiting threads, injected map failures,
+//! another thread, blocks left by exiting threads, large blocks through a
+//! pipeline of two threads, aging of every BigCache, injected map failures,
 //! collects and absurd requests — each checked for alignment, usable size,
 //! overlap and contents. The same actions drive the libFuzzer target in
 //! `fuzz/` (`scripts/test-fuzz.sh`); this test is its stable-Rust stand-in.
@@ -28,6 +29,7 @@ fn size() -> impl Strategy<Value = Size> {
         2 => any::<u16>().prop_map(Size::Medium),
         1 => any::<u32>().prop_map(Size::Big),
         1 => any::<u32>().prop_map(Size::Large),
+        1 => any::<u16>().prop_map(Size::Huge),
         2 => any::<u8>().prop_map(Size::Boundary),
     ]
 }
@@ -61,6 +63,8 @@ fn action() -> impl Strategy<Value = Action> {
         1 => any::<u8>().prop_map(|n| Action::FailMaps { n }),
         1 => any::<bool>().prop_map(|force| Action::Collect { force }),
         1 => any::<u8>().prop_map(|which| Action::Absurd { which }),
+        1 => Just(Action::AgeCaches),
+        1 => (any::<u8>(), size()).prop_map(|(count, size)| Action::Pipeline { count, size }),
     ]
 }
 
@@ -145,4 +149,49 @@ fn blocks_cross_threads_and_outlive_them() {
     }
     let stats = Model::run(&actions);
     assert!(stats.remote_frees >= 400, "{stats:?}");
+}
+
+/// Large blocks of every size crossing threads both ways (a pipeline, and
+/// hand-offs), reallocated in place and moved, with every BigCache aged now
+/// and then: freed large memory is reused at other sizes, intact, and calloc
+/// of reused memory is zeroed.
+#[test]
+fn large_blocks_cross_threads_and_age_out_of_the_caches() {
+    let _serial = serial();
+    let before = hakmem::stats().large;
+    let mut actions = Vec::new();
+    for i in 0..120u16 {
+        let size = [Size::Large(i as u32 * 104_729), Size::Huge(i * 211)][i as usize % 2];
+        actions.push(Action::Pipeline {
+            count: i as u8,
+            size,
+        });
+        actions.push(Action::Adopt { size });
+        actions.push(Action::Alloc {
+            how: [How::Malloc, How::Calloc, How::RustZeroed][i as usize % 3],
+            size: Size::Large(i as u32 * 7_919),
+            align: Align((i % 14) as u8),
+        });
+        actions.push(Action::Realloc {
+            idx: i * 3,
+            size: Size::Large(i as u32 * 31_337),
+        });
+        actions.push(Action::HandOff { idx: i * 5 });
+        if i % 8 == 0 {
+            actions.push(Action::AgeCaches);
+        }
+        if i % 4 == 3 {
+            actions.push(Action::Free { idx: i });
+        }
+    }
+    let stats = Model::run(&actions);
+    let after = hakmem::stats().large;
+    assert!(stats.large_remote_frees >= 120, "{stats:?}");
+    // With per-thread caches (the default), a large block freed by another
+    // thread goes back to its allocating thread's side through the span level.
+    let per_thread = hakmem::options::get().bigcache == hakmem::options::BigCacheMode::Thread;
+    assert!(
+        !per_thread || after.span_cross_thread_frees > before.span_cross_thread_frees,
+        "no large free crossed threads at the span level: {before:?} -> {after:?}"
+    );
 }

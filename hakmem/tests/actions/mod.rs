@@ -31,6 +31,9 @@ use std::thread;
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
+/// Requests above this many bytes are large blocks (hakmem's last size class).
+pub const LARGE_ABOVE: usize = 512 * KIB;
+
 /// Bytes the model keeps live at most: beyond it, allocations are skipped, so
 /// that a long run of `Alloc` actions cannot exhaust the machine.
 pub const LIVE_BYTES_LIMIT: usize = 256 * MIB;
@@ -83,6 +86,9 @@ pub enum Size {
     Big(u32),
     /// 512 KiB – 6 MiB (large blocks; the BigCache from 1 MiB).
     Large(u32),
+    /// 6 – 40 MiB, page-aligned sizes (large blocks of the span heap above
+    /// the BigCache's range: split from and coalesced into its arenas).
+    Huge(u16),
     /// One of [`BOUNDARY_SIZES`].
     Boundary(u8),
 }
@@ -96,6 +102,7 @@ impl Size {
             Size::Medium(n) => 8 * KIB + n as usize % (56 * KIB + 1),
             Size::Big(n) => 64 * KIB + n as usize % (448 * KIB + 1),
             Size::Large(n) => 512 * KIB + n as usize % (5 * MIB + 512 * KIB),
+            Size::Huge(n) => 6 * MIB + (n as usize % (34 * 256 + 1)) * 4 * KIB,
             Size::Boundary(i) => BOUNDARY_SIZES[i as usize % BOUNDARY_SIZES.len()],
         }
     }
@@ -153,6 +160,14 @@ pub enum Action {
     Collect { force: bool },
     /// A request nothing can serve: NULL with ENOMEM, and nothing else changes.
     Absurd { which: u8 },
+    /// One pass of the background purge thread over every thread's BigCache
+    /// now (as when the program has gone idle): cached blocks go back to the
+    /// span level as aged memory, which later requests of any size reuse.
+    AgeCaches,
+    /// A pipeline: the peer thread allocates `count % 4 + 1` large blocks of
+    /// `size` and hands them here, and this thread frees them at once (every
+    /// free a cross-thread large free, back to the allocating thread's side).
+    Pipeline { count: u8, size: Size },
 }
 
 /// The entry-point family a block came from, and so the one that frees it.
@@ -420,6 +435,10 @@ pub struct ModelStats {
     pub reallocs: u64,
     pub remote_frees: u64,
     pub injected_nulls: u64,
+    /// Cross-thread frees of large blocks (`HandOff` of one, `Pipeline`).
+    pub large_remote_frees: u64,
+    /// BigCache aging passes that entered at least one cache holding blocks.
+    pub caches_aged: u64,
 }
 
 impl Default for Model {
@@ -629,6 +648,9 @@ impl Model {
             Action::HandOff { idx } => {
                 let Some(i) = self.pick(idx) else { return };
                 let b = self.remove(i, "before a hand-off");
+                if b.size > LARGE_ABOVE {
+                    self.stats.large_remote_frees += 1;
+                }
                 self.peer().call(Request::CheckAndFree(b));
                 self.stats.remote_frees += 1;
             }
@@ -684,6 +706,36 @@ impl Model {
                 for b in got {
                     self.stats.allocs += 1;
                     self.admit_filled(b, "a block of an exited thread");
+                }
+            }
+            Action::AgeCaches => {
+                if hakmem::large::age_caches_for_test() > 0 {
+                    self.stats.caches_aged += 1;
+                }
+            }
+            Action::Pipeline { count, size } => {
+                let n = count as usize % 4 + 1;
+                let size = size.bytes().max(LARGE_ABOVE + 1);
+                if self.live_bytes + n * size > LIVE_BYTES_LIMIT {
+                    return;
+                }
+                let mut got = Vec::new();
+                for _ in 0..n {
+                    let id = self.new_id();
+                    match self.peer().call(Request::Alloc { size, id }) {
+                        Some(b) => got.push(b),
+                        None => self.stats.injected_nulls += 1,
+                    }
+                }
+                for b in got {
+                    self.stats.allocs += 1;
+                    self.admit_filled(b, "a pipeline block from the peer");
+                    let i = self.live.len() - 1;
+                    let b = self.remove(i, "before freeing a pipeline block");
+                    raw_free(&b);
+                    self.stats.frees += 1;
+                    self.stats.remote_frees += 1;
+                    self.stats.large_remote_frees += 1;
                 }
             }
             Action::FailMaps { n } => {
