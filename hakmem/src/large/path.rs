@@ -329,7 +329,7 @@ fn header_of(p: usize) -> *mut LargeHeader {
 /// path and its checks). In a malloc/free loop on one large block this
 /// skips the header validation, the class computation and the checks of
 /// [`free_put`].
-#[inline(never)]
+#[inline(always)]
 pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     if probe::tracing() {
         return false;
@@ -343,7 +343,7 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     if hit.ptr != a || h.sample.ptr == a {
         return false;
     }
-    h.hit = Hit::NONE;
+    h.hit.ptr = 0;
     let k = hit.class as usize;
     // `hit.ptr` was a span block when the cache handed it out.
     if span_heap::live_span_at_known(a - HEADER_SIZE)
