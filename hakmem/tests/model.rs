@@ -187,11 +187,14 @@ fn large_blocks_cross_threads_and_age_out_of_the_caches() {
     let stats = Model::run(&actions);
     let after = hakmem::stats().large;
     assert!(stats.large_remote_frees >= 120, "{stats:?}");
-    // With per-thread caches (the default), a large block freed by another
-    // thread goes back to its allocating thread's side through the span level.
+    // With per-thread caches (the default) and the span heap in use (not in
+    // the hardened build, whose large blocks have mappings of their own), a
+    // large block freed by another thread goes back to its allocating
+    // thread's side through the span level.
     let per_thread = hakmem::options::get().bigcache == hakmem::options::BigCacheMode::Thread;
+    let spans = after.span_allocs > before.span_allocs;
     assert!(
-        !per_thread || after.span_cross_thread_frees > before.span_cross_thread_frees,
+        !(per_thread && spans) || after.span_cross_thread_frees > before.span_cross_thread_frees,
         "no large free crossed threads at the span level: {before:?} -> {after:?}"
     );
 }
