@@ -213,6 +213,9 @@ unsafe fn free_owned(p: *mut u8, owner: Owner) {
 #[cold]
 #[inline(never)]
 fn free_large(p: *mut u8, r: Region) {
+    if r == Region::Span && large_path::free_hit(p as usize, thread::large_state) {
+        return;
+    }
     if let Some(h) = large_header("free", p, r, true) {
         // SAFETY: a validated header of a block the caller gave up (free's contract).
         unsafe { large_path::free(p as usize, h, thread::large_state) }

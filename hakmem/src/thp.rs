@@ -79,6 +79,20 @@ pub fn verdict() -> Verdict {
     decode(s)
 }
 
+/// The part of `[start, end)` made of whole huge pages where the kernel gives
+/// them (`[start, end)` itself where it does not): what a purge of a range
+/// that may hold huge pages covers so as not to split one. A purge of part
+/// of a 2 MiB page splits it, and the kernel then faults the rest of that
+/// range in 4 KiB at a time (until khugepaged collapses it again): a span
+/// purged while the program was busy made `large-varied` refault ranges 512
+/// faults at a time. Empty (`start >= end`) when no whole huge page lies inside.
+pub fn whole_huge_pages(start: usize, end: usize) -> (usize, usize) {
+    if !granted() {
+        return (start, end);
+    }
+    ((start + HUGE - 1) & !(HUGE - 1), end & !(HUGE - 1))
+}
+
 /// The answer if it has been measured, without measuring (for reports).
 pub fn measured() -> Option<Verdict> {
     match STATE.load(Relaxed) {

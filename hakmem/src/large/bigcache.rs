@@ -75,6 +75,17 @@ pub fn floor_class(usable: usize) -> Option<usize> {
     }
 }
 
+/// [`class_size`] of every class: the hit path's one load.
+pub const CLASS_SIZES: [usize; NUM_CLASSES] = {
+    let mut t = [0; NUM_CLASSES];
+    let mut k = 0;
+    while k < NUM_CLASSES {
+        t[k] = class_size(k);
+        k += 1;
+    }
+    t
+};
+
 /// Whether a request can be served from the cache.
 #[inline]
 pub fn cacheable(size: usize, align: usize) -> bool {
@@ -122,9 +133,13 @@ fn header_of(p: usize) -> *mut LargeHeader {
 
 /// Keeps the mapping but drops the whole pages of a cached block (not the
 /// page holding the header): the next user faults them in again.
+/// Where the kernel gives huge pages, only the whole ones: the strategy
+/// purges to save memory, and splitting a huge page would make every later
+/// reuse of that range fault page by page.
 fn purge_block_pages(p: usize, bytes: usize) {
     let start = (p + OS_PAGE - 1) & !(OS_PAGE - 1);
     let end = (p + bytes) & !(OS_PAGE - 1);
+    let (start, end) = crate::thp::whole_huge_pages(start, end);
     if end > start {
         // SAFETY: whole pages of a cached block (nobody uses it), past its header page.
         unsafe { crate::vm::purge(start as *mut u8, end - start) };
@@ -162,6 +177,13 @@ const EMPTY_SLOT: Slot = Slot {
 
 /// One thread's cache.
 pub struct ThreadCache {
+    /// The block a BigCache hit handed out, freed again (0 = none): a loop
+    /// on one block reuses it without indexing the slots.
+    hot: usize,
+    /// Its class.
+    hot_class: u32,
+    /// Cache generation of its put.
+    hot_gen: u32,
     slots: [[Slot; NUM_CLASSES]; SITE_BUCKETS],
     /// Bytes held (class sizes) and reserved from the global bound.
     held: u64,
@@ -182,6 +204,9 @@ pub enum Put {
 impl ThreadCache {
     pub const fn new() -> Self {
         ThreadCache {
+            hot: 0,
+            hot_class: 0,
+            hot_gen: 0,
             slots: [[EMPTY_SLOT; NUM_CLASSES]; SITE_BUCKETS],
             held: 0,
             budget: 0,
@@ -198,18 +223,74 @@ impl ThreadCache {
     #[inline]
     pub fn get(&mut self, size: usize, site: u32) -> Option<usize> {
         let k = class_of(size);
-        let b = site as usize % SITE_BUCKETS;
-        let slot = &mut self.slots[b][k];
-        if slot.count > 0 && slot.site == site {
-            slot.count -= 1;
-            self.held -= class_size(k) as u64;
-            return Some(slot.blocks[slot.count as usize]);
+        self.pop(k, site).or_else(|| self.get_other_site(k))
+    }
+
+    /// The hit loop's lookup: the hot block, if it is of class `k`.
+    #[inline(always)]
+    pub fn pop_hot(&mut self, k: usize) -> Option<usize> {
+        let p = self.hot;
+        if p == 0 || self.hot_class as usize != k {
+            return None;
         }
-        self.get_other_site(k)
+        self.hot = 0;
+        self.held -= CLASS_SIZES[k] as u64;
+        Some(p)
+    }
+
+    /// The hit loop's put: the block of the last hit, of class `k`, as the
+    /// hot block, if there is none and the budget already reserved holds it.
+    #[inline(always)]
+    pub fn push_hot(&mut self, p: usize, k: usize) -> bool {
+        let bytes = CLASS_SIZES[k] as u64;
+        if self.hot != 0 || self.held + bytes > self.budget {
+            return false;
+        }
+        self.hot = p;
+        self.hot_class = k as u32;
+        self.hot_gen = self.gen;
+        self.held += bytes;
+        true
+    }
+
+    /// The hit path's lookup: the most recent block of class `k` (`< NUM_CLASSES`)
+    /// that `site` freed, if its slot holds one.
+    #[inline(always)]
+    pub fn pop(&mut self, k: usize, site: u32) -> Option<usize> {
+        let slot = &mut self.slots[site as usize % SITE_BUCKETS][k];
+        if slot.count == 0 || slot.site != site {
+            return None;
+        }
+        slot.count -= 1;
+        self.held -= CLASS_SIZES[k] as u64;
+        Some(slot.blocks[slot.count as usize])
+    }
+
+    /// The free path's put of a block of class `k` freed at `site`, when it
+    /// needs nothing else: a slot of that site with room, within the budget
+    /// already reserved, no purge. False = nothing done (the caller takes [`Self::put`]).
+    #[inline(always)]
+    pub fn push(&mut self, p: usize, k: usize, site: u32) -> bool {
+        let bytes = CLASS_SIZES[k] as u64;
+        let gen = self.gen;
+        let slot = &mut self.slots[site as usize % SITE_BUCKETS][k];
+        let n = slot.count as usize;
+        if n >= DEPTH || (n != 0 && slot.site != site) || self.held + bytes > self.budget {
+            return false;
+        }
+        slot.site = site;
+        slot.gen = gen;
+        slot.blocks[n] = p;
+        slot.count += 1;
+        self.held += bytes;
+        true
     }
 
     #[cold]
     fn get_other_site(&mut self, k: usize) -> Option<usize> {
+        if let Some(p) = self.pop_hot(k) {
+            return Some(p);
+        }
         for b in 0..SITE_BUCKETS {
             let slot = &mut self.slots[b][k];
             if slot.count > 0 {
@@ -293,6 +374,13 @@ impl ThreadCache {
     fn purge_pass(&mut self, aged: bool) -> u32 {
         self.gen = self.gen.wrapping_add(1);
         let mut released = 0;
+        if self.hot != 0 && self.gen.wrapping_sub(self.hot_gen) >= 3 {
+            let p = self.hot;
+            self.hot = 0;
+            self.held -= CLASS_SIZES[self.hot_class as usize] as u64;
+            release_block(p, aged);
+            released += 1;
+        }
         for b in 0..SITE_BUCKETS {
             for k in 0..NUM_CLASSES {
                 let slot = &mut self.slots[b][k];

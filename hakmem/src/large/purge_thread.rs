@@ -37,12 +37,19 @@ pub static BACKGROUND_RELEASED: AtomicU64 = AtomicU64::new(0);
 
 /// Called after a free that left resident free memory: starts the thread
 /// the first time, wakes it if parked.
-#[inline]
+#[inline(always)]
 pub fn notify() {
     match STATE.load(Relaxed) {
-        RUNNING if PARKED.load(SeqCst) == 1 && PARKED.swap(0, SeqCst) == 1 => futex_wake(),
+        RUNNING if PARKED.load(SeqCst) == 1 => wake(),
         NOT_STARTED => start(),
         _ => {}
+    }
+}
+
+#[cold]
+fn wake() {
+    if PARKED.swap(0, SeqCst) == 1 {
+        futex_wake();
     }
 }
 

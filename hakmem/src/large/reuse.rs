@@ -36,58 +36,82 @@ const MAX_PENDING: u8 = 4;
 pub struct Reuse {
     /// Cacheable requests so far (wraps; only differences are used).
     seq: u32,
-    /// Per class, packed so that one operation touches one word: `seq` at
-    /// the last free of a block of the class (low 32 bits), the frees not
-    /// yet matched by a request (bits 32-39) and the score (bits 40-47).
-    class: [u64; NUM_CLASSES],
+    /// Per class: one 8-byte entry, so that one operation touches one word
+    /// and reads its fields without unpacking them.
+    class: [Class; NUM_CLASSES],
 }
 
-const PENDING: u32 = 32;
-const SCORE: u32 = 40;
+/// One class's reuse history.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Class {
+    /// `seq` at the last free of a block of the class.
+    freed_at: u32,
+    /// Frees not yet matched by a request.
+    pending: u8,
+    /// The score ([`CACHE_AT`] and up: cached).
+    score: u8,
+}
 
 impl Reuse {
     /// No history: every class starts uncached (the span level decides).
     pub const fn new() -> Self {
         Reuse {
             seq: 0,
-            class: [0; NUM_CLASSES],
+            class: [Class {
+                freed_at: 0,
+                pending: 0,
+                score: 0,
+            }; NUM_CLASSES],
         }
-    }
-
-    fn unpack(w: u64) -> (u32, u8, u8) {
-        (w as u32, (w >> PENDING) as u8, (w >> SCORE) as u8)
-    }
-
-    fn pack(freed_at: u32, pending: u8, score: u8) -> u64 {
-        freed_at as u64 | (pending as u64) << PENDING | (score as u64) << SCORE
     }
 
     /// The score of class `k` (tests).
     #[cfg(test)]
     fn score(&self, k: usize) -> u8 {
-        Self::unpack(self.class[k]).2
+        self.class[k].score
     }
 
     /// Notes a request of class `k`: a reuse if it follows a free of the
     /// class by at most [`WINDOW`] requests (each free matches one request).
-    #[inline]
+    #[inline(always)]
     pub fn requested(&mut self, k: usize) {
         self.seq = self.seq.wrapping_add(1);
-        let (freed_at, pending, score) = Self::unpack(self.class[k]);
-        self.class[k] = if pending > 0 && self.seq.wrapping_sub(freed_at) <= WINDOW {
-            Self::pack(freed_at, pending - 1, (score + 1).min(MAX))
+        let c = &mut self.class[k];
+        if c.pending > 0 && self.seq.wrapping_sub(c.freed_at) <= WINDOW {
+            c.pending -= 1;
+            c.score = (c.score + 1).min(MAX);
         } else {
-            Self::pack(freed_at, 0, score.saturating_sub(1))
-        };
+            c.pending = 0;
+            c.score = c.score.saturating_sub(1);
+        }
+    }
+
+    /// Notes a request served by a BigCache hit in a loop (`path::alloc_hit`):
+    /// a request, but the score is left as it is: a hit is a reuse of a
+    /// class already cached, and checking the window costs the hit a
+    /// fifth of its instructions. Its pending frees are not matched (the
+    /// free after the hit adds one, up to [`MAX_PENDING`]).
+    #[inline(always)]
+    pub fn hit(&mut self) {
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    /// Whether blocks of class `k` wait in the cache (what [`Self::freed`]
+    /// returns), without noting anything.
+    #[inline(always)]
+    pub fn cached(&self, k: usize) -> bool {
+        self.class[k].score >= CACHE_AT
     }
 
     /// Notes a free of a block of class `k`; returns whether the class is
     /// reused enough for the block to wait in the cache.
-    #[inline]
+    #[inline(always)]
     pub fn freed(&mut self, k: usize) -> bool {
-        let (_, pending, score) = Self::unpack(self.class[k]);
-        self.class[k] = Self::pack(self.seq, (pending + 1).min(MAX_PENDING), score);
-        score >= CACHE_AT
+        let c = &mut self.class[k];
+        c.freed_at = self.seq;
+        c.pending = (c.pending + 1).min(MAX_PENDING);
+        c.score >= CACHE_AT
     }
 }
 

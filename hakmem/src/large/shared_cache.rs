@@ -70,7 +70,7 @@ impl SharedCache {
 
     /// The owner's access: the cache, unless the purge thread is inside it.
     /// Only the owning thread may call this, and not while it holds a guard.
-    #[inline]
+    #[inline(always)]
     pub fn try_lock(&self) -> Option<Guard<'_>> {
         self.busy.store(true, Relaxed);
         // With the purge thread's membarrier, a full barrier between the

@@ -29,12 +29,43 @@ pub struct ThreadState {
     pub mode: options::BigCacheMode,
     /// Call-site profiling on (`HAKMEM_MINIMAL` turns it off).
     pub profiling: bool,
+    /// The call site of the last profiled large allocation and its table
+    /// slot: a loop at one site skips the table lookup.
+    pub last_site: usize,
+    /// See `last_site`.
+    pub last_slot: u32,
     /// `HAKMEM_PURGE_DELAY_MS` in ns.
     pub purge_delay_ns: u64,
     /// This thread's large-block counters.
     pub counters: Counters,
     /// Which cache classes this thread reuses (cache or span level on free).
     pub reuse: reuse::Reuse,
+    /// The span block this thread's last fast BigCache hit handed out, until
+    /// its free (or a resize): its free needs no lookup (`path::free_hit`).
+    pub hit: Hit,
+}
+
+/// A block handed out by a BigCache hit, as its free needs it.
+#[derive(Clone, Copy)]
+pub struct Hit {
+    /// The block (0 = none).
+    pub ptr: usize,
+    /// Its span's length in pages (checked against the page map on free).
+    pub pages: u32,
+    /// Its cache class.
+    pub class: u32,
+    /// The site slot it was handed out at.
+    pub site: u32,
+}
+
+impl Hit {
+    /// No block.
+    pub const NONE: Hit = Hit {
+        ptr: 0,
+        pages: 0,
+        class: 0,
+        site: 0,
+    };
 }
 
 impl ThreadState {
@@ -49,9 +80,12 @@ impl ThreadState {
             aged_ns: 0,
             mode: options::BigCacheMode::Off,
             profiling: false,
+            last_site: 0,
+            last_slot: 0,
             purge_delay_ns: 0,
             counters: Counters::new(),
             reuse: reuse::Reuse::new(),
+            hit: Hit::NONE,
         }
     }
 
@@ -69,7 +103,7 @@ impl ThreadState {
 impl ThreadState {
     /// This thread's cache, unless the background purge thread is inside it
     /// (then the caller acts as on a miss or a refusal).
-    #[inline]
+    #[inline(always)]
     pub fn cache(&self) -> Option<shared_cache::Guard<'static>> {
         // SAFETY: null, or set at context creation to a field of a thread
         // context, and contexts are never unmapped.
