@@ -16,11 +16,12 @@ fn touch(p: *mut u8, len: usize) {
     }
 }
 
-#[test]
-fn a_block_freed_at_one_size_serves_other_sizes_without_faults() {
+/// One round: (new mappings, page faults) while three other sizes reuse
+/// a freed, resident 6 MiB block.
+fn round(site: usize) -> (u64, u64) {
     // Sizes of different BigCache classes and below its range: each must
     // come from the memory the first block left, already resident.
-    let first = hakmem::alloc_at(6 * MIB, 0x51);
+    let first = hakmem::alloc_at(6 * MIB, site);
     assert!(!first.is_null());
     touch(first, 6 * MIB);
     // SAFETY: a live block.
@@ -31,7 +32,7 @@ fn a_block_freed_at_one_size_serves_other_sizes_without_faults() {
         .into_iter()
         .enumerate()
     {
-        let p = hakmem::alloc_at(size, 0x52 + i);
+        let p = hakmem::alloc_at(size, site + 1 + i);
         assert!(!p.is_null());
         touch(p, size);
         assert!(
@@ -41,12 +42,25 @@ fn a_block_freed_at_one_size_serves_other_sizes_without_faults() {
         // SAFETY: a live block.
         unsafe { hakmem::free(p) };
     }
-    let faults = hakmem::os::thread_minor_faults() - faults0;
-    let maps = hakmem::stats().os_maps - maps0;
-    assert_eq!(maps, 0, "no new mapping");
+    (
+        hakmem::stats().os_maps - maps0,
+        hakmem::os::thread_minor_faults() - faults0,
+    )
+}
+
+#[test]
+fn a_block_freed_at_one_size_serves_other_sizes_without_faults() {
+    // The background purge may give the freed block back if this thread is
+    // descheduled for two purge delays in the middle of a round (a loaded
+    // machine): up to three rounds, one of which must show the reuse.
     // 5.7 MiB written = 1,460 pages; a few faults for the test's own bookkeeping.
-    assert!(
-        faults < 16,
-        "{faults} page faults: the resident pages were not reused"
-    );
+    let mut rounds = Vec::new();
+    for r in 0..3 {
+        let (maps, faults) = round(0x51 + 16 * r);
+        rounds.push((maps, faults));
+        if maps == 0 && faults < 16 {
+            return;
+        }
+    }
+    panic!("(new mappings, page faults) per round: {rounds:?}: the resident pages were not reused");
 }
