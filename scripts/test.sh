@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite (`.ci/run` calls exactly this): every correctness test. On the
-# 2-core CI machine: 504 s once the dependencies are compiled in the target
-# directory, 885 s from a clean clone (the first release, debug, hardened and
+# 2-core CI machine: 504-585 s once the dependencies are compiled in the target
+# directory, 842 s from a clean clone (the first release, debug, hardened and
 # debug-checks builds); the goal of 10 minutes is met only in the first case.
 #
 #   ./scripts/test.sh          the default suite
