@@ -445,7 +445,11 @@ static GRANTS_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 /// pointer, so that a copy other than [`NO_GRANTS_PTR`] is always kept up
 /// to date (a slot given back at thread exit, counting off in [`untraced`]).
 pub fn on_grants_change(hook: fn(*const Grants)) {
-    GRANTS_HOOK.store(hook as *mut (), Ordering::Release);
+    // Called on every traced full-path call: a store only the first time,
+    // so threads do not keep writing a line they all read.
+    if GRANTS_HOOK.load(Ordering::Relaxed) != hook as *mut () {
+        GRANTS_HOOK.store(hook as *mut (), Ordering::Release);
+    }
 }
 
 /// The calling thread's grants pointer ([`NO_GRANTS_PTR`] or its slot's).

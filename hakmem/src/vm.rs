@@ -8,8 +8,13 @@ use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Maps `len` bytes (a multiple of [`OS_PAGE`]) of zeroed, private, anonymous memory.
 pub fn map(len: usize) -> Option<*mut u8> {
+    map_at(0, len)
+}
+
+/// [`map`] placed at `hint` if that range is free (`os::map_anonymous_at`).
+fn map_at(hint: usize, len: usize) -> Option<*mut u8> {
     let t = probe::now();
-    let p = os::map_anonymous(len)?;
+    let p = os::map_anonymous_at(hint, len)?;
     GLOBAL.os_maps.fetch_add(1, Relaxed);
     GLOBAL.mapped.fetch_add(len as u64, Relaxed);
     if probe::tracing() {
@@ -87,17 +92,11 @@ fn map_at_hint(len: usize, align: usize) -> Option<*mut u8> {
             Err(now) => hint = now,
         }
     }
-    let t = probe::now();
-    let p = os::map_anonymous_at(hint, len)?;
+    let p = map_at(hint, len)?;
     if p as usize % align != 0 {
         // SAFETY: the mapping just made, which nobody has seen.
-        unsafe { os::unmap(p, len) };
+        unsafe { unmap(p, len) };
         return None;
-    }
-    GLOBAL.os_maps.fetch_add(1, Relaxed);
-    GLOBAL.mapped.fetch_add(len as u64, Relaxed);
-    if probe::tracing() {
-        probe::emit(Component::OsMap, t, len as u64);
     }
     Some(p)
 }

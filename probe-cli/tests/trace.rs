@@ -371,17 +371,23 @@ fn trace_duration_reports_every_interval_detaches_and_writes_prometheus() {
     let _ = a.target.wait();
 }
 
-#[test]
-fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
-    require_bpf!();
-    let (large, small): (u32, u32) = (12, 2000);
+/// `probe-cli run OPTS --preload libhakmem.so -- alloc_counts LARGE SMALL`
+/// with `env` set; fails unless it exits 0.
+fn run_alloc_counts(
+    opts: &[&str],
+    large: u32,
+    small: u32,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let out = Command::new(PROBE_CLI)
-        .args(["run", "--json", "--preload"])
+        .arg("run")
+        .args(opts)
+        .arg("--preload")
         .arg(libhakmem())
         .arg("--")
         .arg(alloc_counts())
         .args([large.to_string(), small.to_string()])
-        .env("HAKMEM_BIGCACHE", "off")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert_eq!(
@@ -390,6 +396,14 @@ fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
         "probe-cli: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+#[test]
+fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
+    require_bpf!();
+    let (large, small): (u32, u32) = (12, 2000);
+    let out = run_alloc_counts(&["--json"], large, small, &[("HAKMEM_BIGCACHE", "off")]);
     // run's reports go to stderr: stdout is the program's.
     assert!(out.stdout.is_empty());
     let r = last_report(&out.stderr);
@@ -416,21 +430,12 @@ fn run_without_syscalls_keeps_exact_counts_and_says_syscalls_were_not_counted() 
     let dir = std::env::temp_dir().join(format!("probe-cli-nosys-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("report.json");
-    let out = Command::new(PROBE_CLI)
-        .args(["run", "--no-syscalls", "--json", "-o"])
-        .arg(&file)
-        .arg("--preload")
-        .arg(libhakmem())
-        .arg("--")
-        .arg(alloc_counts())
-        .args([large.to_string(), small.to_string()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "probe-cli: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let file_arg = file.to_str().unwrap();
+    run_alloc_counts(
+        &["--no-syscalls", "--json", "-o", file_arg],
+        large,
+        small,
+        &[],
     );
     let text = std::fs::read(&file).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();

@@ -360,16 +360,9 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     if !cached {
         return false;
     }
-    h.reuse.freed(k);
-    if crate::hardening::ENABLED {
-        // SAFETY: a live span block's header; the block is the cache's now.
-        unsafe { (*((a - HEADER_SIZE) as *mut LargeHeader)).magic = block::FREED_MAGIC };
-    }
     let usable = hit.pages as usize * os::OS_PAGE - HEADER_SIZE;
-    h.counters.large_frees.add(1);
-    h.counters.large_bytes_freed.add(usable as u64);
-    h.counters.bigcache_puts.add(1);
-    crate::large::purge_thread::notify();
+    // SAFETY: a live span block's header; the block is the cache's now.
+    unsafe { note_fast_put(h, (a - HEADER_SIZE) as *mut LargeHeader, k, usable) };
     true
 }
 
@@ -432,16 +425,29 @@ unsafe fn free_put(h: &mut ThreadState, ts: usize, a: usize, hdr: *mut LargeHead
     {
         return false;
     }
+    // SAFETY: validated header; the block is the cache's now.
+    unsafe { note_fast_put(h, hdr, k, usable) };
+    true
+}
+
+/// What [`free_hit`] and [`free_put`] note once the block of class `k` is
+/// in this thread's cache: the reuse score, the freed-block magic
+/// (hardened), the counters, and the purge thread (the cache now holds
+/// resident memory it gives back if this thread goes idle).
+///
+/// # Safety
+/// `hdr` is the header of the block just cached, which the cache now owns.
+#[inline(always)]
+unsafe fn note_fast_put(h: &mut ThreadState, hdr: *mut LargeHeader, k: usize, usable: usize) {
     h.reuse.freed(k);
     if crate::hardening::ENABLED {
-        // SAFETY: the block is ours until the cache hands it out again.
+        // SAFETY: the caller's contract: the block is ours until the cache hands it out.
         unsafe { (*hdr).magic = block::FREED_MAGIC };
     }
     h.counters.large_frees.add(1);
     h.counters.large_bytes_freed.add(usable as u64);
     h.counters.bigcache_puts.add(1);
     crate::large::purge_thread::notify();
-    true
 }
 
 /// [`free`] in full.
