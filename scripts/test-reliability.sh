@@ -11,9 +11,11 @@
 #     RLIMIT_AS from C; release library, shorter forms on the debug library
 #  3. the stress example for 5 [20] s (4 threads, seed printed)
 #  4. valgrind memcheck of the C conformance programs with hakmem preloaded
+#     (in the background, beside the builds of 6)
 #  5. a bounded libFuzzer run (scripts/test-fuzz.sh, 15 [60] s; skips without nightly)
-#  6. the hakmem test suite once with --features debug-checks, release (the
-#     suite's one full pass with the invariant checks on); the model and fault
+#  6. the hakmem test suite once with --features debug-checks, debug
+#     assertions and overflow checks, release optimisation (the suite's one
+#     full pass with the invariant checks on); the model and fault
 #     injection also against the hardened build, 100 [300] sequences
 #  7. probe-cli under stress (root and BPF; each test says SKIP otherwise)
 #
@@ -35,7 +37,12 @@ for v in $(env | grep -o '^HAKMEM_[A-Za-z0-9_]*' || true); do unset "$v"; done
 full() { if [ "${HAKMEM_TEST_FULL:-0}" = 1 ]; then echo "$1"; else echo "$2"; fi; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hakmem-reliability.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+vg_pid=""
+cleanup() {
+  if [ -n "$vg_pid" ]; then kill "$vg_pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 figures=()
 
 fail() {
@@ -70,10 +77,12 @@ run() {
 }
 
 section "build"
-# (Separate commands: `--example` would restrict every -p to its examples.)
+# (Separate commands: `--example` would restrict every -p to its examples.
+# The examples are built for the whole workspace: `-p hakmem` alone resolves
+# hakmem's features differently and recompiled it, 16-22 s.)
 cargo build --release -p hakmem-preload
 cargo build -p hakmem-preload
-cargo build --release -p hakmem --example stress
+cargo build --release --workspace --examples
 for lib in "$release_lib" "$debug_lib"; do
   [ -f "$lib" ] || fail "$lib was not built"
 done
@@ -136,7 +145,6 @@ ok "stress" "$(tail -1 "$tmp/stress.out" | cut -d: -f2- | cut -c1-150)"
 figures+=("stress (seed $seed):$(tail -1 "$tmp/stress.out" | cut -d: -f3-)")
 
 # ---------------------------------------------------------------------------
-section "valgrind memcheck with hakmem preloaded"
 # Valgrind's memcheck replaces malloc in libc and in every object without a
 # soname, libhakmem.so included, so plain `LD_PRELOAD=libhakmem.so valgrind
 # prog` mixes the two allocators (invalid frees). somalloc=nouserintercepts
@@ -144,10 +152,11 @@ section "valgrind memcheck with hakmem preloaded"
 # and the program's accesses outside hakmem's mappings, and must count 0
 # allocations of its own (proof that hakmem served them). It cannot see
 # block-level errors inside hakmem's mappings (hakmem has no client requests).
-if ! command -v valgrind >/dev/null; then
-  echo "SKIP valgrind: not installed (scripts/deps.sh installs it)"
-  figures+=("valgrind: skipped (not installed)")
-else
+#
+# Memcheck runs one thread at a time (~60 s for api_conformance), so it runs
+# in the background beside the compile-heavy debug-checks and hardened builds
+# below, on the core they leave idle, and reports when it is waited for.
+valgrind_part() {
   for t in api_conformance override_check; do
     gcc -O1 -g -pthread -o "$tmp/bin/$t" "hakmem/tests/c/$t.c" -ldl || fail "compiling $t.c"
     t0=$SECONDS
@@ -162,7 +171,14 @@ else
       fail "valgrind $t: memcheck's allocator served blocks, so hakmem was not tested"
     ok "valgrind memcheck $t" "$(head -1 "$tmp/vg.$t.out" | cut -d: -f2-); 0 errors [$((SECONDS - t0))s]"
   done
-  figures+=("valgrind memcheck: api_conformance and override_check with libhakmem.so preloaded, 0 errors")
+}
+if ! command -v valgrind >/dev/null; then
+  echo "SKIP valgrind: not installed (scripts/deps.sh installs it)"
+  figures+=("valgrind: skipped (not installed)")
+else
+  section "valgrind memcheck with hakmem preloaded: started in the background"
+  valgrind_part >"$tmp/valgrind.log" 2>&1 &
+  vg_pid=$!
 fi
 
 # ---------------------------------------------------------------------------
@@ -175,9 +191,15 @@ section "hakmem tests with --features debug-checks (release optimisation)"
 # Without LTO and with parallel codegen: the checks are what matters here, and
 # this keeps the extra build under a minute.
 t0=$SECONDS
+# Debug assertions and overflow checks for hakmem only (its dependencies keep
+# the release build's settings, so nothing else is rebuilt): what a debug build
+# checks, at release speed.
+debug_hakmem=(--config 'profile.release.package.hakmem.debug-assertions=true'
+              --config 'profile.release.package.hakmem.overflow-checks=true')
 checks() {
   CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    cargo test --release -p hakmem --features debug-checks --lib --tests --no-fail-fast -- --test-threads=2 "$@"
+    cargo test --release "${debug_hakmem[@]}" -p hakmem --features debug-checks --lib --tests --no-fail-fast \
+    -- --test-threads=2 "$@"
 }
 flaky=""
 if ! checks >"$tmp/checks.out" 2>&1; then
@@ -203,7 +225,7 @@ figures+=("debug-checks: the whole hakmem suite, $passed tests, in a release bui
 t0=$SECONDS
 hardened_cases=$(full 300 100)
 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 PROPTEST_CASES=$hardened_cases \
-  cargo test --release -p hakmem --features hardened,debug-checks --test model --test fault_injection \
+  cargo test --release "${debug_hakmem[@]}" -p hakmem --features hardened,debug-checks --test model --test fault_injection \
   -- --test-threads=2 >"$tmp/hardened.out" 2>&1 || {
   grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/hardened.out" | grep -A30 -- '^----\|minimal failing' | head -60 >&2
   fail "model / fault injection with --features hardened"
@@ -228,6 +250,17 @@ else
   ok "probe-cli stress" "4 tests [$((SECONDS - t0))s]"
   figures+=("probe-cli after detach: $(grep -oE 'attempt [0-9]: .*' "$tmp/probe.out" | tail -1 | cut -d: -f2-)")
   figures+=("probe-cli: $(grep -oE 'BPF maps of.*' "$tmp/probe.out" | head -1)")
+fi
+
+# ---------------------------------------------------------------------------
+if [ -n "$vg_pid" ]; then
+  section "valgrind memcheck with hakmem preloaded (waiting for the background run)"
+  rc=0
+  wait "$vg_pid" || rc=$?
+  vg_pid=""
+  cat "$tmp/valgrind.log"
+  [ "$rc" -eq 0 ] || fail "valgrind memcheck (see above)"
+  figures+=("valgrind memcheck: api_conformance and override_check with libhakmem.so preloaded, 0 errors")
 fi
 
 echo

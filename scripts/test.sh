@@ -68,13 +68,14 @@ step "unit and integration tests (release, whole workspace)"
 export HAKMEM_SUITE_MODEL_CASES=256
 PROPTEST_CASES=$HAKMEM_SUITE_MODEL_CASES cargo test --release --workspace -- --test-threads=2
 
-# The invariant checks (page and segment counts, header magic, the abort on
-# foreign pointers) are on in debug builds and with the `debug-checks`
-# feature. The whole hakmem suite runs with them in scripts/test-reliability.sh;
-# here the debug library that the LD_PRELOAD tests use, and the unit tests.
-step "allocator unit tests (debug: invariant checks on)"
+# The debug library (debug assertions, overflow checks and the invariant
+# checks on) that the LD_PRELOAD tests run programs against. The hakmem suite
+# itself runs once more with those checks, in scripts/test-reliability.sh
+# (`--features debug-checks` with debug assertions and overflow checks, release
+# optimisation): a second pass of the unit tests in a debug build would compile
+# the test dependencies a third time for no check that pass lacks.
+step "debug build of libhakmem.so (invariant checks on)"
 cargo build -p hakmem-preload
-cargo test -p hakmem --lib -- --test-threads=2
 
 for part in scripts/test-preload.sh scripts/test-hardened.sh scripts/test-bench.sh scripts/test-ebpf.sh \
             scripts/test-breakdown.sh scripts/test-reliability.sh; do
