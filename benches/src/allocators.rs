@@ -240,13 +240,7 @@ pub fn catalogue() -> Vec<Allocator> {
             "mimalloc 3 (the crate's v3 sources) via LD_PRELOAD (benches/mimalloc3)",
             true,
         ),
-        Allocator::linked(
-            "jemalloc",
-            Jemalloc,
-            &[],
-            "tikv-jemallocator, linked in; programs: Debian's libjemalloc.so.2",
-        )
-        .in_programs(debian_lib("libjemalloc.so.2"), &[], JEMALLOC_HINT),
+        jemalloc(),
         Allocator::preload(
             "tcmalloc",
             debian_lib("libtcmalloc_minimal.so.4"),
@@ -281,6 +275,31 @@ pub fn catalogue() -> Vec<Allocator> {
             false,
         ),
     ]
+}
+
+/// jemalloc linked in (tikv-jemallocator, feature `linked-jemalloc`).
+#[cfg(feature = "linked-jemalloc")]
+fn jemalloc() -> Allocator {
+    Allocator::linked(
+        "jemalloc",
+        Backend::Jemalloc,
+        &[],
+        "tikv-jemallocator, linked in; programs: Debian's libjemalloc.so.2",
+    )
+    .in_programs(debian_lib("libjemalloc.so.2"), &[], JEMALLOC_HINT)
+}
+
+/// jemalloc without the `linked-jemalloc` feature: Debian's library,
+/// preloaded (the same 5.3 release the crate bundles).
+#[cfg(not(feature = "linked-jemalloc"))]
+fn jemalloc() -> Allocator {
+    Allocator::preload(
+        "jemalloc",
+        debian_lib("libjemalloc.so.2"),
+        JEMALLOC_HINT,
+        "Debian's jemalloc via LD_PRELOAD (--features linked-jemalloc links tikv-jemallocator in)",
+        true,
+    )
 }
 
 const FROZEN: &[(&str, &str)] = &[("HAKMEM_EVO_POLICY", "frozen")];

@@ -22,7 +22,9 @@ pub enum Backend {
     System = 1,
     /// The `mimalloc` crate, version 2 (statically linked, `mi_` prefixed, no override).
     Mimalloc = 2,
-    /// `tikv-jemallocator` (statically linked, `_rjem_` prefixed, no override).
+    /// `tikv-jemallocator` (statically linked, `_rjem_` prefixed, no override;
+    /// feature `linked-jemalloc`).
+    #[cfg(feature = "linked-jemalloc")]
     Jemalloc = 3,
     /// `hakmem::Hakmem`, configured by its own `HAKMEM_*` variables.
     Hakmem = 4,
@@ -34,6 +36,7 @@ impl Backend {
         match self {
             Backend::System => "system",
             Backend::Mimalloc => "mimalloc",
+            #[cfg(feature = "linked-jemalloc")]
             Backend::Jemalloc => "jemalloc",
             Backend::Hakmem => "hakmem",
         }
@@ -42,6 +45,7 @@ impl Backend {
     fn from_env_bytes(value: &[u8]) -> Backend {
         match value {
             b"mimalloc" => Backend::Mimalloc,
+            #[cfg(feature = "linked-jemalloc")]
             b"jemalloc" => Backend::Jemalloc,
             b"hakmem" => Backend::Hakmem,
             _ => Backend::System,
@@ -58,6 +62,7 @@ pub fn backend() -> Backend {
     match SELECTED.load(Ordering::Relaxed) {
         1 => Backend::System,
         2 => Backend::Mimalloc,
+        #[cfg(feature = "linked-jemalloc")]
         3 => Backend::Jemalloc,
         4 => Backend::Hakmem,
         _ => decide(),
@@ -88,6 +93,7 @@ fn decide() -> Backend {
 pub struct Dispatch;
 
 static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "linked-jemalloc")]
 static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static HAKMEM: hakmem::Hakmem = hakmem::Hakmem;
 
@@ -100,6 +106,7 @@ unsafe impl GlobalAlloc for Dispatch {
         match backend() {
             Backend::System => System.alloc(layout),
             Backend::Mimalloc => MIMALLOC.alloc(layout),
+            #[cfg(feature = "linked-jemalloc")]
             Backend::Jemalloc => JEMALLOC.alloc(layout),
             Backend::Hakmem => HAKMEM.alloc(layout),
         }
@@ -110,6 +117,7 @@ unsafe impl GlobalAlloc for Dispatch {
         match backend() {
             Backend::System => System.alloc_zeroed(layout),
             Backend::Mimalloc => MIMALLOC.alloc_zeroed(layout),
+            #[cfg(feature = "linked-jemalloc")]
             Backend::Jemalloc => JEMALLOC.alloc_zeroed(layout),
             Backend::Hakmem => HAKMEM.alloc_zeroed(layout),
         }
@@ -120,6 +128,7 @@ unsafe impl GlobalAlloc for Dispatch {
         match backend() {
             Backend::System => System.dealloc(ptr, layout),
             Backend::Mimalloc => MIMALLOC.dealloc(ptr, layout),
+            #[cfg(feature = "linked-jemalloc")]
             Backend::Jemalloc => JEMALLOC.dealloc(ptr, layout),
             Backend::Hakmem => HAKMEM.dealloc(ptr, layout),
         }
@@ -130,6 +139,7 @@ unsafe impl GlobalAlloc for Dispatch {
         match backend() {
             Backend::System => System.realloc(ptr, layout, new_size),
             Backend::Mimalloc => MIMALLOC.realloc(ptr, layout, new_size),
+            #[cfg(feature = "linked-jemalloc")]
             Backend::Jemalloc => JEMALLOC.realloc(ptr, layout, new_size),
             Backend::Hakmem => HAKMEM.realloc(ptr, layout, new_size),
         }

@@ -132,6 +132,7 @@ fn list_names_every_scenario_and_the_baseline_allocators() {
         "hakmem-minimal",
         "hakmem-global",
         "mimalloc",
+        #[cfg(feature = "linked-jemalloc")]
         "jemalloc",
         "system",
     ] {
@@ -297,6 +298,7 @@ fn compare_json_has_one_row_per_allocator_and_writes_markdown_and_svg() {
 fn the_dispatching_global_allocator_uses_the_requested_backend() {
     for (allocator, backend, stat) in [
         ("mimalloc", "mimalloc", None),
+        #[cfg(feature = "linked-jemalloc")]
         ("jemalloc", "jemalloc", Some("jemalloc.resident")),
         ("hakmem", "hakmem", Some("hakmem.mapped")),
         ("hakmem-frozen", "hakmem", Some("hakmem.mapped")),
@@ -327,7 +329,13 @@ fn the_dispatching_global_allocator_uses_the_requested_backend() {
 fn a_preload_run_proves_the_preloaded_library_served_malloc() {
     let mut checked = 0;
     for (name, status) in allocators() {
-        let is_preload = name == "tcmalloc" || name == "mimalloc3" || name.ends_with("-preload");
+        // (Without `linked-jemalloc`, the `jemalloc` row is Debian's library preloaded.)
+        let jemalloc_preloaded = name == "jemalloc-preload"
+            || (name == "jemalloc" && !cfg!(feature = "linked-jemalloc"));
+        let is_preload = name == "tcmalloc"
+            || name == "mimalloc3"
+            || name.ends_with("-preload")
+            || jemalloc_preloaded;
         if !is_preload {
             continue;
         }
@@ -345,6 +353,18 @@ fn a_preload_run_proves_the_preloaded_library_served_malloc() {
             report["preload_mapped"], true,
             "{name}: library not in /proc/self/maps"
         );
+        // A preloaded jemalloc is found and asked for its figures; no other
+        // allocator reports jemalloc's.
+        let resident = report["allocator_stats"]["jemalloc.resident"].as_u64();
+        if jemalloc_preloaded {
+            assert!(
+                resident.unwrap_or(0) > 0,
+                "{name}: {}",
+                report["allocator_stats"]
+            );
+        } else {
+            assert_eq!(resident, None, "{name}");
+        }
         checked += 1;
     }
     // The generic form, with the library path given explicitly.

@@ -41,7 +41,7 @@ fn threads_share_the_span_heap_without_breaking_it() {
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             std::thread::spawn(move || {
-                let mut rng = 0x9e37_79b9_7f4a_7c15u64 * (t as u64 + 1);
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(t as u64 + 1);
                 let mut next = move || {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
