@@ -9,7 +9,13 @@ cargo build --release -q -p hakmem-preload --features hardened --target-dir "$td
 # The unit tests in the suite's own target dir: their dev dependencies are
 # built there already (in a directory of their own, from a clean clone, they
 # compiled again); the feature gives hakmem its own artifact, nothing is clobbered.
-cargo test -q -p hakmem --features hardened --lib 2>&1 | grep -E "test result" || { echo "FAIL: hardened unit tests"; exit 1; }
+# Release, with the invariant checks, debug assertions and overflow checks on:
+# the same hakmem build as test-reliability.sh's hardened model test (one
+# compile for both), and no debug build of the test dependencies.
+cargo test -q --release -p hakmem --features hardened,debug-checks --lib \
+  --config 'profile.release.package.hakmem.debug-assertions=true' \
+  --config 'profile.release.package.hakmem.overflow-checks=true' 2>&1 |
+  grep -E "test result" || { echo "FAIL: hardened unit tests"; exit 1; }
 lib=$(realpath "$tdir")/release/libhakmem.so
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 gcc -O1 -g -o "$work/hardened_checks" hakmem/tests/c/hardened_checks.c

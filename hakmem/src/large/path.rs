@@ -76,7 +76,10 @@ fn alloc_general(
         h.ops = 0;
         let delay = h.purge_delay_ns;
         let now = os::monotonic_ns();
-        span_heap::note_activity(now);
+        if h.tid == 0 {
+            h.tid = os::gettid();
+        }
+        span_heap::note_activity(now, h.tid);
         // One pass at most here: after an idle stretch, three passes at once
         // released the block this thread had put a moment ago (a hit loop
         // on a loaded machine missed once every 64 operations).

@@ -804,17 +804,43 @@ pub const BUSY_HOLD_MS: u64 = 1000;
 
 /// When a span was last handed out or given back (ms of the monotonic clock).
 static LAST_ACTIVITY_MS: AtomicU32 = AtomicU32::new(0);
+/// The kernel id of a thread that did large-block work lately (0 = none
+/// known): see [`idle`].
+static LAST_ACTIVE_TID: AtomicU32 = AtomicU32::new(0);
 
 /// Notes large-block activity that did not reach the span level (BigCache
-/// hits): the program is busy, so free spans are held ([`BUSY_HOLD_MS`]).
-pub fn note_activity(now_ns: u64) {
+/// hits) by thread `tid` (0 = not known): the program is busy, so free
+/// spans are held ([`BUSY_HOLD_MS`]).
+pub fn note_activity(now_ns: u64, tid: u32) {
     LAST_ACTIVITY_MS.store((now_ns / 1_000_000) as u32, Relaxed);
+    if tid != 0 && LAST_ACTIVE_TID.load(Relaxed) != tid {
+        LAST_ACTIVE_TID.store(tid, Relaxed);
+    }
 }
 
-/// Whether the large-block side has been idle for two purge delays of
-/// `delay_ms` (the background purge thread then ages the threads' caches).
+/// Whether the large-block side is idle (the background purge thread then
+/// ages the threads' caches, and purges take everything that waited the
+/// delay): no large-block activity for two purge delays of `delay_ms`, and
+/// the thread last active is not running or waiting for a CPU, or no
+/// activity for [`BUSY_HOLD_MS`] whatever it does.
+///
+/// The thread's state matters on a loaded machine: a program that writes an
+/// 8 MiB buffer between two allocations, or waits 20 ms for a CPU, is not
+/// idle, and purging then made every next allocation fault its pages in
+/// again (`large-varied` at a load average of 7: 4,000-32,000 faults and 2-10x
+/// the time a run, against ~1,300 without the purges). A sleeping program
+/// (a server in `epoll_wait`) still gets its memory purged two delays after
+/// its last allocation. A delay of 0 is always idle.
 pub fn idle(delay_ms: u64) -> bool {
-    now_ms().wrapping_sub(LAST_ACTIVITY_MS.load(Relaxed)) as u64 >= 2 * delay_ms
+    if delay_ms == 0 {
+        // No delay (`collect`, `HAKMEM_PURGE_DELAY_MS=0`): now.
+        return true;
+    }
+    let quiet = now_ms().wrapping_sub(LAST_ACTIVITY_MS.load(Relaxed)) as u64;
+    if quiet < 2 * delay_ms {
+        return false;
+    }
+    quiet >= BUSY_HOLD_MS || !os::thread_runnable(LAST_ACTIVE_TID.load(Relaxed))
 }
 
 /// Purges dirty spans that have been dirty for at least `delay_ms` (all of
@@ -1120,6 +1146,57 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_stretch_is_idle_only_once_the_last_active_thread_sleeps() {
+        let _s = serial();
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spinner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                tx.send(os::gettid()).unwrap();
+                // Computing (or waiting for a CPU on a loaded machine): state R.
+                while !stop.load(Relaxed) {
+                    core::hint::spin_loop();
+                }
+                // Then asleep: state S.
+                std::thread::park();
+            })
+        };
+        let tid = rx.recv().unwrap();
+        let quiet = |ms: u32| LAST_ACTIVITY_MS.store(now_ms().wrapping_sub(ms), Relaxed);
+        note_activity(os::monotonic_ns(), tid);
+        assert!(!idle(10), "activity just now");
+        quiet(100);
+        assert!(os::thread_runnable(tid));
+        assert!(!idle(10), "the last active thread is computing: not idle");
+        quiet(BUSY_HOLD_MS as u32 + 100);
+        assert!(
+            idle(10),
+            "a second without activity is idle whatever the thread does"
+        );
+        stop.store(true, Relaxed);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while os::thread_runnable(tid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread never slept"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        quiet(100);
+        assert!(idle(10), "the last active thread sleeps: idle");
+        spinner.thread().unpark();
+        spinner.join().unwrap();
+        assert!(
+            !os::thread_runnable(tid),
+            "an exited thread is not runnable"
+        );
+        note_activity(os::monotonic_ns(), 0);
+    }
+
+    #[test]
     fn purge_makes_spans_clean_after_the_delay() {
         // Other unit tests (the BigCache's) use the span heap at the same
         // time: only what this test's own span shows is asserted.
@@ -1149,7 +1226,7 @@ mod tests {
         unsafe { core::ptr::write_bytes(a.start as *mut u8, 7, pages * OS_PAGE) };
         // Freed long ago, while the program is busy now.
         free_since(a.start, now_ms().wrapping_sub(BUSY_HOLD_MS as u32 * 2));
-        note_activity(os::monotonic_ns());
+        note_activity(os::monotonic_ns(), 0);
         purge(10, true);
         let end = a.start + pages * OS_PAGE;
         let (s, e) = crate::thp::whole_huge_pages(a.start, end);

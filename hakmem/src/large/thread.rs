@@ -23,6 +23,8 @@ pub struct ThreadState {
     pub sample_countdown: u32,
     /// Large operations since the last purge-clock check.
     pub ops: u32,
+    /// This thread's kernel id, once a purge-clock check needed it (0 before).
+    pub tid: u32,
     /// When this thread's BigCache was last aged, in monotonic ns.
     pub aged_ns: u64,
     /// Options this path needs, copied at heap set-up (they never change).
@@ -77,6 +79,7 @@ impl ThreadState {
             sample: evolution::Sample::NONE,
             sample_countdown: 0,
             ops: 0,
+            tid: 0,
             aged_ns: 0,
             mode: options::BigCacheMode::Off,
             profiling: false,
