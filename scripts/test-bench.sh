@@ -47,4 +47,12 @@ rows=$(/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); pri
 [ "$rows" -ge 7 ] || fail "expected at least 7 allocators with 5 runs each on vm, got $rows"
 echo "ok   compare --scenario vm: ${elapsed}s, $rows allocators x 5 runs"
 
+# The linked-in jemalloc (feature `linked-jemalloc`): only in the long form,
+# since jemalloc's configure+make takes minutes of both cores here.
+if [ "$suite" = 1 ]; then
+  echo "--- hakmem-bench with --features linked-jemalloc (the dispatching allocator and jemalloc's statistics)"
+  cargo test --release -p hakmem-bench --features linked-jemalloc --test cli -- --test-threads=2 \
+    the_dispatching_global_allocator_uses_the_requested_backend list_names_every_scenario_and_the_baseline_allocators
+fi
+
 echo "--- hakmem-bench tests passed in $((SECONDS - start)) s"

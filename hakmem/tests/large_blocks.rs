@@ -45,9 +45,14 @@ fn report() {
         // Arena space with no memory behind it (purged or never touched) is not counted.
         s.mapped - s.large.span_clean_bytes,
         s.large_live_bytes,
-        s.large.phase,
+        // (Every band is locked together by the options; any band tells.)
+        s.large.bands[0].phase,
         s.large.evo_transitions,
-        s.large.samples.iter().sum::<u64>(),
+        s.large
+            .bands
+            .iter()
+            .flat_map(|b| b.samples)
+            .sum::<u64>(),
         s.large.uses[hakmem::large::elo::default_strategy() as usize],
         s.large.uses.iter().sum::<u64>(),
     );

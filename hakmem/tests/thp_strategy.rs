@@ -63,7 +63,12 @@ fn child_entry() {
         "RESULT granted={} default={} best={} huge_uses={} all_uses={}",
         v.granted as u8,
         STRATEGIES[elo::default_strategy() as usize].name,
-        STRATEGIES[s.strategy as usize].name,
+        // Every band's choice (a band without blocks keeps the default).
+        s.bands
+            .iter()
+            .map(|b| STRATEGIES[b.strategy as usize].name)
+            .collect::<Vec<_>>()
+            .join(","),
         huge,
         s.uses.iter().sum::<u64>()
     );
@@ -114,7 +119,7 @@ fn a_granting_kernel_keeps_hugepage_eligible() {
 fn the_learned_best_moves_off_hugepage_when_the_kernel_refuses() {
     hakmem::thp::set_for_test(true);
     evolution::reset_for_test(Phase::Learn);
-    let r = &elo::RATINGS;
+    let r = evolution::ratings(evolution::band_of(4 << 20));
     // hugepage cheapest, slack second.
     let cost = |s: usize| match STRATEGIES[s].name {
         "hugepage" => 1_000,

@@ -116,10 +116,12 @@ pub const EPSILON_PCT: u64 = 10;
 /// ELO K-factor and starting rating.
 const K: f32 = 24.0;
 const START: f32 = 1500.0;
+/// Samples a strategy needs before others play matches against its mean.
+pub const MIN_OPPONENT_SAMPLES: u64 = 3;
 /// Costs within this fraction of each other are a draw.
 const DRAW_BAND: f32 = 0.05;
 
-/// Process-wide learning state.
+/// One size band's learning state (`evolution.rs` holds one per band).
 pub struct Ratings {
     rating: [AtomicU32; N],
     /// Running mean cost (cycles) per strategy, f32 bits; 0 = no sample yet.
@@ -137,9 +139,6 @@ pub struct Ratings {
     /// Where learning starts, and the best after a [`Ratings::reset`].
     default: AtomicU8,
 }
-
-/// The process's ratings.
-pub static RATINGS: Ratings = Ratings::new();
 
 impl Default for Ratings {
     fn default() -> Self {
@@ -265,8 +264,11 @@ impl Ratings {
         self.mean_cost[s].store(mean.to_bits(), Relaxed);
 
         let opp_mean = self.mean_cost(opponent);
-        if opponent == s || opp_mean == 0.0 {
-            return false; // nothing to play against yet
+        // Nothing to play against yet: a mean of one or two samples is mostly
+        // luck (a strategy rated on one cheap sample was frozen on, on
+        // `large-varied`, in 5 runs of 6).
+        if opponent == s || self.samples(opponent) < MIN_OPPONENT_SAMPLES {
+            return false;
         }
         let score = if cost < opp_mean * (1.0 - DRAW_BAND) {
             1.0

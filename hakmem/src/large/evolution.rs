@@ -1,4 +1,12 @@
-//! The evolution lifecycle: learn, then freeze on the best strategy.
+//! The evolution lifecycle: learn, then freeze on the best strategy — in each
+//! size band on its own.
+//!
+//! Strategies pay off by size: huge pages and pre-faulting are paid up front
+//! per block, faults are paid per page, and a program's 512 KiB buffers and
+//! its 32 MiB ones are reused differently. So the blocks are split into
+//! [`BANDS`] size bands ([`band_of`]), each with its own ratings (`elo.rs`),
+//! phase, frozen strategy and shift detector; a sample is charged to the band
+//! of its block's size, and a band with no blocks stays learning at no cost.
 //!
 //! ```text
 //!   learn ──(converged)──► frozen ──(workload shift)──► learn …
@@ -20,13 +28,15 @@
 //!   that, the moving average cost leaves [½×, 2×] of the baseline (and moves
 //!   by more than [`SHIFT_FLOOR_CYCLES`]), or the
 //!   moving average of log2(size) moves by 2 or more (sizes 4× larger or
-//!   smaller). Then back to learn, with the match counters restarted.
+//!   smaller: within a band only the open-ended top one can move that far;
+//!   across bands, each band follows its own blocks). Then back to learn,
+//!   with the band's match counters restarted.
 //!
 //! `HAKMEM_EVO_POLICY=frozen` and `HAKMEM_DISABLE_ELO=1` (and `HAKMEM_MINIMAL=1`)
 //! lock the lifecycle: frozen on the default strategy for the whole run, no
 //! sampling at all.
 
-use crate::large::elo::{self, Rng, RATINGS};
+use crate::large::elo::{self, Ratings, Rng};
 use crate::os;
 use crate::probe::{self, Component};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -64,16 +74,61 @@ pub enum Phase {
 }
 
 const UNINIT: u8 = 255;
-static PHASE: AtomicU8 = AtomicU8::new(UNINIT);
-static FROZEN_ON: AtomicU8 = AtomicU8::new(elo::PLAIN);
+
+/// Size bands, each learning on its own.
+pub const BANDS: usize = 4;
+/// The bands' names in reports.
+pub const BAND_NAMES: [&str; BANDS] = ["<2 MiB", "2-8 MiB", "8-32 MiB", ">=32 MiB"];
+
+/// The band of a block of `size` bytes: below 2 MiB (no whole huge page in
+/// it), 2–8 MiB, 8–32 MiB, 32 MiB and more.
+#[inline(always)]
+pub fn band_of(size: usize) -> usize {
+    match size >> 21 {
+        0 => 0,
+        1..=3 => 1,
+        4..=15 => 2,
+        _ => 3,
+    }
+}
+
+/// One band's lifecycle.
+struct Band {
+    phase: AtomicU8,
+    frozen_on: AtomicU8,
+    frozen_cost: AtomicU32,
+    frozen_size_log: AtomicU32,
+    drift_cost: AtomicU32,
+    drift_size_log: AtomicU32,
+    drift_n: AtomicU32,
+    /// Samples since learning (re)started.
+    learn_samples: AtomicU64,
+    ratings: Ratings,
+}
+
+impl Band {
+    const fn new() -> Self {
+        Band {
+            phase: AtomicU8::new(UNINIT),
+            frozen_on: AtomicU8::new(elo::PLAIN),
+            frozen_cost: AtomicU32::new(0),
+            frozen_size_log: AtomicU32::new(0),
+            drift_cost: AtomicU32::new(0),
+            drift_size_log: AtomicU32::new(0),
+            drift_n: AtomicU32::new(0),
+            learn_samples: AtomicU64::new(0),
+            ratings: Ratings::new(),
+        }
+    }
+}
+
+static BAND: [Band; BANDS] = [const { Band::new() }; BANDS];
 static TRANSITIONS: AtomicU64 = AtomicU64::new(0);
-static FROZEN_COST: AtomicU32 = AtomicU32::new(0);
-static FROZEN_SIZE_LOG: AtomicU32 = AtomicU32::new(0);
-static DRIFT_COST: AtomicU32 = AtomicU32::new(0);
-static DRIFT_SIZE_LOG: AtomicU32 = AtomicU32::new(0);
-static DRIFT_N: AtomicU32 = AtomicU32::new(0);
-/// Samples since learning (re)started.
-static LEARN_SAMPLES: AtomicU64 = AtomicU64::new(0);
+
+/// Band `b`'s ratings.
+pub fn ratings(b: usize) -> &'static Ratings {
+    &BAND[b].ratings
+}
 
 fn load_f(a: &AtomicU32) -> f32 {
     f32::from_bits(a.load(Relaxed))
@@ -83,68 +138,83 @@ fn store_f(a: &AtomicU32, v: f32) {
     a.store(v.to_bits(), Relaxed)
 }
 
-/// The current phase.
+/// Band `b`'s phase.
 #[inline]
-pub fn phase() -> Phase {
-    match PHASE.load(Relaxed) {
+pub fn phase(b: usize) -> Phase {
+    match BAND[b].phase.load(Relaxed) {
         0 => Phase::Learn,
         1 => Phase::Frozen,
         2 => Phase::Locked,
-        _ => init(),
+        _ => init(b),
     }
 }
 
 #[cold]
-fn init() -> Phase {
+fn init(b: usize) -> Phase {
     let o = crate::options::get();
     // Huge-page strategies only where the kernel gives huge pages (measured
     // here, once): otherwise they are neither the default nor explored.
     let default = elo::default_strategy();
-    RATINGS.configure(elo::eligible_mask(), default);
-    FROZEN_ON.store(default, Relaxed);
+    let band = &BAND[b];
+    band.ratings.configure(elo::eligible_mask(), default);
+    band.frozen_on.store(default, Relaxed);
     let p = if o.disable_elo || o.evo_frozen {
         Phase::Locked
     } else {
         Phase::Learn
     };
     // Racing initialisers compute the same value.
-    let _ = PHASE.compare_exchange(UNINIT, p as u8, Relaxed, Relaxed);
-    phase()
+    let _ = band
+        .phase
+        .compare_exchange(UNINIT, p as u8, Relaxed, Relaxed);
+    phase(b)
 }
 
-/// Number of learn↔frozen transitions so far.
+/// Number of learn↔frozen transitions so far, every band.
 pub fn transitions() -> u64 {
     TRANSITIONS.load(Relaxed)
 }
 
-/// The strategy frozen on (meaningful when not learning).
-pub fn frozen_on() -> u8 {
-    FROZEN_ON.load(Relaxed)
+/// The strategy band `b` is frozen on (meaningful when not learning).
+pub fn frozen_on(b: usize) -> u8 {
+    BAND[b].frozen_on.load(Relaxed)
 }
 
-/// The strategy for a newly mapped block: one load when frozen,
-/// epsilon-greedy while learning.
+/// Band `b`'s current choice: the frozen strategy, or the best rated one
+/// while learning.
+pub fn current(b: usize) -> u8 {
+    match phase(b) {
+        Phase::Learn => BAND[b].ratings.best(),
+        _ => frozen_on(b),
+    }
+}
+
+/// The strategy for a newly mapped block of `size` bytes: one load when its
+/// band is frozen, epsilon-greedy while it learns.
 #[inline]
-pub fn select(rng: &mut Rng) -> u8 {
-    choose(|| elo::select_learning(&RATINGS, rng))
+pub fn select(size: usize, rng: &mut Rng) -> u8 {
+    let b = band_of(size);
+    choose(b, || elo::select_learning(&BAND[b].ratings, rng))
 }
 
-/// The strategy a BigCache hit takes: the current best, one load, never an
-/// exploration. Strategies differ in how a block is mapped, so they are
-/// explored on misses; exploring on a hit would only apply, say,
-/// purge-on-cache to a block in steady reuse (a `vm` run went from 3.7 to
-/// 13.8 µs per operation that way: a 2 MiB purge and 512 faults per explored hit).
+/// The strategy a BigCache hit of `size` bytes takes: its band's current
+/// best, one load, never an exploration. Strategies differ in how a block is
+/// mapped, so they are explored on misses; exploring on a hit would only
+/// apply, say, purge-on-cache to a block in steady reuse (a `vm` run went
+/// from 3.7 to 13.8 µs per operation that way: a 2 MiB purge and 512 faults
+/// per explored hit).
 #[inline]
-pub fn best() -> u8 {
-    choose(|| RATINGS.best())
+pub fn best(size: usize) -> u8 {
+    let b = band_of(size);
+    choose(b, || BAND[b].ratings.best())
 }
 
-/// The frozen strategy, or `learning`'s choice timed as ELO selection (and
-/// slowed by the `test-delay` feature): every strategy choice is one.
+/// Band `b`'s frozen strategy, or `learning`'s choice timed as ELO selection
+/// (and slowed by the `test-delay` feature): every strategy choice is one.
 #[inline(always)]
-fn choose(learning: impl FnOnce() -> u8) -> u8 {
-    match phase() {
-        Phase::Frozen | Phase::Locked => FROZEN_ON.load(Relaxed),
+fn choose(b: usize, learning: impl FnOnce() -> u8) -> u8 {
+    match phase(b) {
+        Phase::Frozen | Phase::Locked => BAND[b].frozen_on.load(Relaxed),
         Phase::Learn => {
             let t = if probe::tracing() { probe::now() } else { 0 };
             let s = learning();
@@ -211,17 +281,20 @@ impl Sample {
     };
 }
 
-/// Whether this allocation should be measured (and starts the countdown again).
+/// Whether this allocation of `size` bytes should be measured (and starts
+/// its band's countdown again).
 #[inline]
-pub fn should_sample(ts: &mut crate::large::thread::ThreadState) -> bool {
+pub fn should_sample(ts: &mut crate::large::thread::ThreadState, size: usize) -> bool {
     if ts.sample.ptr != 0 {
         return false;
     }
-    if ts.sample_countdown > 0 {
-        ts.sample_countdown -= 1;
+    let b = band_of(size);
+    let countdown = &mut ts.sample_countdown[b];
+    if *countdown > 0 {
+        *countdown -= 1;
         return false;
     }
-    ts.sample_countdown = match phase() {
+    *countdown = match phase(b) {
         Phase::Learn => LEARN_SAMPLE_EVERY - 1,
         Phase::Frozen => FROZEN_SAMPLE_EVERY - 1,
         Phase::Locked => return false,
@@ -258,88 +331,95 @@ fn ewma(a: &AtomicU32, v: f32, w: f32) -> f32 {
     new
 }
 
-/// Feeds one measured cost into the lifecycle.
+/// Feeds one measured cost of a block of `size` bytes into its band's lifecycle.
 pub fn record(strategy: usize, cost: u64, size: usize, rng: &mut Rng) {
-    match phase() {
+    let b = band_of(size);
+    let band = &BAND[b];
+    match phase(b) {
         Phase::Locked => {}
         Phase::Learn => {
-            LEARN_SAMPLES.store(LEARN_SAMPLES.load(Relaxed) + 1, Relaxed);
-            let opp = RATINGS.random_opponent(strategy, rng.next());
-            RATINGS.record(strategy, cost, opp);
-            if converged() {
-                freeze(RATINGS.best());
+            band.learn_samples
+                .store(band.learn_samples.load(Relaxed) + 1, Relaxed);
+            let opp = band.ratings.random_opponent(strategy, rng.next());
+            band.ratings.record(strategy, cost, opp);
+            if converged(b) {
+                freeze(b, band.ratings.best());
             }
         }
         Phase::Frozen => {
-            let n = DRIFT_N.load(Relaxed) + 1;
-            DRIFT_N.store(n, Relaxed);
+            let n = band.drift_n.load(Relaxed) + 1;
+            band.drift_n.store(n, Relaxed);
             if n <= DRIFT_MIN_SAMPLES {
                 // The first frozen samples set the baseline: measured the same
                 // way as everything the detector will compare with it.
                 let w = 1.0 / n as f32;
-                let base = load_f(&FROZEN_COST);
+                let base = load_f(&band.frozen_cost);
                 store_f(
-                    &FROZEN_COST,
+                    &band.frozen_cost,
                     if n == 1 {
                         cost as f32
                     } else {
                         base + (cost as f32 - base) * w
                     },
                 );
-                let sb = load_f(&FROZEN_SIZE_LOG);
+                let sb = load_f(&band.frozen_size_log);
                 let sl = size_log(size);
                 store_f(
-                    &FROZEN_SIZE_LOG,
+                    &band.frozen_size_log,
                     if n == 1 { sl } else { sb + (sl - sb) * w },
                 );
-                store_f(&DRIFT_COST, load_f(&FROZEN_COST));
-                store_f(&DRIFT_SIZE_LOG, load_f(&FROZEN_SIZE_LOG));
+                store_f(&band.drift_cost, load_f(&band.frozen_cost));
+                store_f(&band.drift_size_log, load_f(&band.frozen_size_log));
                 return;
             }
             // One outlier (a preemption, a fault storm) must not look like a
             // shift: each sample counts at most 4× the baseline either way.
-            let base = load_f(&FROZEN_COST);
+            let base = load_f(&band.frozen_cost);
             let clamped = (cost as f32).clamp(base / 4.0, base * 4.0);
-            let c = ewma(&DRIFT_COST, clamped, 1.0 / 8.0);
-            let s = ewma(&DRIFT_SIZE_LOG, size_log(size), 1.0 / 8.0);
-            if shifted(c, s) {
-                thaw();
+            let c = ewma(&band.drift_cost, clamped, 1.0 / 8.0);
+            let s = ewma(&band.drift_size_log, size_log(size), 1.0 / 8.0);
+            if shifted(b, c, s) {
+                thaw(b);
             }
         }
     }
 }
 
-/// The freeze criterion (see the module docs).
-pub fn converged() -> bool {
-    let m = RATINGS.matches.load(Relaxed);
+/// Band `b`'s freeze criterion (see the module docs).
+pub fn converged(b: usize) -> bool {
+    let band = &BAND[b];
+    let m = band.ratings.matches.load(Relaxed);
     // Samples that played no match: only one strategy ever gets measured
     // (e.g. every block comes from the BigCache), so there is nothing to learn.
-    let unmatched = LEARN_SAMPLES.load(Relaxed) >= MAX_MATCHES * 4 && m < MIN_MATCHES;
+    let unmatched = band.learn_samples.load(Relaxed) >= MAX_MATCHES * 4 && m < MIN_MATCHES;
     unmatched
         || m >= MAX_MATCHES
         || (m >= MIN_MATCHES
-            && RATINGS.best_stable_for.load(Relaxed) >= STABLE_MATCHES
-            && RATINGS.lead() >= MIN_LEAD)
+            && band.ratings.best_stable_for.load(Relaxed) >= STABLE_MATCHES
+            && band.ratings.lead() >= MIN_LEAD)
 }
 
-/// The shift detector (see the module docs).
-pub fn shifted(cost_avg: f32, size_log_avg: f32) -> bool {
-    let frozen = load_f(&FROZEN_COST);
+/// Band `b`'s shift detector (see the module docs).
+pub fn shifted(b: usize, cost_avg: f32, size_log_avg: f32) -> bool {
+    let band = &BAND[b];
+    let frozen = load_f(&band.frozen_cost);
     let by_cost = frozen > 0.0
         && (cost_avg > 2.0 * frozen || cost_avg < 0.5 * frozen)
         && (cost_avg - frozen).abs() > SHIFT_FLOOR_CYCLES;
-    let by_size = (size_log_avg - load_f(&FROZEN_SIZE_LOG)).abs() >= 2.0;
+    let by_size = (size_log_avg - load_f(&band.frozen_size_log)).abs() >= 2.0;
     by_cost || by_size
 }
 
-fn freeze(best: u8) {
-    FROZEN_ON.store(best, Relaxed);
-    store_f(&FROZEN_COST, 0.0);
-    store_f(&FROZEN_SIZE_LOG, 0.0);
-    store_f(&DRIFT_COST, 0.0);
-    store_f(&DRIFT_SIZE_LOG, 0.0);
-    DRIFT_N.store(0, Relaxed);
-    if PHASE
+fn freeze(b: usize, best: u8) {
+    let band = &BAND[b];
+    band.frozen_on.store(best, Relaxed);
+    store_f(&band.frozen_cost, 0.0);
+    store_f(&band.frozen_size_log, 0.0);
+    store_f(&band.drift_cost, 0.0);
+    store_f(&band.drift_size_log, 0.0);
+    band.drift_n.store(0, Relaxed);
+    if band
+        .phase
         .compare_exchange(Phase::Learn as u8, Phase::Frozen as u8, Relaxed, Relaxed)
         .is_ok()
     {
@@ -347,11 +427,13 @@ fn freeze(best: u8) {
     }
 }
 
-fn thaw() {
-    LEARN_SAMPLES.store(0, Relaxed);
-    RATINGS.matches.store(0, Relaxed);
-    RATINGS.best_stable_for.store(0, Relaxed);
-    if PHASE
+fn thaw(b: usize) {
+    let band = &BAND[b];
+    band.learn_samples.store(0, Relaxed);
+    band.ratings.matches.store(0, Relaxed);
+    band.ratings.best_stable_for.store(0, Relaxed);
+    if band
+        .phase
         .compare_exchange(Phase::Frozen as u8, Phase::Learn as u8, Relaxed, Relaxed)
         .is_ok()
     {
@@ -366,77 +448,121 @@ fn transition(to: Phase) {
     }
 }
 
-/// Test hook: lock the lifecycle on strategy `s` (as `HAKMEM_EVO_POLICY=frozen`
+/// Test hook: lock every band on strategy `s` (as `HAKMEM_EVO_POLICY=frozen`
 /// does on the default), so a test can change the strategy mid-run.
 #[doc(hidden)]
 pub fn lock_on_for_test(s: u8) {
-    FROZEN_ON.store(s, Relaxed);
-    PHASE.store(Phase::Locked as u8, Relaxed);
+    for band in &BAND {
+        band.frozen_on.store(s, Relaxed);
+        band.phase.store(Phase::Locked as u8, Relaxed);
+    }
 }
 
-/// Test hook: put the lifecycle in `p` with fresh ratings, the eligible
+/// Test hook: put every band in `p` with fresh ratings, the eligible
 /// strategies and the default taken again from the kernel's answer
 /// (`thp::set_for_test` changes it).
 #[doc(hidden)]
 pub fn reset_for_test(p: Phase) {
-    RATINGS.reset();
-    let default = elo::default_strategy();
-    RATINGS.configure(elo::eligible_mask(), default);
-    PHASE.store(p as u8, Relaxed);
-    FROZEN_ON.store(default, Relaxed);
-    store_f(&FROZEN_COST, 0.0);
+    for band in &BAND {
+        band.ratings.reset();
+        let default = elo::default_strategy();
+        band.ratings.configure(elo::eligible_mask(), default);
+        band.phase.store(p as u8, Relaxed);
+        band.frozen_on.store(default, Relaxed);
+        store_f(&band.frozen_cost, 0.0);
+        band.learn_samples.store(0, Relaxed);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The lifecycle is process-wide: one test walks it end to end.
     #[test]
-    fn learns_freezes_on_the_cheapest_and_thaws_on_a_shift() {
+    fn bands_split_at_2_8_and_32_mib() {
+        assert_eq!(band_of(1 << 20), 0);
+        assert_eq!(band_of((2 << 20) - 1), 0);
+        assert_eq!(band_of(2 << 20), 1);
+        assert_eq!(band_of((8 << 20) - 1), 1);
+        assert_eq!(band_of(8 << 20), 2);
+        assert_eq!(band_of((32 << 20) - 1), 2);
+        assert_eq!(band_of(32 << 20), 3);
+        assert_eq!(band_of(usize::MAX), 3);
+    }
+
+    /// The lifecycle is process-wide: one test walks it end to end, in two
+    /// bands whose cheapest strategies differ.
+    #[test]
+    fn each_band_learns_freezes_on_its_cheapest_and_thaws_on_a_shift() {
         reset_for_test(Phase::Learn);
         let mut rng = Rng(99);
         let t0 = transitions();
+        let (small, big) = (1 << 20, 40 << 20);
+        let (bs, bb) = (band_of(small), band_of(big));
         let mut rounds = 0;
-        while phase() == Phase::Learn {
+        while phase(bs) == Phase::Learn || phase(bb) == Phase::Learn {
             let s = (rng.next() % elo::N as u64) as usize;
-            let cost = if s == 1 {
-                2_000
-            } else {
-                20_000 + rng.next() % 1000
-            };
-            record(s, cost, 2 << 20, &mut rng);
+            // Strategy 1 is cheapest for 1 MiB blocks, strategy 5 for 40 MiB ones.
+            for (size, cheapest) in [(small, 1), (big, 5)] {
+                let cost = if s == cheapest {
+                    2_000
+                } else {
+                    20_000 + rng.next() % 1000
+                };
+                record(s, cost, size, &mut rng);
+            }
             rounds += 1;
             assert!(rounds < 20_000, "never converged");
         }
-        assert_eq!(phase(), Phase::Frozen);
-        assert_eq!(frozen_on(), 1, "froze on the cheapest strategy");
-        assert_eq!(transitions(), t0 + 1);
+        assert_eq!(
+            frozen_on(bs),
+            1,
+            "the 1 MiB band froze on its cheapest strategy"
+        );
+        assert_eq!(
+            frozen_on(bb),
+            5,
+            "the 40 MiB band froze on its cheapest strategy"
+        );
+        assert_eq!(select(small, &mut rng), 1);
+        assert_eq!(best(big), 5);
+        assert_eq!(transitions(), t0 + 2);
+        let other = band_of(4 << 20);
+        assert_eq!(
+            phase(other),
+            Phase::Learn,
+            "a band without blocks still learns"
+        );
         // Steady costs keep it frozen.
         for _ in 0..50 {
-            record(1, 21_000, 2 << 20, &mut rng);
+            record(1, 21_000, small, &mut rng);
         }
-        assert_eq!(phase(), Phase::Frozen);
-        // Costs jump 10×: the detector sends it back to learn.
+        assert_eq!(phase(bs), Phase::Frozen);
+        // Costs jump 10×: the detector sends that band, and only it, back to learn.
         let mut n = 0;
-        while phase() == Phase::Frozen {
-            record(1, 200_000, 2 << 20, &mut rng);
+        while phase(bs) == Phase::Frozen {
+            record(1, 200_000, small, &mut rng);
             n += 1;
             assert!(n <= 20, "the shift went unnoticed");
         }
-        assert_eq!(transitions(), t0 + 2);
-        assert_eq!(RATINGS.matches.load(Relaxed), 0, "match counters restart");
-        // A size shift alone also counts, once frozen again (after the
-        // baseline samples).
-        freeze(1);
+        assert_eq!(phase(bb), Phase::Frozen, "the other band stays frozen");
+        assert_eq!(transitions(), t0 + 3);
+        assert_eq!(
+            ratings(bs).matches.load(Relaxed),
+            0,
+            "match counters restart"
+        );
+        // A size shift alone also counts (in the open-ended top band: the
+        // others span 4x), once frozen again (after the baseline samples).
+        freeze(bb, 5);
         for _ in 0..DRIFT_MIN_SAMPLES {
-            record(1, 20_000, 2 << 20, &mut rng);
+            record(5, 20_000, 40 << 20, &mut rng);
         }
-        assert_eq!(phase(), Phase::Frozen);
+        assert_eq!(phase(bb), Phase::Frozen);
         for _ in 0..20 {
-            record(1, 20_000, 64 << 20, &mut rng);
+            record(5, 20_000, 320 << 20, &mut rng);
         }
-        assert_eq!(phase(), Phase::Learn);
+        assert_eq!(phase(bb), Phase::Learn);
         reset_for_test(Phase::Learn);
     }
 }

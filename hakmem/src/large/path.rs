@@ -94,7 +94,7 @@ fn alloc_general(
     } else {
         0
     };
-    let sampling = evolution::should_sample(h);
+    let sampling = evolution::should_sample(h, size);
     let t0 = if sampling { probe::now() } else { 0 };
 
     let mut map_size = size;
@@ -149,7 +149,7 @@ fn alloc_general(
         }
     }
     // Strategies are chosen (and explored) where they matter: on a new mapping.
-    let strategy = evolution::select(&mut h.rng);
+    let strategy = evolution::select(size, &mut h.rng);
     let faults0 = if sampling {
         evolution::begin_sample(true)
     } else {
@@ -187,7 +187,7 @@ fn alloc_general(
 fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Option<*mut u8> {
     if h.mode != BigCacheMode::Thread
         || h.ops + 1 >= OPS_PER_CLOCK_CHECK
-        || (h.sample.ptr == 0 && h.sample_countdown == 0)
+        || (h.sample.ptr == 0 && h.sample_countdown[evolution::band_of(size)] == 0)
     {
         return None;
     }
@@ -210,7 +210,7 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Optio
     // What the general path does on its way to a hit.
     h.ops += 1;
     if h.sample.ptr == 0 {
-        h.sample_countdown -= 1;
+        h.sample_countdown[evolution::band_of(size)] -= 1;
     }
     h.reuse.hit();
     let (usable, _, purge) = take_cached(p, slot);
@@ -245,7 +245,8 @@ fn take_cached(p: usize, slot: u32) -> (usize, u32, bool) {
     // block circulating in a loop charge every sample, and every
     // purge-on-put, to whatever strategy mapped it first (a run stuck
     // at 1.3 µs per hit on `purge-on-cache`).
-    let best = evolution::best();
+    let usable = block::usable_size(hdr);
+    let best = evolution::best(usable);
     let want = block::site_word(slot, best);
     // SAFETY: a cached block's header (validated when it was freed).
     let word = unsafe { (*hdr).site };
@@ -257,7 +258,7 @@ fn take_cached(p: usize, slot: u32) -> (usize, u32, bool) {
         // SAFETY: as above.
         unsafe { (*hdr).magic = block::MAGIC };
     }
-    (block::usable_size(hdr), word, bigcache::purges_on_put(best))
+    (usable, word, bigcache::purges_on_put(best))
 }
 
 /// After a BigCache miss for `size`: a cached block of a larger class (at

@@ -1,6 +1,6 @@
 //! Counters of the large-block machinery (BigCache, ELO, evolution) in [`crate::Stats`].
 
-use crate::large::elo::{self, RATINGS, STRATEGIES};
+use crate::large::elo::{self, STRATEGIES};
 use crate::large::evolution::{self, Phase};
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -26,20 +26,10 @@ pub struct LargeStats {
     pub bigcache_purged: u64,
     /// Bytes the caches may hold right now (reserved budget, all threads).
     pub bigcache_reserved_bytes: u64,
-    /// Evolution phase.
-    pub phase: Phase,
-    /// Learn↔frozen transitions.
+    /// Learn↔frozen transitions, every size band.
     pub evo_transitions: u64,
-    /// Strategy in use when frozen; the cached best while learning.
-    pub strategy: u8,
-    /// Rated matches played since learning (re)started.
-    pub elo_matches: u64,
-    /// ELO rating per strategy.
-    pub ratings: [f32; elo::N],
-    /// Mean measured cost per strategy (cycles; 0 = never measured).
-    pub mean_cost: [f32; elo::N],
-    /// Samples measured per strategy.
-    pub samples: [u64; elo::N],
+    /// Evolution and ratings per size band (`evolution::BAND_NAMES`).
+    pub bands: [BandStats; evolution::BANDS],
     /// Blocks mapped with each strategy.
     pub uses: [u64; elo::N],
     /// Span heap (`span_heap.rs`): bytes of address space reserved in arenas.
@@ -70,6 +60,43 @@ pub struct LargeStats {
     pub thp: Option<crate::thp::Verdict>,
 }
 
+/// One size band's evolution and ratings.
+#[derive(Clone, Copy, Debug)]
+pub struct BandStats {
+    /// Evolution phase.
+    pub phase: Phase,
+    /// Strategy in use when frozen; the cached best while learning.
+    pub strategy: u8,
+    /// Rated matches played since learning (re)started.
+    pub elo_matches: u64,
+    /// ELO rating per strategy.
+    pub ratings: [f32; elo::N],
+    /// Mean measured cost per strategy (cycles; 0 = never measured).
+    pub mean_cost: [f32; elo::N],
+    /// Samples measured per strategy.
+    pub samples: [u64; elo::N],
+}
+
+impl BandStats {
+    fn of(b: usize) -> Self {
+        let r = evolution::ratings(b);
+        let mut s = BandStats {
+            phase: evolution::phase(b),
+            strategy: evolution::current(b),
+            elo_matches: r.matches.load(Relaxed),
+            ratings: [0.0; elo::N],
+            mean_cost: [0.0; elo::N],
+            samples: [0; elo::N],
+        };
+        for i in 0..elo::N {
+            s.ratings[i] = r.rating(i);
+            s.mean_cost[i] = r.mean_cost(i);
+            s.samples[i] = r.samples(i);
+        }
+        s
+    }
+}
+
 impl LargeStats {
     /// The process-wide part (cache budget, evolution, ratings); the
     /// per-thread counters are added with [`LargeStats::add`].
@@ -85,16 +112,8 @@ impl LargeStats {
             // Blocks the background purge thread released from idle caches.
             bigcache_purged: crate::large::purge_thread::BACKGROUND_RELEASED.load(Relaxed),
             bigcache_reserved_bytes: crate::large::bigcache::reserved_bytes(),
-            phase: evolution::phase(),
             evo_transitions: evolution::transitions(),
-            strategy: match evolution::phase() {
-                Phase::Learn => RATINGS.best(),
-                _ => evolution::frozen_on(),
-            },
-            elo_matches: RATINGS.matches.load(core::sync::atomic::Ordering::Relaxed),
-            ratings: [0.0; elo::N],
-            mean_cost: [0.0; elo::N],
-            samples: [0; elo::N],
+            bands: core::array::from_fn(BandStats::of),
             uses: [0; elo::N],
             span_arena_bytes: 0,
             span_used_bytes: 0,
@@ -125,11 +144,6 @@ impl LargeStats {
             s.span_cross_thread_frees = C.cross_thread_frees.load(Relaxed);
             s.span_purged_bytes = C.purged_bytes.load(Relaxed);
             s.span_resized_in_place = C.resized_in_place.load(Relaxed);
-        }
-        for i in 0..elo::N {
-            s.ratings[i] = RATINGS.rating(i);
-            s.mean_cost[i] = RATINGS.mean_cost(i);
-            s.samples[i] = RATINGS.samples(i);
         }
         s
     }
@@ -169,11 +183,22 @@ pub fn print(s: &LargeStats) {
         s.bigcache_purged,
         s.bigcache_reserved_bytes as f64 / 1048576.0
     );
-    let _ = writeln!(
+    let _ = write!(
         w,
-        "hakmem stats: evolution {:?}, transitions {}, strategy {}, matches {}",
-        s.phase, s.evo_transitions, STRATEGIES[s.strategy as usize].name, s.elo_matches
+        "hakmem stats: evolution transitions {}",
+        s.evo_transitions
     );
+    for (b, band) in s.bands.iter().enumerate() {
+        let _ = write!(
+            w,
+            "; {} {:?} {} ({} matches)",
+            evolution::BAND_NAMES[b],
+            band.phase,
+            STRATEGIES[band.strategy as usize].name,
+            band.elo_matches
+        );
+    }
+    let _ = writeln!(w);
     if let Some(v) = s.thp {
         use crate::thp::Source;
         let _ = write!(
@@ -209,14 +234,30 @@ pub fn print(s: &LargeStats) {
     );
     w.flush_stderr();
     for (i, strategy) in STRATEGIES.iter().enumerate() {
-        if s.samples[i] == 0 && s.uses[i] == 0 {
-            continue;
+        if s.uses[i] != 0 {
+            let _ = writeln!(
+                w,
+                "hakmem stats:   strategy {:18} blocks mapped {}",
+                strategy.name, s.uses[i]
+            );
+            w.flush_stderr();
         }
-        let _ = writeln!(
-            w,
-            "hakmem stats:   strategy {:18} rating {:7.1}  mean cost {:10.0} cycles  samples {:6}  blocks mapped {}",
-            strategy.name, s.ratings[i], s.mean_cost[i], s.samples[i], s.uses[i]
-        );
-        w.flush_stderr();
+    }
+    for (b, band) in s.bands.iter().enumerate() {
+        for (i, strategy) in STRATEGIES.iter().enumerate() {
+            if band.samples[i] == 0 {
+                continue;
+            }
+            let _ = writeln!(
+                w,
+                "hakmem stats:   band {:8} strategy {:18} rating {:7.1}  mean cost {:10.0} cycles  samples {:6}",
+                evolution::BAND_NAMES[b],
+                strategy.name,
+                band.ratings[i],
+                band.mean_cost[i],
+                band.samples[i]
+            );
+            w.flush_stderr();
+        }
     }
 }

@@ -19,8 +19,8 @@ pub struct ThreadState {
     pub rng: elo::Rng,
     /// The allocation being measured for ELO, if any.
     pub sample: evolution::Sample,
-    /// Large allocations until the next measured one.
-    pub sample_countdown: u32,
+    /// Large allocations until the next measured one, per size band.
+    pub sample_countdown: [u32; evolution::BANDS],
     /// Large operations since the last purge-clock check.
     pub ops: u32,
     /// This thread's kernel id, once a purge-clock check needed it (0 before).
@@ -77,7 +77,7 @@ impl ThreadState {
             cache: core::ptr::null(),
             rng: elo::Rng(0x9e37_79b9_7f4a_7c15),
             sample: evolution::Sample::NONE,
-            sample_countdown: 0,
+            sample_countdown: [0; evolution::BANDS],
             ops: 0,
             tid: 0,
             aged_ns: 0,
