@@ -84,13 +84,19 @@ pub const BAND_NAMES: [&str; BANDS] = ["<2 MiB", "2-8 MiB", "8-32 MiB", ">=32 Mi
 /// it), 2–8 MiB, 8–32 MiB, 32 MiB and more.
 #[inline(always)]
 pub fn band_of(size: usize) -> usize {
-    match size >> 21 {
-        0 => 0,
-        1..=3 => 1,
-        4..=15 => 2,
-        _ => 3,
-    }
+    // Branch-free (it is on the BigCache hit path); always below BANDS.
+    let m = size >> 21;
+    (m != 0) as usize + (m >= 4) as usize + (m >= 16) as usize
 }
+
+/// `BAND[b]` without a bounds check the compiler cannot drop (BANDS is a
+/// power of two and `b` came from [`band_of`]).
+#[inline(always)]
+fn band(b: usize) -> &'static Band {
+    &BAND[b & (BANDS - 1)]
+}
+
+const _: () = assert!(BANDS.is_power_of_two());
 
 /// One band's lifecycle.
 struct Band {
@@ -141,7 +147,7 @@ fn store_f(a: &AtomicU32, v: f32) {
 /// Band `b`'s phase.
 #[inline]
 pub fn phase(b: usize) -> Phase {
-    match BAND[b].phase.load(Relaxed) {
+    match band(b).phase.load(Relaxed) {
         0 => Phase::Learn,
         1 => Phase::Frozen,
         2 => Phase::Locked,
@@ -206,7 +212,7 @@ pub fn select(size: usize, rng: &mut Rng) -> u8 {
 #[inline]
 pub fn best(size: usize) -> u8 {
     let b = band_of(size);
-    choose(b, || BAND[b].ratings.best())
+    choose(b, || band(b).ratings.best())
 }
 
 /// Band `b`'s frozen strategy, or `learning`'s choice timed as ELO selection
@@ -214,7 +220,7 @@ pub fn best(size: usize) -> u8 {
 #[inline(always)]
 fn choose(b: usize, learning: impl FnOnce() -> u8) -> u8 {
     match phase(b) {
-        Phase::Frozen | Phase::Locked => BAND[b].frozen_on.load(Relaxed),
+        Phase::Frozen | Phase::Locked => band(b).frozen_on.load(Relaxed),
         Phase::Learn => {
             let t = if probe::tracing() { probe::now() } else { 0 };
             let s = learning();
@@ -289,7 +295,7 @@ pub fn should_sample(ts: &mut crate::large::thread::ThreadState, size: usize) ->
         return false;
     }
     let b = band_of(size);
-    let countdown = &mut ts.sample_countdown[b];
+    let countdown = &mut ts.sample_countdown[b & (BANDS - 1)];
     if *countdown > 0 {
         *countdown -= 1;
         return false;

@@ -185,9 +185,10 @@ fn alloc_general(
 /// The caller checked that the request is cacheable and nothing is traced.
 #[inline(always)]
 fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Option<*mut u8> {
+    let band = evolution::band_of(size);
     if h.mode != BigCacheMode::Thread
         || h.ops + 1 >= OPS_PER_CLOCK_CHECK
-        || (h.sample.ptr == 0 && h.sample_countdown[evolution::band_of(size)] == 0)
+        || (h.sample.ptr == 0 && h.sample_countdown[band & (evolution::BANDS - 1)] == 0)
     {
         return None;
     }
@@ -210,7 +211,7 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Optio
     // What the general path does on its way to a hit.
     h.ops += 1;
     if h.sample.ptr == 0 {
-        h.sample_countdown[evolution::band_of(size)] -= 1;
+        h.sample_countdown[band & (evolution::BANDS - 1)] -= 1;
     }
     h.reuse.hit();
     let (usable, _, purge) = take_cached(p, slot);
