@@ -96,7 +96,6 @@ impl Heap {
     /// pool, or the OS.
     fn new_page(&mut self, c: usize) -> Option<*mut Page> {
         let kind = page_kind(c);
-        self.last_new_page_ns[kind as usize] = os::monotonic_ns();
         // Abandoned segments are adopted before a fresh one is taken, several
         // per call: a thread that exits leaves several segments behind, and
         // adopting fewer than are left makes the abandoned stack grow forever.

@@ -37,10 +37,6 @@ pub struct Heap {
     pub(crate) queues: [List<Page>; NUM_CLASSES],
     /// Owned segments of each kind; those with free pages come first.
     pub(crate) segments: [List<Segment>; 3],
-    /// When this heap last needed a fresh page of each kind, in monotonic ns:
-    /// the free pages of a kind it is still taking pages of are kept (see
-    /// `purge.rs`).
-    pub(crate) last_new_page_ns: [u64; 3],
     /// This thread's small-block counters.
     pub counters: Counters,
 }
@@ -117,7 +113,6 @@ impl Heap {
             }; NUM_CLASSES],
             queues: [const { List::new() }; NUM_CLASSES],
             segments: [const { List::new() }; 3],
-            last_new_page_ns: [0; 3],
             counters: Counters {
                 frees: [const { Counter::new() }; NUM_CLASSES],
                 remote_frees: Counter::new(),

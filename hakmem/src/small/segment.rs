@@ -292,11 +292,6 @@ static POOL_CLEAN: SegmentStack = SegmentStack::new();
 pub static ABANDONED: SegmentStack = SegmentStack::new();
 /// Earliest time the next pool purge is worth trying.
 static NEXT_POOL_PURGE_NS: AtomicU64 = AtomicU64::new(0);
-/// When a segment was last taken from the dirty pool, in monotonic ns: while
-/// threads keep taking pooled segments (new threads after others exited, a
-/// program growing again), what is left in the pool is about to be reused,
-/// so the pool is purged only once it has gone unused for the purge delay.
-static LAST_POOL_TAKE_NS: AtomicU64 = AtomicU64::new(0);
 
 /// A segment for `owner`, from the pool or the OS.
 pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
@@ -308,9 +303,6 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
         .or_else(|| POOL_DIRTY[(k + 1) % 3].pop())
         .or_else(|| POOL_DIRTY[(k + 2) % 3].pop());
     let from_dirty = dirty.is_some();
-    if from_dirty {
-        LAST_POOL_TAKE_NS.store(os::monotonic_ns(), Ordering::Relaxed);
-    }
     let seg = match dirty.or_else(|| POOL_CLEAN.pop()) {
         Some(s) => s,
         None => {
@@ -369,10 +361,6 @@ pub fn maintain_pool(now_ns: u64, delay_ns: u64) {
     if POOL_DIRTY.iter().all(|p| p.is_empty())
         || (!force && now_ns < NEXT_POOL_PURGE_NS.load(Ordering::Relaxed))
     {
-        return;
-    }
-    // Taken from within the delay: the pool is being reused, keep it.
-    if !force && now_ns.saturating_sub(LAST_POOL_TAKE_NS.load(Ordering::Relaxed)) < delay_ns {
         return;
     }
     NEXT_POOL_PURGE_NS.store(now_ns + delay_ns.max(1_000_000) / 2, Ordering::Relaxed);
