@@ -47,7 +47,8 @@ pub struct Options {
     pub print_stats: bool,
     /// `HAKMEM_PROFILE=1`: print the call-site profile at exit.
     pub print_profile: bool,
-    /// `HAKMEM_PURGE_DELAY_MS`: how long unused memory waits before going back to the OS, in ms.
+    /// `HAKMEM_PURGE_DELAY_MS`: how long unused memory waits before going back to the OS, in ms
+    /// (free small-block memory waits `small::purge::RETAIN_DELAYS` times as long).
     pub purge_delay_ms: u64,
     /// `HAKMEM_BIGCACHE_MAX_MB`: bound on bytes held by the BigCache, in MiB.
     pub bigcache_max_mb: u64,
@@ -204,7 +205,7 @@ pub const TABLE: &[OptionSpec] = &[
     OptionSpec {
         name: "HAKMEM_PURGE_DELAY_MS",
         values: "integer (default 10)",
-        meaning: "how long unused memory waits before it goes back to the OS",
+        meaning: "how long unused memory waits before it goes back to the OS (free small-block pages and segments wait 8 times as long)",
         apply: |o, v| {
             o.purge_delay_ms = parse_u64(v).ok_or("10")?;
             Ok(())

@@ -29,6 +29,11 @@ impl Heap {
         let (has_free, pages) = unsafe {
             (*seg).owner.store(self.id(), Ordering::Release);
             (*seg).remote_pending.store(0, Ordering::SeqCst);
+            // Its free pages wait for this thread from now: purging them on
+            // the exited thread's clock would drop resident memory just
+            // before the adopter carves it (mstress: fresh threads fault in
+            // what exited ones left).
+            (*seg).last_release_ns = os::monotonic_ns();
             ((*seg).has_free_page(), (*seg).kind.page_count())
         };
         // Segments with free pages come first: new_page looks only at the head.
