@@ -623,6 +623,12 @@ struct Local {
     sample_total: Cell<u64>,
     /// True while hakmem allocates for itself ([`untraced`]).
     internal: Cell<bool>,
+    /// Operations timed because they were forced (`start_op(true)`: large
+    /// blocks), counting down to the next floor measurement after one
+    /// ([`FLOOR_EVERY_FORCED`]).
+    forced_left: Cell<u64>,
+    /// True inside a forced timed operation.
+    forced: Cell<bool>,
 }
 
 std::thread_local! {
@@ -643,6 +649,8 @@ std::thread_local! {
             cycle_granted: Cell::new(0),
             sample_total: Cell::new(0),
             internal: Cell::new(false),
+            forced_left: Cell::new(0),
+            forced: Cell::new(false),
         }
     };
 }
@@ -859,6 +867,7 @@ pub(crate) fn return_grant(op: GrantOp) {
 #[inline]
 pub fn start_op(always: bool) -> u64 {
     let l = local();
+    l.forced.set(always);
     let timed = if always {
         l.weight.set(1);
         true
@@ -992,6 +1001,16 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         if l.due.replace(false) {
             adapt_and_rearm(l, end);
             measure_floor(l);
+        } else if l.forced.replace(false) {
+            // A thread whose timed calls are all forced (large blocks) has
+            // few samples: its floor is measured after its forced calls too.
+            match l.forced_left.get() {
+                0 => {
+                    l.forced_left.set(FLOOR_EVERY_FORCED - 1);
+                    measure_floor(l);
+                }
+                n => l.forced_left.set(n - 1),
+            }
         }
     } else if l.sampling.get() {
         // Inside a timed operation: take this record update (and the clock
@@ -1001,6 +1020,11 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         l.excluded.set(l.excluded.get() + now().wrapping_sub(end));
     }
 }
+
+/// A floor measurement ([`measure_floor`]) follows one forced timed
+/// operation in this many (a large block's calls take microseconds; the
+/// measurement ~0.15 µs).
+pub const FLOOR_EVERY_FORCED: u64 = 8;
 
 /// Times an empty component inside an empty operation, as [`start_op`],
 /// [`start`], [`emit`] and [`emit_timed`] time real ones, on this thread,
