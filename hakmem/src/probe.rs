@@ -935,13 +935,29 @@ pub fn start_op(always: bool) -> u64 {
 }
 
 /// Starts a component inside a top-level operation: its timestamp when the
-/// operation is timed, 0 when it is only counted.
+/// operation is timed ([`stamp`]), 0 when it is only counted.
 #[inline]
 pub fn start() -> u64 {
-    if local().sampling.get() {
-        now()
+    let l = local();
+    if l.sampling.get() {
+        now().wrapping_sub(l.excluded.get())
     } else {
         0
+    }
+}
+
+/// The start timestamp of a component timed on every call ([`emit`] it at
+/// the end): [`now`], less what the timed operation around it (if any) has
+/// excluded so far, so that [`emit_timed`] leaves out of this component's
+/// figure exactly the record updates of the components timed inside it.
+#[inline]
+pub fn stamp() -> u64 {
+    let l = local();
+    let t = now();
+    if l.sampling.get() {
+        t.wrapping_sub(l.excluded.get())
+    } else {
+        t
     }
 }
 
@@ -979,11 +995,15 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         component,
         Component::Malloc | Component::Free | Component::Realloc
     );
-    let mut cycles = end.wrapping_sub(start);
+    // What the record updates of the components timed inside this one took
+    // is the tracer's cost, not this component's: `start` was taken less
+    // what the operation had excluded by then (`start`, `stamp`), so the
+    // exclusions since then come off here, at every level of nesting.
+    let inside = l.sampling.get();
+    let excluded = if inside { l.excluded.get() } else { 0 };
+    let cycles = end.wrapping_sub(excluded).saturating_sub(start);
     if top {
-        // What the nested components' record updates took is the tracer's
-        // cost, not the operation's.
-        cycles = cycles.saturating_sub(l.excluded.replace(0));
+        l.excluded.set(0);
     }
     let weight = if !sampled(component) {
         1
@@ -1404,6 +1424,47 @@ mod tests {
             let hist_after: u64 =
                 c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
             assert_eq!(hist_after, hist + 1, "an operation timed always weighs 1");
+        })
+        .join()
+        .unwrap();
+        hakmem_sample_interval.store(interval, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn the_timing_floor_is_measured_after_samples_and_forced_calls() {
+        let _settings = SETTINGS.lock().unwrap();
+        let interval = hakmem_sample_interval.swap(0, Ordering::Relaxed);
+        std::thread::spawn(|| {
+            emit_cycles(Component::EvoTransition, 0, 0); // claims a slot
+            let r = LOCAL.with(|l| l.record.get());
+            // SAFETY: this thread's slot, a static.
+            let f = unsafe { &(*r).components[Component::TimingFloor as usize] };
+            let load = |x: &AtomicU64| x.load(Ordering::Relaxed);
+            let read = || (load(&f.timed), load(&f.sum_cycles), load(&f.sum_arg));
+            let base = read();
+            for _ in 0..10_000 {
+                let t = start_op(false);
+                emit(Component::Malloc, t, 0);
+            }
+            let after = read();
+            let n = after.0 - base.0;
+            let p = u64::from(hakmem_sample_period.load(Ordering::Relaxed));
+            assert!(
+                n > 10_000 / p / 4 && n <= 10_000 / SAMPLE_BURST,
+                "{n} floor measurements for 10,000 operations at period {p}"
+            );
+            // The empty operation holds the empty component and its stamps.
+            assert!(
+                after.2 - base.2 > after.1 - base.1,
+                "operation {} cycles, component {}",
+                after.2 - base.2,
+                after.1 - base.1
+            );
+            for _ in 0..8 * FLOOR_EVERY_FORCED {
+                let t = start_op(true);
+                emit(Component::Malloc, t, 1 << 20);
+            }
+            assert_eq!(read().0 - after.0, 8, "one in FLOOR_EVERY_FORCED");
         })
         .join()
         .unwrap();

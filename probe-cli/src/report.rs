@@ -15,10 +15,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Components whose time is the whole of an allocator call; the others run inside them.
 const TOP_LEVEL: &[&str] = &["malloc", "free", "realloc"];
 
-/// The components timed inside each top-level one (a realloc's inner work
+/// The components timed inside others, at any depth (a realloc's inner work
 /// reports as these too: its figure keeps that timing cost). Each nested timed
-/// instance adds its own timestamps and record update to its parent's figure,
-/// which the report takes back out (`probe.nested_component_ns`).
+/// instance adds its own timestamps to every figure around it, which the
+/// report takes back out (`probe.nested_component_ns`); hakmem leaves its
+/// record update out of them itself.
 const NESTED: &[(&str, &[&str])] = &[
     (
         "malloc",
@@ -28,6 +29,7 @@ const NESTED: &[(&str, &[&str])] = &[
             "large_alloc",
             "bigcache_lookup",
             "elo_select",
+            "header",
             "os_map",
         ],
     ),
@@ -35,6 +37,12 @@ const NESTED: &[(&str, &[&str])] = &[
         "free",
         &["remote_free", "bigcache_put", "os_unmap", "os_purge"],
     ),
+    (
+        "large_alloc",
+        &["bigcache_lookup", "elo_select", "header", "os_map"],
+    ),
+    ("header", &["os_map"]),
+    ("bigcache_put", &["os_unmap", "os_purge"]),
 ];
 
 #[derive(Clone, Debug, Serialize)]
@@ -345,10 +353,9 @@ pub fn build(i: Inputs<'_>) -> Report {
             let name = component_name(id);
             let floor = if TOP_LEVEL.contains(&name.as_str()) {
                 floors.operation.unwrap_or(0.0)
-                    + nested_per_call(&name) * floors.nested.unwrap_or(0.0)
             } else {
                 floors.component.unwrap_or(0.0)
-            };
+            } + nested_per_call(&name) * floors.nested.unwrap_or(0.0);
             let cooked = |v: f64| (v - floor).max(0.0);
             ComponentRow {
                 id: id as u32,

@@ -146,7 +146,7 @@ fn choose(learning: impl FnOnce() -> u8) -> u8 {
     match phase() {
         Phase::Frozen | Phase::Locked => FROZEN_ON.load(Relaxed),
         Phase::Learn => {
-            let t = if probe::tracing() { probe::now() } else { 0 };
+            let t = if probe::tracing() { probe::stamp() } else { 0 };
             let s = learning();
             #[cfg(feature = "test-delay")]
             crate::test_delay::elo();
