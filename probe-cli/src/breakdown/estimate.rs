@@ -407,15 +407,6 @@ pub fn summarize_trace(
 mod tests {
     use super::*;
 
-    fn cal() -> Calibration {
-        Calibration {
-            probe_hit_ns: 500.0,
-            empty_component_ns: 10.0,
-            empty_operation_ns: 10.0,
-            nested_component_ns: 20.0,
-        }
-    }
-
     fn plain(ns: f64) -> PlainRun {
         PlainRun {
             ops: 100,
