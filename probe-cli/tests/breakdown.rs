@@ -319,9 +319,10 @@ fn a_known_small_delay_shows_in_the_traced_small_path_as_untraced() {
         let (t0, u0, n0) = figures(0);
         let (t1, u1, n1) = figures(DELAY_NS);
         // small-churn makes one small malloc per operation: the untraced
-        // difference is what the delay really costs (the spin ends within a
-        // TSC step of its target), the isolation figure of the small path's
-        // added cost; the traced difference must be within 20% of it.
+        // difference is what the delay really costs (the spin's call and
+        // clock reads add ~20 ns to the 50: measured +69 ns/op), the
+        // isolation figure of the small path's added cost; the traced
+        // difference must be within 20% of it.
         let (traced, untraced) = (t1 - t0, u1 - u0);
         let noise = n0.hypot(n1);
         eprintln!(
@@ -329,7 +330,7 @@ fn a_known_small_delay_shows_in_the_traced_small_path_as_untraced() {
              untraced {u0:.1} -> {u1:.1} ns/op (+{untraced:.1} ± {noise:.1})"
         );
         let known = f64::from(DELAY_NS);
-        if untraced < 0.8 * known - noise || untraced > 1.5 * known + noise {
+        if untraced < 0.8 * known - noise || untraced > 2.0 * known + noise {
             last = format!("the untraced runs do not show the delay: +{untraced:.1} ns/op");
         } else if (traced - untraced).abs() > 0.2 * untraced + noise {
             last = format!(
