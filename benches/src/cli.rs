@@ -33,6 +33,20 @@ pub enum Command {
     Programs(ProgramsArgs),
     /// Groups `perf report` self time (stdin) by hakmem component (scripts/perf-profile.sh).
     PerfGroup(PerfGroupArgs),
+    /// perf's inclusive time of hakmem's parts (`perf script` on stdin) next to a
+    /// breakdown's traced figures (scripts/true-figures.sh).
+    PerfInclusive(PerfInclusiveArgs),
+}
+
+/// `perf-inclusive` arguments.
+#[derive(Args, Debug)]
+pub struct PerfInclusiveArgs {
+    /// `probe-cli breakdown --json` output of the same scenario.
+    #[arg(long, value_name = "FILE")]
+    pub breakdown: PathBuf,
+    /// Also write the table (Markdown) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
 }
 
 /// `perf-group` arguments.
@@ -221,6 +235,8 @@ pub enum Plan {
     Programs(programs::Plan),
     /// `perf-group`.
     PerfGroup(PerfGroupArgs),
+    /// `perf-inclusive`.
+    PerfInclusive(PerfInclusiveArgs),
 }
 
 /// Threads when `--threads` is not given: the machine's cores.
@@ -265,6 +281,7 @@ pub fn validate(cli: Cli) -> Result<Plan, String> {
     match cli.command {
         Command::List => Ok(Plan::List),
         Command::PerfGroup(args) => Ok(Plan::PerfGroup(args)),
+        Command::PerfInclusive(args) => Ok(Plan::PerfInclusive(args)),
         Command::Run(args) => Ok(Plan::Run(RunPlan {
             scenario: scenario(&args.scenario)?,
             allocator: available_allocator(&args.allocator)?,

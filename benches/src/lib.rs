@@ -25,6 +25,7 @@ pub mod list;
 pub mod matrix;
 pub mod model;
 pub mod perf_group;
+pub mod perf_inclusive;
 pub mod process;
 pub mod programs;
 pub mod protocol;

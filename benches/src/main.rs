@@ -7,7 +7,8 @@
 use clap::error::ErrorKind;
 use clap::Parser;
 use hakmem_bench::{
-    child, cli, compare, dispatch, launch, list, model, perf_group, programs, syscount, table,
+    child, cli, compare, dispatch, launch, list, model, perf_group, perf_inclusive, programs,
+    syscount, table,
 };
 use std::process::ExitCode;
 
@@ -86,6 +87,15 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hakmem-bench: perf-group: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        cli::Plan::PerfInclusive(args) => {
+            match perf_inclusive::run(&args.breakdown, args.markdown.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hakmem-bench: perf-inclusive: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -156,10 +156,12 @@ int hakmem_probe_final(struct pt_regs *ctx)
 SEC("raw_tracepoint/sys_enter")
 int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (!is_target())
-		return 0;
+	/* The syscall number first: a few compares turn away every syscall of
+	 * the machine but the six, before the traced-set lookup (a hash). */
 	int slot = hakmem_syscall_slot((long)ctx->args[1]);
 	if (slot < 0)
+		return 0;
+	if (!is_target())
 		return 0;
 	int len_arg = hakmem_syscall_len_arg(slot);
 	struct syscall_start start = {
@@ -176,6 +178,11 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tracepoint/sys_exit")
 int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
+	/* As sys_enter: the number (orig_rax of the saved registers) first. */
+	long nr = -1;
+	bpf_probe_read_kernel(&nr, sizeof(nr), &((struct pt_regs *)ctx->args[0])->orig_rax);
+	if (hakmem_syscall_slot(nr) < 0)
+		return 0;
 	if (!is_target())
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();

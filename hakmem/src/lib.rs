@@ -69,6 +69,8 @@ mod segment_map;
 pub(crate) mod small;
 pub(crate) mod stack;
 pub(crate) mod stats;
+#[cfg(feature = "test-delay")]
+mod test_delay;
 pub mod thp;
 pub(crate) mod thread;
 pub(crate) mod vm;

@@ -125,6 +125,13 @@ pub enum Component {
     Realloc = 13,
     /// Large allocation (BigCache miss path included). `arg` = requested size.
     LargeAlloc = 14,
+    /// The timing floor, measured where the figures are made: at the end of
+    /// every sample, the thread times an empty component inside an empty
+    /// operation with the very code that times real ones ([`measure_floor`]).
+    /// Each instance is the empty component's figure; `arg` = the cycles the
+    /// empty operation around it recorded. A tracer subtracts these means,
+    /// not the components' figures: it is the tracer's cost.
+    TimingFloor = 15,
 }
 
 /// Every component with its report name, in id order.
@@ -144,6 +151,7 @@ pub const COMPONENTS: &[(Component, &str)] = &[
     (Component::EvoTransition, "evo_transition"),
     (Component::Realloc, "realloc"),
     (Component::LargeAlloc, "large_alloc"),
+    (Component::TimingFloor, "timing_floor"),
 ];
 
 /// log2 buckets of a component's cycle histogram (bucket `i` counts durations
@@ -545,12 +553,27 @@ pub fn untraced<R>(f: impl FnOnce() -> R) -> R {
 
 /// The TSC (x86-64) or a monotonic nanosecond clock elsewhere: a timestamp for
 /// components timed on every call (and for anything else that needs a clock).
+///
+/// Serialised: `lfence; rdtsc; lfence`, so that the work a pair of stamps
+/// brackets neither starts before the first nor ends after the second. A
+/// bare `rdtsc` (~20 ns on this project's VM) ran in parallel with the few-ns
+/// pop or push it bracketed: the pair read the same whether the work was
+/// there or not (a pop+push of 7 ns read 0.1 ns after the empty pair's
+/// figure, 6.9 ns serialised). The fences cost ~10 ns a stamp, paid only
+/// on timed calls.
 #[inline(always)]
 pub fn now() -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: rdtsc has no preconditions on x86-64.
-        unsafe { core::arch::x86_64::_rdtsc() }
+        use core::arch::x86_64::{_mm_lfence, _rdtsc};
+        // SAFETY: lfence and rdtsc have no preconditions on x86-64 (SSE2 is
+        // part of the baseline).
+        unsafe {
+            _mm_lfence();
+            let t = _rdtsc();
+            _mm_lfence();
+            t
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -600,6 +623,12 @@ struct Local {
     sample_total: Cell<u64>,
     /// True while hakmem allocates for itself ([`untraced`]).
     internal: Cell<bool>,
+    /// Operations timed because they were forced (`start_op(true)`: large
+    /// blocks), counting down to the next floor measurement after one
+    /// ([`FLOOR_EVERY_FORCED`]).
+    forced_left: Cell<u64>,
+    /// True inside a forced timed operation.
+    forced: Cell<bool>,
 }
 
 std::thread_local! {
@@ -620,6 +649,8 @@ std::thread_local! {
             cycle_granted: Cell::new(0),
             sample_total: Cell::new(0),
             internal: Cell::new(false),
+            forced_left: Cell::new(0),
+            forced: Cell::new(false),
         }
     };
 }
@@ -836,6 +867,7 @@ pub(crate) fn return_grant(op: GrantOp) {
 #[inline]
 pub fn start_op(always: bool) -> u64 {
     let l = local();
+    l.forced.set(always);
     let timed = if always {
         l.weight.set(1);
         true
@@ -903,13 +935,29 @@ pub fn start_op(always: bool) -> u64 {
 }
 
 /// Starts a component inside a top-level operation: its timestamp when the
-/// operation is timed, 0 when it is only counted.
+/// operation is timed ([`stamp`]), 0 when it is only counted.
 #[inline]
 pub fn start() -> u64 {
-    if local().sampling.get() {
-        now()
+    let l = local();
+    if l.sampling.get() {
+        now().wrapping_sub(l.excluded.get())
     } else {
         0
+    }
+}
+
+/// The start timestamp of a component timed on every call ([`emit`] it at
+/// the end): [`now`], less what the timed operation around it (if any) has
+/// excluded so far, so that [`emit_timed`] leaves out of this component's
+/// figure exactly the record updates of the components timed inside it.
+#[inline]
+pub fn stamp() -> u64 {
+    let l = local();
+    let t = now();
+    if l.sampling.get() {
+        t.wrapping_sub(l.excluded.get())
+    } else {
+        t
     }
 }
 
@@ -947,11 +995,15 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         component,
         Component::Malloc | Component::Free | Component::Realloc
     );
-    let mut cycles = end.wrapping_sub(start);
+    // What the record updates of the components timed inside this one took
+    // is the tracer's cost, not this component's: `start` was taken less
+    // what the operation had excluded by then (`start`, `stamp`), so the
+    // exclusions since then come off here, at every level of nesting.
+    let inside = l.sampling.get();
+    let excluded = if inside { l.excluded.get() } else { 0 };
+    let cycles = end.wrapping_sub(excluded).saturating_sub(start);
     if top {
-        // What the nested components' record updates took is the tracer's
-        // cost, not the operation's.
-        cycles = cycles.saturating_sub(l.excluded.replace(0));
+        l.excluded.set(0);
     }
     let weight = if !sampled(component) {
         1
@@ -968,6 +1020,17 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         l.sampling.set(false);
         if l.due.replace(false) {
             adapt_and_rearm(l, end);
+            measure_floor(l);
+        } else if l.forced.replace(false) {
+            // A thread whose timed calls are all forced (large blocks) has
+            // few samples: its floor is measured after its forced calls too.
+            match l.forced_left.get() {
+                0 => {
+                    l.forced_left.set(FLOOR_EVERY_FORCED - 1);
+                    measure_floor(l);
+                }
+                n => l.forced_left.set(n - 1),
+            }
         }
     } else if l.sampling.get() {
         // Inside a timed operation: take this record update (and the clock
@@ -975,6 +1038,47 @@ fn emit_timed(component: Component, start: u64, arg: u64) {
         // in it per nested component is its pair of timestamps, about what
         // an empty component reads (the report subtracts that).
         l.excluded.set(l.excluded.get() + now().wrapping_sub(end));
+    }
+}
+
+/// A floor measurement ([`measure_floor`]) follows one forced timed
+/// operation in this many (a large block's calls take microseconds; the
+/// measurement ~0.15 µs).
+pub const FLOOR_EVERY_FORCED: u64 = 8;
+
+/// Times an empty component inside an empty operation, as [`start_op`],
+/// [`start`], [`emit`] and [`emit_timed`] time real ones, on this thread,
+/// right after a sample (warm, like the sample's measured operations): the
+/// [`Component::TimingFloor`] record. What a real figure holds beyond its
+/// work is this: the two stamps, the call into the recording code, and for
+/// an operation the timestamps of each component timed inside it.
+#[cold]
+#[inline(never)]
+fn measure_floor(l: &Local) {
+    l.sampling.set(true);
+    l.excluded.set(0);
+    let op = now(); // as start_op's
+    let inner = start();
+    emit(Component::TimingFloor, core::hint::black_box(inner), 0);
+    floor_operation_end(core::hint::black_box(op));
+    l.sampling.set(false);
+}
+
+/// The end of [`measure_floor`]'s empty operation: what [`emit_timed`] does
+/// up to its stamp, then the operation's cycles (the inner record update
+/// left out, as for a real operation) added to the floor's `sum_arg`.
+#[inline(never)]
+fn floor_operation_end(start: u64) {
+    let end = now();
+    let l = local();
+    let cycles = end
+        .wrapping_sub(start)
+        .saturating_sub(l.excluded.replace(0));
+    let c = slot(l, Component::TimingFloor);
+    if l.shared.get() {
+        c.sum_arg.fetch_add(cycles, Ordering::Relaxed);
+    } else {
+        bump(&c.sum_arg, cycles);
     }
 }
 
@@ -1320,6 +1424,47 @@ mod tests {
             let hist_after: u64 =
                 c(Component::Malloc).hist.iter().map(load).sum::<u64>() - base[0][3];
             assert_eq!(hist_after, hist + 1, "an operation timed always weighs 1");
+        })
+        .join()
+        .unwrap();
+        hakmem_sample_interval.store(interval, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn the_timing_floor_is_measured_after_samples_and_forced_calls() {
+        let _settings = SETTINGS.lock().unwrap();
+        let interval = hakmem_sample_interval.swap(0, Ordering::Relaxed);
+        std::thread::spawn(|| {
+            emit_cycles(Component::EvoTransition, 0, 0); // claims a slot
+            let r = LOCAL.with(|l| l.record.get());
+            // SAFETY: this thread's slot, a static.
+            let f = unsafe { &(*r).components[Component::TimingFloor as usize] };
+            let load = |x: &AtomicU64| x.load(Ordering::Relaxed);
+            let read = || (load(&f.timed), load(&f.sum_cycles), load(&f.sum_arg));
+            let base = read();
+            for _ in 0..10_000 {
+                let t = start_op(false);
+                emit(Component::Malloc, t, 0);
+            }
+            let after = read();
+            let n = after.0 - base.0;
+            let p = u64::from(hakmem_sample_period.load(Ordering::Relaxed));
+            assert!(
+                n > 10_000 / p / 4 && n <= 10_000 / SAMPLE_BURST,
+                "{n} floor measurements for 10,000 operations at period {p}"
+            );
+            // The empty operation holds the empty component and its stamps.
+            assert!(
+                after.2 - base.2 > after.1 - base.1,
+                "operation {} cycles, component {}",
+                after.2 - base.2,
+                after.1 - base.1
+            );
+            for _ in 0..8 * FLOOR_EVERY_FORCED {
+                let t = start_op(true);
+                emit(Component::Malloc, t, 1 << 20);
+            }
+            assert_eq!(read().0 - after.0, 8, "one in FLOOR_EVERY_FORCED");
         })
         .join()
         .unwrap();

@@ -15,10 +15,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Components whose time is the whole of an allocator call; the others run inside them.
 const TOP_LEVEL: &[&str] = &["malloc", "free", "realloc"];
 
-/// The components timed inside each top-level one (a realloc's inner work
+/// The components timed inside others, at any depth (a realloc's inner work
 /// reports as these too: its figure keeps that timing cost). Each nested timed
-/// instance adds its own timestamps and record update to its parent's figure,
-/// which the report takes back out (`probe.nested_component_ns`).
+/// instance adds its own timestamps to every figure around it, which the
+/// report takes back out (`probe.nested_component_ns`); hakmem leaves its
+/// record update out of them itself.
 const NESTED: &[(&str, &[&str])] = &[
     (
         "malloc",
@@ -28,6 +29,7 @@ const NESTED: &[(&str, &[&str])] = &[
             "large_alloc",
             "bigcache_lookup",
             "elo_select",
+            "header",
             "os_map",
         ],
     ),
@@ -35,6 +37,12 @@ const NESTED: &[(&str, &[&str])] = &[
         "free",
         &["remote_free", "bigcache_put", "os_unmap", "os_purge"],
     ),
+    (
+        "large_alloc",
+        &["bigcache_lookup", "elo_select", "header", "os_map"],
+    ),
+    ("header", &["os_map"]),
+    ("bigcache_put", &["os_unmap", "os_purge"]),
 ];
 
 #[derive(Clone, Debug, Serialize)]
@@ -183,6 +191,11 @@ pub struct ProbePart {
     /// out), measured at attach and subtracted from malloc's and free's means
     /// once per nested instance, ns.
     pub nested_component_ns: Option<f64>,
+    /// How many empty timings the target's threads made after their samples
+    /// (hakmem's `timing_floor` component), whose means are the three floors
+    /// above; None: the target made none (an older hakmem, or no sample
+    /// yet), and the floors are probe-cli's own, measured at attach.
+    pub floor_measurements: Option<u64>,
     /// Exit probes that fired (one per process that exited normally).
     pub exit_probes: u64,
     /// Cost of one exit probe hit measured at attach (see `probe-cli calibrate`), ns.
@@ -245,6 +258,53 @@ pub fn percentile(hist: &[u64; HIST_BUCKETS], q: f64, max: u64) -> u64 {
     max
 }
 
+/// hakmem's own record of its timing floor (see `hakmem::probe::Component::TimingFloor`):
+/// not a component of the allocator, never a row.
+const FLOOR_ID: usize = hakmem::probe::Component::TimingFloor as usize;
+
+/// What the report subtracts from the means, ns.
+struct Floors {
+    /// From malloc's, free's and realloc's.
+    operation: Option<f64>,
+    /// From every other component's.
+    component: Option<f64>,
+    /// From a top-level operation's, per component timed inside it.
+    nested: Option<f64>,
+    /// The target's own floor measurements they come from, if any.
+    measurements: Option<u64>,
+}
+
+impl Floors {
+    /// The target's own floors when its threads measured them (hakmem times
+    /// an empty component inside an empty operation after every sample, with
+    /// the code that times real ones: the same thread, caches and clock),
+    /// else probe-cli's from attach. An empty operation runs the very code
+    /// of an empty component (a stamp, the call into the recording code, a
+    /// stamp); what one more component inside adds is the empty operation's
+    /// figure around it minus that.
+    fn of(i: &Inputs<'_>) -> Floors {
+        match i.counts.components.get(FLOOR_ID).filter(|s| s.timed > 0) {
+            Some(s) => {
+                let n = s.timed as f64;
+                let component = i.tsc.ns(s.sum_cycles as f64) / n;
+                let around = i.tsc.ns(s.sum_arg as f64) / n;
+                Floors {
+                    operation: Some(component),
+                    component: Some(component),
+                    nested: Some((around - component).max(0.0)),
+                    measurements: Some(s.timed),
+                }
+            }
+            None => Floors {
+                operation: i.empty_operation_ns,
+                component: i.empty_component_ns,
+                nested: i.nested_component_ns,
+                measurements: None,
+            },
+        }
+    }
+}
+
 fn component_name(id: usize) -> String {
     hakmem::probe::COMPONENTS
         .get(id)
@@ -254,6 +314,7 @@ fn component_name(id: usize) -> String {
 /// Builds the report.
 pub fn build(i: Inputs<'_>) -> Report {
     let ns = |cycles: u64| i.tsc.ns(cycles as f64);
+    let floors = Floors::of(&i);
     // Timed instances nested in one instance of each top-level component: the
     // children's counts over the parent's (a child is timed exactly when its
     // parent is, with the parent's weight, so the ratio of counts is that of
@@ -279,7 +340,7 @@ pub fn build(i: Inputs<'_>) -> Report {
         .components
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.calls > 0)
+        .filter(|(id, s)| s.calls > 0 && *id != FLOOR_ID)
         .map(|(id, s)| {
             // sum_cycles and hist weigh each timed instance by how many it
             // stands for (see hakmem::probe): their ratio is the mean.
@@ -291,11 +352,10 @@ pub fn build(i: Inputs<'_>) -> Report {
             };
             let name = component_name(id);
             let floor = if TOP_LEVEL.contains(&name.as_str()) {
-                i.empty_operation_ns.unwrap_or(0.0)
-                    + nested_per_call(&name) * i.nested_component_ns.unwrap_or(0.0)
+                floors.operation.unwrap_or(0.0)
             } else {
-                i.empty_component_ns.unwrap_or(0.0)
-            };
+                floors.component.unwrap_or(0.0)
+            } + nested_per_call(&name) * floors.nested.unwrap_or(0.0);
             let cooked = |v: f64| (v - floor).max(0.0);
             ComponentRow {
                 id: id as u32,
@@ -373,7 +433,14 @@ pub fn build(i: Inputs<'_>) -> Report {
         }
     });
 
-    let hits: u64 = i.counts.components.iter().map(|s| s.calls).sum();
+    let hits: u64 = i
+        .counts
+        .components
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| *id != FLOOR_ID)
+        .map(|(_, s)| s.calls)
+        .sum();
     let interval_us = i
         .sample_interval
         .filter(|&c| c > 0)
@@ -417,17 +484,21 @@ pub fn build(i: Inputs<'_>) -> Report {
                  share the calls since the previous burst (one longer than {} TSC cycles, a \
                  preemption, for itself only); malloc's avg size is that of the calls off \
                  the fast path; each component's calls / timed is its effective rate; \
-                 the large-block, OS and ELO components timed on every call; subtracted \
-                 from the means: what hakmem records for empty work, measured at attach ({})",
+                 the large-block, OS and ELO components timed on every call, between \
+                 serialised TSC reads (lfence; rdtsc; lfence); subtracted from the means: \
+                 what the same timing code records for empty work, {} ({})",
                 sampling_rule(i.sample_period, interval_us),
                 hakmem::probe::SAMPLE_BURST,
                 hakmem::probe::SAMPLE_WARMUP,
                 hakmem::probe::OUTLIER_CYCLES,
-                match (
-                    i.empty_operation_ns,
-                    i.empty_component_ns,
-                    i.nested_component_ns
-                ) {
+                match floors.measurements {
+                    Some(n) => format!(
+                        "measured in the target by the sampled threads themselves after \
+                         each sample (mean of {n})"
+                    ),
+                    None => "measured in probe-cli at attach".to_string(),
+                },
+                match (floors.operation, floors.component, floors.nested) {
                     (Some(o), Some(e), Some(n)) => format!(
                         "{o:.1} ns per operation, {e:.1} ns per component, and from malloc's \
                          and free's {n:.1} ns per component timed inside them"
@@ -438,9 +509,10 @@ pub fn build(i: Inputs<'_>) -> Report {
             hits,
             sample_period: i.sample_period,
             sample_interval_us: interval_us,
-            empty_component_ns: i.empty_component_ns,
-            empty_operation_ns: i.empty_operation_ns,
-            nested_component_ns: i.nested_component_ns,
+            empty_component_ns: floors.component,
+            empty_operation_ns: floors.operation,
+            nested_component_ns: floors.nested,
+            floor_measurements: floors.measurements,
             exit_probes: i.counts.finals.len() as u64,
             hit_cost_ns: i.hit_cost_ns,
             added_ms: i

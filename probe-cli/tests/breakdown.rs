@@ -279,6 +279,71 @@ fn a_known_delay_in_elo_selection_shows_in_both_estimates() {
     panic!("{last}");
 }
 
+#[test]
+fn a_known_small_delay_shows_in_the_traced_small_path_as_untraced() {
+    require_root!();
+    let Some(slowed) = std::env::var_os("HAKMEM_TEST_DELAY_BENCH") else {
+        eprintln!("SKIP: HAKMEM_TEST_DELAY_BENCH unset (see the ELO delay test)");
+        return;
+    };
+    // A few times a small malloc's own cost, far below the ~30 ns a
+    // serialised timestamp pair reads: the floors must come off exactly for
+    // the traced figure to show it (a bare rdtsc pair read a few-ns pop as 0).
+    const DELAY_NS: u32 = 50;
+    let figures = |delay: u32| {
+        let out = breakdown_prioritised(
+            &[
+                "--scenario",
+                "small-churn",
+                "--runs",
+                "3",
+                "--warmup",
+                "0",
+                "--trace-runs",
+                "3",
+                "--json",
+                "--bench",
+                slowed.to_str().unwrap(),
+            ],
+            &[("HAKMEM_TEST_SMALL_DELAY_NS", &delay.to_string())],
+        );
+        let b = json(&out);
+        let small = row(&b, "small");
+        let traced = num(&small["probe"]["ns_per_call"], "small path per call");
+        let untraced = num(&b["total_ns_per_op"], "untraced ns/op");
+        let noise = num(&b["total_noise_ns"], "untraced noise");
+        (traced, untraced, noise)
+    };
+    let mut last = String::new();
+    for attempt in 1..=2 {
+        let (t0, u0, n0) = figures(0);
+        let (t1, u1, n1) = figures(DELAY_NS);
+        // small-churn makes one small malloc per operation: the untraced
+        // difference is what the delay really costs (the spin's call and
+        // clock reads add ~20 ns to the 50: measured +69 ns/op), the
+        // isolation figure of the small path's added cost; the traced
+        // difference must be within 20% of it.
+        let (traced, untraced) = (t1 - t0, u1 - u0);
+        let noise = n0.hypot(n1);
+        eprintln!(
+            "delay {DELAY_NS} ns: traced small path {t0:.1} -> {t1:.1} ns/call (+{traced:.1}); \
+             untraced {u0:.1} -> {u1:.1} ns/op (+{untraced:.1} ± {noise:.1})"
+        );
+        let known = f64::from(DELAY_NS);
+        if untraced < 0.8 * known - noise || untraced > 2.0 * known + noise {
+            last = format!("the untraced runs do not show the delay: +{untraced:.1} ns/op");
+        } else if (traced - untraced).abs() > 0.2 * untraced + noise {
+            last = format!(
+                "traced +{traced:.1} ns/call vs untraced +{untraced:.1} ± {noise:.1} ns/op"
+            );
+        } else {
+            return;
+        }
+        eprintln!("attempt {attempt}: {last}");
+    }
+    panic!("{last}");
+}
+
 /// Every way the known delay must show, or the first that does not.
 fn delay_checks(b: &Value, delay_ns: f64) -> Result<(), String> {
     let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };

@@ -222,44 +222,15 @@ fn choose(b: usize, learning: impl FnOnce() -> u8) -> u8 {
     match phase(b) {
         Phase::Frozen | Phase::Locked => band(b).frozen_on.load(Relaxed),
         Phase::Learn => {
-            let t = if probe::tracing() { probe::now() } else { 0 };
+            let t = if probe::tracing() { probe::stamp() } else { 0 };
             let s = learning();
             #[cfg(feature = "test-delay")]
-            test_delay();
+            crate::test_delay::elo();
             if t != 0 {
                 probe::emit(Component::EloSelect, t, s as u64);
             }
             s
         }
-    }
-}
-
-/// `--features test-delay` only: spins for `HAKMEM_TEST_DELAY_NS` ns (read once,
-/// without allocating), a known cost that probe-cli's breakdown test must find.
-#[cfg(feature = "test-delay")]
-fn test_delay() {
-    static NS: AtomicU64 = AtomicU64::new(u64::MAX);
-    let mut ns = NS.load(Relaxed);
-    if ns == u64::MAX {
-        // SAFETY: getenv returns null or a NUL-terminated string in `environ`.
-        let v = unsafe { libc::getenv(c"HAKMEM_TEST_DELAY_NS".as_ptr()) };
-        let digits = if v.is_null() {
-            &[][..]
-        } else {
-            // SAFETY: as above.
-            unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes()
-        };
-        ns = digits
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .fold(0u64, |n, b| {
-                n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
-            });
-        NS.store(ns, Relaxed);
-    }
-    let end = os::monotonic_ns().saturating_add(ns);
-    while os::monotonic_ns() < end {
-        core::hint::spin_loop();
     }
 }
 

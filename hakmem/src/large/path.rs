@@ -62,7 +62,7 @@ fn alloc_general(
     zero: bool,
     state: impl StateOf,
 ) -> *mut u8 {
-    let t = if probe::tracing() { probe::now() } else { 0 };
+    let t = if probe::tracing() { probe::stamp() } else { 0 };
     if crate::layout::too_big(size) {
         return fail();
     }
@@ -100,7 +100,7 @@ fn alloc_general(
     let mut map_size = size;
     if mode != BigCacheMode::Off && bigcache::cacheable(size, align) {
         h.reuse.requested(bigcache::class_of(size));
-        let tl = if t != 0 { probe::now() } else { 0 };
+        let tl = if t != 0 { probe::stamp() } else { 0 };
         let mut hit = match mode {
             BigCacheMode::Thread => h.cache().and_then(|mut c| c.get(size, slot)),
             _ => bigcache::global_get(size),
@@ -481,7 +481,7 @@ unsafe fn free_general(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
     h.counters.large_bytes_freed.add(usable as u64);
     let measuring = h.sample.ptr == a;
     let t0 = if measuring || probe::tracing() {
-        probe::now()
+        probe::stamp()
     } else {
         0
     };

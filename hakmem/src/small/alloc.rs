@@ -31,6 +31,8 @@ pub unsafe fn pop(heap: *mut Heap, c: usize) -> *mut u8 {
         let b = (*head.page).pop();
         if !b.is_null() {
             head.allocs.add(1);
+            #[cfg(all(feature = "test-delay", target_arch = "x86_64"))]
+            crate::test_delay::small();
         }
         b as *mut u8
     }

@@ -37,8 +37,13 @@ pub struct PlainRun {
 #[derive(Clone, Debug, Default)]
 pub struct TracedRun {
     pub ops: u64,
-    /// Per probe component: calls and total ns (uncalibrated).
-    pub components: BTreeMap<String, (u64, f64)>,
+    /// Per probe component: calls, total ns as measured, and total ns with
+    /// the timing floors taken out (the report's mean times the calls).
+    pub components: BTreeMap<String, (u64, f64, f64)>,
+    /// The floors the report subtracted (ns: an empty component, what one
+    /// more component adds to an operation) and how many measurements made
+    /// them in the target (0: probe-cli's own, from attach).
+    pub floors: (f64, f64, u64),
     /// Probe hits (every component instance).
     pub hits: u64,
     pub syscalls: BTreeMap<String, u64>,
@@ -111,48 +116,27 @@ pub fn summarize_config(config: &configs::Config, runs: &[PlainRun]) -> ConfigSu
 
 /// Per operation in one traced run: (calibrated ns, raw ns, calls) of the
 /// components `names` summed.
-fn per_op(run: &TracedRun, names: &[&str], cal: &Calibration) -> (f64, f64, f64) {
+fn per_op(run: &TracedRun, names: &[&str]) -> (f64, f64, f64) {
     let ops = run.ops.max(1) as f64;
-    let top_calls: u64 = TOP_LEVEL
-        .iter()
-        .filter_map(|n| run.components.get(*n))
-        .map(|c| c.0)
-        .sum();
-    let nested = run.hits.saturating_sub(top_calls) as f64;
     let mut raw = 0.0;
     let mut calibrated = 0.0;
     let mut calls = 0u64;
-    let mut any_top = false;
     for name in names {
-        if let Some(&(n, total)) = run.components.get(*name) {
+        if let Some(&(n, total, cooked)) = run.components.get(*name) {
             raw += total;
-            let floor = if TOP_LEVEL.contains(name) {
-                cal.empty_operation_ns
-            } else {
-                cal.empty_component_ns
-            };
-            calibrated += total - n as f64 * floor;
+            calibrated += cooked;
             calls += n;
-            any_top |= TOP_LEVEL.contains(name);
         }
     }
-    if any_top {
-        // The calls inside them were timed too; that timing is in their figure.
-        calibrated -= nested * cal.nested_component_ns;
-    }
-    (calibrated.max(0.0) / ops, raw / ops, calls as f64 / ops)
+    (calibrated / ops, raw / ops, calls as f64 / ops)
 }
 
 /// The probe estimate of `names` over the traced runs.
-fn probe_estimate(
-    runs: &[TracedRun],
-    names: &'static [&'static str],
-    cal: &Calibration,
-) -> Option<ProbeEstimate> {
+fn probe_estimate(runs: &[TracedRun], names: &'static [&'static str]) -> Option<ProbeEstimate> {
     if runs.is_empty() {
         return None;
     }
-    let each: Vec<(f64, f64, f64)> = runs.iter().map(|r| per_op(r, names, cal)).collect();
+    let each: Vec<(f64, f64, f64)> = runs.iter().map(|r| per_op(r, names)).collect();
     let cooked: Vec<f64> = each.iter().map(|e| e.0).collect();
     let raw: Vec<f64> = each.iter().map(|e| e.1).collect();
     let calls: Vec<f64> = each.iter().map(|e| e.2).collect();
@@ -173,10 +157,9 @@ fn probe_difference(
     on: &[TracedRun],
     off: &[TracedRun],
     names: &'static [&'static str],
-    cal: &Calibration,
 ) -> Option<ProbeEstimate> {
-    let a = probe_estimate(on, names, cal)?;
-    let b = probe_estimate(off, names, cal)?;
+    let a = probe_estimate(on, names)?;
+    let b = probe_estimate(off, names)?;
     Some(ProbeEstimate {
         ns_per_op: a.ns_per_op - b.ns_per_op,
         noise_ns: a.noise_ns.hypot(b.noise_ns),
@@ -315,7 +298,6 @@ pub fn row_keys() -> Vec<&'static str> {
 pub fn rows(
     configs: &[ConfigSummary],
     traces: &BTreeMap<&'static str, Vec<TracedRun>>,
-    cal: &Calibration,
 ) -> Vec<Row> {
     let summary = |name: &str| configs.iter().find(|c| c.name == name);
     let total = summary(configs::DEFAULT.name).map_or(0.0, |c| c.ns_per_op);
@@ -326,9 +308,9 @@ pub fn rows(
         .map(|spec| {
             let probe = match spec.probe {
                 Probe::None => None,
-                Probe::Sum(names) => probe_estimate(default_runs, names, cal),
+                Probe::Sum(names) => probe_estimate(default_runs, names),
                 Probe::GlobalMinusDefault(names) => {
-                    probe_difference(global_runs, default_runs, names, cal)
+                    probe_difference(global_runs, default_runs, names)
                 }
             };
             let isolation = spec.isolation.and_then(|(on, off)| {
@@ -382,8 +364,8 @@ pub fn summarize_trace(
                 .iter()
                 .map(|r| {
                     let ops = r.ops.max(1) as f64;
-                    let (calls, total) = r.components.get(name).copied().unwrap_or((0, 0.0));
-                    let cooked = (total - calls as f64 * cal.empty_component_ns).max(0.0);
+                    let (calls, _, cooked) =
+                        r.components.get(name).copied().unwrap_or((0, 0.0, 0.0));
                     (calls as f64 / ops, cooked / ops)
                 })
                 .collect();
@@ -413,6 +395,9 @@ pub fn summarize_trace(
         components,
         probe_hits_per_op: median(&hits),
         probe_added_ns_per_op: median(&hits) * cal.probe_hit_ns,
+        floor_component_ns: median(&runs.iter().map(|r| r.floors.0).collect::<Vec<_>>()),
+        floor_nested_ns: median(&runs.iter().map(|r| r.floors.1).collect::<Vec<_>>()),
+        floor_measurements: median_u64(runs.iter().map(|r| r.floors.2)),
         syscalls: median_counts(runs.iter().map(|r| &r.syscalls)),
         page_faults: (!faults.is_empty()).then(|| median_u64(faults.into_iter())),
     }
@@ -421,15 +406,6 @@ pub fn summarize_trace(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cal() -> Calibration {
-        Calibration {
-            probe_hit_ns: 500.0,
-            empty_component_ns: 10.0,
-            empty_operation_ns: 10.0,
-            nested_component_ns: 20.0,
-        }
-    }
 
     fn plain(ns: f64) -> PlainRun {
         PlainRun {
@@ -445,9 +421,14 @@ mod tests {
     fn traced(elo_total: f64) -> TracedRun {
         TracedRun {
             ops: 100,
+            // The report's floors: 10 ns per component, malloc's 10 and
+            // 20 per component timed inside it.
             components: BTreeMap::from([
-                ("malloc".to_string(), (100, 100.0 * 300.0)),
-                ("elo_select".to_string(), (100, elo_total)),
+                ("malloc".to_string(), (100, 100.0 * 300.0, 100.0 * 270.0)),
+                (
+                    "elo_select".to_string(),
+                    (100, elo_total, elo_total - 100.0 * 10.0),
+                ),
             ]),
             hits: 200,
             ..Default::default()
@@ -482,7 +463,7 @@ mod tests {
             ),
             ("global", vec![traced(100.0 * 110.0)]),
         ]);
-        let rows = rows(&configs, &traces, &cal());
+        let rows = rows(&configs, &traces);
         assert_eq!(rows.iter().map(|r| r.key).collect::<Vec<_>>(), row_keys());
         let elo = rows.iter().find(|r| r.key == "elo_select").unwrap();
         let p = elo.probe.as_ref().unwrap();
@@ -513,7 +494,7 @@ mod tests {
             })
             .collect();
         let traces = BTreeMap::from([("default", vec![traced(100.0 * 110.0)])]);
-        let rows = rows(&configs, &traces, &cal());
+        let rows = rows(&configs, &traces);
         let elo = rows.iter().find(|r| r.key == "elo_select").unwrap();
         assert_eq!(elo.disagree, Some(true));
         // No traced global run: no probe estimate for that row.

@@ -201,7 +201,7 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
         .map(|c| estimate::summarize_config(c, plain.get(c.name).map_or(&[][..], |v| v)))
         .collect();
     let default = &summaries[0];
-    let rows = estimate::rows(&summaries, &traces, &calibration);
+    let rows = estimate::rows(&summaries, &traces);
     let hakmem_ns_per_op = rows
         .iter()
         .find(|r| r.key == "hakmem")

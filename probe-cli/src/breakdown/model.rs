@@ -152,6 +152,14 @@ pub struct TraceSummary {
     /// (hits × the calibrated hit cost; not in any component figure).
     pub probe_hits_per_op: f64,
     pub probe_added_ns_per_op: f64,
+    /// The timing floors subtracted (medians over the runs, ns): what an
+    /// empty component reads, and what one more component timed inside an
+    /// operation adds to it.
+    pub floor_component_ns: f64,
+    pub floor_nested_ns: f64,
+    /// How many floor measurements the target's threads made per run
+    /// (median; 0: probe-cli's own floors from attach were used).
+    pub floor_measurements: u64,
     /// Memory syscalls per run seen by the BPF trace (median).
     pub syscalls: BTreeMap<String, u64>,
     /// Page faults per run seen by perf in the traced run (median), if counted.

@@ -249,15 +249,37 @@ fn footer(b: &Breakdown) -> String {
             )
         })
         .collect();
+    let floors: Vec<String> = b
+        .traces
+        .iter()
+        .map(|t| {
+            let whence = if t.floor_measurements > 0 {
+                format!(
+                    "measured by the target's threads after their samples, {} times a run",
+                    t.floor_measurements
+                )
+            } else {
+                format!(
+                    "probe-cli's own from attach, operation {}",
+                    ns(c.empty_operation_ns)
+                )
+            };
+            format!(
+                "{}: {} per component and operation, {} more per component timed inside an operation ({whence})",
+                t.config,
+                ns(t.floor_component_ns),
+                ns(t.floor_nested_ns)
+            )
+        })
+        .collect();
     let _ = writeln!(
         o,
         "calibration: a probe hit costs {} (excluded from every figure; it slowed the traced runs by {}); \
-         hakmem records {} for an empty operation and {} for an empty component (subtracted per instance); a probed component's timestamps add {} to the operation around it (subtracted from malloc/free/realloc per nested instance; hakmem takes its record update out itself)",
+         timed calls are sampled (a burst of 4, 2 measured, about one per 2^19 TSC cycles a thread) between serialised TSC reads; \
+         subtracted per instance, what the same timing code records for empty work (medians over the runs): {}",
         ns(c.probe_hit_ns),
         added.join(", "),
-        ns(c.empty_operation_ns),
-        ns(c.empty_component_ns),
-        ns(c.nested_component_ns)
+        floors.join("; ")
     );
     let _ = writeln!(
         o,

@@ -92,8 +92,18 @@ impl Traced {
             components: r
                 .components
                 .iter()
-                .map(|c| (c.component.clone(), (c.calls, c.total_ns)))
+                .map(|c| {
+                    (
+                        c.component.clone(),
+                        (c.calls, c.total_ns, c.mean_ns * c.calls as f64),
+                    )
+                })
                 .collect(),
+            floors: (
+                r.probe.empty_component_ns.unwrap_or(0.0),
+                r.probe.nested_component_ns.unwrap_or(0.0),
+                r.probe.floor_measurements.unwrap_or(0),
+            ),
             hits: r.probe.hits,
             syscalls: r
                 .syscalls
