@@ -14,7 +14,7 @@
 //!      large: block (header), bigcache, elo, evolution, profile, path, thread, stats
 //!  2 probe, counters, layout, segment_map, hardening, vm (counted OS memory
 //!    calls), thp (does the kernel give huge pages: measured once), stack
-//!    (the one tagged lock-free stack)
+//!    (the one tagged lock-free stack), test_delay (test builds: known costs)
 //!  1 os (raw system calls), report (stack writer), diag (warn, fatal, bad
 //!    pointers), options (parsing, no side effect)
 //! ```

@@ -14,6 +14,7 @@ const ORDER: &[&[&str]] = &[
     &["diag"],
     &["options"],
     &["probe"],
+    &["test_delay"],
     &["counters"],
     &["layout"],
     &["segment_map"],
