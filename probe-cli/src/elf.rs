@@ -22,6 +22,9 @@ pub const SAMPLE_PERIOD: &str = "hakmem_sample_period";
 pub const SAMPLE_INTERVAL: &str = "hakmem_sample_interval";
 /// Non-zero: forked children keep tracing.
 pub const TRACE_FOLLOW: &str = "hakmem_trace_follow";
+/// Each large-block size band's evolution phase and strategy (see
+/// `hakmem::large::evolution`; absent in older builds).
+pub const EVOLUTION_BANDS: &str = "hakmem_evolution_bands";
 
 /// Addresses in one ELF file, before any load bias.
 #[derive(Clone, Debug)]
@@ -44,6 +47,8 @@ pub struct ElfInfo {
     pub sample_interval: Option<u64>,
     /// `hakmem_trace_follow`'s virtual address.
     pub trace_follow: Option<u64>,
+    /// `hakmem_evolution_bands`' virtual address.
+    pub evolution_bands: Option<u64>,
     /// The lowest loadable virtual address, page aligned: where the mapping at file
     /// offset 0 sits before the load bias.
     pub base_vaddr: u64,
@@ -91,6 +96,7 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, String> {
         sample_period: find(SAMPLE_PERIOD),
         sample_interval: find(SAMPLE_INTERVAL),
         trace_follow: find(TRACE_FOLLOW),
+        evolution_bands: find(EVOLUTION_BANDS),
         base_vaddr,
     })
 }

@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use crate::probes::add_components;
 use crate::target::Target;
+use hakmem::large::evolution;
 use hakmem::probe;
 use hakmem_ebpf::layout::MAX_COMPONENTS;
 use hakmem_ebpf::{ComponentStats, ProcessTotals};
@@ -45,6 +46,18 @@ pub fn read_totals(target: &Target) -> Result<ProcessTotals> {
         }
     }
     Ok(total)
+}
+
+/// Each size band's evolution word as `target` last published it
+/// (`hakmem::large::evolution::hakmem_evolution_bands`; decode with
+/// `evolution::published`), or None for a build without it or a failed read.
+pub fn read_bands(target: &Target) -> Option<[u32; evolution::BANDS]> {
+    let at = target.elf.evolution_bands?;
+    let mut bytes = [0u8; 4 * evolution::BANDS];
+    target.read(at, &mut bytes).ok()?;
+    Some(std::array::from_fn(|b| {
+        u32::from_ne_bytes(bytes[4 * b..4 * b + 4].try_into().expect("4 bytes"))
+    }))
 }
 
 /// The calls taken of each grant of the first `used` slots at `grants`. A

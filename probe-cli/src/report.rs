@@ -78,6 +78,45 @@ pub struct ProcessRow {
     pub malloc: u64,
     pub free: u64,
     pub realloc: u64,
+    /// Large blocks: each size band that has seen one, its evolution phase
+    /// and the strategy it uses (frozen) or rates best so far (learning),
+    /// as last read from the process's memory.
+    pub evolution: Vec<BandRow>,
+}
+
+/// One size band's strategy choice (`hakmem::large::evolution`).
+#[derive(Clone, Debug, Serialize)]
+pub struct BandRow {
+    /// The band's sizes, e.g. `2-8 MiB`.
+    pub band: &'static str,
+    /// `learn`, `frozen` or `locked` (frozen for the run by an option).
+    pub phase: &'static str,
+    /// The strategy's name (`hakmem::large::elo::STRATEGIES`).
+    pub strategy: &'static str,
+}
+
+/// The bands a process published (see [`BandRow`]).
+fn band_rows(words: Option<[u32; hakmem::large::evolution::BANDS]>) -> Vec<BandRow> {
+    use hakmem::large::{elo, evolution};
+    let Some(words) = words else {
+        return Vec::new();
+    };
+    words
+        .iter()
+        .zip(evolution::BAND_NAMES)
+        .filter_map(|(&w, band)| {
+            let (phase, s) = evolution::published(w)?;
+            Some(BandRow {
+                band,
+                phase: match phase {
+                    evolution::Phase::Learn => "learn",
+                    evolution::Phase::Frozen => "frozen",
+                    evolution::Phase::Locked => "locked",
+                },
+                strategy: elo::STRATEGIES.get(s as usize).map_or("?", |x| x.name),
+            })
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -545,6 +584,7 @@ pub fn build(i: Inputs<'_>) -> Report {
                     malloc: calls("malloc"),
                     free: calls("free"),
                     realloc: calls("realloc"),
+                    evolution: band_rows(p.bands),
                 }
             })
             .collect(),
@@ -754,6 +794,38 @@ pub fn text(r: &Report) -> String {
                 if p.running { "running" } else { "exited" },
                 if p.hakmem { "" } else { ", no hakmem" }
             );
+        }
+    }
+
+    let evolving: Vec<&ProcessRow> = r
+        .processes
+        .iter()
+        .filter(|p| !p.evolution.is_empty())
+        .collect();
+    if !evolving.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nlarge-block strategy by size band (bands that have seen a block)"
+        );
+        for p in evolving {
+            let bands: Vec<String> = p
+                .evolution
+                .iter()
+                .map(|b| {
+                    let how = match b.phase {
+                        "learn" => "learning, best so far",
+                        "frozen" => "frozen on",
+                        _ => "locked on",
+                    };
+                    format!("{}: {how} {}", b.band, b.strategy)
+                })
+                .collect();
+            let who = if r.processes.len() > 1 {
+                format!("{:>8} ", p.pid)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(o, "  {who}{}", bands.join("; "));
         }
     }
 

@@ -411,6 +411,7 @@ pub fn trace_launch(
     let mut next_report = interval.map(|i| start + i);
     let mut state = None;
     let mut asked_to_end: Option<Instant> = None;
+    let mut last_read = Instant::now();
     loop {
         match poll_children() {
             Event::NoChildren => break,
@@ -444,6 +445,10 @@ pub fn trace_launch(
                 session.report("running", false)?;
                 next_report = Some(due + every);
             }
+        }
+        if last_read.elapsed() >= crate::session::READ_EVERY {
+            session.refresh();
+            last_read = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -80,6 +80,10 @@ pub struct Session {
     adopted: std::collections::BTreeSet<(u32, u32)>,
 }
 
+/// How often `run` and `trace` read the traced processes' memory between
+/// reports.
+pub const READ_EVERY: Duration = Duration::from_millis(100);
+
 /// One process image (a tgid between two execs) and its counts.
 #[derive(Default)]
 struct Image {
@@ -89,6 +93,8 @@ struct Image {
     last: Option<ProcessTotals>,
     /// Lookups that found no hakmem (a process that maps none is not retried forever).
     misses: u32,
+    /// Its size bands' evolution words, as last read from its memory.
+    bands: Option<[u32; hakmem::large::evolution::BANDS]>,
 }
 
 /// A process of the trace with its counts, for the report.
@@ -103,6 +109,8 @@ pub struct ProcessCounts {
     pub running: bool,
     /// Its counts since the trace began (None: no hakmem seen in it).
     pub components: Option<Vec<ComponentStats>>,
+    /// Its size bands' evolution words as last read (None: never read).
+    pub bands: Option<[u32; hakmem::large::evolution::BANDS]>,
 }
 
 impl Session {
@@ -169,6 +177,9 @@ impl Session {
                     if let Ok(read) = records::read_totals(t) {
                         image.last = Some(read);
                     }
+                    if let Some(bands) = records::read_bands(t) {
+                        image.bands = Some(bands);
+                    }
                     if let Some(period) = t.elf.sample_period.and_then(|a| t.read_u32(a).ok()) {
                         self.sample_period = Some(period);
                     }
@@ -202,6 +213,7 @@ impl Session {
                 comm,
                 running,
                 components,
+                bands: image.bands,
             });
         }
         // Images replaced by exec keep nothing: drop what we knew of them.
@@ -274,7 +286,9 @@ impl Session {
     }
 
     /// Reads the running processes' records again (so that a process about
-    /// to be killed keeps its counts up to now).
+    /// to be killed keeps its counts up to now, and the report has what only
+    /// their memory holds: the size bands' strategies, which the exit probe
+    /// does not carry; `run` and `trace` call it every [`READ_EVERY`]).
     pub fn refresh(&mut self) {
         if let Ok(counts) = self.probes.read() {
             self.process_counts(&counts);

@@ -252,6 +252,9 @@ fn records_and_syscalls_count_a_traced_pid_exactly() {
     let mut stdin = a.target.stdin.take().unwrap();
     stdin.write_all(b"g").unwrap();
     wait_line(&mut a.target_out, "done");
+    // The tracer reads the target's memory every 100 ms: the size bands'
+    // strategies are there only while it lives.
+    std::thread::sleep(std::time::Duration::from_millis(600));
     drop(stdin); // the target exits; the tracer sees it and prints its final report
     assert!(a.target.wait().unwrap().success());
     let out = a.tracer.wait_with_output().unwrap();
@@ -262,6 +265,12 @@ fn records_and_syscalls_count_a_traced_pid_exactly() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r = last_report(&out.stdout);
+    // Its 2 MiB blocks initialised the 2-8 MiB band, and only that one.
+    let bands = r["processes"][0]["evolution"].as_array().unwrap();
+    assert_eq!(bands.len(), 1, "{bands:?}");
+    assert_eq!(bands[0]["band"], "2-8 MiB");
+    assert!(["learn", "frozen"].contains(&bands[0]["phase"].as_str().unwrap()));
+    assert!(!bands[0]["strategy"].as_str().unwrap().is_empty());
 
     assert_eq!(r["schema_version"], 1);
     assert_eq!(r["final_report"], true);

@@ -131,6 +131,45 @@ impl Band {
 static BAND: [Band; BANDS] = [const { Band::new() }; BANDS];
 static TRANSITIONS: AtomicU64 = AtomicU64::new(0);
 
+/// Each band's phase and current strategy for a tracer, which reads them
+/// from the process's memory by this symbol (`probe-cli trace` shows which
+/// band chose which strategy): [`PUBLISHED`] | strategy << 8 | phase, or 0
+/// while the band has seen no large block. Written on every change of
+/// either ([`publish`]); decoded by [`published`].
+#[no_mangle]
+pub static hakmem_evolution_bands: [AtomicU32; BANDS] = [const { AtomicU32::new(0) }; BANDS];
+
+/// Set in a [`hakmem_evolution_bands`] word once its band is initialised.
+pub const PUBLISHED: u32 = 1 << 31;
+
+/// Band `b`'s phase and current choice into [`hakmem_evolution_bands`].
+fn publish(b: usize) {
+    let p = band(b).phase.load(Relaxed);
+    if p == UNINIT {
+        return;
+    }
+    let word = PUBLISHED | u32::from(current(b)) << 8 | u32::from(p);
+    let slot = &hakmem_evolution_bands[b & (BANDS - 1)];
+    if slot.load(Relaxed) != word {
+        slot.store(word, Relaxed);
+    }
+}
+
+/// Decodes a [`hakmem_evolution_bands`] word: the band's phase and current
+/// strategy, or `None` for a band that has seen no large block.
+pub fn published(word: u32) -> Option<(Phase, u8)> {
+    if word & PUBLISHED == 0 {
+        return None;
+    }
+    let phase = match word & 0xff {
+        0 => Phase::Learn,
+        1 => Phase::Frozen,
+        2 => Phase::Locked,
+        _ => return None,
+    };
+    Some((phase, (word >> 8) as u8))
+}
+
 /// Band `b`'s ratings.
 pub fn ratings(b: usize) -> &'static Ratings {
     &BAND[b].ratings
@@ -173,6 +212,7 @@ fn init(b: usize) -> Phase {
     let _ = band
         .phase
         .compare_exchange(UNINIT, p as u8, Relaxed, Relaxed);
+    publish(b);
     phase(b)
 }
 
@@ -321,6 +361,8 @@ pub fn record(strategy: usize, cost: u64, size: usize, rng: &mut Rng) {
             band.ratings.record(strategy, cost, opp);
             if converged(b) {
                 freeze(b, band.ratings.best());
+            } else {
+                publish(b);
             }
         }
         Phase::Frozen => {
@@ -402,6 +444,7 @@ fn freeze(b: usize, best: u8) {
     {
         transition(Phase::Frozen);
     }
+    publish(b);
 }
 
 fn thaw(b: usize) {
@@ -416,6 +459,7 @@ fn thaw(b: usize) {
     {
         transition(Phase::Learn);
     }
+    publish(b);
 }
 
 fn transition(to: Phase) {
@@ -429,9 +473,10 @@ fn transition(to: Phase) {
 /// does on the default), so a test can change the strategy mid-run.
 #[doc(hidden)]
 pub fn lock_on_for_test(s: u8) {
-    for band in &BAND {
+    for (b, band) in BAND.iter().enumerate() {
         band.frozen_on.store(s, Relaxed);
         band.phase.store(Phase::Locked as u8, Relaxed);
+        publish(b);
     }
 }
 
@@ -448,6 +493,9 @@ pub fn reset_for_test(p: Phase) {
         band.frozen_on.store(default, Relaxed);
         store_f(&band.frozen_cost, 0.0);
         band.learn_samples.store(0, Relaxed);
+    }
+    for b in 0..BANDS {
+        publish(b);
     }
 }
 
@@ -503,6 +551,10 @@ mod tests {
         );
         assert_eq!(select(small, &mut rng), 1);
         assert_eq!(best(big), 5);
+        // What a tracer reads from the process's memory says the same.
+        let read = |b: usize| published(hakmem_evolution_bands[b].load(Relaxed));
+        assert_eq!(read(bs), Some((Phase::Frozen, 1)));
+        assert_eq!(read(bb), Some((Phase::Frozen, 5)));
         assert_eq!(transitions(), t0 + 2);
         let other = band_of(4 << 20);
         assert_eq!(
@@ -523,6 +575,7 @@ mod tests {
             assert!(n <= 20, "the shift went unnoticed");
         }
         assert_eq!(phase(bb), Phase::Frozen, "the other band stays frozen");
+        assert_eq!(read(bs).map(|(p, _)| p), Some(Phase::Learn));
         assert_eq!(transitions(), t0 + 3);
         assert_eq!(
             ratings(bs).matches.load(Relaxed),
