@@ -96,7 +96,8 @@ pub fn options() -> Options {
 }
 
 /// Collects this thread's pending cross-thread frees and gives free memory
-/// back to the OS: all of it if `force`, else what has waited the purge delay.
+/// back to the OS: all of it if `force`, else what has waited the purge delay
+/// (free small-block pages wait 8 delays: `HAKMEM_PURGE_DELAY_MS`).
 pub fn collect(force: bool) {
     thread::collect(force)
 }

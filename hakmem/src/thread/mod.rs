@@ -222,7 +222,8 @@ pub unsafe fn free_small_in(ctx: *mut ThreadCtx, addr: usize) {
 }
 
 /// Collects the calling thread's remote frees and purges free memory now
-/// (`force`) or once it has waited the purge delay.
+/// (`force`) or once it has waited the purge delay (8 of them for free
+/// small-block pages, `small::purge`).
 pub fn collect(force: bool) {
     let c = current();
     if is_empty(c) {
