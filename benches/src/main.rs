@@ -18,6 +18,17 @@ static ALLOCATOR: dispatch::Dispatch = dispatch::Dispatch;
 /// Exit code for bad arguments (clap's own choice too).
 const USAGE: u8 = 2;
 
+/// A subcommand's result as the exit status, its error on stderr.
+fn exit_code(command: &str, result: Result<(), impl std::fmt::Display>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hakmem-bench: {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("hakmem-bench: {message}");
     ExitCode::from(USAGE)
@@ -82,24 +93,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        cli::Plan::PerfGroup(args) => {
-            match perf_group::run(&args.title, args.markdown.as_deref()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("hakmem-bench: perf-group: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        cli::Plan::PerfInclusive(args) => {
-            match perf_inclusive::run(&args.breakdown, args.markdown.as_deref()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("hakmem-bench: perf-inclusive: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        cli::Plan::PerfGroup(args) => exit_code(
+            "perf-group",
+            perf_group::run(&args.title, args.markdown.as_deref()),
+        ),
+        cli::Plan::PerfInclusive(args) => exit_code(
+            "perf-inclusive",
+            perf_inclusive::run(&args.breakdown, args.markdown.as_deref()),
+        ),
         cli::Plan::Programs(plan) => match programs::run(plan) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

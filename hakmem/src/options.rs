@@ -325,7 +325,9 @@ pub fn parse_with<'a>(
     o
 }
 
-fn getenv(name: &str) -> Option<&'static [u8]> {
+/// The value of environment variable `name` (at most 32 bytes), without
+/// allocating.
+pub(crate) fn getenv(name: &str) -> Option<&'static [u8]> {
     // Names are at most 32 bytes; build the C string on the stack.
     let mut buf = [0u8; 40];
     buf[..name.len()].copy_from_slice(name.as_bytes());

@@ -169,44 +169,6 @@ pub fn gettid() -> u32 {
     unsafe { libc::gettid() as u32 }
 }
 
-/// Whether thread `tid` of this process is running or waiting for a CPU:
-/// state `R` in /proc/self/task/TID/stat (no allocation). False for a thread
-/// that sleeps, is stopped or has exited, and where /proc is not mounted.
-pub fn thread_runnable(tid: u32) -> bool {
-    if tid == 0 {
-        return false;
-    }
-    const PREFIX: &[u8] = b"/proc/self/task/";
-    const SUFFIX: &[u8] = b"/stat\0";
-    let mut path = [0u8; 40];
-    path[..PREFIX.len()].copy_from_slice(PREFIX);
-    let mut digits = [0u8; 10];
-    let (mut n, mut t) = (0, tid);
-    while t > 0 {
-        digits[n] = b'0' + (t % 10) as u8;
-        t /= 10;
-        n += 1;
-    }
-    let mut at = PREFIX.len();
-    for i in (0..n).rev() {
-        path[at] = digits[i];
-        at += 1;
-    }
-    path[at..at + SUFFIX.len()].copy_from_slice(SUFFIX);
-    let Ok(path) = core::ffi::CStr::from_bytes_until_nul(&path) else {
-        return false;
-    };
-    // "TID (comm) S ...": the state follows the last ')' (comm may hold one).
-    let mut buf = [0u8; 256];
-    let Some(len) = read_file(path, &mut buf) else {
-        return false;
-    };
-    let Some(close) = buf[..len].iter().rposition(|&c| c == b')') else {
-        return false;
-    };
-    buf.get(close + 2) == Some(&b'R')
-}
-
 /// The process's resident set in bytes, from /proc/self/statm (no allocation).
 pub fn process_rss() -> u64 {
     let mut buf = [0u8; 128];

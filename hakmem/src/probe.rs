@@ -940,7 +940,7 @@ pub fn start_op(always: bool) -> u64 {
 pub fn start() -> u64 {
     let l = local();
     if l.sampling.get() {
-        now().wrapping_sub(l.excluded.get())
+        stamp_in(l)
     } else {
         0
     }
@@ -952,7 +952,24 @@ pub fn start() -> u64 {
 /// figure exactly the record updates of the components timed inside it.
 #[inline]
 pub fn stamp() -> u64 {
-    let l = local();
+    stamp_in(local())
+}
+
+/// [`stamp`] while a tracer is attached, else 0 without reading the clock
+/// (the untraced path pays one load): for components whose end [`emit`]s
+/// only `if tracing()`.
+#[inline(always)]
+pub fn stamp_if_tracing() -> u64 {
+    if tracing() {
+        stamp()
+    } else {
+        0
+    }
+}
+
+/// [`stamp`] on this thread's `l`.
+#[inline(always)]
+fn stamp_in(l: &Local) -> u64 {
     let t = now();
     if l.sampling.get() {
         t.wrapping_sub(l.excluded.get())
@@ -1074,12 +1091,7 @@ fn floor_operation_end(start: u64) {
     let cycles = end
         .wrapping_sub(start)
         .saturating_sub(l.excluded.replace(0));
-    let c = slot(l, Component::TimingFloor);
-    if l.shared.get() {
-        c.sum_arg.fetch_add(cycles, Ordering::Relaxed);
-    } else {
-        bump(&c.sum_arg, cycles);
-    }
+    add(l, &slot(l, Component::TimingFloor).sum_arg, cycles);
 }
 
 /// A sampled instance that took this long (2^21 cycles, 0.5-1 ms) was
@@ -1124,19 +1136,23 @@ fn bump(f: &AtomicU64, by: u64) {
     )
 }
 
+/// Adds `by` to a counter of this thread's slot: [`bump`], or an atomic
+/// add where the slot is shared (threads beyond the slots).
+#[inline(always)]
+fn add(l: &Local, f: &AtomicU64, by: u64) {
+    if l.shared.get() {
+        f.fetch_add(by, Ordering::Relaxed);
+    } else {
+        bump(f, by);
+    }
+}
+
 #[inline(always)]
 fn count(l: &Local, component: Component, arg: u64) {
     let c = slot(l, component);
-    if l.shared.get() {
-        c.calls.fetch_add(1, Ordering::Relaxed);
-        c.sum_arg.fetch_add(arg, Ordering::Relaxed);
-        c.nonzero_arg
-            .fetch_add((arg != 0) as u64, Ordering::Relaxed);
-    } else {
-        bump(&c.calls, 1);
-        bump(&c.sum_arg, arg);
-        bump(&c.nonzero_arg, (arg != 0) as u64);
-    }
+    add(l, &c.calls, 1);
+    add(l, &c.sum_arg, arg);
+    add(l, &c.nonzero_arg, (arg != 0) as u64);
 }
 
 fn time(l: &Local, component: Component, cycles: u64, weight: u64) {

@@ -3,28 +3,17 @@
 //! allocation served from the free list `HAKMEM_TEST_SMALL_DELAY_NS` ns (both
 //! read once, without allocating; unset or 0: no delay).
 
-use crate::os;
+use crate::{options, os};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A delay read from the environment variable `name`, cached in `cache`
-/// (`u64::MAX` until read).
-fn configured(name: &core::ffi::CStr, cache: &AtomicU64) -> u64 {
+/// A delay read from the environment variable `name` (0 when unset or not
+/// a number), cached in `cache` (`u64::MAX` until read).
+fn configured(name: &str, cache: &AtomicU64) -> u64 {
     let mut ns = cache.load(Relaxed);
     if ns == u64::MAX {
-        // SAFETY: getenv returns null or a NUL-terminated string in `environ`.
-        let v = unsafe { libc::getenv(name.as_ptr()) };
-        let digits = if v.is_null() {
-            &[][..]
-        } else {
-            // SAFETY: as above.
-            unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes()
-        };
-        ns = digits
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .fold(0u64, |n, b| {
-                n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
-            });
+        ns = options::getenv(name)
+            .and_then(options::parse_u64)
+            .unwrap_or(0);
         cache.store(ns, Relaxed);
     }
     ns
@@ -33,7 +22,7 @@ fn configured(name: &core::ffi::CStr, cache: &AtomicU64) -> u64 {
 /// ELO selection's delay: spins on the monotonic clock (microseconds).
 pub fn elo() {
     static NS: AtomicU64 = AtomicU64::new(u64::MAX);
-    let ns = configured(c"HAKMEM_TEST_DELAY_NS", &NS);
+    let ns = configured("HAKMEM_TEST_DELAY_NS", &NS);
     let end = os::monotonic_ns().saturating_add(ns);
     while os::monotonic_ns() < end {
         core::hint::spin_loop();
@@ -64,7 +53,7 @@ fn cycles_per_1024_ns() -> u64 {
 #[inline(never)]
 pub fn small() {
     static NS: AtomicU64 = AtomicU64::new(u64::MAX);
-    let ns = configured(c"HAKMEM_TEST_SMALL_DELAY_NS", &NS);
+    let ns = configured("HAKMEM_TEST_SMALL_DELAY_NS", &NS);
     if ns == 0 {
         return;
     }

@@ -13,7 +13,7 @@ pub fn map(len: usize) -> Option<*mut u8> {
 
 /// [`map`] placed at `hint` if that range is free (`os::map_anonymous_at`).
 fn map_at(hint: usize, len: usize) -> Option<*mut u8> {
-    let t = probe::stamp();
+    let t = probe::stamp_if_tracing();
     let p = os::map_anonymous_at(hint, len)?;
     GLOBAL.os_maps.fetch_add(1, Relaxed);
     GLOBAL.mapped.fetch_add(len as u64, Relaxed);
@@ -107,7 +107,7 @@ fn map_at_hint(len: usize, align: usize) -> Option<*mut u8> {
 /// # Safety
 /// `[p, p+len)` was mapped by hakmem and holds nothing anyone still uses.
 pub unsafe fn unmap(p: *mut u8, len: usize) {
-    let t = probe::stamp();
+    let t = probe::stamp_if_tracing();
     // SAFETY: the caller's contract.
     if unsafe { os::unmap(p, len) } {
         GLOBAL.os_unmaps.fetch_add(1, Relaxed);
@@ -127,7 +127,7 @@ pub unsafe fn purge(p: *mut u8, len: usize) -> bool {
     if len == 0 {
         return true;
     }
-    let t = probe::stamp();
+    let t = probe::stamp_if_tracing();
     // SAFETY: the caller's contract.
     let ok = unsafe { os::discard(p, len) };
     if ok {

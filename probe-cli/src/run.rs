@@ -411,7 +411,6 @@ pub fn trace_launch(
     let mut next_report = interval.map(|i| start + i);
     let mut state = None;
     let mut asked_to_end: Option<Instant> = None;
-    let mut last_read = Instant::now();
     loop {
         match poll_children() {
             Event::NoChildren => break,
@@ -446,10 +445,7 @@ pub fn trace_launch(
                 next_report = Some(due + every);
             }
         }
-        if last_read.elapsed() >= crate::session::READ_EVERY {
-            session.refresh();
-            last_read = Instant::now();
-        }
+        session.refresh_if_due();
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok((session, state.unwrap_or_else(|| "exited".to_string())))

@@ -78,11 +78,13 @@ pub struct Session {
     sample_interval: Option<u64>,
     /// Images `new_images` returned already.
     adopted: std::collections::BTreeSet<(u32, u32)>,
+    /// When the processes' memory was last read ([`Session::refresh`]).
+    last_read: Instant,
 }
 
 /// How often `run` and `trace` read the traced processes' memory between
-/// reports.
-pub const READ_EVERY: Duration = Duration::from_millis(100);
+/// reports ([`Session::refresh_if_due`]).
+const READ_EVERY: Duration = Duration::from_millis(100);
 
 /// One process image (a tgid between two execs) and its counts.
 #[derive(Default)]
@@ -143,6 +145,7 @@ impl Session {
             sample_period: None,
             sample_interval: None,
             adopted: std::collections::BTreeSet::new(),
+            last_read: Instant::now(),
         }
     }
 
@@ -288,10 +291,19 @@ impl Session {
     /// Reads the running processes' records again (so that a process about
     /// to be killed keeps its counts up to now, and the report has what only
     /// their memory holds: the size bands' strategies, which the exit probe
-    /// does not carry; `run` and `trace` call it every [`READ_EVERY`]).
+    /// does not carry).
     pub fn refresh(&mut self) {
         if let Ok(counts) = self.probes.read() {
             self.process_counts(&counts);
+        }
+        self.last_read = Instant::now();
+    }
+
+    /// [`Session::refresh`] if [`READ_EVERY`] has passed since the last
+    /// read: `run` and `trace` call it on every turn of their loops.
+    pub fn refresh_if_due(&mut self) {
+        if self.last_read.elapsed() >= READ_EVERY {
+            self.refresh();
         }
     }
 

@@ -139,7 +139,6 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let mut followed = Vec::new();
     let start = Instant::now();
     let mut next_report = interval.map(|i| start + i);
-    let mut last_read = Instant::now();
     let state = loop {
         std::thread::sleep(POLL);
         if !target::alive(session.target.pid) {
@@ -149,10 +148,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             break "detached";
         }
         session.poll_threads();
-        if last_read.elapsed() >= crate::session::READ_EVERY {
-            session.refresh();
-            last_read = Instant::now();
-        }
+        session.refresh_if_due();
         if args.follow {
             adopt(&mut session, &mut followed);
         }

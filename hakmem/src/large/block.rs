@@ -190,7 +190,7 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
 /// the arena's mapping): the arena is advised as a whole where the kernel
 /// gives huge pages (`span_heap::grow`).
 fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) -> Option<Block> {
-    let t = probe::stamp();
+    let t = probe::stamp_if_tracing();
     let span = span_heap::alloc(pages, owner)?;
     write_header(
         span.start as *mut LargeHeader,
@@ -216,7 +216,7 @@ fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) ->
 /// kernel from putting a huge page there at the first fault).
 fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block> {
     let align = align.max(16);
-    let t = probe::stamp();
+    let t = probe::stamp_if_tracing();
     let p = if align < SEGMENT_SIZE {
         let offset = align.max(HEADER_SIZE);
         let len = page_round(offset.checked_add(size)?)?;

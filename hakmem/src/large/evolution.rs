@@ -262,7 +262,7 @@ fn choose(b: usize, learning: impl FnOnce() -> u8) -> u8 {
     match phase(b) {
         Phase::Frozen | Phase::Locked => band(b).frozen_on.load(Relaxed),
         Phase::Learn => {
-            let t = if probe::tracing() { probe::stamp() } else { 0 };
+            let t = probe::stamp_if_tracing();
             let s = learning();
             #[cfg(feature = "test-delay")]
             crate::test_delay::elo();

@@ -62,7 +62,7 @@ fn alloc_general(
     zero: bool,
     state: impl StateOf,
 ) -> *mut u8 {
-    let t = if probe::tracing() { probe::stamp() } else { 0 };
+    let t = probe::stamp_if_tracing();
     if crate::layout::too_big(size) {
         return fail();
     }

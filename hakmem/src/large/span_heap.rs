@@ -840,7 +840,31 @@ pub fn idle(delay_ms: u64) -> bool {
     if quiet < 2 * delay_ms {
         return false;
     }
-    quiet >= BUSY_HOLD_MS || !os::thread_runnable(LAST_ACTIVE_TID.load(Relaxed))
+    quiet >= BUSY_HOLD_MS || !thread_runnable(LAST_ACTIVE_TID.load(Relaxed))
+}
+
+/// Whether thread `tid` of this process is running or waiting for a CPU:
+/// state `R` in /proc/self/task/TID/stat (no allocation). False for a thread
+/// that sleeps, is stopped or has exited, and where /proc is not mounted.
+fn thread_runnable(tid: u32) -> bool {
+    use core::fmt::Write;
+    if tid == 0 {
+        return false;
+    }
+    let mut path = crate::report::StackWriter::<40>::new();
+    let _ = write!(path, "/proc/self/task/{tid}/stat\0");
+    let Ok(path) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
+        return false;
+    };
+    // "TID (comm) S ...": the state follows the last ')' (comm may hold one).
+    let mut buf = [0u8; 256];
+    let Some(len) = os::read_file(path, &mut buf) else {
+        return false;
+    };
+    let Some(close) = buf[..len].iter().rposition(|&c| c == b')') else {
+        return false;
+    };
+    buf.get(close + 2) == Some(&b'R')
 }
 
 /// Purges dirty spans that have been dirty for at least `delay_ms` (all of
@@ -1169,7 +1193,7 @@ mod tests {
         note_activity(os::monotonic_ns(), tid);
         assert!(!idle(10), "activity just now");
         quiet(100);
-        assert!(os::thread_runnable(tid));
+        assert!(thread_runnable(tid));
         assert!(!idle(10), "the last active thread is computing: not idle");
         quiet(BUSY_HOLD_MS as u32 + 100);
         assert!(
@@ -1178,7 +1202,7 @@ mod tests {
         );
         stop.store(true, Relaxed);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while os::thread_runnable(tid) {
+        while thread_runnable(tid) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the thread never slept"
@@ -1189,10 +1213,7 @@ mod tests {
         assert!(idle(10), "the last active thread sleeps: idle");
         spinner.thread().unpark();
         spinner.join().unwrap();
-        assert!(
-            !os::thread_runnable(tid),
-            "an exited thread is not runnable"
-        );
+        assert!(!thread_runnable(tid), "an exited thread is not runnable");
         note_activity(os::monotonic_ns(), 0);
     }
 
