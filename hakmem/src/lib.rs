@@ -27,14 +27,17 @@
 //! segment_map  one byte per 4 MiB region: Foreign | ClassSegment | Large header
 //!              at base | Large header before. Written before a region is handed
 //!              out, cleared before it is unmapped; free trusts nothing else.
-//! Segment      4 MiB aligned; header (owner, remote_pending, page descriptors),
-//!              then pages of one kind. Owner = the heap whose thread alone changes
-//!              its pages; 0 while pooled or abandoned. Never unmapped (pooled,
-//!              purged), so a late remote_pending store always hits mapped memory.
-//! Page         blocks of one class: used + len(free) == capacity <= reserved,
-//!              len(thread_free) <= used. Owner-only: free, used, capacity, queue
-//!              links, in_full. Any thread: thread_free (CAS push), and reads of
-//!              class, block_size, key, start (fixed while the page is in use).
+//! Segment      4 MiB aligned; header (owner, remote_pending, remote lists, page
+//!              descriptors), then pages of one kind. Owner = the heap whose thread
+//!              alone changes its pages; 0 while pooled or abandoned. Never unmapped
+//!              (pooled, purged), so a late remote_pending store always hits mapped memory.
+//! Page         blocks of one class, one cache line the owner alone touches:
+//!              used + len(free) == capacity <= reserved, len(remote list) <= used;
+//!              free, used, capacity, queue links, in_full. class, block_size, key,
+//!              start are fixed while the page is in use.
+//! RemoteFrees  per page, beside the descriptors: the blocks other threads freed
+//!              into it (CAS push of head and count in one word, swap to collect)
+//!              and a copy of the class, so a remote free never reads the page.
 //! Heap         queues[c] (head mirrored in first[c]): pages of class c with blocks to give (in_full
 //!              pages are in no queue); segments[k]: owned segments, those with a
 //!              free page first. The empty heap's queues hold the read-only empty page.

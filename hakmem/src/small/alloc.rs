@@ -7,7 +7,7 @@
 use crate::os;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
-use crate::small::segment;
+use crate::small::segment::{self, Segment};
 use crate::small::size_class::page_kind;
 use core::ptr;
 
@@ -46,10 +46,11 @@ pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
     for attempt in 0..2 {
         let mut page = h.first[c].page;
         while page != empty_page() {
-            // SAFETY: pages in the queue belong to segments this heap owns.
+            // SAFETY: pages in the queue belong to segments this heap owns
+            // (a descriptor lives in its segment's header).
             let b = unsafe {
+                Segment::collect(Segment::of(page as usize), page);
                 let p = &mut *page;
-                p.collect();
                 if p.free.is_null() {
                     p.extend();
                 }

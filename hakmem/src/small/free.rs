@@ -1,10 +1,12 @@
 //! Freeing small blocks: a local free pushes on the page's free list; a free
-//! by another thread pushes on the page's `thread_free` and raises the
-//! segment's `remote_pending` flag for the owner's next slow path.
+//! by another thread pushes on the page's remote list and raises the
+//! segment's `remote_pending` flag for the owner's next slow path. A remote
+//! free reads the segment's first line and writes the remote list's and the
+//! block's, never the page descriptor the owner is popping from.
 
 use crate::probe::{self, Component};
 use crate::small::heap::Heap;
-use crate::small::page::{Block, Page};
+use crate::small::page::{Block, Page, RemoteFrees};
 use crate::small::segment::Segment;
 use core::sync::atomic::Ordering;
 
@@ -20,12 +22,12 @@ pub unsafe fn free(heap: *mut Heap, addr: usize, heap_or_init: fn() -> Option<*m
     let seg = Segment::of(addr);
     // SAFETY: the caller's contract: a live segment, this thread's heap.
     unsafe {
-        let page = Segment::page_of(seg, addr);
         let local = (*seg).owner.load(Ordering::Relaxed) == heap as usize;
         if cfg!(any(debug_assertions, feature = "debug-checks")) {
-            check_block(page, addr, local);
+            check_block(Segment::page_of(seg, addr), addr, local);
         }
         if local {
+            let page = Segment::page_of(seg, addr);
             // A page's class is < NUM_CLASSES by construction.
             (*heap)
                 .counters
@@ -36,7 +38,7 @@ pub unsafe fn free(heap: *mut Heap, addr: usize, heap_or_init: fn() -> Option<*m
                 free_local_slow(&mut *heap, seg, page);
             }
         } else {
-            free_remote(seg, page, addr, heap_or_init);
+            free_remote(seg, Segment::remote_of(seg, addr), addr, heap_or_init);
         }
     }
 }
@@ -99,7 +101,7 @@ fn free_local_slow(h: &mut Heap, seg: *mut Segment, page: *mut Page) {
 #[inline(never)]
 fn free_remote(
     seg: *mut Segment,
-    page: *mut Page,
+    remote: *const RemoteFrees,
     addr: usize,
     heap_or_init: fn() -> Option<*mut Heap>,
 ) {
@@ -107,8 +109,8 @@ fn free_remote(
     let t = if traced { probe::start() } else { 0 };
     // Count in this thread's heap (create it: a thread that only frees is rare).
     // Read the class before the push: after it the owner may recycle the page.
-    // SAFETY: `page` is a live page descriptor; the block is live until pushed.
-    let class = unsafe { (*page).class as usize };
+    // SAFETY: `remote` is the list of a page in use; the block is live until pushed.
+    let class = unsafe { (*remote).class as usize };
     if let Some(h) = heap_or_init() {
         // SAFETY: this thread's heap.
         unsafe {
@@ -116,9 +118,10 @@ fn free_remote(
             (*h).counters.frees[class].add(1);
         }
     }
-    // SAFETY: as above; the flag is raised after the push (see segment.rs).
+    // SAFETY: as above; the block lies in `seg`'s 4 MiB, above its base;
+    // the flag is raised after the push (see segment.rs).
     unsafe {
-        (*page).push_remote(addr as *mut Block);
+        (*remote).push(seg as usize, addr as *mut Block);
         if (*seg).remote_pending.load(Ordering::SeqCst) == 0 {
             (*seg).remote_pending.store(1, Ordering::SeqCst);
         }

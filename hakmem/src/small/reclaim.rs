@@ -6,7 +6,7 @@ use crate::counters::GLOBAL;
 use crate::os;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
-use crate::small::segment::{self, ABANDONED};
+use crate::small::segment::{self, Segment, ABANDONED};
 use core::ptr;
 use core::sync::atomic::Ordering;
 
@@ -50,9 +50,11 @@ impl Heap {
             let page: *mut Page = unsafe { &raw mut (*seg).pages[i] };
             // SAFETY: as above; the reference ends before the calls below.
             let (in_use, used, empty_and_carved) = unsafe {
+                if (*page).in_use {
+                    Segment::collect(seg, page);
+                }
                 let p = &mut *page;
                 if p.in_use {
-                    p.collect();
                     p.next = ptr::null_mut();
                     p.prev = ptr::null_mut();
                 }
@@ -93,20 +95,22 @@ impl Heap {
             let mut seg = self.segments[k].head;
             while !seg.is_null() {
                 // SAFETY: owned segment; `next` read first.
-                let s = unsafe { &mut *seg };
-                let next = s.next;
-                for i in 0..s.kind.page_count() {
-                    let p: *mut Page = &mut s.pages[i];
-                    // SAFETY: a descriptor of an owned segment.
+                let (next, pages) = unsafe { ((*seg).next, (*seg).kind.page_count()) };
+                for i in 0..pages {
+                    // SAFETY: a descriptor of an owned segment, reached
+                    // through `seg` only (no reference to the segment is held).
                     unsafe {
+                        let p: *mut Page = &raw mut (*seg).pages[i];
                         if (*p).in_use {
-                            (*p).collect();
+                            Segment::collect(seg, p);
                             if (*p).used == 0 {
-                                s.free_page(p, now);
+                                (*seg).free_page(p, now);
                             }
                         }
                     }
                 }
+                // SAFETY: as above; the collects are done.
+                let s = unsafe { &mut *seg };
                 s.next = ptr::null_mut();
                 s.prev = ptr::null_mut();
                 if s.is_empty() {

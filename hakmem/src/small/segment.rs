@@ -12,8 +12,9 @@
 //! of ours before anything reads the header.
 //!
 //! Ownership: a segment belongs to one heap (`owner`), whose thread alone
-//! changes its pages. Other threads only push on a page's `thread_free` and
-//! then raise `remote_pending`, in that order: the owner clears the flag
+//! changes its pages. Other threads only push on a page's remote list (its
+//! [`RemoteFrees`] in `remote`, on lines apart from the descriptors) and
+//! then raise `remote_pending` (on a line of its own), in that order: the owner clears the flag
 //! before scanning, so a push is either seen by the scan or re-raises the flag
 //! (both sides use SeqCst). Because the flag is written after the push,
 //! segment memory is never unmapped: a released segment goes to a pool and
@@ -23,7 +24,7 @@
 
 use crate::os;
 use crate::segment_map::{self, Region};
-use crate::small::page::Page;
+use crate::small::page::{Page, RemoteFrees};
 use crate::stack::{StackNode, TaggedStack};
 use crate::vm;
 use core::ptr;
@@ -63,13 +64,25 @@ impl PageKind {
     }
 }
 
-/// The segment header.
+/// A value on a cache line of its own (the fields after it start on the next).
+#[repr(C, align(64))]
+pub struct OwnLine<T>(pub T);
+
+impl<T> core::ops::Deref for OwnLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The segment header. Three kinds of cache line: the first ones are read
+/// by every free and written rarely (by the owner); `remote_pending` and
+/// `remote` are written by other threads; each page descriptor is one line
+/// the owner's fast path writes.
 #[repr(C)]
 pub struct Segment {
     /// Address of the owning heap; 0 while abandoned or pooled. Read by any thread.
     pub owner: AtomicUsize,
-    /// Non-zero: a page may hold remote frees the owner has not collected.
-    pub remote_pending: AtomicU32,
     /// `page_kind.page_shift()`, cached for the free path.
     pub page_shift: u32,
     pub kind: PageKind,
@@ -94,6 +107,11 @@ pub struct Segment {
     pub stack_next: AtomicUsize,
     /// When the segment entered the pool, in monotonic ns.
     pub pooled_at_ns: AtomicU64,
+    /// Non-zero: a page may hold remote frees the owner has not collected.
+    pub remote_pending: OwnLine<AtomicU32>,
+    /// Per page: the blocks other threads freed into it.
+    pub remote: [RemoteFrees; MAX_PAGES],
+    /// The page descriptors, one cache line each.
     pub pages: [Page; MAX_PAGES],
 }
 
@@ -118,6 +136,36 @@ impl Segment {
             let idx = (addr - seg as usize) >> (*seg).page_shift;
             debug_assert!(idx < MAX_PAGES);
             (&raw mut (*seg).pages).cast::<Page>().add(idx)
+        }
+    }
+
+    /// The remote list of the page holding `addr`.
+    ///
+    /// # Safety
+    /// As [`Segment::page_of`].
+    #[inline(always)]
+    pub unsafe fn remote_of(seg: *mut Segment, addr: usize) -> *const RemoteFrees {
+        // SAFETY: as in `page_of`.
+        unsafe {
+            let idx = (addr - seg as usize) >> (*seg).page_shift;
+            debug_assert!(idx < MAX_PAGES);
+            (&raw const (*seg).remote).cast::<RemoteFrees>().add(idx)
+        }
+    }
+
+    /// Moves the remote frees of `page` to its free list ([`Page::collect`]).
+    /// Returns how many moved.
+    ///
+    /// # Safety
+    /// `page` is a descriptor of `seg`, a segment the calling thread owns.
+    #[inline]
+    pub unsafe fn collect(seg: *mut Segment, page: *mut Page) -> u32 {
+        // SAFETY: the caller's contract; the remote list and the descriptor
+        // are distinct fields, the descriptor the owner's alone.
+        unsafe {
+            let i = (*seg).page_index(page);
+            let remote = &*(&raw const (*seg).remote).cast::<RemoteFrees>().add(i);
+            (*page).collect(remote, seg as usize)
         }
     }
 
@@ -177,6 +225,9 @@ impl Segment {
         for p in self.pages.iter_mut() {
             *p = Page::EMPTY;
         }
+        for r in self.remote.iter_mut() {
+            *r = RemoteFrees::EMPTY;
+        }
         self.remote_pending.store(0, Ordering::Relaxed);
         self.owner.store(owner, Ordering::Release);
     }
@@ -210,6 +261,7 @@ impl Segment {
         // SAFETY: page i's own bytes of this segment (past the header, before
         // the guard page), free: its bit was set in `free_pages`.
         unsafe { self.pages[i].init(class, bs, start as *mut u8, bytes) };
+        self.remote[i].reset(&self.pages[i]);
         Some(&mut self.pages[i])
     }
 
