@@ -43,6 +43,7 @@ pub unsafe fn pop(heap: *mut Heap, c: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
+    h.drain_inbox();
     for attempt in 0..2 {
         let mut page = h.first[c].page;
         while page != empty_page() {

@@ -1,12 +1,13 @@
 //! Freeing small blocks: a local free pushes on the page's free list; a free
-//! by another thread pushes on the page's remote list and raises the
+//! by another thread waits in the thread's outbox for a message to the owner
+//! (`remote.rs`), or pushes on the page's remote list and raises the
 //! segment's `remote_pending` flag for the owner's next slow path. A remote
-//! free reads the segment's first line and writes the remote list's and the
-//! block's, never the page descriptor the owner is popping from.
+//! free never touches the page descriptor the owner is popping from.
 
 use crate::probe::{self, Component};
 use crate::small::heap::Heap;
-use crate::small::page::{Block, Page, RemoteFrees};
+use crate::small::page::{Block, Page};
+use crate::small::remote;
 use crate::small::segment::Segment;
 use core::sync::atomic::Ordering;
 
@@ -38,7 +39,7 @@ pub unsafe fn free(heap: *mut Heap, addr: usize, heap_or_init: fn() -> Option<*m
                 free_local_slow(&mut *heap, seg, page);
             }
         } else {
-            free_remote(seg, Segment::remote_of(seg, addr), addr, heap_or_init);
+            free_remote(seg, heap, addr, heap_or_init);
         }
     }
 }
@@ -83,7 +84,7 @@ fn check_block(page: *mut Page, addr: usize, local: bool) {
 /// A local free that made the page non-full again or empty.
 #[cold]
 #[inline(never)]
-fn free_local_slow(h: &mut Heap, seg: *mut Segment, page: *mut Page) {
+pub(crate) fn free_local_slow(h: &mut Heap, seg: *mut Segment, page: *mut Page) {
     // SAFETY: `page` belongs to `seg`, owned by `h`; no reference to it is
     // held across the calls, which write through `page` themselves.
     unsafe {
@@ -97,34 +98,48 @@ fn free_local_slow(h: &mut Heap, seg: *mut Segment, page: *mut Page) {
     }
 }
 
+/// A free of a block another heap owns: into this thread's outbox, or
+/// directly onto the page's remote list (`remote.rs`).
 #[cold]
 #[inline(never)]
 fn free_remote(
     seg: *mut Segment,
-    remote: *const RemoteFrees,
+    heap: *mut Heap,
     addr: usize,
     heap_or_init: fn() -> Option<*mut Heap>,
 ) {
     let traced = probe::tracing();
     let t = if traced { probe::start() } else { 0 };
     // Count in this thread's heap (create it: a thread that only frees is rare).
-    // Read the class before the push: after it the owner may recycle the page.
-    // SAFETY: `remote` is the list of a page in use; the block is live until pushed.
-    let class = unsafe { (*remote).class as usize };
-    if let Some(h) = heap_or_init() {
-        // SAFETY: this thread's heap.
+    // Read the class and owner before the block leaves: after it the owner
+    // may recycle the page.
+    // SAFETY: a live segment; the remote list of the page in use holding
+    // the block, which is live until sent.
+    let (class, owner) = unsafe {
+        (
+            (*Segment::remote_of(seg, addr)).class as usize,
+            (*seg).owner.load(Ordering::Relaxed),
+        )
+    };
+    let mut posted = false;
+    // SAFETY: the caller's heap, maybe the empty one (only read here).
+    let h = if unsafe { (*heap).live } {
+        Some(heap)
+    } else {
+        heap_or_init()
+    };
+    if let Some(h) = h {
+        // SAFETY: this thread's heap, a real one; the block is ours to send.
         unsafe {
             (*h).counters.remote_frees.add(1);
             (*h).counters.frees[class].add(1);
+            posted = remote::post(&mut *h, owner, addr, class);
         }
     }
-    // SAFETY: as above; the block lies in `seg`'s 4 MiB, above its base;
-    // the flag is raised after the push (see segment.rs).
-    unsafe {
-        (*remote).push(seg as usize, addr as *mut Block);
-        if (*seg).remote_pending.load(Ordering::SeqCst) == 0 {
-            (*seg).remote_pending.store(1, Ordering::SeqCst);
-        }
+    if !posted {
+        // SAFETY: the caller's contract: a block of a live segment that this
+        // thread does not own.
+        unsafe { remote::push_direct(addr) };
     }
     if traced {
         probe::emit(Component::RemoteFree, t, class as u64);

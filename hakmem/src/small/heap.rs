@@ -18,13 +18,16 @@
 //! The concerns are one file each: `alloc.rs` (fast pop, refill, new pages),
 //! `free.rs` (local and remote frees), `queue.rs` (page queues and segment
 //! lists), `reclaim.rs` (thread exit and adoption of abandoned segments),
-//! `purge.rs` (collecting remote frees, retiring pages, purging).
+//! `purge.rs` (collecting remote frees, retiring pages, purging), `remote.rs`
+//! (remote frees sent to their owner in batches).
 
 use crate::counters::Counter;
 use crate::list::List;
 use crate::small::page::Page;
-use crate::small::segment::Segment;
+use crate::small::remote::Outbox;
+use crate::small::segment::{OwnLine, Segment};
 use crate::small::size_class::NUM_CLASSES;
+use core::sync::atomic::AtomicUsize;
 
 /// A thread's small-block heap.
 #[repr(C)]
@@ -39,6 +42,15 @@ pub struct Heap {
     pub(crate) segments: [List<Segment>; 3],
     /// This thread's small-block counters.
     pub counters: Counters,
+    /// A thread has this heap (false in the empty heap and in pooled ones):
+    /// a remote free can use it without asking the thread layer.
+    pub(crate) live: bool,
+    /// This thread's frees of other heaps' blocks, waiting to travel to
+    /// their owner together (`remote.rs`).
+    pub(crate) outbox: Outbox,
+    /// Messages of remote frees other threads sent this heap (`remote.rs`):
+    /// a stack of carrier blocks, on a line of its own.
+    pub(crate) inbox: OwnLine<AtomicUsize>,
 }
 
 /// One class's queue head and allocation count, side by side: 16 bytes, so
@@ -117,6 +129,9 @@ impl Heap {
                 frees: [const { Counter::new() }; NUM_CLASSES],
                 remote_frees: Counter::new(),
             },
+            live: false,
+            outbox: Outbox::new(),
+            inbox: OwnLine(AtomicUsize::new(0)),
         }
     }
 

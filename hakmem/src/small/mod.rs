@@ -11,5 +11,6 @@ pub(crate) mod page;
 pub(crate) mod purge;
 pub(crate) mod queue;
 pub(crate) mod reclaim;
+pub(crate) mod remote;
 pub(crate) mod segment;
 pub(crate) mod size_class;

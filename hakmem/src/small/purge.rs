@@ -71,7 +71,7 @@ impl Heap {
     /// Collects remote frees of segments that flagged some; puts pages that
     /// have blocks again back in their queues. Returns true if any page came back.
     pub(crate) fn collect_remote(&mut self) -> bool {
-        let mut relinked = false;
+        let mut relinked = self.drain_inbox();
         for k in 0..3 {
             let mut seg = self.segments[k].head;
             while !seg.is_null() {

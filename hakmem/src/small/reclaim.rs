@@ -89,6 +89,7 @@ impl Heap {
     /// Thread exit: gives back what is free and leaves the segments that
     /// still hold live blocks on the abandoned stack. The heap is empty after.
     pub fn abandon(&mut self) {
+        self.close_mail();
         self.collect_remote();
         let now = os::monotonic_ns();
         for k in 0..3 {

@@ -112,6 +112,8 @@ pub(super) fn init_current() -> Option<*mut ThreadCtx> {
     apply_options(&o);
     // SAFETY: a context nobody else uses.
     unsafe { (*ctx).large.configure(&o) };
+    // SAFETY: as above; the context is this thread's from now on.
+    unsafe { (*ctx).small.open_mail() };
     // Publish before pthread_setspecific: if that allocates (keys ≥ 32 in
     // glibc), the nested malloc must find this context, not recurse here.
     tls::set(ctx);

@@ -235,6 +235,7 @@ pub fn collect(force: bool) {
     if force {
         cx.small.reclaim_all_abandoned();
     }
+    cx.small.flush_outbox();
     cx.small.collect_remote();
     let delay = if force {
         0
