@@ -43,7 +43,10 @@ pub unsafe fn pop(heap: *mut Heap, c: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
+    // Mail both ways: blocks others sent this heap, and this thread's own
+    // remote frees (so that they wait no longer than its next slow path).
     h.drain_inbox();
+    h.flush_outbox();
     for attempt in 0..2 {
         let mut page = h.first[c].page;
         while page != empty_page() {

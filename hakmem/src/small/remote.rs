@@ -209,7 +209,7 @@ impl Heap {
         self.inbox.store(0, Ordering::SeqCst);
     }
 
-    /// Sends this thread's waiting remote frees now (`collect`).
+    /// Sends this thread's waiting remote frees now (its slow path, `collect`).
     pub(crate) fn flush_outbox(&mut self) {
         flush(&mut self.outbox);
     }
