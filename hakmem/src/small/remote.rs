@@ -49,6 +49,32 @@ pub(crate) const OUTBOX_MAX_BLOCK: usize = 1024;
 const CLOSED: usize = 1;
 /// Words of a carrier before the addresses: the inbox link and the count.
 const CARRIER_HEADER_WORDS: usize = 2;
+/// The classes whose blocks wait in outboxes: `0..OUTBOX_CLASSES`, the
+/// blocks of at most [`OUTBOX_MAX_BLOCK`] bytes.
+const OUTBOX_CLASSES: usize = {
+    let mut c = 0;
+    while block_size(c) <= OUTBOX_MAX_BLOCK {
+        c += 1;
+    }
+    c
+};
+/// Per class that waits in outboxes: how many addresses one of its blocks
+/// can carry (its words less the header; 0 for blocks of 8 and 16 bytes).
+/// A table, so that a remote free computes no block size.
+static CARRIER_ROOM: [u8; OUTBOX_CLASSES] = {
+    let mut t = [0u8; OUTBOX_CLASSES];
+    let mut c = 0;
+    while c < OUTBOX_CLASSES {
+        let words = block_size(c) / 8;
+        t[c] = if words > CARRIER_HEADER_WORDS {
+            (words - CARRIER_HEADER_WORDS) as u8
+        } else {
+            0
+        };
+        c += 1;
+    }
+    t
+};
 
 /// The remote frees of one thread waiting to travel to their owner.
 pub(crate) struct Outbox {
@@ -86,8 +112,7 @@ impl Outbox {
 /// uses; `h` is the calling thread's heap (not the empty one).
 #[inline]
 pub(crate) unsafe fn post(h: &mut Heap, dest: usize, addr: usize, class: usize) -> bool {
-    let bs = block_size(class);
-    if hardening::ENABLED || dest == 0 || bs > OUTBOX_MAX_BLOCK {
+    if hardening::ENABLED || dest == 0 || class >= OUTBOX_CLASSES {
         return false;
     }
     let o = &mut h.outbox;
@@ -98,7 +123,7 @@ pub(crate) unsafe fn post(h: &mut Heap, dest: usize, addr: usize, class: usize) 
     let i = o.n;
     o.blocks[i as usize] = addr;
     o.n += 1;
-    let room = (bs / 8).saturating_sub(CARRIER_HEADER_WORDS) as u32;
+    let room = u32::from(CARRIER_ROOM[class]);
     if i == 0 || room > o.carrier_room {
         o.carrier = i;
         o.carrier_room = room;
