@@ -352,7 +352,10 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     let k = hit.class as usize;
     // `hit.ptr` was a span block when the cache handed it out.
     if span_heap::live_span_at_known(a - HEADER_SIZE)
-        != Some((hit.pages as usize, block::owner_tag(ts as usize)))
+        != Some((
+            hit.pages as usize + block::GUARD_PAGES,
+            block::owner_tag(ts as usize),
+        ))
         || !h.reuse.cached(k)
     {
         return false;
