@@ -303,3 +303,62 @@ fn child_quiet_small_side() {
     .join()
     .unwrap();
 }
+
+/// Page faults of the calling thread so far.
+fn thread_faults() -> i64 {
+    // SAFETY: getrusage writes one rusage into the zeroed value it is given.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut u), 0);
+        u.ru_minflt
+    }
+}
+
+#[test]
+fn a_thread_still_allocating_small_blocks_among_large_ones_keeps_its_pages() {
+    run_child(
+        "child_small_side_in_use",
+        &[("HAKMEM_PURGE_DELAY_MS", "10")],
+    );
+}
+
+#[test]
+#[ignore = "run in a child process by a_thread_still_allocating_small_blocks_among_large_ones_keeps_its_pages"]
+fn child_small_side_in_use() {
+    if !in_child() {
+        return;
+    }
+    std::thread::spawn(|| {
+        // One 300 KiB block (a 2 MiB page of 6) allocated and freed again
+        // between large blocks: the small side pops it from the page it
+        // keeps and never refills, but it is not quiet, and its page must
+        // stay resident (`large-varied` faulted it in again and again when
+        // quiet meant no refill).
+        let step = |i: usize| {
+            let small = vec![i as u8 | 1; 300 << 10];
+            drop(std::hint::black_box(small));
+            let mut large = Vec::<u8>::with_capacity(1 << 20);
+            large.push(i as u8);
+            std::hint::black_box(&large);
+        };
+        for i in 0..1000 {
+            step(i);
+        }
+        let faults = thread_faults();
+        let purges = hakmem::stats().purges;
+        let start = std::time::Instant::now();
+        let mut i = 0;
+        while start.elapsed() < Duration::from_millis(100) || i < 1000 {
+            step(i);
+            i += 1;
+        }
+        let faults = thread_faults() - faults;
+        let purges = hakmem::stats().purges - purges;
+        eprintln!("small side in use: {faults} faults, {purges} purges in {i} steps");
+        // 75 pages a purged block faults in again; one purge a delay
+        // (10 ms) would be 750 in 100 ms.
+        assert!(faults < 150, "{faults} faults in 100 ms of reused blocks");
+    })
+    .join()
+    .unwrap();
+}

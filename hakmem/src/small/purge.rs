@@ -147,8 +147,8 @@ impl Heap {
         relinked
     }
 
-    /// The thread's small side has been quiet for a purge delay (no refill)
-    /// while the thread went on working (`thread::LargeCtx::on_clock`): its
+    /// The thread's small side has been quiet for a purge delay (no
+    /// allocation) while the thread went on working (`thread::LargeCtx::on_clock`): its
     /// empty pages go back to their segments, including the one a class
     /// keeps against alloc/free ping-pong, every free page of its segments
     /// is purged now, without [`RETAIN_DELAYS`], and segments left empty go
