@@ -195,6 +195,9 @@ impl Heap {
             }
         }
         segment::maintain_pool(now, delay_ns.saturating_mul(RETAIN_DELAYS));
+        if cfg!(any(debug_assertions, feature = "debug-checks")) {
+            self.check();
+        }
     }
 
     /// Purges free pages of owned segments and of the pool that have waited
