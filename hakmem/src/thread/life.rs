@@ -111,7 +111,10 @@ pub(super) fn init_current() -> Option<*mut ThreadCtx> {
     let o = options::get();
     apply_options(&o);
     // SAFETY: a context nobody else uses.
-    unsafe { (*ctx).large.configure(&o) };
+    unsafe {
+        (*ctx).large.configure(&o);
+        (*ctx).quiet = super::QuietWatch::new();
+    }
     // Publish before pthread_setspecific: if that allocates (keys ≥ 32 in
     // glibc), the nested malloc must find this context, not recurse here.
     tls::set(ctx);
