@@ -11,8 +11,10 @@ cargo build --release -q -p hakmem-preload --features hardened --target-dir "$td
 # compiled again); the feature gives hakmem its own artifact, nothing is clobbered.
 # Release, with the invariant checks, debug assertions and overflow checks on:
 # the same hakmem build as test-reliability.sh's hardened model test (one
-# compile for both), and no debug build of the test dependencies.
-cargo test -q --release -p hakmem --features hardened,debug-checks --lib \
+# compile for both), and no debug build of the test dependencies. With them,
+# the large-block pipeline across threads: hardened span blocks (a guard page
+# at the end of each span) are reused at any size like the plain build's.
+cargo test -q --release -p hakmem --features hardened,debug-checks --lib --test cross_thread_large --test hardened_spans \
   --config 'profile.release.package.hakmem.debug-assertions=true' \
   --config 'profile.release.package.hakmem.overflow-checks=true' 2>&1 |
   grep -E "test result" || { echo "FAIL: hardened unit tests"; exit 1; }

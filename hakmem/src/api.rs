@@ -53,7 +53,7 @@ fn large_header(op: &str, p: *mut u8, r: Region, report: bool) -> Option<*mut La
 /// A large allocation with this thread's large-block state.
 #[inline]
 fn alloc_large(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
-    large_path::alloc(size, align, site, zero, thread::large_state)
+    large_path::alloc(size, align, site, zero, thread::LargeCtx)
 }
 
 /// A pointer hakmem never handed out reached `op`.
@@ -213,12 +213,12 @@ unsafe fn free_owned(p: *mut u8, owner: Owner) {
 #[cold]
 #[inline(never)]
 fn free_large(p: *mut u8, r: Region) {
-    if r == Region::Span && large_path::free_hit(p as usize, thread::large_state) {
+    if r == Region::Span && large_path::free_hit(p as usize, thread::LargeCtx) {
         return;
     }
     if let Some(h) = large_header("free", p, r, true) {
         // SAFETY: a validated header of a block the caller gave up (free's contract).
-        unsafe { large_path::free(p as usize, h, thread::large_state) }
+        unsafe { large_path::free(p as usize, h, thread::LargeCtx) }
     }
 }
 
@@ -402,7 +402,7 @@ unsafe fn resize(p: *mut u8, size: usize, site: usize, traced: bool) -> *mut u8 
                 if size > old
                     && size > MAX_CLASS_SIZE
                     // SAFETY: a validated header of a live block (realloc's contract).
-                    && unsafe { large_path::grow_in_place(a, h, size, thread::large_state) }
+                    && unsafe { large_path::grow_in_place(a, h, size, thread::LargeCtx) }
                 {
                     return p;
                 }

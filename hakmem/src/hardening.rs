@@ -88,6 +88,17 @@ pub unsafe fn guard(p: *mut u8, len: usize) -> bool {
     unsafe { crate::os::protect_none(p, len) }
 }
 
+/// Makes a [`guard`] at `[p, p+len)` ordinary memory again (a span block's
+/// guard page, before the span goes back to be reused at any size); false if
+/// the kernel refused.
+///
+/// # Safety
+/// `[p, p+len)` is mapped by hakmem.
+pub unsafe fn unguard(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { crate::os::protect_read_write(p, len) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,7 +92,18 @@ pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
 /// `[p, p+len)` is mapped by the caller and nobody will touch it again.
 pub unsafe fn protect_none(p: *mut u8, len: usize) -> bool {
     // SAFETY: the caller's contract.
-    unsafe { libc::mprotect(p as *mut libc::c_void, len, libc::PROT_NONE) == 0 }
+    keep_errno(|| unsafe { libc::mprotect(p as *mut libc::c_void, len, libc::PROT_NONE) }) == 0
+}
+
+/// mprotect(PROT_READ | PROT_WRITE): makes `[p, p+len)` ordinary memory
+/// again (undoes [`protect_none`]). True on success.
+///
+/// # Safety
+/// `[p, p+len)` is mapped by the caller.
+pub unsafe fn protect_read_write(p: *mut u8, len: usize) -> bool {
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: the caller's contract.
+    keep_errno(|| unsafe { libc::mprotect(p as *mut libc::c_void, len, prot) }) == 0
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall on x86-64).

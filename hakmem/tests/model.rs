@@ -187,8 +187,7 @@ fn large_blocks_cross_threads_and_age_out_of_the_caches() {
     let stats = Model::run(&actions);
     let after = hakmem::stats().large;
     assert!(stats.large_remote_frees >= 120, "{stats:?}");
-    // With per-thread caches (the default) and the span heap in use (not in
-    // the hardened build, whose large blocks have mappings of their own), a
+    // With per-thread caches (the default) and the span heap in use, a
     // large block freed by another thread goes back to its allocating
     // thread's side through the span level.
     let per_thread = hakmem::options::get().bigcache == hakmem::options::BigCacheMode::Thread;

@@ -228,3 +228,137 @@ fn child_no_bigcache() {
         "dirty spans left after 200 ms"
     );
 }
+
+/// How many of the OS pages under `blocks` are resident (mincore), and how
+/// many pages they cover.
+fn resident_pages(blocks: &[(usize, usize)]) -> (usize, usize) {
+    const PAGE: usize = 4096;
+    let pages: std::collections::BTreeSet<usize> = blocks
+        .iter()
+        .flat_map(|&(p, len)| (p / PAGE)..(p + len).div_ceil(PAGE))
+        .collect();
+    let mut resident = 0;
+    for &page in &pages {
+        let mut v = 0u8;
+        // SAFETY: mincore only reads the page table entry of one page that
+        // stays mapped (segments are never unmapped) into one byte.
+        let r = unsafe { libc::mincore((page * PAGE) as *mut libc::c_void, PAGE, &mut v) };
+        assert_eq!(r, 0, "mincore");
+        resident += (v & 1) as usize;
+    }
+    (resident, pages.len())
+}
+
+#[test]
+fn a_thread_that_moved_on_to_large_blocks_gives_its_small_pages_back() {
+    run_child("child_quiet_small_side", &[("HAKMEM_PURGE_DELAY_MS", "10")]);
+}
+
+#[test]
+#[ignore = "run in a child process by a_thread_that_moved_on_to_large_blocks_gives_its_small_pages_back"]
+fn child_quiet_small_side() {
+    if !in_child() {
+        return;
+    }
+    // A thread of its own: its small side is what this checks.
+    std::thread::spawn(|| {
+        // large-phase's first phase: 24 KiB blocks, 256 live, every page written.
+        let mut live: Vec<Option<Box<[u8]>>> = (0..256).map(|_| None).collect();
+        let mut freed = Vec::new();
+        for i in 0..4096usize {
+            let b = vec![i as u8 | 1; (24 << 10) - (i * 37) % 4096].into_boxed_slice();
+            freed.push((b.as_ptr() as usize, b.len()));
+            live[(i * 7919) % 256] = Some(b);
+        }
+        drop(live);
+        let (before, pages) = resident_pages(&freed);
+        assert!(
+            before * 10 >= pages * 9,
+            "only {before} of {pages} pages resident after the small phase"
+        );
+        // Then large blocks only, for several purge delays: the large path's
+        // purge clock sees the small side quiet and gives its pages back
+        // without a small allocation (the test harness allocates nothing
+        // meanwhile on this thread).
+        let start = std::time::Instant::now();
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        let mut i = 0usize;
+        while start.elapsed() < Duration::from_millis(100) || i < 1000 {
+            let mut v = Vec::<u8>::with_capacity((1 << 20) - (i * 97) % 4096);
+            v.push(i as u8);
+            if blocks.len() == 4 {
+                blocks.remove(i % 4);
+            }
+            blocks.push(v);
+            i += 1;
+        }
+        drop(blocks);
+        let (after, _) = resident_pages(&freed);
+        eprintln!("quiet small side: {before} -> {after} resident pages under the freed blocks");
+        assert!(
+            after * 10 < before,
+            "{after} of {before} pages still resident after 100 ms of large blocks only"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+/// Page faults of the calling thread so far.
+fn thread_faults() -> i64 {
+    // SAFETY: getrusage writes one rusage into the zeroed value it is given.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut u), 0);
+        u.ru_minflt
+    }
+}
+
+#[test]
+fn a_thread_still_allocating_small_blocks_among_large_ones_keeps_its_pages() {
+    run_child(
+        "child_small_side_in_use",
+        &[("HAKMEM_PURGE_DELAY_MS", "10")],
+    );
+}
+
+#[test]
+#[ignore = "run in a child process by a_thread_still_allocating_small_blocks_among_large_ones_keeps_its_pages"]
+fn child_small_side_in_use() {
+    if !in_child() {
+        return;
+    }
+    std::thread::spawn(|| {
+        // One 300 KiB block (a 2 MiB page of 6) allocated and freed again
+        // between large blocks: the small side pops it from the page it
+        // keeps and never refills, but it is not quiet, and its page must
+        // stay resident (`large-varied` faulted it in again and again when
+        // quiet meant no refill).
+        let step = |i: usize| {
+            let small = vec![i as u8 | 1; 300 << 10];
+            drop(std::hint::black_box(small));
+            let mut large = Vec::<u8>::with_capacity(1 << 20);
+            large.push(i as u8);
+            std::hint::black_box(&large);
+        };
+        for i in 0..1000 {
+            step(i);
+        }
+        let faults = thread_faults();
+        let purges = hakmem::stats().purges;
+        let start = std::time::Instant::now();
+        let mut i = 0;
+        while start.elapsed() < Duration::from_millis(100) || i < 1000 {
+            step(i);
+            i += 1;
+        }
+        let faults = thread_faults() - faults;
+        let purges = hakmem::stats().purges - purges;
+        eprintln!("small side in use: {faults} faults, {purges} purges in {i} steps");
+        // 75 pages a purged block faults in again; one purge a delay
+        // (10 ms) would be 750 in 100 ms.
+        assert!(faults < 150, "{faults} faults in 100 ms of reused blocks");
+    })
+    .join()
+    .unwrap();
+}

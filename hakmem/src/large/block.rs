@@ -42,12 +42,16 @@ const _: () = assert!(HEADER_SIZE == 16);
 pub const MAGIC: u32 = 0x4841_4b4d; // "HAKM"
 /// Hardened builds: the magic of a block waiting in the BigCache.
 pub const FREED_MAGIC: u32 = 0x4652_4545; // "FREE"
-/// Hardened builds: a PROT_NONE page after every large block (not counted in len_pages).
+/// Hardened builds: a PROT_NONE page after every large block (not counted in
+/// len_pages). A span block's span holds it as its last page
+/// ([`GUARD_PAGES`]); it becomes ordinary memory again when the span is freed.
 const GUARD: usize = if crate::hardening::ENABLED {
     OS_PAGE
 } else {
     0
 };
+/// [`GUARD`] in pages: a span block's span is its header's `len_pages` plus this.
+pub const GUARD_PAGES: usize = GUARD / OS_PAGE;
 
 /// Packs a site slot and a strategy id into the header's site word.
 pub fn site_word(site_slot: u32, strategy: u8) -> u32 {
@@ -112,7 +116,7 @@ fn span_header(p: usize) -> Option<*mut LargeHeader> {
     let h = start as *mut LargeHeader;
     // SAFETY: a live span's first page is mapped and holds its header.
     let hdr = unsafe { &*h };
-    if hdr.offset as usize != HEADER_SIZE || hdr.len_pages as usize != pages {
+    if hdr.offset as usize != HEADER_SIZE || hdr.len_pages as usize + GUARD_PAGES != pages {
         return None;
     }
     if cfg!(any(debug_assertions, feature = "debug-checks"))
@@ -161,9 +165,9 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
     // meant zeroing and compacting 2 MiB per touch, and sort ran 20% slower
     // than on glibc.
     let up_front = size <= crate::large::bigcache::MAX_SIZE;
-    if align <= 16 && !crate::hardening::ENABLED {
+    if align <= 16 {
         let pages = page_round(mapped.checked_add(HEADER_SIZE)?)? / OS_PAGE;
-        if pages <= span_heap::MAX_SPAN_PAGES {
+        if pages + GUARD_PAGES <= span_heap::MAX_SPAN_PAGES {
             let populate = s.populate && up_front;
             if let Some(b) = map_span(pages, size, site_word(site, strategy), populate, owner) {
                 return Some(b);
@@ -191,7 +195,17 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
 /// gives huge pages (`span_heap::grow`).
 fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) -> Option<Block> {
     let t = probe::stamp_if_tracing();
-    let span = span_heap::alloc(pages, owner)?;
+    let span = span_heap::alloc(pages + GUARD_PAGES, owner)?;
+    if crate::hardening::ENABLED {
+        // SAFETY: the span's last page, past the block's own pages, in an
+        // arena of ours; nothing is stored there while the block lives.
+        if !unsafe { crate::hardening::guard((span.start + pages * OS_PAGE) as *mut u8, GUARD) } {
+            // No guard (the kernel's mapping count is exhausted): the span
+            // goes back, and the block gets a mapping of its own.
+            span_heap::free(span.start);
+            return None;
+        }
+    }
     write_header(
         span.start as *mut LargeHeader,
         pages * OS_PAGE,
@@ -292,8 +306,10 @@ pub(crate) unsafe fn unmap_block(p: usize, h: *mut LargeHeader) {
     let (len, offset) = unsafe { ((*h).len_pages as usize * OS_PAGE, (*h).offset as usize) };
     let start = p - offset;
     if in_span(p) {
-        span_heap::free(start);
-        crate::large::purge_thread::notify();
+        if unguard_span(start, len) {
+            span_heap::free(start);
+            crate::large::purge_thread::notify();
+        }
         return;
     }
     // SAFETY: not a span block: its own mapping, unused by the caller's contract.
@@ -310,8 +326,78 @@ pub(crate) unsafe fn release(p: usize, h: *mut LargeHeader, aged: bool) {
         // SAFETY: the caller's contract.
         return unsafe { unmap_block(p, h) };
     }
+    // SAFETY: the caller's contract: a validated header.
+    let len = unsafe { (*h).len_pages } as usize * OS_PAGE;
+    if !unguard_span(p - HEADER_SIZE, len) {
+        return;
+    }
     span_heap::free_aged(p - HEADER_SIZE);
     crate::large::purge_thread::notify();
+}
+
+/// Hardened builds: turns the guard page after the span block at `start`
+/// (`len` bytes, header included) back into ordinary memory, so the span can
+/// serve any later request. False if the kernel refused: the span is then
+/// never freed (a span handed out again with a guard inside would fault).
+fn unguard_span(start: usize, len: usize) -> bool {
+    if !crate::hardening::ENABLED {
+        return true;
+    }
+    // SAFETY: the guard page map_span put after this live span's block.
+    let ok = unsafe { crate::hardening::unguard((start + len) as *mut u8, GUARD) };
+    if !ok {
+        crate::diag::warn(format_args!(
+            "a large block's guard page could not be lifted; its span is kept"
+        ));
+    }
+    ok
+}
+
+/// Resizes the span block at `start` from `old_len` to `new_len` bytes
+/// (header included); hardened builds move its guard page along. A span
+/// grows by taking the pages after its guard first, and shrinks only once
+/// the pages it gives up hold no guard, so a span that goes back to the free
+/// lists is ordinary memory. False (nothing changed) if it cannot.
+fn resize_span(start: usize, old_len: usize, new_len: usize) -> bool {
+    let (old_pages, new_pages) = (old_len / OS_PAGE, new_len / OS_PAGE);
+    if !crate::hardening::ENABLED {
+        return span_heap::resize(start, new_pages);
+    }
+    let grow = new_len > old_len;
+    if grow && !span_heap::resize(start, new_pages + GUARD_PAGES) {
+        return false;
+    }
+    if !move_guard(start + old_len, start + new_len) {
+        if grow {
+            // The pages just taken are ordinary memory: they go back as they came.
+            span_heap::resize(start, old_pages + GUARD_PAGES);
+        }
+        return false;
+    }
+    grow || span_heap::resize(start, new_pages + GUARD_PAGES)
+}
+
+/// Hardened builds: puts the guard page at `from` at `to` instead (both in a
+/// live span block's span): the new guard first, so the block is never
+/// without one. False if the kernel refused: then neither page changed, or
+/// (both refusals at once, never seen) a warning says a guard stays behind.
+fn move_guard(from: usize, to: usize) -> bool {
+    // SAFETY: `to` is a page of the span past the block's new end: nothing is
+    // stored there while the block lives.
+    if !unsafe { crate::hardening::guard(to as *mut u8, GUARD) } {
+        return false;
+    }
+    // SAFETY: the block's guard page, in its span.
+    if unsafe { crate::hardening::unguard(from as *mut u8, GUARD) } {
+        return true;
+    }
+    // SAFETY: the guard just put at `to`, in the span.
+    if !unsafe { crate::hardening::unguard(to as *mut u8, GUARD) } {
+        crate::diag::warn(format_args!(
+            "a large block's guard page could not be moved; a second one stays"
+        ));
+    }
+    false
 }
 
 /// Unmaps a block that has a mapping of its own.
@@ -331,7 +417,7 @@ unsafe fn unmap_direct(p: usize, start: usize, len: usize) {
 /// `h` is the validated header of the live block at `p` ([`header`]), and no
 /// byte past `new_size` is in use.
 pub(crate) unsafe fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: usize) -> bool {
-    if crate::hardening::ENABLED {
+    if crate::hardening::ENABLED && !in_span(p) {
         return false; // the guard page sits right after the mapping
     }
     // SAFETY: validated header.
@@ -348,7 +434,8 @@ pub(crate) unsafe fn resize_in_place(p: usize, h: *mut LargeHeader, new_size: us
         return false;
     }
     if in_span(p) {
-        if !span_heap::resize(p - offset, new_len / OS_PAGE) {
+        let start = p - offset;
+        if !resize_span(start, old_len, new_len) {
             return false;
         }
         hdr.len_pages = (new_len / OS_PAGE) as u32;

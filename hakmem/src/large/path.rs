@@ -20,12 +20,21 @@ use crate::probe::{self, Component};
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// How the large paths reach the calling thread's state, created on first use
-/// (None if the OS refuses memory). The thread context, a layer above, passes
-/// it; a generic parameter, not a function pointer, so that the hit paths
-/// inline it (an indirect call and its prologue were a tenth of a hit).
-pub trait StateOf: Fn() -> Option<*mut ThreadState> + Copy {}
-impl<F: Fn() -> Option<*mut ThreadState> + Copy> StateOf for F {}
+/// How the large paths reach the calling thread: its state, created on
+/// first use, and the thread context's maintenance. The thread context, a
+/// layer above, passes it; a generic parameter, not a function pointer, so
+/// that the hit paths inline it (an indirect call and its prologue were a
+/// tenth of a hit).
+pub trait StateOf: Copy {
+    /// The calling thread's state (None if the OS refuses memory).
+    fn state(self) -> Option<*mut ThreadState>;
+    /// Called at the purge-clock check (every [`OPS_PER_CLOCK_CHECK`] large
+    /// operations, never on a BigCache hit pair) with the time just read:
+    /// the thread context looks after what the thread left on its other
+    /// side. It must not touch the thread's `ThreadState`, which the caller
+    /// holds.
+    fn on_clock(self, now_ns: u64);
+}
 
 /// Large operations between two looks at the purge clock.
 const OPS_PER_CLOCK_CHECK: u32 = 64;
@@ -42,7 +51,7 @@ fn fail() -> *mut u8 {
 #[inline(never)]
 pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: impl StateOf) -> *mut u8 {
     if bigcache::cacheable(size, align) && !probe::tracing() {
-        if let Some(ts) = state() {
+        if let Some(ts) = state.state() {
             // SAFETY: this thread's state, used only by this thread.
             if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site, zero) {
                 return p;
@@ -66,7 +75,7 @@ fn alloc_general(
     if crate::layout::too_big(size) {
         return fail();
     }
-    let Some(ts) = state() else {
+    let Some(ts) = state.state() else {
         return fail();
     };
     // SAFETY: this thread's state, used only by this thread.
@@ -84,6 +93,7 @@ fn alloc_general(
         // released the block this thread had put a moment ago (a hit loop
         // on a loaded machine missed once every 64 operations).
         age_thread_cache(h, now, delay, 1);
+        state.on_clock(now);
     }
     let mode = h.mode;
     let slot = if h.profiling {
@@ -339,7 +349,7 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     if probe::tracing() {
         return false;
     }
-    let Some(ts) = state() else {
+    let Some(ts) = state.state() else {
         return false;
     };
     // SAFETY: this thread's state, used only by this thread.
@@ -352,7 +362,10 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     let k = hit.class as usize;
     // `hit.ptr` was a span block when the cache handed it out.
     if span_heap::live_span_at_known(a - HEADER_SIZE)
-        != Some((hit.pages as usize, block::owner_tag(ts as usize)))
+        != Some((
+            hit.pages as usize + block::GUARD_PAGES,
+            block::owner_tag(ts as usize),
+        ))
         || !h.reuse.cached(k)
     {
         return false;
@@ -382,7 +395,7 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
 #[inline(never)]
 pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
     if !probe::tracing() {
-        if let Some(ts) = state() {
+        if let Some(ts) = state.state() {
             // SAFETY: this thread's state; the caller's contract.
             if unsafe { free_put(&mut *ts, ts as usize, a, hdr) } {
                 return;
@@ -467,7 +480,7 @@ unsafe fn free_general(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
         crate::diag::double_free(a, None);
     }
     let usable = block::usable_size(hdr);
-    let Some(ts) = state() else {
+    let Some(ts) = state.state() else {
         // SAFETY: the caller's contract.
         unsafe { block::unmap_block(a, hdr) };
         return;
@@ -588,7 +601,7 @@ pub unsafe fn grow_in_place(
     if size <= old || !unsafe { block::resize_in_place(a, h, size) } {
         return false;
     }
-    if let Some(ts) = state() {
+    if let Some(ts) = state.state() {
         let new = block::usable_size(h);
         // SAFETY: this thread's state.
         let h = unsafe { &mut *ts };

@@ -6,6 +6,7 @@ use crate::os;
 use crate::small::heap::Heap;
 use crate::small::page::Page;
 use crate::small::segment::{self, Segment};
+use crate::small::size_class::NUM_CLASSES;
 use core::sync::atomic::Ordering;
 
 /// Free small-block memory waits this many purge delays before it goes back
@@ -48,6 +49,21 @@ impl Heap {
     /// `page` is an empty page of `seg`, which this heap owns; it is in no queue.
     pub(crate) unsafe fn release_page(&mut self, seg: *mut Segment, page: *mut Page) {
         let now = os::monotonic_ns();
+        // SAFETY: the caller's contract.
+        if unsafe { self.return_page(seg, page, now) } {
+            // SAFETY: an owned segment in this heap's list.
+            unsafe { self.segment_unlink(seg) };
+            segment::release(seg, now);
+        }
+    }
+
+    /// Gives the empty `page` (in no queue) back to `seg`, which stays in
+    /// this heap's list (at its front if it had no free page before).
+    /// Returns true if `seg` is empty now.
+    ///
+    /// # Safety
+    /// As [`Heap::release_page`].
+    unsafe fn return_page(&mut self, seg: *mut Segment, page: *mut Page, now: u64) -> bool {
         // SAFETY: the caller's contract; the reference ends before the list calls.
         let (had_free, empty) = unsafe {
             let s = &mut *seg;
@@ -55,17 +71,15 @@ impl Heap {
             s.free_page(page, now);
             (had_free, s.is_empty())
         };
-        // SAFETY: an owned segment in this heap's list.
-        unsafe {
-            if empty {
-                self.segment_unlink(seg);
-                segment::release(seg, now);
-            } else if !had_free {
-                // It has a free page again: to the front, where new_page looks.
+        if !had_free {
+            // It has a free page again: to the front, where new_page looks.
+            // SAFETY: an owned segment in this heap's list.
+            unsafe {
                 self.segment_unlink(seg);
                 self.segment_push_front(seg);
             }
         }
+        empty
     }
 
     /// Collects remote frees of segments that flagged some; puts pages that
@@ -157,6 +171,59 @@ impl Heap {
             unsafe { (*seg).remote_pending.store(1, Ordering::SeqCst) };
         }
         relinked
+    }
+
+    /// The thread's small side has been quiet for a purge delay (no
+    /// allocation) while the thread went on working (`thread::LargeCtx::on_clock`): its
+    /// empty pages go back to their segments, including the one a class
+    /// keeps against alloc/free ping-pong, every free page of its segments
+    /// is purged now, without [`RETAIN_DELAYS`], and segments left empty go
+    /// to the pool (their pages already purged). The pool itself keeps its
+    /// usual delay: other threads may be busy reusing it.
+    ///
+    /// The owner thread alone calls this, so no page it may be writing is
+    /// purged: only pages with no block handed out (`used == 0`, which
+    /// counts blocks still waiting in the remote list) leave their queue, and
+    /// only free pages are purged. Pages of exited threads (abandoned or
+    /// pooled segments, what `mstress` reuses) are not touched.
+    pub fn purge_quiet(&mut self, now: u64, delay_ns: u64) {
+        self.collect_remote();
+        for c in 0..NUM_CLASSES {
+            let mut page = self.queues[c].head;
+            while !page.is_null() {
+                // SAFETY: a page in this heap's queue, of a segment it owns
+                // (its descriptor lies in the segment's header); `next` is
+                // read before the page may leave the queue.
+                unsafe {
+                    let next = (*page).next;
+                    if (*page).used == 0 {
+                        self.unlink(page);
+                        self.return_page(Segment::of(page as usize), page, now);
+                    }
+                    page = next;
+                }
+            }
+        }
+        for k in 0..3 {
+            let mut seg = self.segments[k].head;
+            while !seg.is_null() {
+                // SAFETY: an owned segment in this heap's list; `next` is
+                // read before it may leave the list.
+                unsafe {
+                    let next = (*seg).next;
+                    (*seg).purge_free_pages(now, 0);
+                    if (*seg).is_empty() {
+                        self.segment_unlink(seg);
+                        segment::release(seg, now);
+                    }
+                    seg = next;
+                }
+            }
+        }
+        segment::maintain_pool(now, delay_ns.saturating_mul(RETAIN_DELAYS));
+        if cfg!(any(debug_assertions, feature = "debug-checks")) {
+            self.check();
+        }
     }
 
     /// Purges free pages of owned segments and of the pool that have waited

@@ -111,9 +111,12 @@ pub(super) fn init_current() -> Option<*mut ThreadCtx> {
     let o = options::get();
     apply_options(&o);
     // SAFETY: a context nobody else uses.
-    unsafe { (*ctx).large.configure(&o) };
-    // SAFETY: as above; the context is this thread's from now on.
-    unsafe { (*ctx).small.open_mail() };
+    unsafe {
+        (*ctx).large.configure(&o);
+        (*ctx).quiet = super::QuietWatch::new();
+        // The context is this thread's from now on: its inbox opens.
+        (*ctx).small.open_mail();
+    }
     // Publish before pthread_setspecific: if that allocates (keys ≥ 32 in
     // glibc), the nested malloc must find this context, not recurse here.
     tls::set(ctx);
