@@ -79,15 +79,6 @@ pub fn freed_tag(key: usize) -> usize {
     key.rotate_left(29) ^ 0x5a5a_a5a5_f00d_d00d
 }
 
-/// Makes `[p, p+len)` inaccessible (a guard); false if the kernel refused.
-///
-/// # Safety
-/// `[p, p+len)` is mapped by hakmem, and nothing will ever be stored there.
-pub unsafe fn guard(p: *mut u8, len: usize) -> bool {
-    // SAFETY: the caller's contract.
-    unsafe { crate::os::protect_none(p, len) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@
 
 use crate::large::span_heap;
 use crate::layout::SEGMENT_SIZE;
-use crate::os::{self, OS_PAGE};
+use crate::os::OS_PAGE;
 use crate::probe::{self, Component};
 use crate::segment_map::{self, Region};
 use crate::vm;
@@ -179,7 +179,7 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
         s.hugepage && up_front,
     )?;
     if s.populate && up_front {
-        os::populate(block.ptr, size);
+        vm::populate(block.ptr, size);
     }
     Some(block)
 }
@@ -200,7 +200,7 @@ fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) ->
     );
     let p = span.start + HEADER_SIZE;
     if populate && !span.dirty {
-        os::populate(p as *mut u8, size);
+        vm::populate(p as *mut u8, size);
     }
     if probe::tracing() {
         probe::emit(Component::Header, t, 0);
@@ -222,11 +222,11 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
         let len = page_round(offset.checked_add(size)?)?;
         let base = vm::map_aligned(len + GUARD, SEGMENT_SIZE)? as usize;
         if hugepage {
-            os::advise_hugepage(base as *mut u8, len);
+            vm::advise_hugepage(base as *mut u8, len);
         }
         if crate::hardening::ENABLED {
             // SAFETY: the guard page just past the block's own pages, in the fresh mapping.
-            unsafe { crate::hardening::guard((base + len) as *mut u8, GUARD) };
+            unsafe { vm::guard((base + len) as *mut u8, GUARD) };
         }
         write_header(base as *mut LargeHeader, len, offset, site);
         segment_map::set(base, Region::LargeHeaderAtBase);
@@ -249,10 +249,10 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
         }
         if crate::hardening::ENABLED {
             // SAFETY: the guard page just past the block's own pages, in the fresh mapping.
-            unsafe { crate::hardening::guard((start + len) as *mut u8, GUARD) };
+            unsafe { vm::guard((start + len) as *mut u8, GUARD) };
         }
         if hugepage {
-            os::advise_hugepage(start as *mut u8, len);
+            vm::advise_hugepage(start as *mut u8, len);
         }
         write_header((p - HEADER_SIZE) as *mut LargeHeader, len, OS_PAGE, site);
         segment_map::set(p, Region::LargeHeaderBefore);

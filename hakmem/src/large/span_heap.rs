@@ -544,7 +544,7 @@ fn grow() -> Option<()> {
     // The page map is left out (see `META_PAGES`).
     if crate::thp::granted() {
         let skip = META_PAGES * OS_PAGE;
-        crate::os::advise_hugepage((base + skip) as *mut u8, ARENA_SIZE - skip);
+        crate::vm::advise_hugepage((base + skip) as *mut u8, ARENA_SIZE - skip);
     }
     let g = lock();
     // Another thread may have added one meanwhile: keep ours anyway (it is
