@@ -307,7 +307,7 @@ pub fn trace_launch(
             let info = elf::inspect(&lib).map_err(Error::NoHakmem)?;
             if !info.has_hakmem() {
                 return Err(Error::NoHakmem(format!(
-                    "{} lacks the {} symbols of this probe-cli's hakmem",
+                    "{} lacks the {} symbols of this probe-cli's hakmem (or is of a build whose records differ: use the probe-cli built with it)",
                     lib.display(),
                     elf::PROBE_FUNCTION
                 )));
