@@ -26,9 +26,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 start=$SECONDS
-target=${CARGO_TARGET_DIR:-target}
-release_lib=$root/$target/release/libhakmem.so
-debug_lib=$root/$target/debug/libhakmem.so
+# Absolute: CARGO_TARGET_DIR may be either.
+target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+release_lib=$target/release/libhakmem.so
+debug_lib=$target/debug/libhakmem.so
 
 # Options from the caller's environment would change what is checked. The
 # suite's own knobs (scripts/test.sh's HAKMEM_TEST_FULL and

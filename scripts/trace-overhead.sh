@@ -5,7 +5,7 @@
 # on demand, as root; probe-cli/README.md quotes its output.
 #
 #   scripts/trace-overhead.sh [ROUNDS] [DIR]    (default 5 rounds, this tree's build)
-#   TRACE_ARGS=--no-syscalls scripts/trace-overhead.sh ...   (extra `probe-cli trace` arguments)
+#   TRACE_ARGS=--kernel-syscalls scripts/trace-overhead.sh ...   (extra `probe-cli trace` arguments)
 #
 # DIR: a directory holding another build's libhakmem.so and probe-cli (say,
 # the commit before a change) to measure instead of building this tree; runs

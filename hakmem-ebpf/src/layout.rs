@@ -14,7 +14,7 @@ pub const HIST_BUCKETS: usize = 64;
 /// Component slots of a process's record (`hakmem::probe::RECORD_COMPONENTS`:
 /// larger than hakmem's component count, so that a newer hakmem that appended
 /// components is still read by an older probe-cli; ids are append-only).
-pub const MAX_COMPONENTS: usize = 16;
+pub const MAX_COMPONENTS: usize = 24;
 
 /// Processes a trace can follow (the `traced` and `finals` maps).
 pub const MAX_TRACED: usize = 4096;

@@ -10,7 +10,9 @@
 //!   header while they wait in the BigCache.
 //! * Guard pages: the last OS page of every segment, and one after every large
 //!   block, is mapped PROT_NONE, so a linear overflow faults instead of
-//!   running into the next segment or mapping.
+//!   running into the next segment or mapping (`vm::guard`; a span block's
+//!   guard is its span's last page, lifted with `vm::unguard` when the span
+//!   is freed: `large/block.rs`).
 //!
 //! Without the feature every function here compiles to nothing.
 
@@ -77,26 +79,6 @@ pub fn decode(stored: usize, at: usize, key: usize) -> usize {
 #[inline(always)]
 pub fn freed_tag(key: usize) -> usize {
     key.rotate_left(29) ^ 0x5a5a_a5a5_f00d_d00d
-}
-
-/// Makes `[p, p+len)` inaccessible (a guard); false if the kernel refused.
-///
-/// # Safety
-/// `[p, p+len)` is mapped by hakmem, and nothing will ever be stored there.
-pub unsafe fn guard(p: *mut u8, len: usize) -> bool {
-    // SAFETY: the caller's contract.
-    unsafe { crate::os::protect_none(p, len) }
-}
-
-/// Makes a [`guard`] at `[p, p+len)` ordinary memory again (a span block's
-/// guard page, before the span goes back to be reused at any size); false if
-/// the kernel refused.
-///
-/// # Safety
-/// `[p, p+len)` is mapped by hakmem.
-pub unsafe fn unguard(p: *mut u8, len: usize) -> bool {
-    // SAFETY: the caller's contract.
-    unsafe { crate::os::protect_read_write(p, len) }
 }
 
 #[cfg(test)]

@@ -113,11 +113,12 @@ pub enum Component {
     EloSelect = 7,
     /// Large-block header write (alloc) or check (free). `arg` = 0 write, 1 check.
     Header = 8,
-    /// Memory mapped from the OS. `arg` = bytes.
+    /// One `mmap` of hakmem's. `arg` = bytes, 0 if it failed.
     OsMap = 9,
-    /// Memory unmapped. `arg` = bytes.
+    /// One `munmap` of hakmem's. `arg` = bytes, 0 if it failed.
     OsUnmap = 10,
-    /// Memory given back with madvise. `arg` = bytes.
+    /// One `madvise(MADV_DONTNEED)` of hakmem's: memory given back. `arg` =
+    /// bytes, 0 if it failed.
     OsPurge = 11,
     /// Evolution lifecycle transition. `arg` = new state (0 learn, 1 frozen).
     EvoTransition = 12,
@@ -132,6 +133,15 @@ pub enum Component {
     /// empty operation around it recorded. A tracer subtracts these means,
     /// not the components' figures: it is the tracer's cost.
     TimingFloor = 15,
+    /// One `madvise` of hakmem's other than a purge: populate, or advice for
+    /// or against huge pages. `arg` = bytes, 0 if it failed.
+    OsAdvise = 16,
+    /// One `mremap` of hakmem's (a block resized in place). `arg` = the new
+    /// length in bytes, 0 if it failed.
+    OsRemap = 17,
+    /// One `mprotect` of hakmem's (a guard page of hardened builds). `arg` =
+    /// bytes, 0 if it failed.
+    OsProtect = 18,
 }
 
 /// Every component with its report name, in id order.
@@ -152,6 +162,22 @@ pub const COMPONENTS: &[(Component, &str)] = &[
     (Component::Realloc, "realloc"),
     (Component::LargeAlloc, "large_alloc"),
     (Component::TimingFloor, "timing_floor"),
+    (Component::OsAdvise, "os_advise"),
+    (Component::OsRemap, "os_remap"),
+    (Component::OsProtect, "os_protect"),
+];
+
+/// The memory system calls hakmem makes, each with the components that
+/// count it (every call, whoever in hakmem makes it, through `vm`): the
+/// in-process view of a tracer's syscall report. A failed call is counted
+/// with `arg` 0, so its failures are `calls - nonzero_arg`. hakmem never
+/// calls `brk`.
+pub const SYSCALL_COMPONENTS: &[(&str, &[Component])] = &[
+    ("mmap", &[Component::OsMap]),
+    ("munmap", &[Component::OsUnmap]),
+    ("madvise", &[Component::OsPurge, Component::OsAdvise]),
+    ("mremap", &[Component::OsRemap]),
+    ("mprotect", &[Component::OsProtect]),
 ];
 
 /// log2 buckets of a component's cycle histogram (bucket `i` counts durations
@@ -159,7 +185,7 @@ pub const COMPONENTS: &[(Component, &str)] = &[
 pub const HIST_BUCKETS: usize = 64;
 
 /// Component slots of a [`ThreadRecord`] (room for appended components).
-pub const RECORD_COMPONENTS: usize = 16;
+pub const RECORD_COMPONENTS: usize = 24;
 
 /// Slots of `hakmem_records`: threads beyond share the last one.
 pub const MAX_RECORDS: usize = 256;
@@ -789,6 +815,18 @@ fn adapt_and_rearm(l: &Local, end: u64) {
         l.period.set(p);
     }
     rearm(l);
+}
+
+/// The calling thread's slot, claiming one if it has none (tests: a
+/// thread's own counts, whatever other threads do meanwhile).
+#[cfg(test)]
+pub(crate) fn own_record() -> &'static ThreadRecord {
+    let l = local();
+    if l.record.get().is_null() {
+        claim(l);
+    }
+    // SAFETY: slots are statics that live for the whole process.
+    unsafe { &*l.record.get() }
 }
 
 /// This thread's own grants, if it has a slot of its own.

@@ -152,13 +152,13 @@ fn sysfs_allows() -> bool {
 
 /// The probe (see the module docs). False if any step fails.
 fn probe() -> bool {
-    let Some(raw) = crate::os::map_anonymous(2 * HUGE) else {
+    let Some(raw) = crate::vm::map_transient(2 * HUGE) else {
         return false;
     };
     let a = (raw as usize + HUGE - 1) & !(HUGE - 1);
     let mut pages = 0;
     let mut ns = 0;
-    if crate::os::advise_hugepage(a as *mut u8, HUGE) {
+    if crate::vm::advise_hugepage(a as *mut u8, HUGE) {
         let t = crate::os::monotonic_ns();
         // SAFETY: the first byte of the fresh mapping's aligned half.
         unsafe { (a as *mut u8).write_volatile(1) };
@@ -167,7 +167,7 @@ fn probe() -> bool {
         pages = crate::os::resident_pages(a as *mut u8, HUGE, &mut vec).unwrap_or(0);
     }
     // SAFETY: the probe's own mapping, used by nothing else.
-    unsafe { crate::os::unmap(raw, 2 * HUGE) };
+    unsafe { crate::vm::unmap_transient(raw, 2 * HUGE) };
     PROBE_PAGES.store(pages as u64, Relaxed);
     FIRST_FAULT_NS.store(ns, Relaxed);
     pages == HUGE / crate::os::OS_PAGE

@@ -1,5 +1,11 @@
 //! The allocator's memory calls: `os`'s system calls, each counted in
 //! [`crate::counters::GLOBAL`] and reported to an attached tracer.
+//!
+//! Every memory system call hakmem makes goes through here, so that a
+//! tracer's in-process syscall counts ([`probe::SYSCALL_COMPONENTS`]) are
+//! exact: one component instance per call, failed calls with `arg` 0. Not
+//! traced, a call costs one load and a branch more than the bare system call
+//! ([`traced`]).
 
 use crate::counters::GLOBAL;
 use crate::os::{self, OS_PAGE};
@@ -11,16 +17,55 @@ pub fn map(len: usize) -> Option<*mut u8> {
     map_at(0, len)
 }
 
+/// Runs one system call (`call`, true if it succeeded) on `len` bytes and,
+/// while a tracer is attached, records it as an instance of `component`,
+/// timed, with `arg` `len` or 0 if it failed. Untraced: one load of the
+/// trace flag and a branch (no clock read).
+///
+/// The flag alone decides ([`probe::enabled`], not [`probe::tracing`]): a
+/// system call hakmem makes while it allocates for itself
+/// ([`probe::untraced`]) is still one of hakmem's.
+#[inline(always)]
+fn traced<T>(component: Component, len: usize, call: impl FnOnce() -> (T, bool)) -> T {
+    if !probe::enabled() {
+        return call().0;
+    }
+    let t = probe::stamp();
+    let (r, ok) = call();
+    probe::emit(component, t, if ok { len as u64 } else { 0 });
+    r
+}
+
 /// [`map`] placed at `hint` if that range is free (`os::map_anonymous_at`).
 fn map_at(hint: usize, len: usize) -> Option<*mut u8> {
-    let t = probe::stamp_if_tracing();
-    let p = os::map_anonymous_at(hint, len)?;
+    let p = traced(Component::OsMap, len, || {
+        let p = os::map_anonymous_at(hint, len);
+        (p, p.is_some())
+    })?;
     GLOBAL.os_maps.fetch_add(1, Relaxed);
     GLOBAL.mapped.fetch_add(len as u64, Relaxed);
-    if probe::tracing() {
-        probe::emit(Component::OsMap, t, len as u64);
-    }
     Some(p)
+}
+
+/// Maps `len` bytes for a moment, outside the allocator's statistics (the
+/// huge-page probe's range): traced like every mapping of hakmem's, not in
+/// [`GLOBAL`]'s maps and mapped bytes. Give it back with [`unmap_transient`].
+pub fn map_transient(len: usize) -> Option<*mut u8> {
+    traced(Component::OsMap, len, || {
+        let p = os::map_anonymous(len);
+        (p, p.is_some())
+    })
+}
+
+/// Unmaps what [`map_transient`] mapped.
+///
+/// # Safety
+/// `[p, p+len)` was mapped by [`map_transient`] and nobody uses it any more.
+pub unsafe fn unmap_transient(p: *mut u8, len: usize) {
+    traced(Component::OsUnmap, len, || {
+        // SAFETY: the caller's contract.
+        ((), unsafe { os::unmap(p, len) })
+    })
 }
 
 /// Maps `len` bytes whose start is aligned to `align` (a power of two ≥ OS_PAGE).
@@ -107,14 +152,14 @@ fn map_at_hint(len: usize, align: usize) -> Option<*mut u8> {
 /// # Safety
 /// `[p, p+len)` was mapped by hakmem and holds nothing anyone still uses.
 pub unsafe fn unmap(p: *mut u8, len: usize) {
-    let t = probe::stamp_if_tracing();
-    // SAFETY: the caller's contract.
-    if unsafe { os::unmap(p, len) } {
+    let ok = traced(Component::OsUnmap, len, || {
+        // SAFETY: the caller's contract.
+        let ok = unsafe { os::unmap(p, len) };
+        (ok, ok)
+    });
+    if ok {
         GLOBAL.os_unmaps.fetch_add(1, Relaxed);
         GLOBAL.mapped.fetch_sub(len as u64, Relaxed);
-    }
-    if probe::tracing() {
-        probe::emit(Component::OsUnmap, t, len as u64);
     }
 }
 
@@ -127,17 +172,68 @@ pub unsafe fn purge(p: *mut u8, len: usize) -> bool {
     if len == 0 {
         return true;
     }
-    let t = probe::stamp_if_tracing();
-    // SAFETY: the caller's contract.
-    let ok = unsafe { os::discard(p, len) };
+    let ok = traced(Component::OsPurge, len, || {
+        // SAFETY: the caller's contract.
+        let ok = unsafe { os::discard(p, len) };
+        (ok, ok)
+    });
     if ok {
         GLOBAL.purges.fetch_add(1, Relaxed);
         GLOBAL.purged_bytes.fetch_add(len as u64, Relaxed);
     }
-    if probe::tracing() {
-        probe::emit(Component::OsPurge, t, len as u64);
-    }
     ok
+}
+
+/// Faults `[p, p+len)` in now, in one call (`os::populate`). False if the
+/// kernel refused (or lacks `MADV_POPULATE_WRITE`).
+pub fn populate(p: *mut u8, len: usize) -> bool {
+    traced(Component::OsAdvise, len, || {
+        let ok = os::populate(p, len);
+        (ok, ok)
+    })
+}
+
+/// Asks for transparent huge pages on `[p, p+len)` (`os::advise_hugepage`).
+pub fn advise_hugepage(p: *mut u8, len: usize) -> bool {
+    traced(Component::OsAdvise, len, || {
+        let ok = os::advise_hugepage(p, len);
+        (ok, ok)
+    })
+}
+
+/// Asks for (`on`) or against transparent huge pages on `[p, p+len)` (`os::advise_thp`).
+pub fn advise_thp(p: *mut u8, len: usize, on: bool) -> bool {
+    traced(Component::OsAdvise, len, || {
+        let ok = os::advise_thp(p, len, on);
+        (ok, ok)
+    })
+}
+
+/// Makes `[p, p+len)` inaccessible: a guard page (hardened builds). False
+/// if the kernel refused.
+///
+/// # Safety
+/// `[p, p+len)` is mapped by hakmem, and nothing will ever be stored there.
+pub unsafe fn guard(p: *mut u8, len: usize) -> bool {
+    traced(Component::OsProtect, len, || {
+        // SAFETY: the caller's contract.
+        let ok = unsafe { os::protect_none(p, len) };
+        (ok, ok)
+    })
+}
+
+/// Makes a [`guard`] at `[p, p+len)` ordinary memory again (a span block's
+/// guard page, before the span goes back to be reused at any size). False if
+/// the kernel refused.
+///
+/// # Safety
+/// `[p, p+len)` is mapped by hakmem.
+pub unsafe fn unguard(p: *mut u8, len: usize) -> bool {
+    traced(Component::OsProtect, len, || {
+        // SAFETY: the caller's contract.
+        let ok = unsafe { os::protect_read_write(p, len) };
+        (ok, ok)
+    })
 }
 
 /// Tries to grow or shrink the mapping `[p, p+old)` to `new` bytes without moving it.
@@ -145,8 +241,12 @@ pub unsafe fn purge(p: *mut u8, len: usize) -> bool {
 /// # Safety
 /// `[p, p+old)` is one mapping of hakmem's; when shrinking, the part cut off holds nothing live.
 pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
-    // SAFETY: the caller's contract.
-    if !unsafe { os::remap_in_place(p, old, new) } {
+    let ok = traced(Component::OsRemap, new, || {
+        // SAFETY: the caller's contract.
+        let ok = unsafe { os::remap_in_place(p, old, new) };
+        (ok, ok)
+    });
+    if !ok {
         return false;
     }
     if new > old {
@@ -161,6 +261,69 @@ pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
 mod tests {
     use super::*;
     use crate::layout::SEGMENT_SIZE;
+
+    /// (calls, sum of `arg`, calls with a non-zero `arg`) of each OS
+    /// component in the calling thread's record.
+    fn os_counts() -> [[u64; 3]; 6] {
+        let r = probe::own_record();
+        [
+            Component::OsMap,
+            Component::OsUnmap,
+            Component::OsPurge,
+            Component::OsAdvise,
+            Component::OsRemap,
+            Component::OsProtect,
+        ]
+        .map(|c| {
+            let c = &r.components[c as usize];
+            [&c.calls, &c.sum_arg, &c.nonzero_arg].map(|f| f.load(Relaxed))
+        })
+    }
+
+    #[test]
+    fn every_memory_call_is_one_traced_instance_and_none_untraced() {
+        use probe::hakmem_trace_enabled;
+        // A thread of its own: its slot counts only what it does.
+        std::thread::spawn(|| {
+            let len = 4 * OS_PAGE;
+            let calls = || {
+                let p = map(len).expect("map");
+                // SAFETY: mapped above, used by nobody; every range is inside it.
+                unsafe {
+                    assert!(purge(p, len));
+                    populate(p, len);
+                    advise_hugepage(p, len);
+                    advise_thp(p, len, false);
+                    assert!(remap_in_place(p, len, len / 2), "a shrink cannot fail");
+                    guard(p.add(OS_PAGE), OS_PAGE);
+                    unmap(p.add(1), OS_PAGE); // misaligned: refused
+                    unmap(p, len / 2);
+                }
+            };
+            calls(); // untraced
+            let before = os_counts();
+            hakmem_trace_enabled.fetch_add(1, Relaxed);
+            calls();
+            hakmem_trace_enabled.fetch_sub(1, Relaxed);
+            let traced = os_counts();
+            calls();
+            assert_eq!(os_counts(), traced, "untraced calls count nothing");
+            let d: Vec<[u64; 3]> = traced
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| core::array::from_fn(|i| a[i] - b[i]))
+                .collect();
+            let len = len as u64;
+            assert_eq!(d[0], [1, len, 1], "mmap");
+            assert_eq!(d[1], [2, len / 2, 1], "munmap: one refused (arg 0)");
+            assert_eq!(d[2], [1, len, 1], "madvise(DONTNEED)");
+            assert_eq!(d[3][0], 3, "other madvise");
+            assert_eq!(d[4], [1, len / 2, 1], "mremap");
+            assert_eq!(d[5][0], 1, "mprotect");
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn aligned_maps_take_one_mmap_at_the_hint_or_fall_back() {

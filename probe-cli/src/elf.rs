@@ -39,6 +39,8 @@ pub struct ElfInfo {
     pub records: Option<u64>,
     /// `hakmem_records_used`' virtual address.
     pub records_used: Option<u64>,
+    /// `hakmem_records`' size in bytes, where its symbol says.
+    pub records_bytes: Option<u64>,
     /// `hakmem_grants`' virtual address.
     pub grants: Option<u64>,
     /// `hakmem_sample_period`'s virtual address.
@@ -56,12 +58,22 @@ pub struct ElfInfo {
 
 impl ElfInfo {
     /// True when the file carries hakmem's probe symbols (of this version:
-    /// the flag, the records and the exit probe).
+    /// the flag, the records laid out as this probe-cli reads them, and the
+    /// exit probe).
     pub fn has_hakmem(&self) -> bool {
         self.trace_flag.is_some()
             && self.probe_offset.is_some()
             && self.records.is_some()
             && self.records_used.is_some()
+            && self.records_layout_matches()
+    }
+
+    /// False when the records hold another number of components than this
+    /// probe-cli reads (a hakmem of another build: reading it would mix
+    /// slots up).
+    pub fn records_layout_matches(&self) -> bool {
+        let ours = hakmem::probe::MAX_RECORDS * std::mem::size_of::<hakmem_ebpf::ProcessTotals>();
+        self.records_bytes.is_none_or(|n| n == ours as u64)
     }
 }
 
@@ -72,12 +84,12 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, String> {
         .map_err(|e| format!("{}: not an ELF file ({e})", path.display()))?;
 
     // .dynsym has what a shared object exports; .symtab (if not stripped) has the rest.
-    let find = |name: &str| {
+    let symbol = |name: &str| {
         file.dynamic_symbols()
             .chain(file.symbols())
             .find(|s| s.name() == Ok(name) && !s.is_undefined())
-            .map(|s| s.address())
     };
+    let find = |name: &str| symbol(name).map(|s| s.address());
     let file_offset = |vaddr: u64| {
         file.segments().find_map(|seg| {
             let (offset, size) = seg.file_range();
@@ -92,6 +104,7 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, String> {
         probe_offset: find(PROBE_FUNCTION).and_then(file_offset),
         records: find(RECORDS),
         records_used: find(RECORDS_USED),
+        records_bytes: symbol(RECORDS).map(|s| s.size()).filter(|&n| n > 0),
         grants: find(GRANTS),
         sample_period: find(SAMPLE_PERIOD),
         sample_interval: find(SAMPLE_INTERVAL),
@@ -99,4 +112,28 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, String> {
         evolution_bands: find(EVOLUTION_BANDS),
         base_vaddr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hakmem_whose_records_differ_is_not_this_probe_clis() {
+        let exe = std::env::current_exe().unwrap();
+        let mut info = inspect(&exe).unwrap();
+        info.trace_flag = Some(1);
+        info.probe_offset = Some(1);
+        info.records = Some(1);
+        info.records_used = Some(1);
+        let ours = hakmem::probe::MAX_RECORDS * std::mem::size_of::<hakmem_ebpf::ProcessTotals>();
+        for (bytes, ok) in [
+            (None, true),
+            (Some(ours as u64), true),
+            (Some(16 * 560 * 256), false),
+        ] {
+            info.records_bytes = bytes;
+            assert_eq!(info.has_hakmem(), ok, "records of {bytes:?} bytes");
+        }
+    }
 }

@@ -17,6 +17,7 @@ mod registration;
 mod report;
 mod run;
 mod session;
+mod syscalls;
 mod target;
 mod trace;
 mod tracefs;

@@ -31,7 +31,7 @@ pub struct KernelCounts {
 /// The loaded programs of one trace.
 pub struct Probes {
     ebpf: Ebpf,
-    /// The syscall programs are attached (`--no-syscalls` leaves them out).
+    /// The syscall programs are attached (`--kernel-syscalls`).
     syscalls: bool,
 }
 
@@ -177,7 +177,7 @@ impl Probes {
         Ok(())
     }
 
-    /// True once [`Probes::attach_syscalls`] succeeded: the syscall counts mean something.
+    /// True once [`Probes::attach_syscalls`] succeeded: the kernel's syscall counts mean something.
     pub fn counts_syscalls(&self) -> bool {
         self.syscalls
     }

@@ -3,9 +3,10 @@
 
 use crate::perf::Reading;
 use crate::probes::KernelCounts;
+use crate::syscalls::{self, SyscallRow, SyscallSource};
 use crate::target::Target;
 use crate::tsc::Tsc;
-use hakmem_ebpf::layout::{HIST_BUCKETS, MISC_COUNTERS, SYSCALLS};
+use hakmem_ebpf::layout::{HIST_BUCKETS, MISC_COUNTERS};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -31,6 +32,8 @@ const NESTED: &[(&str, &[&str])] = &[
             "elo_select",
             "header",
             "os_map",
+            "os_advise",
+            "os_protect",
         ],
     ),
     (
@@ -39,9 +42,16 @@ const NESTED: &[(&str, &[&str])] = &[
     ),
     (
         "large_alloc",
-        &["bigcache_lookup", "elo_select", "header", "os_map"],
+        &[
+            "bigcache_lookup",
+            "elo_select",
+            "header",
+            "os_map",
+            "os_advise",
+            "os_protect",
+        ],
     ),
-    ("header", &["os_map"]),
+    ("header", &["os_map", "os_advise", "os_protect"]),
     ("bigcache_put", &["os_unmap", "os_purge"]),
 ];
 
@@ -54,8 +64,14 @@ pub struct Report {
     pub elapsed_s: f64,
     pub target: TargetPart,
     pub components: Vec<ComponentRow>,
-    /// False with `--no-syscalls`: `syscalls` is then empty.
+    /// True when `syscalls` has rows: always, since hakmem counts its own
+    /// when the kernel's tracepoints are not attached (false meant
+    /// `--no-syscalls`, which is gone).
     pub syscalls_counted: bool,
+    /// Where `syscalls` comes from: `hakmem` (its own calls, counted in the
+    /// process; the default) or `kernel` (every memory syscall of the traced
+    /// processes, `--kernel-syscalls`).
+    pub syscall_source: SyscallSource,
     pub syscalls: Vec<SyscallRow>,
     pub perf: PerfPart,
     pub correlation: Correlation,
@@ -162,17 +178,6 @@ pub struct ComponentRow {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct SyscallRow {
-    pub syscall: &'static str,
-    pub count: u64,
-    pub total_ns: u64,
-    pub mean_ns: f64,
-    pub max_ns: u64,
-    pub failed: u64,
-    pub bytes: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
 pub struct PerfPart {
     /// "per_thread" (threads found in /proc/PID/task) or "inherited" (from exec).
     pub scope: &'static str,
@@ -266,8 +271,9 @@ pub struct Inputs<'a> {
     pub hit_cost_ns: Option<f64>,
     pub elapsed_s: f64,
     pub final_report: bool,
-    /// The syscall programs were attached.
-    pub syscalls_counted: bool,
+    /// The syscall programs were attached: the syscall rows are the
+    /// kernel's, else hakmem's own.
+    pub kernel_syscalls: bool,
 }
 
 /// The value below which fraction `q` of the histogram's samples fall, linearly
@@ -427,24 +433,17 @@ pub fn build(i: Inputs<'_>) -> Report {
         c.share_of_alloc_time = if whole > 0.0 { c.total_ns / whole } else { 0.0 };
     }
 
-    let syscalls: Vec<SyscallRow> = SYSCALLS
-        .iter()
-        .filter(|_| i.syscalls_counted)
-        .zip(&i.counts.syscalls)
-        .map(|(sc, s)| SyscallRow {
-            syscall: sc.name,
-            count: s.count,
-            total_ns: s.sum_ns,
-            mean_ns: if s.count > 0 {
-                s.sum_ns as f64 / s.count as f64
-            } else {
-                0.0
-            },
-            max_ns: s.max_ns,
-            failed: s.failed,
-            bytes: s.sum_bytes,
-        })
-        .collect();
+    let (syscall_source, syscalls) = if i.kernel_syscalls {
+        (
+            SyscallSource::Kernel,
+            syscalls::kernel_rows(&i.counts.syscalls),
+        )
+    } else {
+        (
+            SyscallSource::Hakmem,
+            syscalls::hakmem_rows(&i.counts.components, i.tsc, floors.component.unwrap_or(0.0)),
+        )
+    };
 
     let allocations = components
         .iter()
@@ -502,7 +501,8 @@ pub fn build(i: Inputs<'_>) -> Report {
             state: i.state,
         },
         components,
-        syscalls_counted: i.syscalls_counted,
+        syscalls_counted: true,
+        syscall_source,
         syscalls,
         perf: PerfPart {
             scope: i.perf_scope,
@@ -703,16 +703,12 @@ pub fn text(r: &Report) -> String {
         }
     }
 
-    let _ = writeln!(o, "\nsyscalls");
-    if r.syscalls_counted {
-        let _ = writeln!(
-            o,
-            "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
-            "syscall", "count", "total", "mean", "max", "failed", "bytes"
-        );
-    } else {
-        let _ = writeln!(o, "  not counted (--no-syscalls)");
-    }
+    let _ = writeln!(o, "\nsyscalls ({})", r.syscall_source.describe());
+    let _ = writeln!(
+        o,
+        "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "syscall", "count", "total", "mean", "max", "failed", "bytes"
+    );
     for s in &r.syscalls {
         let _ = writeln!(
             o,
@@ -923,7 +919,7 @@ pub fn prometheus(r: &Report, counts: &KernelCounts, tsc: Tsc) -> String {
         &mut o,
         "hakmem_syscalls_total",
         "counter",
-        "Memory syscalls made by the process.",
+        "Memory syscalls of the process: hakmem's own, counted in the process, or with probe-cli --kernel-syscalls every one the kernel saw (the report's syscall_source).",
     );
     for s in &r.syscalls {
         let _ = writeln!(

@@ -242,7 +242,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         env: Vec::new(),
         preload: args.preload,
         stdout: None,
-        count_syscalls: !args.no_syscalls,
+        kernel_syscalls: args.kernel_syscalls,
     };
     let sink = session::open_sink(&args.output, DefaultStream::Stderr)?;
     let stop = stop_flag()?;
@@ -260,8 +260,9 @@ pub struct Launch {
     pub preload: Option<PathBuf>,
     /// End the command (SIGTERM) after this long.
     pub duration: Option<Duration>,
-    /// Attach the syscall programs (not with `--no-syscalls`).
-    pub count_syscalls: bool,
+    /// Attach the syscall programs (`--kernel-syscalls`): the report's
+    /// syscalls are then the kernel's view, else hakmem's own counts.
+    pub kernel_syscalls: bool,
     /// Print an intermediate report this often.
     pub interval: Option<Duration>,
     /// Where the command's stdout goes (default: probe-cli's).
@@ -286,7 +287,7 @@ pub fn trace_launch(
 ) -> Result<(Session, String)> {
     let duration = launch.duration;
     let interval = launch.interval;
-    let count_syscalls = launch.count_syscalls;
+    let kernel_syscalls = launch.kernel_syscalls;
     let exe = resolve_command(&launch.command[0])?;
     let first_elf = entry_elf(&exe)?;
     let first_info = elf::inspect(&first_elf).map_err(Error::Usage)?;
@@ -306,7 +307,7 @@ pub fn trace_launch(
             let info = elf::inspect(&lib).map_err(Error::NoHakmem)?;
             if !info.has_hakmem() {
                 return Err(Error::NoHakmem(format!(
-                    "{} lacks the {} symbols of this probe-cli's hakmem",
+                    "{} lacks the {} symbols of this probe-cli's hakmem (or is of a build whose records differ: use the probe-cli built with it)",
                     lib.display(),
                     elf::PROBE_FUNCTION
                 )));
@@ -371,7 +372,7 @@ pub fn trace_launch(
     let attach = || -> Result<(Probes, PerfCounters)> {
         let mut probes = Probes::load(true)?;
         probes.watch(pid)?;
-        if count_syscalls {
+        if kernel_syscalls {
             probes.attach_syscalls()?;
         }
         probes.attach_lifetimes()?;

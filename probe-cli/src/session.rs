@@ -247,7 +247,7 @@ impl Session {
         counts.components = total;
         let perf = self.perf.read();
         let r = report::build(report::Inputs {
-            syscalls_counted: self.probes.counts_syscalls(),
+            kernel_syscalls: self.probes.counts_syscalls(),
             target: &self.target,
             state: state.to_string(),
             counts: &counts,

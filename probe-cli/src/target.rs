@@ -172,7 +172,7 @@ pub fn locate(pid: u32) -> Result<Target> {
         });
     }
     Err(Error::NoHakmem(format!(
-        "process {pid} ({}) maps no file with the {} and {} symbols (neither libhakmem.so nor a binary linking hakmem)",
+        "process {pid} ({}) maps no file with the {} and {} symbols of this probe-cli's hakmem (neither libhakmem.so nor a binary linking hakmem, or one of a build whose records differ: use the probe-cli built with it)",
         command_line(pid),
         elf::TRACE_FLAG,
         elf::PROBE_FUNCTION

@@ -94,7 +94,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             probes.watch(child)?;
         }
     }
-    if !args.no_syscalls {
+    if args.kernel_syscalls {
         probes.attach_syscalls()?;
     }
     probes.attach_lifetimes()?;

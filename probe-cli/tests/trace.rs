@@ -72,22 +72,30 @@ fn libhakmem() -> PathBuf {
     lib
 }
 
+/// `tests/workloads/NAME.c`, compiled into the test's temporary directory.
+fn compile(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/workloads/{name}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling {}", src.display());
+    out
+}
+
 /// The C workload, compiled once per test run.
 fn alloc_counts() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/alloc_counts.c");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("alloc_counts");
-        let status = Command::new("cc")
-            .args(["-O2", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("cc runs");
-        assert!(status.success(), "compiling {}", src.display());
-        out
-    })
-    .clone()
+    BIN.get_or_init(|| compile("alloc_counts")).clone()
+}
+
+/// The workload with a known number of memory syscalls (`os_calls.c`).
+fn os_calls() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| compile("os_calls")).clone()
 }
 
 /// The last JSON report probe-cli printed.
@@ -111,14 +119,28 @@ fn component(report: &Value, name: &str) -> u64 {
 }
 
 fn syscall(report: &Value, name: &str) -> u64 {
+    syscall_field(report, name, "count")
+}
+
+fn syscall_field(report: &Value, name: &str, field: &str) -> u64 {
     report["syscalls"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["syscall"] == name)
-        .unwrap()["count"]
+        .unwrap_or_else(|| panic!("no {name} row in {}", report["syscalls"]))[field]
         .as_u64()
         .unwrap()
+}
+
+/// Whether process `pid` holds a BPF link to the raw tracepoint `name` (the
+/// kernel names it in the link's fdinfo).
+fn holds_raw_tracepoint(pid: u32, name: &str) -> bool {
+    let want = format!("tp_name:\t{name}\n");
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+        .any(|fd| std::fs::read_to_string(fd.path()).is_ok_and(|info| info.contains(&want)))
 }
 
 fn perf(report: &Value, name: &str) -> Option<u64> {
@@ -140,6 +162,15 @@ fn wait_line(r: &mut impl BufRead, want: &str) {
         if line.trim() == want {
             return;
         }
+    }
+}
+
+/// Reads lines from `r` until one contains `want` (panics on EOF).
+fn wait_line_containing(r: &mut impl BufRead, want: &str) {
+    let mut line = String::new();
+    while !line.contains(want) {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "EOF before {want:?}");
     }
 }
 
@@ -203,8 +234,14 @@ fn start_traced_command(
     small: u32,
     trace_args: &[&str],
 ) -> Attached {
+    workload.args([large.to_string(), small.to_string()]);
+    start_traced_waiting(workload, trace_args)
+}
+
+/// Starts `workload` with `--wait` added and BigCache off, and a tracer on it.
+fn start_traced_waiting(mut workload: Command, trace_args: &[&str]) -> Attached {
     let mut target = workload
-        .args([large.to_string(), small.to_string(), "--wait".into()])
+        .arg("--wait")
         .env("HAKMEM_BIGCACHE", "off")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -221,14 +258,7 @@ fn start_traced_command(
         .unwrap();
     // probe-cli says "tracing pid N" on stderr once hakmem's flag is set.
     let mut err = BufReader::new(tracer.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("tracing pid") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "probe-cli ended before attaching"
-        );
-    }
+    wait_line_containing(&mut err, "tracing pid");
     // Keep reading stderr, so that an error at the end is seen, not a SIGPIPE.
     std::thread::spawn(move || {
         let mut rest = String::new();
@@ -432,27 +462,124 @@ fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
     assert_eq!(r["probe"]["exit_probes"], 1, "{}", r["probe"]);
 }
 
+/// Runs `os_calls HUGE FOREIGN` preloaded, quiet but for its work (see
+/// `os_calls.c`), under `probe-cli trace --pid` with `trace_args`: the final
+/// report, and whether the tracer held a `sys_enter` raw tracepoint while
+/// attached.
+fn trace_os_calls(huge: u32, foreign: u32, trace_args: &[&str]) -> (Value, bool) {
+    let mut workload = Command::new(os_calls());
+    workload
+        .args([huge.to_string(), foreign.to_string()])
+        .env("LD_PRELOAD", libhakmem())
+        .env("HAKMEM_THP", "refuse")
+        .env("HAKMEM_DISABLE_ELO", "1")
+        .env("HAKMEM_BACKGROUND_PURGE", "0");
+    let mut a = start_traced_waiting(workload, trace_args);
+    let tracepoint = holds_raw_tracepoint(a.tracer.id(), "sys_enter");
+    let mut stdin = a.target.stdin.take().unwrap();
+    stdin.write_all(b"g").unwrap();
+    wait_line(&mut a.target_out, "done");
+    drop(stdin);
+    assert!(a.target.wait().unwrap().success());
+    let out = a.tracer.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "probe-cli: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (last_report(&out.stdout), tracepoint)
+}
+
 #[test]
-fn run_without_syscalls_keeps_exact_counts_and_says_syscalls_were_not_counted() {
+fn syscalls_are_hakmems_own_counted_in_the_process_by_default() {
+    require_bpf!();
+    let (huge, foreign) = (7, 5);
+    let (r, tracepoint) = trace_os_calls(huge, foreign, &[]);
+    assert!(
+        !tracepoint,
+        "the syscall tracepoints are attached by default"
+    );
+    assert_eq!(r["syscall_source"], "hakmem");
+    assert_eq!(r["syscalls_counted"], true);
+    // Exactly hakmem's calls: one mapping of its own per 80 MiB block, made
+    // and given back; the workload's direct mmaps are not hakmem's.
+    let huge = u64::from(huge);
+    assert_eq!(syscall(&r, "mmap"), huge, "{}", r["syscalls"]);
+    assert_eq!(syscall(&r, "munmap"), huge, "{}", r["syscalls"]);
+    assert_eq!(syscall(&r, "madvise"), 0, "{}", r["syscalls"]);
+    let bytes = syscall_field(&r, "mmap", "bytes");
+    assert!(
+        bytes >= huge * (80 << 20) && bytes < huge * (81 << 20),
+        "mmap bytes {bytes}"
+    );
+    assert_eq!(
+        syscall_field(&r, "munmap", "bytes"),
+        bytes,
+        "all given back"
+    );
+    assert_eq!(syscall_field(&r, "mmap", "failed"), 0);
+    // Timed on every call: a mean, at most the longest.
+    let mean = r["syscalls"][0]["mean_ns"].as_f64().unwrap();
+    assert!(
+        mean > 0.0 && mean <= r["syscalls"][0]["max_ns"].as_f64().unwrap(),
+        "{}",
+        r["syscalls"][0]
+    );
+    assert!(r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["syscall"] != "brk"));
+    assert_eq!(component(&r, "malloc"), huge);
+}
+
+#[test]
+fn kernel_syscalls_count_every_memory_syscall_of_the_process() {
+    require_bpf!();
+    let (huge, foreign) = (3, 9);
+    let (r, tracepoint) = trace_os_calls(huge, foreign, &["--kernel-syscalls"]);
+    assert!(
+        tracepoint,
+        "--kernel-syscalls attaches the syscall tracepoints"
+    );
+    assert_eq!(r["syscall_source"], "kernel");
+    let (huge, foreign) = (u64::from(huge), u64::from(foreign));
+    // The kernel sees hakmem's calls and the workload's own.
+    assert!(syscall(&r, "mmap") >= huge + foreign, "{}", r["syscalls"]);
+    assert!(syscall(&r, "munmap") >= huge + foreign, "{}", r["syscalls"]);
+    assert!(r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["syscall"] == "brk"));
+    // hakmem's own are still counted, as components.
+    assert_eq!(component(&r, "os_map"), huge);
+    assert_eq!(component(&r, "os_unmap"), huge);
+}
+
+#[test]
+fn run_counts_hakmems_syscalls_exactly_from_the_first_allocation() {
     require_bpf!();
     let (large, small): (u32, u32) = (4, 1500);
-    let dir = std::env::temp_dir().join(format!("probe-cli-nosys-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("probe-cli-run-sys-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("report.json");
-    let file_arg = file.to_str().unwrap();
-    run_alloc_counts(
-        &["--no-syscalls", "--json", "-o", file_arg],
-        large,
-        small,
-        &[],
-    );
+    run_alloc_counts(&["--json", "-o", file.to_str().unwrap()], large, small, &[]);
     let text = std::fs::read(&file).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let r = last_report(&text);
-    assert_eq!(r["syscalls_counted"], false);
-    assert_eq!(r["syscalls"].as_array().map(Vec::len), Some(0));
+    assert_eq!(r["syscall_source"], "hakmem");
     assert_eq!(component(&r, "malloc"), u64::from(large + small));
     assert_eq!(component(&r, "free"), u64::from(large + small));
+    // The rows are the components' sums, call for call.
+    assert_eq!(syscall(&r, "mmap"), component(&r, "os_map"));
+    assert_eq!(syscall(&r, "munmap"), component(&r, "os_unmap"));
+    assert_eq!(
+        syscall(&r, "madvise"),
+        component(&r, "os_purge") + component(&r, "os_advise")
+    );
+    assert!(syscall(&r, "mmap") >= 1, "the first segment and arena");
 }
 
 #[test]
@@ -485,14 +612,17 @@ fn run_traces_a_rust_program_linking_hakmem() {
     let r = last_report(&out.stderr);
     assert_eq!(r["target"]["linkage"], "executable");
     // 1500 small vectors from the first allocation on (the 2 MiB ones are zeroed:
-    // large_alloc), and each 2 MiB block mapped.
+    // large_alloc), the first segment and the span arena mapped: hakmem's own
+    // mmaps (ld.so's and std's are not in them).
     assert!(
         component(&r, "malloc") >= 1500,
         "malloc {}",
         component(&r, "malloc")
     );
     assert!(component(&r, "large_alloc") >= 6);
-    assert!(syscall(&r, "mmap") >= 6);
+    assert_eq!(r["syscall_source"], "hakmem");
+    assert!(syscall(&r, "mmap") >= 2, "{}", r["syscalls"]);
+    assert_eq!(syscall(&r, "mmap"), component(&r, "os_map"));
 }
 
 #[test]
@@ -606,7 +736,7 @@ fn target_exit_mid_trace_gives_a_final_report() {
         .unwrap();
     let mut out = BufReader::new(target.stdout.take().unwrap());
     wait_line(&mut out, "ready");
-    let tracer = Command::new(PROBE_CLI)
+    let mut tracer = Command::new(PROBE_CLI)
         .args([
             "trace",
             "--pid",
@@ -619,21 +749,22 @@ fn target_exit_mid_trace_gives_a_final_report() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // Attached first (a fixed sleep was too short on a loaded machine: the
+    // target was gone before the uprobe went in).
+    let mut err = BufReader::new(tracer.stderr.take().unwrap());
+    wait_line_containing(&mut err, "tracing pid");
+    std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     drop(target.stdin.take()); // EOF before the go byte: the target exits with status 1
     let _ = target.wait();
     let done = tracer.wait_with_output().unwrap();
+    let mut said = String::new();
+    let _ = err.read_to_string(&mut said);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the tracer noticed the exit"
     );
-    assert_eq!(
-        done.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    assert_eq!(done.status.code(), Some(0), "{said}");
     assert_eq!(last_report(&done.stdout)["target"]["state"], "exited");
     let mut rest = String::new();
     let _ = out.read_to_string(&mut rest);

@@ -18,7 +18,7 @@
 
 use crate::large::span_heap;
 use crate::layout::SEGMENT_SIZE;
-use crate::os::{self, OS_PAGE};
+use crate::os::OS_PAGE;
 use crate::probe::{self, Component};
 use crate::segment_map::{self, Region};
 use crate::vm;
@@ -183,7 +183,7 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
         s.hugepage && up_front,
     )?;
     if s.populate && up_front {
-        os::populate(block.ptr, size);
+        vm::populate(block.ptr, size);
     }
     Some(block)
 }
@@ -199,7 +199,7 @@ fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) ->
     if crate::hardening::ENABLED {
         // SAFETY: the span's last page, past the block's own pages, in an
         // arena of ours; nothing is stored there while the block lives.
-        if !unsafe { crate::hardening::guard((span.start + pages * OS_PAGE) as *mut u8, GUARD) } {
+        if !unsafe { vm::guard((span.start + pages * OS_PAGE) as *mut u8, GUARD) } {
             // No guard (the kernel's mapping count is exhausted): the span
             // goes back, and the block gets a mapping of its own.
             span_heap::free(span.start);
@@ -214,7 +214,7 @@ fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) ->
     );
     let p = span.start + HEADER_SIZE;
     if populate && !span.dirty {
-        os::populate(p as *mut u8, size);
+        vm::populate(p as *mut u8, size);
     }
     if probe::tracing() {
         probe::emit(Component::Header, t, 0);
@@ -236,11 +236,11 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
         let len = page_round(offset.checked_add(size)?)?;
         let base = vm::map_aligned(len + GUARD, SEGMENT_SIZE)? as usize;
         if hugepage {
-            os::advise_hugepage(base as *mut u8, len);
+            vm::advise_hugepage(base as *mut u8, len);
         }
         if crate::hardening::ENABLED {
             // SAFETY: the guard page just past the block's own pages, in the fresh mapping.
-            unsafe { crate::hardening::guard((base + len) as *mut u8, GUARD) };
+            unsafe { vm::guard((base + len) as *mut u8, GUARD) };
         }
         write_header(base as *mut LargeHeader, len, offset, site);
         segment_map::set(base, Region::LargeHeaderAtBase);
@@ -263,10 +263,10 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
         }
         if crate::hardening::ENABLED {
             // SAFETY: the guard page just past the block's own pages, in the fresh mapping.
-            unsafe { crate::hardening::guard((start + len) as *mut u8, GUARD) };
+            unsafe { vm::guard((start + len) as *mut u8, GUARD) };
         }
         if hugepage {
-            os::advise_hugepage(start as *mut u8, len);
+            vm::advise_hugepage(start as *mut u8, len);
         }
         write_header((p - HEADER_SIZE) as *mut LargeHeader, len, OS_PAGE, site);
         segment_map::set(p, Region::LargeHeaderBefore);
@@ -344,7 +344,7 @@ fn unguard_span(start: usize, len: usize) -> bool {
         return true;
     }
     // SAFETY: the guard page map_span put after this live span's block.
-    let ok = unsafe { crate::hardening::unguard((start + len) as *mut u8, GUARD) };
+    let ok = unsafe { vm::unguard((start + len) as *mut u8, GUARD) };
     if !ok {
         crate::diag::warn(format_args!(
             "a large block's guard page could not be lifted; its span is kept"
@@ -384,15 +384,15 @@ fn resize_span(start: usize, old_len: usize, new_len: usize) -> bool {
 fn move_guard(from: usize, to: usize) -> bool {
     // SAFETY: `to` is a page of the span past the block's new end: nothing is
     // stored there while the block lives.
-    if !unsafe { crate::hardening::guard(to as *mut u8, GUARD) } {
+    if !unsafe { vm::guard(to as *mut u8, GUARD) } {
         return false;
     }
     // SAFETY: the block's guard page, in its span.
-    if unsafe { crate::hardening::unguard(from as *mut u8, GUARD) } {
+    if unsafe { vm::unguard(from as *mut u8, GUARD) } {
         return true;
     }
     // SAFETY: the guard just put at `to`, in the span.
-    if !unsafe { crate::hardening::unguard(to as *mut u8, GUARD) } {
+    if !unsafe { vm::unguard(to as *mut u8, GUARD) } {
         crate::diag::warn(format_args!(
             "a large block's guard page could not be moved; a second one stays"
         ));

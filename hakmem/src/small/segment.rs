@@ -364,7 +364,7 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
                 // SAFETY: the last OS page of a fresh segment: `alloc_page` leaves it
                 // out of the last page's blocks in hardened builds.
                 unsafe {
-                    crate::hardening::guard(
+                    vm::guard(
                         (p as usize + SEGMENT_SIZE - os::OS_PAGE) as *mut u8,
                         os::OS_PAGE,
                     )
@@ -385,7 +385,7 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
     // SAFETY: a popped or fresh segment belongs to nobody else.
     unsafe {
         if (*seg).thp != want_thp {
-            os::advise_thp(seg as *mut u8, SEGMENT_SIZE, want_thp);
+            vm::advise_thp(seg as *mut u8, SEGMENT_SIZE, want_thp);
             (*seg).thp = want_thp;
         }
         (*seg).init(kind, owner, from_dirty);

@@ -253,7 +253,14 @@ const ROWS: &[Spec] = &[
     Spec {
         key: "os",
         component: "OS map/unmap/purge",
-        probe: Probe::Sum(&["os_map", "os_unmap", "os_purge"]),
+        probe: Probe::Sum(&[
+            "os_map",
+            "os_unmap",
+            "os_purge",
+            "os_advise",
+            "os_remap",
+            "os_protect",
+        ]),
         isolation: None,
         mitigable: "partial: BigCache, HAKMEM_PURGE_DELAY_MS",
         guess: None,

@@ -59,7 +59,8 @@ pub fn run_once(
         duration: None,
         interval: None,
         stdout: Some(child_out.into()),
-        count_syscalls: true,
+        // The kernel's view, as the isolation runs' perf counters see them.
+        kernel_syscalls: true,
     };
     let output = OutputArgs {
         json: false,
