@@ -593,8 +593,11 @@ fn child_rlimit_as() {
         // SAFETY: live.
         unsafe { api::free(p) };
     }
-    v.try_reserve(64 * MIB)
-        .expect("try_reserve after freeing half");
+    let room = limit.saturating_sub(vm_size()) >> 20;
+    let st = hakmem::stats();
+    v.try_reserve(64 * MIB).unwrap_or_else(|e| {
+        panic!("try_reserve after freeing half: {e:?}; {room} MiB of address space left; {st:?}")
+    });
     for (i, &(p, size)) in blocks.iter().enumerate() {
         if p != 0 {
             assert!(marked(p as *mut u8, size, i));
