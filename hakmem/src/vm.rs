@@ -36,6 +36,15 @@ fn traced<T>(component: Component, len: usize, call: impl FnOnce() -> (T, bool))
     r
 }
 
+/// [`traced`] for a call whose result is whether it succeeded.
+#[inline(always)]
+fn traced_ok(component: Component, len: usize, call: impl FnOnce() -> bool) -> bool {
+    traced(component, len, || {
+        let ok = call();
+        (ok, ok)
+    })
+}
+
 /// [`map`] placed at `hint` if that range is free (`os::map_anonymous_at`).
 fn map_at(hint: usize, len: usize) -> Option<*mut u8> {
     let p = traced(Component::OsMap, len, || {
@@ -152,10 +161,9 @@ fn map_at_hint(len: usize, align: usize) -> Option<*mut u8> {
 /// # Safety
 /// `[p, p+len)` was mapped by hakmem and holds nothing anyone still uses.
 pub unsafe fn unmap(p: *mut u8, len: usize) {
-    let ok = traced(Component::OsUnmap, len, || {
+    let ok = traced_ok(Component::OsUnmap, len, || {
         // SAFETY: the caller's contract.
-        let ok = unsafe { os::unmap(p, len) };
-        (ok, ok)
+        unsafe { os::unmap(p, len) }
     });
     if ok {
         GLOBAL.os_unmaps.fetch_add(1, Relaxed);
@@ -172,10 +180,9 @@ pub unsafe fn purge(p: *mut u8, len: usize) -> bool {
     if len == 0 {
         return true;
     }
-    let ok = traced(Component::OsPurge, len, || {
+    let ok = traced_ok(Component::OsPurge, len, || {
         // SAFETY: the caller's contract.
-        let ok = unsafe { os::discard(p, len) };
-        (ok, ok)
+        unsafe { os::discard(p, len) }
     });
     if ok {
         GLOBAL.purges.fetch_add(1, Relaxed);
@@ -187,26 +194,17 @@ pub unsafe fn purge(p: *mut u8, len: usize) -> bool {
 /// Faults `[p, p+len)` in now, in one call (`os::populate`). False if the
 /// kernel refused (or lacks `MADV_POPULATE_WRITE`).
 pub fn populate(p: *mut u8, len: usize) -> bool {
-    traced(Component::OsAdvise, len, || {
-        let ok = os::populate(p, len);
-        (ok, ok)
-    })
+    traced_ok(Component::OsAdvise, len, || os::populate(p, len))
 }
 
 /// Asks for transparent huge pages on `[p, p+len)` (`os::advise_hugepage`).
 pub fn advise_hugepage(p: *mut u8, len: usize) -> bool {
-    traced(Component::OsAdvise, len, || {
-        let ok = os::advise_hugepage(p, len);
-        (ok, ok)
-    })
+    traced_ok(Component::OsAdvise, len, || os::advise_hugepage(p, len))
 }
 
 /// Asks for (`on`) or against transparent huge pages on `[p, p+len)` (`os::advise_thp`).
 pub fn advise_thp(p: *mut u8, len: usize, on: bool) -> bool {
-    traced(Component::OsAdvise, len, || {
-        let ok = os::advise_thp(p, len, on);
-        (ok, ok)
-    })
+    traced_ok(Component::OsAdvise, len, || os::advise_thp(p, len, on))
 }
 
 /// Makes `[p, p+len)` inaccessible: a guard page (hardened builds). False
@@ -215,10 +213,9 @@ pub fn advise_thp(p: *mut u8, len: usize, on: bool) -> bool {
 /// # Safety
 /// `[p, p+len)` is mapped by hakmem, and nothing will ever be stored there.
 pub unsafe fn guard(p: *mut u8, len: usize) -> bool {
-    traced(Component::OsProtect, len, || {
+    traced_ok(Component::OsProtect, len, || {
         // SAFETY: the caller's contract.
-        let ok = unsafe { os::protect_none(p, len) };
-        (ok, ok)
+        unsafe { os::protect_none(p, len) }
     })
 }
 
@@ -229,10 +226,9 @@ pub unsafe fn guard(p: *mut u8, len: usize) -> bool {
 /// # Safety
 /// `[p, p+len)` is mapped by hakmem.
 pub unsafe fn unguard(p: *mut u8, len: usize) -> bool {
-    traced(Component::OsProtect, len, || {
+    traced_ok(Component::OsProtect, len, || {
         // SAFETY: the caller's contract.
-        let ok = unsafe { os::protect_read_write(p, len) };
-        (ok, ok)
+        unsafe { os::protect_read_write(p, len) }
     })
 }
 
@@ -241,10 +237,9 @@ pub unsafe fn unguard(p: *mut u8, len: usize) -> bool {
 /// # Safety
 /// `[p, p+old)` is one mapping of hakmem's; when shrinking, the part cut off holds nothing live.
 pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
-    let ok = traced(Component::OsRemap, new, || {
+    let ok = traced_ok(Component::OsRemap, new, || {
         // SAFETY: the caller's contract.
-        let ok = unsafe { os::remap_in_place(p, old, new) };
-        (ok, ok)
+        unsafe { os::remap_in_place(p, old, new) }
     });
     if !ok {
         return false;

@@ -206,6 +206,28 @@ struct Attached {
     tracer: std::process::Child,
 }
 
+impl Attached {
+    /// Lets the target run (its go byte), waits for its "done", lets
+    /// `linger` pass, ends it (stdin closed) and returns the tracer's final
+    /// report, the tracer having exited 0.
+    fn finish(mut self, linger: std::time::Duration) -> Value {
+        let mut stdin = self.target.stdin.take().unwrap();
+        stdin.write_all(b"g").unwrap();
+        wait_line(&mut self.target_out, "done");
+        std::thread::sleep(linger);
+        drop(stdin); // the target exits; the tracer sees it and prints its final report
+        assert!(self.target.wait().unwrap().success());
+        let out = self.tracer.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "probe-cli: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_report(&out.stdout)
+    }
+}
+
 fn start_traced(large: u32, small: u32, trace_args: &[&str]) -> Attached {
     let mut workload = Command::new(alloc_counts());
     workload.env("LD_PRELOAD", libhakmem());
@@ -278,23 +300,9 @@ fn start_traced_waiting(mut workload: Command, trace_args: &[&str]) -> Attached 
 fn records_and_syscalls_count_a_traced_pid_exactly() {
     require_bpf!();
     let (large, small) = (16, 3000);
-    let mut a = start_traced(large, small, &[]);
-    let mut stdin = a.target.stdin.take().unwrap();
-    stdin.write_all(b"g").unwrap();
-    wait_line(&mut a.target_out, "done");
     // The tracer reads the target's memory every 100 ms: the size bands'
     // strategies are there only while it lives.
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    drop(stdin); // the target exits; the tracer sees it and prints its final report
-    assert!(a.target.wait().unwrap().success());
-    let out = a.tracer.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "probe-cli: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = last_report(&out.stdout);
+    let r = start_traced(large, small, &[]).finish(std::time::Duration::from_millis(600));
     // Its 2 MiB blocks initialised the 2-8 MiB band, and only that one.
     let bands = r["processes"][0]["evolution"].as_array().unwrap();
     assert_eq!(bands.len(), 1, "{bands:?}");
@@ -330,20 +338,8 @@ fn records_and_syscalls_count_a_traced_pid_exactly() {
 fn trace_attaches_to_a_rust_binary_linking_hakmem() {
     require_bpf!();
     let (large, small) = (4, 2500);
-    let mut a = start_traced_command(Command::new(rust_workload()), large, small, &[]);
-    let mut stdin = a.target.stdin.take().unwrap();
-    stdin.write_all(b"g").unwrap();
-    wait_line(&mut a.target_out, "done");
-    drop(stdin);
-    assert!(a.target.wait().unwrap().success());
-    let out = a.tracer.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "probe-cli: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = last_report(&out.stdout);
+    let r = start_traced_command(Command::new(rust_workload()), large, small, &[])
+        .finish(std::time::Duration::ZERO);
     assert_eq!(r["target"]["linkage"], "executable");
     // The small vectors are plain allocations; the 2 MiB ones are zeroed
     // (alloc_zeroed), which hakmem reports as large_alloc only.
@@ -474,21 +470,9 @@ fn trace_os_calls(huge: u32, foreign: u32, trace_args: &[&str]) -> (Value, bool)
         .env("HAKMEM_THP", "refuse")
         .env("HAKMEM_DISABLE_ELO", "1")
         .env("HAKMEM_BACKGROUND_PURGE", "0");
-    let mut a = start_traced_waiting(workload, trace_args);
+    let a = start_traced_waiting(workload, trace_args);
     let tracepoint = holds_raw_tracepoint(a.tracer.id(), "sys_enter");
-    let mut stdin = a.target.stdin.take().unwrap();
-    stdin.write_all(b"g").unwrap();
-    wait_line(&mut a.target_out, "done");
-    drop(stdin);
-    assert!(a.target.wait().unwrap().success());
-    let out = a.tracer.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "probe-cli: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (last_report(&out.stdout), tracepoint)
+    (a.finish(std::time::Duration::ZERO), tracepoint)
 }
 
 #[test]

@@ -124,18 +124,40 @@ impl Segment {
         (addr & !(SEGMENT_SIZE - 1)) as *mut Segment
     }
 
+    /// The index of the page holding `addr`.
+    ///
+    /// # Safety
+    /// `seg` is a live segment and `addr` lies in its 4 MiB.
+    #[inline(always)]
+    unsafe fn index_of(seg: *mut Segment, addr: usize) -> usize {
+        // SAFETY: the caller's contract; `addr` lies in this 4 MiB segment and
+        // page_shift ≥ 16, so the index is below 64 = MAX_PAGES.
+        let idx = unsafe { (addr - seg as usize) >> (*seg).page_shift };
+        debug_assert!(idx < MAX_PAGES);
+        idx
+    }
+
+    /// The remote list of page `i` of `seg`.
+    ///
+    /// # Safety
+    /// `seg` is a live segment and `i < MAX_PAGES`.
+    #[inline(always)]
+    unsafe fn remote_at(seg: *mut Segment, i: usize) -> *const RemoteFrees {
+        // SAFETY: the caller's contract: an element of the `remote` array.
+        unsafe { (&raw const (*seg).remote).cast::<RemoteFrees>().add(i) }
+    }
+
     /// The page descriptor holding `addr`.
     ///
     /// # Safety
     /// `seg` is a live segment and `addr` lies in its 4 MiB.
     #[inline(always)]
     pub unsafe fn page_of(seg: *mut Segment, addr: usize) -> *mut Page {
-        // SAFETY: the caller's contract; `addr` lies in this 4 MiB segment and
-        // page_shift ≥ 16, so the index is below 64 = MAX_PAGES.
+        // SAFETY: the caller's contract; the index is below MAX_PAGES.
         unsafe {
-            let idx = (addr - seg as usize) >> (*seg).page_shift;
-            debug_assert!(idx < MAX_PAGES);
-            (&raw mut (*seg).pages).cast::<Page>().add(idx)
+            (&raw mut (*seg).pages)
+                .cast::<Page>()
+                .add(Self::index_of(seg, addr))
         }
     }
 
@@ -145,12 +167,8 @@ impl Segment {
     /// As [`Segment::page_of`].
     #[inline(always)]
     pub unsafe fn remote_of(seg: *mut Segment, addr: usize) -> *const RemoteFrees {
-        // SAFETY: as in `page_of`.
-        unsafe {
-            let idx = (addr - seg as usize) >> (*seg).page_shift;
-            debug_assert!(idx < MAX_PAGES);
-            (&raw const (*seg).remote).cast::<RemoteFrees>().add(idx)
-        }
+        // SAFETY: the caller's contract; the index is below MAX_PAGES.
+        unsafe { Self::remote_at(seg, Self::index_of(seg, addr)) }
     }
 
     /// Moves the remote frees of `page` to its free list ([`Page::collect`]).
@@ -163,8 +181,7 @@ impl Segment {
         // SAFETY: the caller's contract; the remote list and the descriptor
         // are distinct fields, the descriptor the owner's alone.
         unsafe {
-            let i = (*seg).page_index(page);
-            let remote = &*(&raw const (*seg).remote).cast::<RemoteFrees>().add(i);
+            let remote = &*Self::remote_at(seg, (*seg).page_index(page));
             (*page).collect(remote, seg as usize)
         }
     }
