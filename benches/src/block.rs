@@ -104,3 +104,45 @@ impl Drop for Block {
         unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.size)) }
     }
 }
+
+/// Memory for a scenario's allocation-free baseline (`hakmem-bench run
+/// --baseline`): blocks allocated and, where asked, written page by page
+/// before the clock starts. [`Pool::fill`] stands in for `Block::new` (and
+/// the page touches after it) with the same writes and no allocator call, so
+/// the baseline's time is the workload's own.
+pub struct Pool {
+    blocks: Vec<Block>,
+}
+
+impl Pool {
+    /// `count` blocks of `size` bytes; with `resident`, every page written
+    /// now, so the baseline pays no first-touch faults in its loop.
+    pub fn new(count: usize, size: usize, resident: bool) -> Pool {
+        let mut blocks: Vec<Block> = (0..count).map(|_| Block::new(size)).collect();
+        if resident {
+            blocks.iter_mut().for_each(Block::touch_pages);
+        }
+        Pool { blocks }
+    }
+
+    /// What `Block::new(size)` writes, into pool block `i` (then, with
+    /// `pages`, one byte in every page of its first `size` bytes, as
+    /// `Block::touch_pages`). The pointer goes through `black_box` as a new
+    /// block's does.
+    #[inline]
+    pub fn fill(&mut self, i: usize, size: usize, pages: bool) {
+        let block = &mut self.blocks[i];
+        let size = size.clamp(1, block.size);
+        let base = black_box(block.ptr.as_ptr());
+        // SAFETY: the pool block holds at least `size` >= 1 bytes.
+        unsafe { base.write(size as u8) };
+        if pages {
+            let mut offset = 0;
+            while offset < size {
+                // SAFETY: offset < size <= the block's size.
+                unsafe { base.add(offset).write_volatile(offset as u8) };
+                offset += PAGE;
+            }
+        }
+    }
+}

@@ -50,8 +50,14 @@ pub fn measure(plan: &RunPlan) -> Result<ChildReport, String> {
 
     let before = process::usage();
     let start = Instant::now();
-    let outcome = (plan.scenario.run)(&params);
-    let elapsed = start.elapsed();
+    let run = match plan.scenario.baseline {
+        Some(baseline) if plan.baseline => baseline,
+        _ => plan.scenario.run,
+    };
+    let outcome = run(&params);
+    let elapsed = start
+        .elapsed()
+        .saturating_sub(Duration::from_nanos(outcome.setup_ns));
     let after = process::usage();
     let rss_after_kb = process::rss_kb();
     let allocator_stats = allocator_stats::read();

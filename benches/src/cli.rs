@@ -165,6 +165,12 @@ pub struct RunArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run the scenario's allocation-free baseline instead: the same loop and
+    /// writes, blocks from a pool set up before the clock, no allocator call
+    /// (vm, large-reuse, small-churn). The scenario's time minus the
+    /// baseline's is what the allocator costs it.
+    #[arg(long, env = crate::protocol::BASELINE_ENV)]
+    pub baseline: bool,
     /// Shared options.
     #[command(flatten)]
     pub common: Common,
@@ -209,6 +215,8 @@ pub struct RunPlan {
     pub allocator: Allocator,
     /// Print JSON.
     pub json: bool,
+    /// Run the scenario's baseline.
+    pub baseline: bool,
     /// Shared options, threads resolved.
     pub common: Common,
 }
@@ -268,6 +276,23 @@ fn scenario(name: &str) -> Result<&'static Scenario, String> {
     })
 }
 
+/// `scenario`, unless a baseline is asked of one that has none.
+fn with_baseline(scenario: &'static Scenario, baseline: bool) -> Result<&'static Scenario, String> {
+    if baseline && scenario.baseline.is_none() {
+        let with: Vec<&str> = scenarios::ALL
+            .iter()
+            .filter(|s| s.baseline.is_some())
+            .map(|s| s.name)
+            .collect();
+        return Err(format!(
+            "scenario '{}' has no baseline (these do: {})",
+            scenario.name,
+            with.join(", ")
+        ));
+    }
+    Ok(scenario)
+}
+
 fn available_allocator(name: &str) -> Result<Allocator, String> {
     let allocator = allocators::resolve(name)?;
     allocator
@@ -283,9 +308,10 @@ pub fn validate(cli: Cli) -> Result<Plan, String> {
         Command::PerfGroup(args) => Ok(Plan::PerfGroup(args)),
         Command::PerfInclusive(args) => Ok(Plan::PerfInclusive(args)),
         Command::Run(args) => Ok(Plan::Run(RunPlan {
-            scenario: scenario(&args.scenario)?,
+            scenario: with_baseline(scenario(&args.scenario)?, args.baseline)?,
             allocator: available_allocator(&args.allocator)?,
             json: args.json,
+            baseline: args.baseline,
             common: resolve_common(args.common)?,
         })),
         Command::Compare(mut args) => {

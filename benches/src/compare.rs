@@ -45,7 +45,7 @@ pub fn compare(plan: ComparePlan) -> Result<bool, String> {
                         format!("run {}", round - args.warmup + 1)
                     }
                 ));
-                match run_child(scenario, allocator, &args.common, &method) {
+                match run_child(scenario, allocator, &args.common, &method, false) {
                     Ok(report) if !warm => samples[i].push(report),
                     Ok(_) => {}
                     Err(e) => {

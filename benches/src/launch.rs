@@ -46,12 +46,14 @@ fn stack_padding(name: &str, own: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Run `scenario` with `allocator` in a fresh child and collect its report.
+/// Run `scenario` (its allocation-free baseline with `baseline`) with
+/// `allocator` in a fresh child and collect its report.
 pub fn run_child(
     scenario: &Scenario,
     allocator: &Allocator,
     common: &Common,
     method: &Method,
+    baseline: bool,
 ) -> Result<RunReport, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let strace_output = tempfile_path("strace");
@@ -74,7 +76,7 @@ pub fn run_child(
         threads: Some(common.threads.unwrap_or(1)),
     };
     command.args(args.argv());
-    let own: Vec<(&str, &str)> = match &allocator.kind {
+    let mut own: Vec<(&str, &str)> = match &allocator.kind {
         Kind::Linked { backend, env } => {
             let mut v = vec![(dispatch::ENV_VAR, backend.env_value())];
             v.extend(env.iter().copied());
@@ -85,6 +87,9 @@ pub fn run_child(
             ("LD_PRELOAD", library.to_str().unwrap_or_default()),
         ],
     };
+    if baseline {
+        own.push((protocol::BASELINE_ENV, "true"));
+    }
     protocol::apply(&mut command, &protocol::environment(&own, true));
     command.envs(stack_padding(&allocator.name, &own));
 

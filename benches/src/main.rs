@@ -75,7 +75,13 @@ fn main() -> ExitCode {
         },
         cli::Plan::Run(run) => {
             let method = syscount::choose(run.common.syscalls);
-            match launch::run_child(run.scenario, &run.allocator, &run.common, &method) {
+            match launch::run_child(
+                run.scenario,
+                &run.allocator,
+                &run.common,
+                &method,
+                run.baseline,
+            ) {
                 Ok(report) if run.json => {
                     println!(
                         "{}",

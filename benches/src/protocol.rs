@@ -25,8 +25,14 @@ pub const READY: &str = "ready";
 pub fn cleared_variables() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = hakmem::options::TABLE.iter().map(|o| o.name).collect();
     names.push("LD_PRELOAD");
+    names.push(BASELINE_ENV);
     names
 }
+
+/// Set to `true`, makes a child run its scenario's baseline (`run
+/// --baseline`): how `probe-cli breakdown` asks for it, since an extra
+/// argument would move the child's stack alignment against the other runs.
+pub const BASELINE_ENV: &str = "HAKMEM_BENCH_BASELINE";
 
 /// What a measured child is asked to do.
 #[derive(Clone, Debug)]

@@ -422,6 +422,26 @@ fn syscalls_are_counted_by_the_harness() {
 }
 
 #[test]
+fn a_baseline_runs_the_same_operations_without_allocating() {
+    for scenario in ["vm", "large-reuse", "small-churn"] {
+        let full = run_json(scenario, "hakmem", &[]);
+        let base = run_json(scenario, "hakmem", &["--baseline"]);
+        assert_eq!(full["ops"], base["ops"], "{scenario}");
+        if scenario == "vm" {
+            let ops = full["ops"].as_u64().unwrap();
+            let large = |v: &Value| {
+                v["allocator_stats"]["hakmem.large_allocs"]
+                    .as_u64()
+                    .expect("hakmem's stats in the report")
+            };
+            // The harness' own large blocks are in both; the baseline adds
+            // its pool's five, allocated before the clock, and none in the loop.
+            assert!(large(&base) + ops <= large(&full) + 5, "{full}\n{base}");
+        }
+    }
+}
+
+#[test]
 fn bad_arguments_exit_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (
@@ -456,6 +476,17 @@ fn bad_arguments_exit_2_with_one_line() {
                 "preload:/no/such/lib.so",
             ],
             "/no/such/lib.so",
+        ),
+        (
+            &[
+                "run",
+                "--scenario",
+                "larson",
+                "--allocator",
+                "system",
+                "--baseline",
+            ],
+            "larson",
         ),
         (&["frobnicate"], "frobnicate"),
     ];

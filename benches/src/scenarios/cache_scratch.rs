@@ -18,6 +18,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "passive false sharing: small objects handed out, freed, reused",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const OBJECT: usize = 8;

@@ -19,6 +19,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "active false sharing: each thread allocates, writes, frees its own objects",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const OBJECT: usize = 8;

@@ -21,6 +21,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "bignum program: tiny numbers computed, replaced, mostly dying young",
     threaded: false,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0xcf7ac;

@@ -21,6 +21,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "symbolic program: covers of bit-set cubes built, derived, dropped per phase",
     threaded: false,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0xe5b7e550;

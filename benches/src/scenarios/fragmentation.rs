@@ -19,6 +19,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "mixed lifetimes: 10% survivors pin pages; watch the RSS columns",
     threaded: false,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0xf4a9;

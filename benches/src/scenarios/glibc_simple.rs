@@ -16,6 +16,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "glibc bench-malloc-simple: N mallocs of one size, then N frees",
     threaded: false,
     run,
+    baseline: None,
 };
 
 const COUNTS: [usize; 4] = [25, 100, 400, 1600];

@@ -20,6 +20,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "glibc bench-malloc-thread: random replace in a private working set",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x91bc;

@@ -19,6 +19,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "24 KiB blocks, then 1 MiB, then 3 MiB, every page written (phase change)",
     threaded: false,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x9a5e;

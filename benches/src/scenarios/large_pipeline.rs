@@ -23,6 +23,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "1-4 MiB buffers filled on one thread, freed on another (cross-thread large frees)",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x919e;

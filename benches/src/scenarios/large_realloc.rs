@@ -17,6 +17,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "buffers grown by doubling realloc from 64 KiB to 32 MiB, new pages written",
     threaded: false,
     run,
+    baseline: None,
 };
 
 const BASE_BUFFERS: u64 = 200;

@@ -10,8 +10,9 @@
 //! One operation: one malloc of ~2 MiB plus its free.
 
 use super::{Outcome, Params, Scenario};
-use crate::block::Block;
+use crate::block::{Block, Pool};
 use crate::timing::Recorder;
+use std::time::Instant;
 
 /// The scenario table entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -19,6 +20,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "one ~2 MiB block allocated and freed again: the large-block cache's hit path",
     threaded: false,
     run,
+    baseline: Some(baseline),
 };
 
 const BASE_OPS: u64 = 50_000;
@@ -36,4 +38,20 @@ fn run(params: &Params) -> Outcome {
         recorder.op();
     }
     Outcome::from_recorders(1, [recorder])
+}
+
+/// The loop without the allocator: the first byte of one pool block written.
+fn baseline(params: &Params) -> Outcome {
+    let setup = Instant::now();
+    let mut pool = Pool::new(1, SIZE, false);
+    let mut recorder = Recorder::new(BATCH);
+    let setup_ns = setup.elapsed().as_nanos() as u64;
+    recorder.start();
+    for _ in 0..params.scaled(BASE_OPS, BATCH as u64) {
+        pool.fill(0, SIZE, false);
+        recorder.op();
+    }
+    let mut outcome = Outcome::from_recorders(1, [recorder]);
+    outcome.setup_ns = setup_ns;
+    outcome
 }

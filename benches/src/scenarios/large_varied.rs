@@ -19,6 +19,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "random sizes 256 KiB-8 MiB, 8 live, every page written (reuse across sizes)",
     threaded: false,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x7a12;

@@ -20,6 +20,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "server threads replacing objects, arrays rotate between threads",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x1a750;

@@ -54,6 +54,9 @@ pub struct Outcome {
     pub threads: usize,
     /// Per-batch time per operation in picoseconds, all threads merged.
     pub latency: Histogram<u64>,
+    /// Time spent setting up what is not the workload (a baseline's pool),
+    /// ns: left out of the run's elapsed time.
+    pub setup_ns: u64,
 }
 
 impl Outcome {
@@ -72,6 +75,7 @@ impl Outcome {
             ops,
             threads,
             latency,
+            setup_ns: 0,
         }
     }
 }
@@ -86,6 +90,13 @@ pub struct Scenario {
     pub threaded: bool,
     /// Runs the workload once.
     pub run: fn(&Params) -> Outcome,
+    /// Runs the workload's allocation-free baseline (`run --baseline`): the
+    /// same loop, the same writes to memory, its blocks taken from a
+    /// [`crate::block::Pool`] set up before the clock, and no allocator call.
+    /// The scenario's time minus the baseline's is what the allocator costs it
+    /// (`probe-cli breakdown` puts that beside the traced figure). Only
+    /// single-threaded scenarios whose blocks are one size class of work have one.
+    pub baseline: Option<fn(&Params) -> Outcome>,
 }
 
 /// Every scenario, in the order tables list them. Appending one is a new file

@@ -22,6 +22,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "rounds of short-lived threads, survivors freed by later threads",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x3573;

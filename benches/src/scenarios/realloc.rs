@@ -18,6 +18,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "16 interleaved buffers grown by small reallocs up to 256 KiB",
     threaded: false,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x4ea1;

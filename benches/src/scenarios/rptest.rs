@@ -23,6 +23,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "random sizes and lifetimes, realloc, blocks handed to other threads",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x7e57;

@@ -7,9 +7,11 @@
 //! allocate a new one of a random size in 8..=1024 bytes.
 
 use super::{Outcome, Params, Scenario};
-use crate::block::Block;
+use crate::block::{Block, Pool};
 use crate::rng::Rng;
 use crate::timing::Recorder;
+use std::hint::black_box;
+use std::time::Instant;
 
 /// The scenario table entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -17,6 +19,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "malloc/free pairs of 8-1024 B on one thread, 256 live",
     threaded: false,
     run,
+    baseline: Some(baseline),
 };
 
 const SEED: u64 = 0x5c;
@@ -28,6 +31,37 @@ const BATCH: u32 = 1024;
 fn run(params: &Params) -> Outcome {
     let recorder = churn(Rng::new(SEED), params.scaled(BASE_OPS, 1024));
     Outcome::from_recorders(1, [recorder])
+}
+
+/// The loop without the allocator: each new block is the pool's spare one,
+/// and the replaced one becomes the spare.
+fn baseline(params: &Params) -> Outcome {
+    let setup = Instant::now();
+    let mut rng = Rng::new(SEED);
+    let mut pool = Pool::new(WINDOW + 1, 1024, true);
+    let mut live: Vec<(usize, usize)> = (0..WINDOW)
+        .map(|i| {
+            let size = rng.range(8, 1024);
+            pool.fill(i, size, false);
+            (i, size)
+        })
+        .collect();
+    let mut spare = WINDOW;
+    let mut recorder = Recorder::new(BATCH);
+    let setup_ns = setup.elapsed().as_nanos() as u64;
+    recorder.start();
+    for _ in 0..params.scaled(BASE_OPS, 1024) {
+        let slot = rng.below(WINDOW);
+        let size = rng.range(8, 1024);
+        pool.fill(spare, size, false);
+        let old = std::mem::replace(&mut live[slot], (spare, size));
+        spare = black_box(old).0;
+        recorder.op();
+    }
+    drop(live);
+    let mut outcome = Outcome::from_recorders(1, [recorder]);
+    outcome.setup_ns = setup_ns;
+    outcome
 }
 
 /// The churn loop shared with `small-churn-mt`: `ops` replace operations.

@@ -15,6 +15,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "small-churn on every thread at once (no cross-thread frees)",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x5c37;

@@ -9,9 +9,10 @@
 //! One operation: allocate a block, touch each of its pages, free the oldest.
 
 use super::{Outcome, Params, Scenario};
-use crate::block::Block;
+use crate::block::{Block, Pool};
 use crate::rng::Rng;
 use crate::timing::Recorder;
+use std::time::Instant;
 
 /// The scenario table entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -19,6 +20,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "~2 MiB blocks touched page by page, 4 live (origin analysis)",
     threaded: false,
     run,
+    baseline: Some(baseline),
 };
 
 const SEED: u64 = 0x766d;
@@ -43,4 +45,22 @@ fn run(params: &Params) -> Outcome {
     }
     drop(live);
     Outcome::from_recorders(1, [recorder])
+}
+
+/// The loop without the allocator: the same sizes and page writes, into one
+/// more resident pool block than are live, in turn.
+fn baseline(params: &Params) -> Outcome {
+    let setup = Instant::now();
+    let mut pool = Pool::new(LIVE + 1, TWO_MIB, true);
+    let mut rng = Rng::new(SEED);
+    let mut recorder = Recorder::new(1);
+    let setup_ns = setup.elapsed().as_nanos() as u64;
+    recorder.start();
+    for i in 0..params.scaled(BASE_OPS, 8) as usize {
+        pool.fill(i % (LIVE + 1), TWO_MIB - rng.below(JITTER), true);
+        recorder.op();
+    }
+    let mut outcome = Outcome::from_recorders(1, [recorder]);
+    outcome.setup_ns = setup_ns;
+    outcome
 }

@@ -21,6 +21,7 @@ pub const SCENARIO: Scenario = Scenario {
     about: "producer/consumer pairs, every free is cross-thread",
     threaded: true,
     run,
+    baseline: None,
 };
 
 const SEED: u64 = 0x87;

@@ -49,9 +49,36 @@ pub const MINIMAL: Config = Config {
     about: "every optional feature off",
 };
 
+/// Not hakmem at all: the scenario's allocation-free baseline (`hakmem-bench
+/// run --baseline`, for the scenarios that have one), the same loop and
+/// writes with no allocator call. Default minus baseline is what all of
+/// hakmem costs the scenario, measured untraced.
+pub const BASELINE: Config = Config {
+    name: "baseline",
+    env: &[(hakmem_bench::protocol::BASELINE_ENV, "true")],
+    about: "the scenario without allocator calls",
+};
+
 /// In the order they are run within each round (interleaved, so a slow phase
 /// of the machine hits every configuration alike).
-pub const ALL: &[Config] = &[DEFAULT, GLOBAL, NO_BIGCACHE, NO_ELO, FROZEN, MINIMAL];
+pub const ALL: &[Config] = &[
+    DEFAULT,
+    GLOBAL,
+    NO_BIGCACHE,
+    NO_ELO,
+    FROZEN,
+    MINIMAL,
+    BASELINE,
+];
+
+/// The configurations run for a scenario: all of them, the baseline only if
+/// the scenario has one.
+pub fn for_scenario(has_baseline: bool) -> Vec<Config> {
+    ALL.iter()
+        .copied()
+        .filter(|c| has_baseline || *c != BASELINE)
+        .collect()
+}
 
 /// The configurations that are also traced with the probes.
 pub const TRACED: &[Config] = &[DEFAULT, GLOBAL];

@@ -107,8 +107,11 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
         nested_component_ns: c.nested_component_ns,
     };
 
+    let has_baseline =
+        hakmem_bench::scenarios::find(&args.scenario).is_some_and(|s| s.baseline.is_some());
+    let run_configs = configs::for_scenario(has_baseline);
     let rounds = args.warmup + args.runs;
-    let steps = configs::ALL.len() * rounds + configs::TRACED.len() * args.trace_runs;
+    let steps = run_configs.len() * rounds + configs::TRACED.len() * args.trace_runs;
     let progress = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
             .expect("valid template")
@@ -147,7 +150,7 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
                 ""
             }
         ));
-        for config in configs::ALL {
+        for config in &run_configs {
             interrupted(&stop)?;
             let label = if round < args.warmup {
                 "warm-up"
@@ -196,7 +199,7 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     }
     progress.finish_and_clear();
 
-    let summaries: Vec<model::ConfigSummary> = configs::ALL
+    let summaries: Vec<model::ConfigSummary> = run_configs
         .iter()
         .map(|c| estimate::summarize_config(c, plain.get(c.name).map_or(&[][..], |v| v)))
         .collect();

@@ -83,6 +83,9 @@ pub struct Row {
     pub origin_guess_ns: Option<&'static str>,
     /// True when both estimates exist and differ by more than twice their combined noise.
     pub disagree: Option<bool>,
+    /// True when both estimates exist and the probe figure is within 20% or
+    /// 2 ns of the isolation figure (`estimate::close`).
+    pub close: Option<bool>,
     /// What the estimates do and do not include.
     pub note: &'static str,
 }

@@ -31,10 +31,19 @@ fn pct(v: Option<f64>) -> String {
 }
 
 fn flag(r: &Row) -> String {
-    match r.disagree {
-        Some(true) => "DISAGREE".into(),
-        Some(false) => "agree".into(),
-        None => dash(),
+    let base = match r.disagree {
+        Some(true) => "DISAGREE",
+        Some(false) => "agree",
+        None => return dash(),
+    };
+    match (r.close, &r.probe, &r.isolation) {
+        (Some(close), Some(p), Some(i)) => format!(
+            "{base}, {} ({}{})",
+            if close { "close" } else { "apart" },
+            if p.ns_per_op >= i.ns_per_op { "+" } else { "" },
+            ns(p.ns_per_op - i.ns_per_op)
+        ),
+        _ => base.into(),
     }
 }
 
@@ -242,9 +251,9 @@ fn footer(b: &Breakdown) -> String {
         .iter()
         .map(|t| {
             format!(
-                "{}: {:.2} hits/op, {} /op",
+                "{}: {:.0} a run, {} /op",
                 t.config,
-                t.probe_hits_per_op,
+                t.probe_hits_per_op * t.ops as f64,
                 ns(t.probe_added_ns_per_op)
             )
         })
@@ -274,8 +283,8 @@ fn footer(b: &Breakdown) -> String {
         .collect();
     let _ = writeln!(
         o,
-        "calibration: a probe hit costs {} (excluded from every figure; it slowed the traced runs by {}); \
-         timed calls are sampled (a burst of 4, 2 measured, about one per 2^19 TSC cycles a thread) between serialised TSC reads; \
+        "calibration: a probe hit costs {} (excluded from every figure); calls are counted and timed in the \
+         target and read from its memory, which hits a probe only when a thread exits ({}); timed calls are sampled (a burst of 4, 2 measured, about one per 2^19 TSC cycles a thread) between serialised TSC reads; \
          subtracted per instance, what the same timing code records for empty work (medians over the runs): {}",
         ns(c.probe_hit_ns),
         added.join(", "),
@@ -283,7 +292,7 @@ fn footer(b: &Breakdown) -> String {
     );
     let _ = writeln!(
         o,
-        "noise: robust standard deviation across runs (1.4826 x median absolute deviation; isolation: sqrt(on^2 + off^2)); DISAGREE = the estimates differ by more than twice their combined noise"
+        "noise: robust standard deviation across runs (1.4826 x median absolute deviation; isolation: sqrt(on^2 + off^2)); DISAGREE = the estimates differ by more than twice their combined noise; close = the probe figure is within 20% or 2 ns of the isolation figure, apart = it is not (probes minus isolation in brackets)"
     );
     o
 }

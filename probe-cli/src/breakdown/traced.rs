@@ -105,7 +105,7 @@ impl Traced {
                 r.probe.nested_component_ns.unwrap_or(0.0),
                 r.probe.floor_measurements.unwrap_or(0),
             ),
-            hits: r.probe.hits,
+            hits: r.probe.exit_probes,
             syscalls: r
                 .syscalls
                 .iter()
