@@ -126,9 +126,17 @@ fn the_learned_best_moves_off_hugepage_when_the_kernel_refuses() {
         "slack" => 3_000,
         _ => 10_000,
     };
+    // Opponents from a generator, not from `i`: with `i % N` choosing the
+    // strategy, a multiple of `i` can pair a strategy with some opponents only.
+    let mut opp = elo::Rng(11);
     for i in 0..600u64 {
         let s = (i % elo::N as u64) as usize;
-        r.record(s, cost(s), r.random_opponent(s, i.wrapping_mul(0x9e37)));
+        // Only what learning can choose plays (not `purge-on-cache` beside
+        // the background purge thread).
+        if !r.is_eligible(s) {
+            continue;
+        }
+        r.record(s, cost(s), r.random_opponent(s, opp.next()));
     }
     assert_eq!(STRATEGIES[r.best() as usize].name, "hugepage");
     hakmem::thp::set_for_test(false);

@@ -137,13 +137,32 @@ fn header_of(p: usize) -> *mut LargeHeader {
 /// purges to save memory, and splitting a huge page would make every later
 /// reuse of that range fault page by page.
 fn purge_block_pages(p: usize, bytes: usize) {
-    let start = (p + OS_PAGE - 1) & !(OS_PAGE - 1);
-    let end = (p + bytes) & !(OS_PAGE - 1);
-    let (start, end) = crate::thp::whole_huge_pages(start, end);
+    let (start, end) = purge_range(p, bytes);
     if end > start {
         // SAFETY: whole pages of a cached block (nobody uses it), past its header page.
         unsafe { crate::vm::purge(start as *mut u8, end - start) };
     }
+}
+
+/// The pages [`purge_block_pages`] drops from the block at `p` (`bytes`
+/// long); empty when `start >= end`.
+fn purge_range(p: usize, bytes: usize) -> (usize, usize) {
+    let start = (p + OS_PAGE - 1) & !(OS_PAGE - 1);
+    let end = (p + bytes) & !(OS_PAGE - 1);
+    crate::thp::whole_huge_pages(start, end)
+}
+
+/// OS pages a purging put of the block at `p` (`usable` bytes) drops: the
+/// block's next user faults them in again (the zeroing of a huge page is
+/// 512 pages' worth). A sample of a `purge-on-cache` block is charged them
+/// (`evolution::finish_sample`): the refaults land on whichever block
+/// reuses the memory, never on the block whose put caused them.
+pub fn purged_pages_on_put(p: usize, usable: usize) -> u64 {
+    let Some(k) = floor_class(usable) else {
+        return 0;
+    };
+    let (start, end) = purge_range(p, class_size(k));
+    (end.saturating_sub(start) / OS_PAGE) as u64
 }
 
 /// Gives a block up (to the span level, or to the OS); `aged` = it waited
@@ -609,6 +628,37 @@ mod tests {
         for p in [blocks[DEPTH], blocks[DEPTH - 1]] {
             // SAFETY: a block the test mapped and no longer uses.
             unsafe { block::unmap_block(p, header_of(p)) };
+        }
+    }
+
+    /// What a purge-on-cache sample is charged (`purged_pages_on_put`) is
+    /// what the purge really drops: resident pages of the block before
+    /// minus after, counted by `mincore`, huge pages or not.
+    #[test]
+    fn a_purging_put_is_charged_the_pages_it_drops() {
+        let _s = crate::large::span_heap::test_serial();
+        for size in [1 << 20, 6 << 20] {
+            let p = block(class_size(class_of(size)));
+            let usable = block::usable_size(header_of(p));
+            let bytes = class_size(floor_class(usable).unwrap());
+            let start = p & !(OS_PAGE - 1);
+            let len = (p + bytes).next_multiple_of(OS_PAGE) - start;
+            // SAFETY: the block's own bytes, past its header.
+            unsafe { core::ptr::write_bytes(p as *mut u8, 1, usable) };
+            let mut vec = vec![0u8; len / OS_PAGE];
+            let resident = |vec: &mut [u8]| {
+                crate::os::resident_pages(start as *mut u8, len, vec).unwrap() as u64
+            };
+            let before = resident(&mut vec);
+            let mut c = ThreadCache::new();
+            assert!(matches!(c.put(p, usable, 1, true), Put::Cached { .. }));
+            let after = resident(&mut vec);
+            let charged = purged_pages_on_put(p, usable);
+            assert_eq!(before - after, charged, "{size}: dropped vs charged");
+            if !crate::thp::granted() || size > 4 << 20 {
+                assert!(charged > 0, "{size}: a purge that drops nothing");
+            }
+            c.flush();
         }
     }
 

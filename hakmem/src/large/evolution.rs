@@ -328,13 +328,32 @@ pub fn begin_sample(may_fault: bool) -> Option<u64> {
     may_fault.then(os::thread_minor_faults)
 }
 
-/// The block `p` being measured was freed; `free_cycles` were spent freeing it.
-pub fn finish_sample(sample: Sample, strategy: u8, free_cycles: u64, rng: &mut Rng) {
+/// The block `p` being measured was freed; `free_cycles` were spent freeing
+/// it, and its free purged `deferred_faults` pages that the next user of
+/// the memory faults in again (a `purge-on-cache` put, else 0).
+///
+/// Charging those here is what makes `purge-on-cache` cost what it costs:
+/// its refaults land on whichever block reuses the memory next, so its own
+/// samples saw none, and it measured cheaper than it is (a purged 32 MiB
+/// block is 15 huge pages, ~2 ms of zeroing, for its next user).
+pub fn finish_sample(
+    sample: Sample,
+    strategy: u8,
+    free_cycles: u64,
+    deferred_faults: u64,
+    rng: &mut Rng,
+) {
     let faults = sample
         .faults0
         .map_or(0, |f0| os::thread_minor_faults().saturating_sub(f0));
-    let cost = sample.alloc_cycles + free_cycles + faults * elo::FAULT_CYCLES;
+    let cost = sample_cost(sample.alloc_cycles + free_cycles, faults + deferred_faults);
     record(strategy as usize, cost, sample.size, rng);
+}
+
+/// A sample's cost: `cycles` in hakmem plus `faults` priced at
+/// [`elo::FAULT_CYCLES`].
+pub fn sample_cost(cycles: u64, faults: u64) -> u64 {
+    cycles.saturating_add(faults.saturating_mul(elo::FAULT_CYCLES))
 }
 
 fn size_log(size: usize) -> f32 {

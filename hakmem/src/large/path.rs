@@ -582,7 +582,13 @@ unsafe fn free_general(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
     if measuring {
         let sample = h.sample;
         h.sample = Sample::NONE;
-        evolution::finish_sample(sample, strategy, probe::now() - t0, &mut h.rng);
+        let purged = match put {
+            Put::Cached { .. } if bigcache::purges_on_put(strategy) => {
+                bigcache::purged_pages_on_put(a, usable)
+            }
+            _ => 0,
+        };
+        evolution::finish_sample(sample, strategy, probe::now() - t0, purged, &mut h.rng);
     }
 }
 
