@@ -314,7 +314,12 @@ pub fn should_sample(ts: &mut crate::large::thread::ThreadState, size: usize) ->
     *countdown = match phase(b) {
         Phase::Learn => LEARN_SAMPLE_EVERY - 1,
         Phase::Frozen => FROZEN_SAMPLE_EVERY - 1,
-        Phase::Locked => return false,
+        // Nothing to measure; a countdown left at 0 sent every BigCache
+        // hit of the band to the general path (which looks here again).
+        Phase::Locked => {
+            *countdown = u32::MAX;
+            return false;
+        }
     };
     true
 }
