@@ -283,7 +283,13 @@ pub fn best(size: usize) -> u8 {
 pub fn hit_strategy(size: usize) -> Option<u8> {
     let band = band(band_of(size));
     match band.phase.load(Relaxed) {
-        0 => Some(band.ratings.best()),
+        0 => {
+            // A choice while learning, as in `choose` (the breakdown test
+            // times this delay untraced against traced).
+            #[cfg(feature = "test-delay")]
+            crate::test_delay::elo();
+            Some(band.ratings.best())
+        }
         1 | 2 => Some(band.frozen_on.load(Relaxed)),
         _ => None,
     }
