@@ -86,6 +86,24 @@ pub const CLASS_SIZES: [usize; NUM_CLASSES] = {
     t
 };
 
+/// [`CLASS_SIZES`] as `u64`, padded to a power of two: the hot path's
+/// lookup of a class it holds in a register, without a bounds check.
+const CLASS_BYTES: [u64; 32] = {
+    let mut t = [0; 32];
+    let mut k = 0;
+    while k < NUM_CLASSES {
+        t[k] = class_size(k) as u64;
+        k += 1;
+    }
+    t
+};
+
+/// The block size of class `k` (`< NUM_CLASSES`).
+#[inline(always)]
+fn class_bytes(k: usize) -> u64 {
+    CLASS_BYTES[k & 31]
+}
+
 /// Whether a request can be served from the cache.
 #[inline]
 pub fn cacheable(size: usize, align: usize) -> bool {
@@ -253,15 +271,34 @@ impl ThreadCache {
             return None;
         }
         self.hot = 0;
-        self.held -= CLASS_SIZES[k] as u64;
+        self.held -= class_bytes(k);
         Some(p)
+    }
+
+    /// The hot block, if it is of class `k`, left in place.
+    #[inline(always)]
+    pub fn hot_block(&self, k: usize) -> Option<usize> {
+        (self.hot != 0 && self.hot_class as usize == k).then_some(self.hot)
+    }
+
+    /// The hot path's lookup: takes the hot block if it is `p` (not 0), of
+    /// class `k`, as the thread's record of its last hit says.
+    #[inline(always)]
+    pub fn take_hot(&mut self, p: usize, k: usize) -> bool {
+        if self.hot != p {
+            return false;
+        }
+        debug_assert!(p != 0 && self.hot_class as usize == k);
+        self.hot = 0;
+        self.held -= class_bytes(k);
+        true
     }
 
     /// The hit loop's put: the block of the last hit, of class `k`, as the
     /// hot block, if there is none and the budget already reserved holds it.
     #[inline(always)]
     pub fn push_hot(&mut self, p: usize, k: usize) -> bool {
-        let bytes = CLASS_SIZES[k] as u64;
+        let bytes = class_bytes(k);
         if self.hot != 0 || self.held + bytes > self.budget {
             return false;
         }
@@ -276,13 +313,28 @@ impl ThreadCache {
     /// that `site` freed, if its slot holds one.
     #[inline(always)]
     pub fn pop(&mut self, k: usize, site: u32) -> Option<usize> {
-        let slot = &mut self.slots[site as usize % SITE_BUCKETS][k];
+        let p = self.top(k, site)?;
+        self.take_top(k, site);
+        Some(p)
+    }
+
+    /// The block [`Self::pop`] would take, left in place.
+    #[inline(always)]
+    pub fn top(&self, k: usize, site: u32) -> Option<usize> {
+        let slot = &self.slots[site as usize % SITE_BUCKETS][k];
         if slot.count == 0 || slot.site != site {
             return None;
         }
+        Some(slot.blocks[(slot.count as usize - 1) % DEPTH])
+    }
+
+    /// Takes the block [`Self::top`] found.
+    #[inline(always)]
+    pub fn take_top(&mut self, k: usize, site: u32) {
+        let slot = &mut self.slots[site as usize % SITE_BUCKETS][k];
+        debug_assert!(slot.count > 0 && slot.site == site);
         slot.count -= 1;
         self.held -= CLASS_SIZES[k] as u64;
-        Some(slot.blocks[slot.count as usize])
     }
 
     /// The free path's put of a block of class `k` freed at `site`, when it
@@ -559,11 +611,28 @@ fn global_release(all: bool, aged: bool) -> u32 {
     released
 }
 
+/// Bit `s` set: strategy `s` purges blocks as they enter the cache (one
+/// shift on the hit path, where a load from `STRATEGIES` waited for the
+/// strategy's own load).
+const PURGES_ON_PUT: u32 = {
+    assert!(STRATEGIES.len() <= 32);
+    let mut m = 0;
+    let mut s = 0;
+    while s < STRATEGIES.len() {
+        if STRATEGIES[s].purge_on_cache {
+            m |= 1 << s;
+        }
+        s += 1;
+    }
+    m
+};
+
 /// Whether the strategy with this id purges blocks as they enter the cache.
+#[inline(always)]
 pub fn purges_on_put(strategy: u8) -> bool {
-    STRATEGIES
-        .get(strategy as usize)
-        .is_some_and(|s| s.purge_on_cache)
+    PURGES_ON_PUT
+        .checked_shr(u32::from(strategy))
+        .is_some_and(|m| m & 1 != 0)
 }
 
 #[cfg(test)]

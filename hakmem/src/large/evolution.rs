@@ -39,7 +39,10 @@
 use crate::large::elo::{self, Ratings, Rng};
 use crate::os;
 use crate::probe::{self, Component};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicU32, AtomicU64, AtomicU8,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 /// While learning, one large allocation in this many is measured.
 pub const LEARN_SAMPLE_EVERY: u32 = 4;
@@ -130,6 +133,23 @@ impl Band {
 
 static BAND: [Band; BANDS] = [const { Band::new() }; BANDS];
 static TRANSITIONS: AtomicU64 = AtomicU64::new(0);
+/// Advanced after every change of what [`best`] answers for some band (a
+/// band set up, frozen, thawed, or a new best while learning): a BigCache
+/// hit that saw the same value when it last stamped a block knows the
+/// stamp is still current without looking at the bands ([`epoch`]).
+static EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// The current [`EPOCH`]. Read it before the strategy it is to vouch for:
+/// a change made after that read advances it again.
+#[inline(always)]
+pub fn epoch() -> u32 {
+    EPOCH.load(Acquire)
+}
+
+/// After a change of what [`best`] answers (the change's stores come first).
+fn changed() {
+    EPOCH.fetch_add(1, Release);
+}
 
 /// Each band's phase and current strategy for a tracer, which reads them
 /// from the process's memory by this symbol (`probe-cli trace` shows which
@@ -212,6 +232,7 @@ fn init(b: usize) -> Phase {
     let _ = band
         .phase
         .compare_exchange(UNINIT, p as u8, Relaxed, Relaxed);
+    changed();
     publish(b);
     phase(b)
 }
@@ -253,6 +274,25 @@ pub fn select(size: usize, rng: &mut Rng) -> u8 {
 pub fn best(size: usize) -> u8 {
     let b = band_of(size);
     choose(b, || band(b).ratings.best())
+}
+
+/// [`best`] for the BigCache hit path, which no tracer watches (so no
+/// `EloSelect` event) and which must not call anything: None while the
+/// band of `size` is not set up yet (the caller then takes [`best`]).
+#[inline(always)]
+pub fn hit_strategy(size: usize) -> Option<u8> {
+    let band = band(band_of(size));
+    match band.phase.load(Relaxed) {
+        0 => {
+            // A choice while learning, as in `choose` (the breakdown test
+            // times this delay untraced against traced).
+            #[cfg(feature = "test-delay")]
+            crate::test_delay::elo();
+            Some(band.ratings.best())
+        }
+        1 | 2 => Some(band.frozen_on.load(Relaxed)),
+        _ => None,
+    }
 }
 
 /// Band `b`'s frozen strategy, or `learning`'s choice timed as ELO selection
@@ -314,7 +354,12 @@ pub fn should_sample(ts: &mut crate::large::thread::ThreadState, size: usize) ->
     *countdown = match phase(b) {
         Phase::Learn => LEARN_SAMPLE_EVERY - 1,
         Phase::Frozen => FROZEN_SAMPLE_EVERY - 1,
-        Phase::Locked => return false,
+        // Nothing to measure; a countdown left at 0 sent every BigCache
+        // hit of the band to the general path (which looks here again).
+        Phase::Locked => {
+            *countdown = u32::MAX;
+            return false;
+        }
     };
     true
 }
@@ -377,10 +422,14 @@ pub fn record(strategy: usize, cost: u64, size: usize, rng: &mut Rng) {
             band.learn_samples
                 .store(band.learn_samples.load(Relaxed) + 1, Relaxed);
             let opp = band.ratings.random_opponent(strategy, rng.next());
+            let before = band.ratings.best();
             band.ratings.record(strategy, cost, opp);
             if converged(b) {
                 freeze(b, band.ratings.best());
             } else {
+                if band.ratings.best() != before {
+                    changed();
+                }
                 publish(b);
             }
         }
@@ -463,6 +512,7 @@ fn freeze(b: usize, best: u8) {
     {
         transition(Phase::Frozen);
     }
+    changed();
     publish(b);
 }
 
@@ -478,6 +528,7 @@ fn thaw(b: usize) {
     {
         transition(Phase::Learn);
     }
+    changed();
     publish(b);
 }
 
@@ -495,6 +546,7 @@ pub fn lock_on_for_test(s: u8) {
     for (b, band) in BAND.iter().enumerate() {
         band.frozen_on.store(s, Relaxed);
         band.phase.store(Phase::Locked as u8, Relaxed);
+        changed();
         publish(b);
     }
 }
@@ -513,6 +565,7 @@ pub fn reset_for_test(p: Phase) {
         store_f(&band.frozen_cost, 0.0);
         band.learn_samples.store(0, Relaxed);
     }
+    changed();
     for b in 0..BANDS {
         publish(b);
     }

@@ -28,6 +28,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub trait StateOf: Copy {
     /// The calling thread's state (None if the OS refuses memory).
     fn state(self) -> Option<*mut ThreadState>;
+    /// The calling thread's state if it has one already and it is reached
+    /// without a call, else None: for the BigCache hit paths, which leave
+    /// everything else to the general paths so that they need no call (and
+    /// so no prologue saving registers).
+    fn state_without_call(self) -> Option<*mut ThreadState>;
     /// Called at the purge-clock check (every [`OPS_PER_CLOCK_CHECK`] large
     /// operations, never on a BigCache hit pair) with the time just read:
     /// the thread context looks after what the thread left on its other
@@ -46,14 +51,31 @@ fn fail() -> *mut u8 {
 
 /// Allocates a large block of `size` bytes aligned to `align`; zeroed if `zero`.
 ///
-/// A BigCache hit with nothing else due takes [`alloc_hit`] in a function
-/// with a short prologue; everything else [`alloc_general`].
+/// The block of this thread's last hit, back in the cache and asked for
+/// again, takes [`alloc_hot`], which calls nothing (so this function saves
+/// no registers); everything else [`alloc_rest`].
 #[inline(never)]
 pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: impl StateOf) -> *mut u8 {
-    if bigcache::cacheable(size, align) && !probe::tracing() {
-        if let Some(ts) = state.state() {
+    if !zero && align <= 16 && !probe::enabled() {
+        if let Some(ts) = state.state_without_call() {
             // SAFETY: this thread's state, used only by this thread.
-            if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site, zero) {
+            if let Some(p) = alloc_hot(unsafe { &mut *ts }, size, site) {
+                return p;
+            }
+        }
+    }
+    alloc_rest(size, align, site, zero, state)
+}
+
+/// [`alloc`] after [`alloc_hot`]: a BigCache hit with nothing else due
+/// takes [`alloc_hit`]; everything else, a tracer attached or a block to
+/// clear included, [`alloc_general`].
+#[inline(never)]
+fn alloc_rest(size: usize, align: usize, site: usize, zero: bool, state: impl StateOf) -> *mut u8 {
+    if !zero && bigcache::cacheable(size, align) && !probe::enabled() {
+        if let Some(ts) = state.state_without_call() {
+            // SAFETY: this thread's state, used only by this thread.
+            if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site) {
                 return p;
             }
         }
@@ -181,6 +203,65 @@ fn alloc_general(
     block.ptr
 }
 
+/// The hit of a loop on one block: the block of this thread's last hit
+/// ([`ThreadState::hit`]), back in the cache as its hot block, asked for
+/// again at the same size and site, with no strategy changed since and
+/// nothing else due (as [`alloc_hit`]). Its record holds the class, the
+/// band, the length and the header's site word, so nothing is computed and
+/// the header is not read. None (nothing changed) otherwise.
+///
+/// The caller checked that the request's alignment is a cached block's,
+/// it needs no clearing, and no tracer is attached. (Only [`alloc_hit`]
+/// makes a record, in thread mode only.)
+#[inline(always)]
+fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
+    let hit = h.hit;
+    // A record's size is that of a cacheable request of its class (0 without a block).
+    if size != hit.size
+        || hit.out
+        || h.ops + 1 >= OPS_PER_CLOCK_CHECK
+        || (h.sample.ptr == 0
+            && h.sample_countdown[hit.band as usize & (evolution::BANDS - 1)] == 0)
+    {
+        return None;
+    }
+    let slot = if !h.profiling {
+        0
+    } else if site == h.last_site {
+        h.last_slot
+    } else {
+        return None;
+    };
+    // The header names this site and a strategy still the current best
+    // (that hit did not purge on put, or `free_hit` would not have put the
+    // block back as hot).
+    if block::site_of(hit.word) != slot || hit.epoch != evolution::epoch() {
+        return None;
+    }
+    let k = hit.class as usize;
+    if !h.cache()?.take_hot(hit.ptr, k) {
+        return None;
+    }
+    if crate::hardening::ENABLED {
+        // SAFETY: a cached block's header (validated when it was freed).
+        unsafe { (*((hit.ptr - HEADER_SIZE) as *mut LargeHeader)).magic = block::MAGIC };
+    }
+    h.hit.out = true;
+    // What the general path does on its way to a hit.
+    h.ops += 1;
+    if h.sample.ptr == 0 {
+        h.sample_countdown[hit.band as usize & (evolution::BANDS - 1)] -= 1;
+    }
+    h.reuse.hit();
+    h.counters.bigcache_hits.add(1);
+    let (p, usable) = (
+        hit.ptr as *mut u8,
+        hit.pages as usize * os::OS_PAGE - HEADER_SIZE,
+    );
+    finish_alloc(h, p, size, usable, slot, true, false, false);
+    Some(p)
+}
+
 /// The BigCache hit of thread mode when nothing else is due (no purge-clock
 /// look, no sample to start, the call site the same as last time, a block
 /// of the class at hand): the whole allocation, or None for the general
@@ -190,11 +271,13 @@ fn alloc_general(
 /// table slot, the class and its size twice, and looked at sampling, the
 /// clock and the tracer on every call (about 280 instructions for a hit
 /// under callgrind). The hot block (`free_hit` put it back) is taken
-/// first, then the slot of this site.
+/// first, then the slot of this site. A span block it hands out becomes
+/// the thread's [`ThreadState::hit`].
 ///
-/// The caller checked that the request is cacheable and nothing is traced.
+/// The caller checked that the request is cacheable, needs no clearing,
+/// and no tracer is attached.
 #[inline(always)]
-fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Option<*mut u8> {
+fn alloc_hit(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
     let band = evolution::band_of(size);
     if h.mode != BigCacheMode::Thread
         || h.ops + 1 >= OPS_PER_CLOCK_CHECK
@@ -210,35 +293,50 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Optio
         return None;
     };
     let k = bigcache::class_of(size);
+    let mut c = h.cache()?;
     // The hot block is a span block (`free_hit` put it there); a slot's may not be.
-    let (p, hot) = {
-        let mut c = h.cache()?;
-        match c.pop_hot(k) {
-            Some(p) => (p, true),
-            None => (c.pop(k, slot)?, false),
-        }
+    let (p, hot) = match c.hot_block(k) {
+        Some(p) => (p, true),
+        None => (c.top(k, slot)?, false),
     };
+    let hdr = (p - HEADER_SIZE) as *mut LargeHeader;
+    // SAFETY: a cached block's header (validated when it was freed).
+    let (pages, word0) = unsafe { ((*hdr).len_pages, (*hdr).site) };
+    let usable = block::usable_size(hdr);
+    // Before the strategy it vouches for (see `evolution::epoch`).
+    let epoch = evolution::epoch();
+    // A band not set up yet is the general path's (nothing taken so far).
+    let best = evolution::hit_strategy(usable)?;
+    if hot {
+        c.pop_hot(k);
+    } else {
+        c.take_top(k, slot);
+    }
+    drop(c);
     // What the general path does on its way to a hit.
     h.ops += 1;
     if h.sample.ptr == 0 {
         h.sample_countdown[band & (evolution::BANDS - 1)] -= 1;
     }
     h.reuse.hit();
-    let (usable, _, purge) = take_cached(p, slot);
+    let (word, purge) = claim_cached(hdr, word0, slot, best);
     // Only a span block: its free reads the page map without looking the
     // arena up (a block with a mapping of its own may be unmapped by then).
     if !purge && (hot || block::in_span(p)) {
-        // SAFETY: a cached block's header (validated when it was freed).
-        let pages = unsafe { (*((p - HEADER_SIZE) as *const LargeHeader)).len_pages };
         h.hit = Hit {
             ptr: p,
+            size,
+            meta: Some(span_heap::meta_at_known(p - HEADER_SIZE)),
             pages,
             class: k as u32,
-            site: slot,
+            word,
+            epoch,
+            band: band as u8,
+            out: true,
         };
     }
     h.counters.bigcache_hits.add(1);
-    finish_alloc(h, p as *mut u8, size, usable, slot, true, zero, false);
+    finish_alloc(h, p as *mut u8, size, usable, slot, true, false, false);
     Some(p as *mut u8)
 }
 
@@ -250,26 +348,35 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, zero: bool) -> Optio
 fn take_cached(p: usize, slot: u32) -> (usize, u32, bool) {
     // Cached blocks have the default layout: the header just before the block.
     let hdr = (p - HEADER_SIZE) as *mut LargeHeader;
+    let usable = block::usable_size(hdr);
+    // SAFETY: a cached block's header (validated when it was freed).
+    let word = unsafe { (*hdr).site };
+    let (_, purge) = claim_cached(hdr, word, slot, evolution::best(usable));
+    (usable, word, purge)
+}
+
+/// The header `hdr` of a block leaving the BigCache, its site word `word`
+/// now, names site `slot` and `best`, the current best strategy for its
+/// size. Returns the word it holds after, and whether that strategy purges
+/// a block as it enters the cache.
+#[inline(always)]
+fn claim_cached(hdr: *mut LargeHeader, word: u32, slot: u32, best: u8) -> (u32, bool) {
     // The block now belongs to this site and to the current best
     // strategy: its free follows that strategy, and a sample is
     // charged to it. Keeping the strategy it was mapped with let one
     // block circulating in a loop charge every sample, and every
     // purge-on-put, to whatever strategy mapped it first (a run stuck
     // at 1.3 µs per hit on `purge-on-cache`).
-    let usable = block::usable_size(hdr);
-    let best = evolution::best(usable);
     let want = block::site_word(slot, best);
-    // SAFETY: a cached block's header (validated when it was freed).
-    let word = unsafe { (*hdr).site };
     if word != want {
-        // SAFETY: as above.
+        // SAFETY: a cached block's header (validated when it was freed).
         unsafe { (*hdr).site = want };
     }
     if crate::hardening::ENABLED {
         // SAFETY: as above.
         unsafe { (*hdr).magic = block::MAGIC };
     }
-    (usable, word, bigcache::purges_on_put(best))
+    (want, bigcache::purges_on_put(best))
 }
 
 /// After a BigCache miss for `size`: a cached block of a larger class (at
@@ -335,9 +442,9 @@ fn header_of(p: usize) -> *mut LargeHeader {
     unsafe { block::header(p, r) }.expect("fresh large block has a header")
 }
 
-/// Frees `a` if it is the block this thread's last fast BigCache hit
-/// handed out ([`ThreadState::hit`]) and it goes back to its slot; false
-/// (nothing done) otherwise. Called before the header is validated:
+/// Frees `a` if it is the block this thread's last BigCache hit on the hit
+/// paths handed out ([`ThreadState::hit`]) and it goes back to the cache;
+/// false (nothing done) otherwise. Called before the header is validated:
 /// what the free needs was noted at the hit, and the page map shows that
 /// a span of the noted length and owner still starts there (so a block
 /// another thread freed meanwhile, or a double free, takes the general
@@ -346,22 +453,24 @@ fn header_of(p: usize) -> *mut LargeHeader {
 /// [`free_put`].
 #[inline(always)]
 pub fn free_hit(a: usize, state: impl StateOf) -> bool {
-    if probe::tracing() {
+    if probe::enabled() {
         return false;
     }
-    let Some(ts) = state.state() else {
+    let Some(ts) = state.state_without_call() else {
         return false;
     };
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
     let hit = h.hit;
-    if hit.ptr != a || h.sample.ptr == a {
+    if hit.ptr != a || !hit.out || h.sample.ptr == a {
         return false;
     }
-    h.hit.ptr = 0;
+    // Whatever happens now, the program gave it up: a second free of it
+    // must not come here.
+    h.hit.out = false;
     let k = hit.class as usize;
     // `hit.ptr` was a span block when the cache handed it out.
-    if span_heap::live_span_at_known(a - HEADER_SIZE)
+    if hit.meta.and_then(span_heap::live_span_in)
         != Some((
             hit.pages as usize + block::GUARD_PAGES,
             block::owner_tag(ts as usize),
@@ -373,7 +482,7 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     let Some(mut c) = h.cache() else {
         return false;
     };
-    let cached = c.push_hot(a, k) || c.push(a, k, hit.site);
+    let cached = c.push_hot(a, k) || c.push(a, k, block::site_of(hit.word));
     drop(c);
     if !cached {
         return false;
@@ -381,6 +490,9 @@ pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     let usable = hit.pages as usize * os::OS_PAGE - HEADER_SIZE;
     // SAFETY: a live span block's header; the block is the cache's now.
     unsafe { note_fast_put(h, (a - HEADER_SIZE) as *mut LargeHeader, k, usable) };
+    // No `purge_thread::notify`: the put used budget this cache reserved
+    // earlier, and has held since, through a put that notified; the purge
+    // thread does not park while any cache holds budget (`has_work`).
     true
 }
 
@@ -445,13 +557,16 @@ unsafe fn free_put(h: &mut ThreadState, ts: usize, a: usize, hdr: *mut LargeHead
     }
     // SAFETY: validated header; the block is the cache's now.
     unsafe { note_fast_put(h, hdr, k, usable) };
+    // The purge thread does not park while a cache holds budget, but this
+    // (one put in [`OPS_PER_CLOCK_CHECK`] of a hit loop) starts it in a
+    // forked child, where it did not survive the fork.
+    crate::large::purge_thread::notify();
     true
 }
 
 /// What [`free_hit`] and [`free_put`] note once the block of class `k` is
 /// in this thread's cache: the reuse score, the freed-block magic
-/// (hardened), the counters, and the purge thread (the cache now holds
-/// resident memory it gives back if this thread goes idle).
+/// (hardened), the counters.
 ///
 /// # Safety
 /// `hdr` is the header of the block just cached, which the cache now owns.
@@ -465,7 +580,6 @@ unsafe fn note_fast_put(h: &mut ThreadState, hdr: *mut LargeHeader, k: usize, us
     h.counters.large_frees.add(1);
     h.counters.large_bytes_freed.add(usable as u64);
     h.counters.bigcache_puts.add(1);
-    crate::large::purge_thread::notify();
 }
 
 /// [`free`] in full.

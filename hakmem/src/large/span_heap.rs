@@ -608,9 +608,22 @@ pub fn used_span_at(start: usize) -> Option<usize> {
 /// there): no arena lookup.
 #[inline(always)]
 pub fn live_span_at_known(start: usize) -> Option<(usize, u32)> {
+    live_span_in(meta_at_known(start))
+}
+
+/// The page map entry of the span at `start`, with the same precondition
+/// as [`live_span_at_known`]: for a caller that looks at the same span
+/// again and again ([`live_span_in`]).
+#[inline(always)]
+pub fn meta_at_known(start: usize) -> &'static PageMeta {
     debug_assert!(locate(start).is_some_and(|(_, _, page)| page >= META_PAGES));
     let base = start & !(ARENA_SIZE - 1);
-    let m = meta(base, (start - base) / OS_PAGE);
+    meta(base, (start - base) / OS_PAGE)
+}
+
+/// [`live_span_at_known`] of the span whose entry is `m` ([`meta_at_known`]).
+#[inline(always)]
+pub fn live_span_in(m: &PageMeta) -> Option<(usize, u32)> {
     let st = m.state.load(Acquire);
     (st & KIND == USED && st & FIRST != 0)
         .then(|| (m.len.load(Relaxed) as usize, m.prev.load(Relaxed)))

@@ -5,6 +5,7 @@
 
 use crate::counters::Counter;
 use crate::large::shared_cache::{self, SharedCache};
+use crate::large::span_heap::PageMeta;
 use crate::large::{elo, evolution, reuse};
 use crate::options;
 
@@ -42,31 +43,55 @@ pub struct ThreadState {
     pub counters: Counters,
     /// Which cache classes this thread reuses (cache or span level on free).
     pub reuse: reuse::Reuse,
-    /// The span block this thread's last fast BigCache hit handed out, until
-    /// its free (or a resize): its free needs no lookup (`path::free_hit`).
+    /// The span block this thread's last BigCache hit on the hit paths
+    /// handed out: its free needs no lookup (`path::free_hit`), and its
+    /// next hit little more than a compare (`path::alloc_hot`).
     pub hit: Hit,
 }
 
-/// A block handed out by a BigCache hit, as its free needs it.
+/// The block this thread's last BigCache hit on the hit paths handed out,
+/// as its free and its next hit need it. Kept across its free: while it
+/// waits as the cache's hot block (`ThreadCache::hot` is `ptr`), a request
+/// of the same size at the same site takes it back on [`path::alloc`]'s
+/// first test, without computing anything this record already holds.
+///
+/// [`path::alloc`]: crate::large::path::alloc
 #[derive(Clone, Copy)]
 pub struct Hit {
     /// The block (0 = none).
     pub ptr: usize,
-    /// Its span's length in pages (checked against the page map on free).
+    /// The request that got it (0 with no block): a request of this size
+    /// has its class and band.
+    pub size: usize,
+    /// The page map entry of its span (checked on free).
+    pub meta: Option<&'static PageMeta>,
+    /// Its span's length in pages (its header's `len_pages`).
     pub pages: u32,
     /// Its cache class.
     pub class: u32,
-    /// The site slot it was handed out at.
-    pub site: u32,
+    /// Its header's site word as the hit wrote it (site slot, strategy).
+    pub word: u32,
+    /// `evolution::epoch()` when that strategy was chosen.
+    pub epoch: u32,
+    /// `evolution::band_of(size)`.
+    pub band: u8,
+    /// The program holds it (between a hit and its free); false once it is
+    /// the cache's again.
+    pub out: bool,
 }
 
 impl Hit {
     /// No block.
     pub const NONE: Hit = Hit {
         ptr: 0,
+        size: 0,
+        meta: None,
         pages: 0,
         class: 0,
-        site: 0,
+        word: 0,
+        epoch: 0,
+        band: 0,
+        out: false,
     };
 }
 

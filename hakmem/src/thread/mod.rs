@@ -144,6 +144,13 @@ impl StateOf for LargeCtx {
         large_state()
     }
 
+    #[inline(always)]
+    fn state_without_call(self) -> Option<*mut ThreadState> {
+        let (c, _) = current_with_grants_without_call()?;
+        // SAFETY: a live context of this thread; only the field's address is taken.
+        (!is_empty(c)).then(|| unsafe { &raw mut (*c).large })
+    }
+
     /// A thread that allocates large blocks and has not allocated a small
     /// one for a purge delay gives its empty small pages back now
     /// (`Heap::purge_quiet`) instead of after eight delays on its next
