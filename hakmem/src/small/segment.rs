@@ -267,6 +267,9 @@ impl Segment {
         self.free_pages &= !(1 << i);
         self.dirty_pages &= !(1 << i);
         let page_size = 1usize << self.page_shift;
+        if self.kind != PageKind::Big {
+            CARVED.fetch_add(page_size, Ordering::Relaxed);
+        }
         let (start, mut bytes) = if i == 0 {
             (self.base() + SEGMENT_HEADER, page_size - SEGMENT_HEADER)
         } else {
@@ -301,6 +304,9 @@ impl Segment {
         let i = self.page_index(page);
         self.carved_class[i] = self.pages[i].class;
         self.pages[i] = Page::EMPTY;
+        if self.kind != PageKind::Big {
+            CARVED.fetch_sub(1 << self.page_shift, Ordering::Relaxed);
+        }
         self.free_pages |= 1 << i;
         self.dirty_pages |= 1 << i;
         self.last_release_ns = now_ns;
@@ -365,29 +371,29 @@ fn huge_aligned_pages(from: usize, to: usize, shift: u32) -> (usize, usize) {
     (from, to / per_huge * per_huge)
 }
 
-/// Segments held at once (owned or abandoned, not pooled) from which
-/// `HAKMEM_HUGEPAGES=auto` asks for huge pages: 32 MiB, so that small
-/// programs keep 4 KiB pages and never pay the `thp` probe. Big-page
-/// segments (blocks of 128-512 KiB) never ask under `auto`: one block there
-/// made a whole 2 MiB page resident, and with them python3 and gcc under
-/// LD_PRELOAD peaked 10-19 MiB higher (131 vs 112, 87 vs 77 MiB); small and
-/// medium pages fill a huge page fast (`mstress`: 18,100 -> 6,400 faults a
-/// run, python3 and gcc +4-5 MiB peak).
-pub const THP_MIN_SEGMENTS: usize = 8;
-/// Segments held now: acquired and not yet released to the pool.
-static HELD: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of carved small and medium pages (pages holding blocks, in every
+/// thread's segments) from which `HAKMEM_HUGEPAGES=auto` asks for huge
+/// pages: small programs keep 4 KiB pages and never pay the `thp` probe,
+/// and segments that hold a few pages each (`glibc-thread`: ~10 MiB in 8
+/// segments) do not fill 2 MiB with them. Big-page segments (blocks of
+/// 128-512 KiB) never ask under `auto`: one block there made a whole 2 MiB
+/// page resident, and with them python3 and gcc under LD_PRELOAD peaked
+/// 10-19 MiB higher (131 vs 112, 87 vs 77 MiB).
+pub const THP_MIN_CARVED: usize = 32 << 20;
+/// Bytes of small and medium pages carved now (see [`THP_MIN_CARVED`]).
+static CARVED: AtomicUsize = AtomicUsize::new(0);
 /// Set once `HAKMEM_HUGEPAGES=auto` has turned huge pages on; they stay on
 /// (advice that came and went would split and refill huge pages).
 static THP_ON: AtomicBool = AtomicBool::new(false);
 
-/// Whether a segment of `kind` acquired while `held` segments are held
-/// (itself included) asks for huge pages under `mode`. `granted()` is called
+/// Whether a segment of `kind` acquired while `carved` bytes of small and
+/// medium pages are carved asks for huge pages under `mode`. `granted()` is called
 /// only when the answer depends on it (small programs never pay the probe);
 /// `latch` keeps `auto`'s answer once it turned on.
 fn wants_thp(
     mode: HugePages,
     kind: PageKind,
-    held: usize,
+    carved: usize,
     latch: &AtomicBool,
     granted: impl FnOnce() -> bool,
 ) -> bool {
@@ -399,7 +405,7 @@ fn wants_thp(
             if latch.load(Ordering::Relaxed) {
                 return true;
             }
-            let on = held >= THP_MIN_SEGMENTS && granted();
+            let on = carved >= THP_MIN_CARVED && granted();
             if on {
                 latch.store(true, Ordering::Relaxed);
             }
@@ -435,23 +441,22 @@ static NEXT_POOL_PURGE_NS: AtomicU64 = AtomicU64::new(0);
 
 /// A segment for `owner`, from the pool or the OS.
 pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
-    acquire_as(kind, owner, |held| {
+    acquire_as(kind, owner, || {
         wants_thp(
             crate::options::get().huge_pages,
             kind,
-            held,
+            CARVED.load(Ordering::Relaxed),
             &THP_ON,
             crate::thp::granted,
         )
     })
 }
 
-/// [`acquire`], asking for huge pages where `want_thp(held)` says so (`held`:
-/// the segments held with this one).
+/// [`acquire`], asking for huge pages where `want_thp()` says so.
 fn acquire_as(
     kind: PageKind,
     owner: usize,
-    want_thp: impl FnOnce(usize) -> bool,
+    want_thp: impl FnOnce() -> bool,
 ) -> Option<*mut Segment> {
     // Resident memory first: a dirty segment of this kind, then of another
     // kind (some of its resident pages get reused), then a purged one.
@@ -483,10 +488,10 @@ fn acquire_as(
         }
     };
     // Transparent huge pages by HAKMEM_HUGEPAGES (`wants_thp`): by default
-    // on small and medium pages once the process holds THP_MIN_SEGMENTS
-    // segments, and only where the kernel gives them. Advised before the
-    // header is first touched, so that its first fault can be huge.
-    let want_thp = want_thp(HELD.fetch_add(1, Ordering::Relaxed) + 1);
+    // on small and medium pages once the process has THP_MIN_CARVED bytes
+    // of them carved, and only where the kernel gives them. Advised before
+    // the header is first touched, so that its first fault can be huge.
+    let want_thp = want_thp();
     // SAFETY: a popped or fresh segment belongs to nobody else; a pooled
     // segment holds no live block, and the stack link in its header is not
     // read again once popped (the purge below may zero it).
@@ -527,7 +532,6 @@ pub(crate) fn release(seg: *mut Segment, now_ns: u64) {
         (*seg).owner.store(0, Ordering::Release);
         (*seg).pooled_at_ns.store(now_ns, Ordering::Relaxed);
     }
-    HELD.fetch_sub(1, Ordering::Relaxed);
     // SAFETY: the caller's segment, now off every list.
     unsafe { POOL_DIRTY[(*seg).kind as usize].push(seg) };
 }
@@ -636,14 +640,14 @@ mod tests {
     }
 
     #[test]
-    fn auto_huge_pages_wait_for_the_threshold_skip_big_pages_and_stay_on() {
+    fn auto_huge_pages_wait_for_32_mib_of_carved_pages_skip_big_pages_and_stay_on() {
         let latch = AtomicBool::new(false);
         let never = || -> bool { panic!("probed below the threshold") };
         let small = PageKind::Small;
         assert!(!wants_thp(
             HugePages::Auto,
             small,
-            THP_MIN_SEGMENTS - 1,
+            THP_MIN_CARVED - 1,
             &latch,
             never
         ));
@@ -659,7 +663,7 @@ mod tests {
         assert!(!wants_thp(
             HugePages::Auto,
             small,
-            THP_MIN_SEGMENTS,
+            THP_MIN_CARVED,
             &latch,
             || false
         ));
@@ -667,7 +671,7 @@ mod tests {
         assert!(wants_thp(
             HugePages::Auto,
             PageKind::Medium,
-            THP_MIN_SEGMENTS,
+            THP_MIN_CARVED,
             &latch,
             || true
         ));
@@ -706,7 +710,7 @@ mod tests {
 
     #[test]
     fn a_huge_page_segment_faults_its_header_half_in_one_huge_page_and_purges_only_whole_halves() {
-        let seg = acquire_as(PageKind::Small, 1, |_| crate::thp::granted()).expect("map");
+        let seg = acquire_as(PageKind::Small, 1, crate::thp::granted).expect("map");
         // SAFETY: we own it.
         let s = unsafe { &mut *seg };
         if s.thp {
