@@ -32,6 +32,18 @@ pub enum Thp {
     Refuse,
 }
 
+/// `HAKMEM_HUGEPAGES`: transparent huge pages on small-object segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePages {
+    /// Never (4 KiB pages only).
+    Off,
+    /// On small and medium pages once `small::segment::THP_MIN_CARVED`
+    /// bytes of them are carved (the default; see `small/segment.rs`).
+    Auto,
+    /// On every segment from the first.
+    Always,
+}
+
 /// The parsed options. `Copy` so that readers never hold a reference into the static.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -54,8 +66,9 @@ pub struct Options {
     pub bigcache_max_mb: u64,
     /// `HAKMEM_VERBOSE=1`: report every foreign pointer, not only the first.
     pub verbose: bool,
-    /// `HAKMEM_HUGEPAGES=1`: ask for transparent huge pages on segments.
-    pub huge_pages: bool,
+    /// `HAKMEM_HUGEPAGES`: when segments ask for transparent huge pages
+    /// (only ever where the kernel gives them, `thp::granted`).
+    pub huge_pages: HugePages,
     /// `HAKMEM_TRACE=1`: time components from the start, as if a tracer had
     /// attached (lets `probe-cli run` see the very first allocations).
     pub trace_at_start: bool,
@@ -88,7 +101,7 @@ impl Options {
         trace_at_start: false,
         trace_interval: None,
         trace_period: None,
-        huge_pages: false,
+        huge_pages: HugePages::Auto,
         background_purge: true,
         thp: Thp::Probe,
     };
@@ -231,10 +244,16 @@ pub const TABLE: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "HAKMEM_HUGEPAGES",
-        values: "0 (default), 1",
-        meaning: "transparent huge pages on the segments of blocks up to 512 KiB: fewer faults and TLB misses, but RSS moves in 2 MiB steps and khugepaged can refill purged ranges",
+        values: "auto (default), 0, 1",
+        meaning: "transparent huge pages on the segments of blocks up to 512 KiB, where the kernel gives them: auto once the process has 32 MiB of small/medium pages carved (not the 128-512 KiB blocks), 1 from the first, 0 never; fewer faults and TLB misses, but RSS moves in 2 MiB steps",
         apply: |o, v| {
-            o.huge_pages = flag(v).map_err(|_| "0")?;
+            o.huge_pages = match v {
+                b"auto" => HugePages::Auto,
+                _ => match flag(v).map_err(|_| "auto")? {
+                    true => HugePages::Always,
+                    false => HugePages::Off,
+                },
+            };
             Ok(())
         },
     },

@@ -22,13 +22,14 @@
 //! always hits mapped memory. Pooled and abandoned segments sit on lock-free
 //! stacks (no lock a forked child could inherit).
 
+use crate::options::HugePages;
 use crate::os;
 use crate::segment_map::{self, Region};
 use crate::small::page::{Page, RemoteFrees};
 use crate::stack::{StackNode, TaggedStack};
 use crate::vm;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub use crate::layout::SEGMENT_SIZE;
 /// Bytes at the start of a segment taken by its header; page 0 starts here.
@@ -226,7 +227,7 @@ impl Segment {
         // kind. With transparent huge pages, the first touch of a page makes
         // its whole 2 MiB resident: count every page, so that purging gives
         // all of it back.
-        self.dirty_pages = if crate::options::get().huge_pages || (dirty && !same_kind) {
+        self.dirty_pages = if self.thp || (dirty && !same_kind) {
             self.all_pages()
         } else if dirty {
             self.dirty_pages & self.all_pages()
@@ -266,6 +267,9 @@ impl Segment {
         self.free_pages &= !(1 << i);
         self.dirty_pages &= !(1 << i);
         let page_size = 1usize << self.page_shift;
+        if self.kind != PageKind::Big {
+            CARVED.fetch_add(page_size, Ordering::Relaxed);
+        }
         let (start, mut bytes) = if i == 0 {
             (self.base() + SEGMENT_HEADER, page_size - SEGMENT_HEADER)
         } else {
@@ -300,6 +304,9 @@ impl Segment {
         let i = self.page_index(page);
         self.carved_class[i] = self.pages[i].class;
         self.pages[i] = Page::EMPTY;
+        if self.kind != PageKind::Big {
+            CARVED.fetch_sub(1 << self.page_shift, Ordering::Relaxed);
+        }
         self.free_pages |= 1 << i;
         self.dirty_pages |= 1 << i;
         self.last_release_ns = now_ns;
@@ -307,33 +314,103 @@ impl Segment {
 
     /// Gives the memory of free pages back to the OS once they have been free
     /// for `delay_ns`. Returns the bytes purged.
+    ///
+    /// In a segment with huge pages (`thp`) only whole 2 MiB halves go back
+    /// (the second half once all its pages are free; never the first, which
+    /// holds the header): a purge of part of a huge page splits it, and every
+    /// later touch of the rest faults 4 KiB at a time again. The other free
+    /// pages stay dirty until the segment empties and the pool purges it.
     pub fn purge_free_pages(&mut self, now_ns: u64, delay_ns: u64) -> usize {
         if self.dirty_pages == 0 || now_ns.saturating_sub(self.last_release_ns) < delay_ns {
             return 0;
         }
-        let page_size = 1usize << self.page_shift;
+        let shift = self.page_shift;
         let mut bytes = 0;
         let mut bits = self.dirty_pages;
         while bits != 0 {
             // One madvise per run of adjacent dirty pages.
             let first = bits.trailing_zeros() as usize;
             let run = (!(bits >> first)).trailing_zeros() as usize;
-            let mut start = self.base() + first * page_size;
-            if first == 0 {
-                start += SEGMENT_HEADER;
-            }
-            let end = self.base() + (first + run) * page_size;
-            // SAFETY: a run of free pages of this segment (past its header): no live block.
-            unsafe { vm::purge(start as *mut u8, end - start) };
-            bytes += end - start;
-            if first + run >= 64 {
-                bits = 0;
+            let (from, to) = if self.thp {
+                huge_aligned_pages(first, first + run, shift)
             } else {
-                bits &= !(((1u64 << run) - 1) << first);
+                (first, first + run)
+            };
+            if from < to {
+                let mut start = self.base() + (from << shift);
+                if from == 0 {
+                    start += SEGMENT_HEADER;
+                }
+                let end = self.base() + (to << shift);
+                // SAFETY: a run of free pages of this segment (past its header): no live block.
+                unsafe { vm::purge(start as *mut u8, end - start) };
+                bytes += end - start;
+                self.dirty_pages &= !page_bits(from, to);
             }
+            bits &= !page_bits(first, first + run);
         }
-        self.dirty_pages = 0;
         bytes
+    }
+}
+
+/// A transparent huge page: half a segment.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Bits `from..to` of a page mask (`to` ≤ 64).
+fn page_bits(from: usize, to: usize) -> u64 {
+    let high = if to >= 64 { u64::MAX } else { (1u64 << to) - 1 };
+    high & !((1u64 << from) - 1)
+}
+
+/// The pages of `from..to` (pages of `1 << shift` bytes from the segment's
+/// start) that make up whole 2 MiB huge pages, never the first huge page,
+/// which holds the header; `from >= to` when there are none.
+fn huge_aligned_pages(from: usize, to: usize, shift: u32) -> (usize, usize) {
+    let per_huge = HUGE_PAGE >> shift;
+    let from = from.div_ceil(per_huge).max(1) * per_huge;
+    (from, to / per_huge * per_huge)
+}
+
+/// Bytes of carved small and medium pages (pages holding blocks, in every
+/// thread's segments) from which `HAKMEM_HUGEPAGES=auto` asks for huge
+/// pages: small programs keep 4 KiB pages and never pay the `thp` probe,
+/// and segments that hold a few pages each (`glibc-thread`: ~10 MiB in 8
+/// segments) do not fill 2 MiB with them. Big-page segments (blocks of
+/// 128-512 KiB) never ask under `auto`: one block there made a whole 2 MiB
+/// page resident, and with them python3 and gcc under LD_PRELOAD peaked
+/// 10-19 MiB higher (131 vs 112, 87 vs 77 MiB).
+pub const THP_MIN_CARVED: usize = 32 << 20;
+/// Bytes of small and medium pages carved now (see [`THP_MIN_CARVED`]).
+static CARVED: AtomicUsize = AtomicUsize::new(0);
+/// Set once `HAKMEM_HUGEPAGES=auto` has turned huge pages on; they stay on
+/// (advice that came and went would split and refill huge pages).
+static THP_ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether a segment of `kind` acquired while `carved` bytes of small and
+/// medium pages are carved asks for huge pages under `mode`. `granted()` is called
+/// only when the answer depends on it (small programs never pay the probe);
+/// `latch` keeps `auto`'s answer once it turned on.
+fn wants_thp(
+    mode: HugePages,
+    kind: PageKind,
+    carved: usize,
+    latch: &AtomicBool,
+    granted: impl FnOnce() -> bool,
+) -> bool {
+    match mode {
+        HugePages::Off => false,
+        HugePages::Always => granted(),
+        HugePages::Auto if kind == PageKind::Big => false,
+        HugePages::Auto => {
+            if latch.load(Ordering::Relaxed) {
+                return true;
+            }
+            let on = carved >= THP_MIN_CARVED && granted();
+            if on {
+                latch.store(true, Ordering::Relaxed);
+            }
+            on
+        }
     }
 }
 
@@ -364,6 +441,23 @@ static NEXT_POOL_PURGE_NS: AtomicU64 = AtomicU64::new(0);
 
 /// A segment for `owner`, from the pool or the OS.
 pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
+    acquire_as(kind, owner, || {
+        wants_thp(
+            crate::options::get().huge_pages,
+            kind,
+            CARVED.load(Ordering::Relaxed),
+            &THP_ON,
+            crate::thp::granted,
+        )
+    })
+}
+
+/// [`acquire`], asking for huge pages where `want_thp()` says so.
+fn acquire_as(
+    kind: PageKind,
+    owner: usize,
+    want_thp: impl FnOnce() -> bool,
+) -> Option<*mut Segment> {
     // Resident memory first: a dirty segment of this kind, then of another
     // kind (some of its resident pages get reused), then a purged one.
     let k = kind as usize;
@@ -371,10 +465,12 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
         .pop()
         .or_else(|| POOL_DIRTY[(k + 1) % 3].pop())
         .or_else(|| POOL_DIRTY[(k + 2) % 3].pop());
-    let from_dirty = dirty.is_some();
+    let mut from_dirty = dirty.is_some();
+    let mut fresh = false;
     let seg = match dirty.or_else(|| POOL_CLEAN.pop()) {
         Some(s) => s,
         None => {
+            fresh = true;
             let p = vm::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)? as *mut Segment;
             if crate::hardening::ENABLED {
                 // A guard page ends every segment (it stays when the segment is pooled).
@@ -391,20 +487,38 @@ pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
             p
         }
     };
-    // Transparent huge pages only with HAKMEM_HUGEPAGES=1, for every kind of
-    // segment. They used to be on for big-page segments (one fault per 2 MiB
-    // instead of 512), but one 128 KiB block then made 2 MiB resident: under
-    // LD_PRELOAD python3 and gcc peaked 9-12 MiB higher (57 vs 48, 85 vs 73
-    // MiB) and gcc ran slower zeroing huge pages. Without them mstress runs
-    // ~9% slower (1.5x the faults): RSS wins by default, speed is opt-in.
-    // Advised before the header is written, so the first fault can be huge.
-    let want_thp = crate::options::get().huge_pages;
-    // SAFETY: a popped or fresh segment belongs to nobody else.
+    // Transparent huge pages by HAKMEM_HUGEPAGES (`wants_thp`): by default
+    // on small and medium pages once the process has THP_MIN_CARVED bytes
+    // of them carved, and only where the kernel gives them. Advised before
+    // the header is first touched, so that its first fault can be huge.
+    let want_thp = want_thp();
+    // SAFETY: a popped or fresh segment belongs to nobody else; a pooled
+    // segment holds no live block, and the stack link in its header is not
+    // read again once popped (the purge below may zero it).
     unsafe {
-        if (*seg).thp != want_thp {
-            vm::advise_thp(seg as *mut u8, SEGMENT_SIZE, want_thp);
-            (*seg).thp = want_thp;
+        // A read of an untouched page maps the shared zero page, and with it
+        // a page table: a fresh or just-purged header is written first.
+        let was_thp = !fresh && (*seg).thp;
+        if want_thp && !fresh && !(from_dirty && was_thp) {
+            // A 2 MiB range faults in a huge page only while it has no page
+            // table (Linux 6.14+ frees one when a purge of its whole 2 MiB
+            // leaves it empty; a purge of less keeps it). A purged segment
+            // still maps its header page, and a segment that had 4 KiB
+            // pages may map any: purge whole halves, so that the header
+            // write and the first touch of the second half fault one huge
+            // page each instead of up to 512 pages. The header fields that
+            // outlive pooling are reset by `init` then (`from_dirty` false:
+            // nothing of it is resident).
+            let len = if from_dirty { SEGMENT_SIZE } else { HUGE_PAGE };
+            vm::purge(seg as *mut u8, len);
+            from_dirty = false;
         }
+        if was_thp != want_thp {
+            vm::advise_thp(seg as *mut u8, SEGMENT_SIZE, want_thp);
+        }
+        // After the advice (the first touch of a fresh header) and after the
+        // purge above (which zeroes it).
+        (*seg).thp = want_thp;
         (*seg).init(kind, owner, from_dirty);
     }
     Some(seg)
@@ -522,6 +636,109 @@ mod tests {
             s.purge_free_pages(9000, 5000),
             SEGMENT_SIZE - SEGMENT_HEADER
         );
+        release(seg, 0);
+    }
+
+    #[test]
+    fn auto_huge_pages_wait_for_32_mib_of_carved_pages_skip_big_pages_and_stay_on() {
+        let latch = AtomicBool::new(false);
+        let never = || -> bool { panic!("probed below the threshold") };
+        let small = PageKind::Small;
+        assert!(!wants_thp(
+            HugePages::Auto,
+            small,
+            THP_MIN_CARVED - 1,
+            &latch,
+            never
+        ));
+        assert!(!wants_thp(
+            HugePages::Auto,
+            PageKind::Big,
+            100,
+            &latch,
+            never
+        ));
+        assert!(!wants_thp(HugePages::Off, small, 100, &latch, never));
+        // The kernel refuses: no advice, and nothing latched.
+        assert!(!wants_thp(
+            HugePages::Auto,
+            small,
+            THP_MIN_CARVED,
+            &latch,
+            || false
+        ));
+        assert!(!latch.load(Ordering::Relaxed));
+        assert!(wants_thp(
+            HugePages::Auto,
+            PageKind::Medium,
+            THP_MIN_CARVED,
+            &latch,
+            || true
+        ));
+        // Latched: on below the threshold too, without asking again.
+        assert!(wants_thp(HugePages::Auto, small, 1, &latch, never));
+        assert!(!wants_thp(HugePages::Auto, PageKind::Big, 1, &latch, never));
+        assert!(!wants_thp(
+            HugePages::Always,
+            PageKind::Big,
+            1,
+            &latch,
+            || false
+        ));
+        assert!(wants_thp(
+            HugePages::Always,
+            PageKind::Big,
+            1,
+            &latch,
+            || true
+        ));
+    }
+
+    #[test]
+    fn whole_huge_pages_of_a_page_run_leave_out_the_header_half() {
+        // Small pages (64 KiB): 32 to a huge page.
+        assert_eq!(huge_aligned_pages(0, 64, 16), (32, 64));
+        assert_eq!(huge_aligned_pages(1, 63, 16), (32, 32));
+        assert_eq!(huge_aligned_pages(33, 64, 16), (64, 64));
+        // Medium (512 KiB): 4; big (2 MiB): 1.
+        assert_eq!(huge_aligned_pages(2, 8, 19), (4, 8));
+        assert_eq!(huge_aligned_pages(0, 2, 21), (1, 2));
+        assert_eq!(huge_aligned_pages(0, 1, 21), (1, 1));
+        assert_eq!(page_bits(32, 64), 0xFFFF_FFFF_0000_0000);
+        assert_eq!(page_bits(1, 3), 0b110);
+    }
+
+    #[test]
+    fn a_huge_page_segment_faults_its_header_half_in_one_huge_page_and_purges_only_whole_halves() {
+        let seg = acquire_as(PageKind::Small, 1, crate::thp::granted).expect("map");
+        // SAFETY: we own it.
+        let s = unsafe { &mut *seg };
+        if s.thp {
+            // The header was written after the advice, with no read before
+            // it (a read maps the zero page, and the half faults 4 KiB pages).
+            let mut vec = [0u8; 512];
+            let resident = os::resident_pages(seg as *mut u8, HUGE_PAGE, &mut vec);
+            assert_eq!(resident, Some(512), "the header half is one huge page");
+        } else {
+            eprintln!("the kernel gives no huge pages: the purge rule is checked alone");
+            s.thp = true; // the purge rule does not depend on the advice
+            s.dirty_pages = s.all_pages();
+        }
+        let pages: Vec<_> = core::iter::from_fn(|| s.alloc_page(3)).collect();
+        assert_eq!(pages.len(), 64);
+        // Every page but page 0 (header half) and page 40 (second half) free.
+        for (i, p) in pages.iter().enumerate() {
+            if i != 0 && i != 40 {
+                s.free_page(*p, 1000);
+            }
+        }
+        assert_eq!(s.purge_free_pages(u64::MAX, 0), 0, "no half is wholly free");
+        assert_eq!(s.dirty_pages, !page_bits(40, 41) & !1);
+        s.free_page(pages[40], 1000);
+        assert_eq!(s.purge_free_pages(u64::MAX, 0), HUGE_PAGE);
+        assert_eq!(s.dirty_pages, page_bits(1, 32), "the header half stays");
+        s.free_page(pages[0], 1000);
+        assert!(s.is_empty());
         release(seg, 0);
     }
 }
