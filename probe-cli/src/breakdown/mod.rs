@@ -7,8 +7,9 @@
 //!    BigCache, no ELO, frozen, minimal), interleaved round by round, with its
 //!    memory syscalls counted by perf tracepoint counters (`syscount.rs`).
 //! 2. Probes: the default and global configurations run again under
-//!    `probe-cli run`'s tracer (`traced.rs`); component totals per operation,
-//!    calibrated (`estimate.rs`).
+//!    `probe-cli run`'s tracer (`traced.rs`), one traced run of each at the
+//!    end of every measured round (then the rest, if `--trace-runs` is the
+//!    larger); component totals per operation, calibrated (`estimate.rs`).
 //!
 //! `estimate.rs` turns both into rows; `render.rs` and `svg.rs` show them.
 
@@ -139,7 +140,26 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
     };
 
     let mut plain: BTreeMap<&'static str, Vec<PlainRun>> = BTreeMap::new();
+    let mut traces: BTreeMap<&'static str, Vec<TracedRun>> = BTreeMap::new();
     let mut threads = 0;
+    let mut traced_done = 0;
+    let trace_round = |traced_done: &mut usize,
+                       traces: &mut BTreeMap<&'static str, Vec<TracedRun>>|
+     -> Result<()> {
+        let i = *traced_done;
+        for config in configs::TRACED {
+            interrupted(&stop)?;
+            let what = format!("{} traced {}/{}", config.name, i + 1, args.trace_runs);
+            say(what.clone());
+            progress.set_message(what);
+            let t = traced::run_once(&workload, config, &trace_size, &stop)
+                .inspect_err(|_| progress.abandon())?;
+            progress.inc(1);
+            traces.entry(config.name).or_default().push(t.reduce());
+        }
+        *traced_done += 1;
+        Ok(())
+    };
     for round in 0..rounds {
         say(format!(
             "round {}/{rounds}{}",
@@ -173,29 +193,20 @@ pub fn run(args: BreakdownArgs) -> Result<()> {
                 });
             }
         }
-    }
-
-    let mut traces: BTreeMap<&'static str, Vec<TracedRun>> = BTreeMap::new();
-    for config in configs::TRACED {
-        for i in 0..args.trace_runs {
-            interrupted(&stop)?;
-            say(format!(
-                "{} traced {}/{}",
-                config.name,
-                i + 1,
-                args.trace_runs
-            ));
-            progress.set_message(format!(
-                "{} traced {}/{}",
-                config.name,
-                i + 1,
-                args.trace_runs
-            ));
-            let t = traced::run_once(&workload, config, &trace_size, &stop)
-                .inspect_err(|_| progress.abandon())?;
-            progress.inc(1);
-            traces.entry(config.name).or_default().push(t.reduce());
+        // The traced runs take their turn in the same rounds: the machine's
+        // state then meets both estimates alike. On this VM the first touch
+        // of a huge page costs 0.3 ms on memory freed moments before and
+        // 5-9 ms on memory the host has taken back, which happens to memory
+        // left free for a second or two: traced runs batched after every
+        // untraced one (each starting a tracer first) met the slow kind and
+        // read `vm`'s header writes at 4.4 ms where the untraced runs' were
+        // fast.
+        if round >= args.warmup && traced_done < args.trace_runs {
+            trace_round(&mut traced_done, &mut traces)?;
         }
+    }
+    while traced_done < args.trace_runs {
+        trace_round(&mut traced_done, &mut traces)?;
     }
     progress.finish_and_clear();
 
