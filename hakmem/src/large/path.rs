@@ -72,15 +72,45 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: impl Sta
 /// clear included, [`alloc_general`].
 #[inline(never)]
 fn alloc_rest(size: usize, align: usize, site: usize, zero: bool, state: impl StateOf) -> *mut u8 {
-    if !zero && bigcache::cacheable(size, align) && !probe::enabled() {
-        if let Some(ts) = state.state_without_call() {
-            // SAFETY: this thread's state, used only by this thread.
-            if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site) {
-                return p;
+    if !zero && bigcache::cacheable(size, align) {
+        if !probe::enabled() {
+            if let Some(ts) = state.state_without_call() {
+                // SAFETY: this thread's state, used only by this thread.
+                if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site) {
+                    return p;
+                }
             }
+        } else if let Some(p) = alloc_hit_traced(size, site, state) {
+            return p;
         }
     }
     alloc_general(size, align, site, zero, state)
+}
+
+/// The hit paths while a tracer is attached: the code the program runs
+/// untraced ([`alloc_hot`], then [`alloc_hit`]), timed as one large
+/// allocation with one BigCache lookup that hit inside it, both around the
+/// whole hit (the hit is the lookup; timing only its cache access would
+/// need stamps inside the hit paths). Both are timed whenever the operation
+/// around them is: the report takes every nested component's timestamps
+/// out of the operation's figure by its count. Without this a traced hit
+/// took the general path, so the traced figure timed code the untraced
+/// program does not run.
+#[cold]
+#[inline(never)]
+fn alloc_hit_traced(size: usize, site: usize, state: impl StateOf) -> Option<*mut u8> {
+    if !probe::tracing() {
+        return None;
+    }
+    let ts = state.state_without_call()?;
+    // SAFETY: this thread's state, used only by this thread.
+    let h = unsafe { &mut *ts };
+    let t = probe::stamp();
+    let tl = probe::stamp();
+    let p = alloc_hot(h, size, site).or_else(|| alloc_hit(h, size, site))?;
+    probe::emit(Component::BigCacheLookup, tl, 1);
+    probe::emit(Component::LargeAlloc, t, size as u64);
+    Some(p)
 }
 
 /// [`alloc`] in full: misses, sampling, the purge clock, tracing.
@@ -210,9 +240,10 @@ fn alloc_general(
 /// band, the length and the header's site word, so nothing is computed and
 /// the header is not read. None (nothing changed) otherwise.
 ///
-/// The caller checked that the request's alignment is a cached block's,
-/// it needs no clearing, and no tracer is attached. (Only [`alloc_hit`]
-/// makes a record, in thread mode only.)
+/// The caller checked that the request's alignment is a cached block's
+/// and it needs no clearing; a tracer is not attached, or the caller times
+/// the call ([`alloc_hit_traced`]). (Only [`alloc_hit`] makes a record, in
+/// thread mode only.)
 #[inline(always)]
 fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
     let hit = h.hit;
@@ -274,8 +305,9 @@ fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
 /// first, then the slot of this site. A span block it hands out becomes
 /// the thread's [`ThreadState::hit`].
 ///
-/// The caller checked that the request is cacheable, needs no clearing,
-/// and no tracer is attached.
+/// The caller checked that the request is cacheable and needs no
+/// clearing; a tracer is not attached, or the caller times the call
+/// ([`alloc_hit_traced`]).
 #[inline(always)]
 fn alloc_hit(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
     let band = evolution::band_of(size);
@@ -454,8 +486,30 @@ fn header_of(p: usize) -> *mut LargeHeader {
 #[inline(always)]
 pub fn free_hit(a: usize, state: impl StateOf) -> bool {
     if probe::enabled() {
+        return free_hit_traced(a, state);
+    }
+    free_hit_untraced(a, state)
+}
+
+/// [`free_hit`] while a tracer is attached: the same code, timed as one
+/// BigCache put (as [`alloc_hit_traced`] does for the hit).
+#[cold]
+#[inline(never)]
+fn free_hit_traced(a: usize, state: impl StateOf) -> bool {
+    if !probe::tracing() {
         return false;
     }
+    let t = probe::stamp();
+    let done = free_hit_untraced(a, state);
+    if done {
+        probe::emit(Component::BigCachePut, t, 1);
+    }
+    done
+}
+
+/// [`free_hit`]'s work.
+#[inline(always)]
+fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
     let Some(ts) = state.state_without_call() else {
         return false;
     };
