@@ -256,13 +256,7 @@ fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
     {
         return None;
     }
-    let slot = if !h.profiling {
-        0
-    } else if site == h.last_site {
-        h.last_slot
-    } else {
-        return None;
-    };
+    let slot = hit_slot(h, site)?;
     // The header names this site and a strategy still the current best
     // (that hit did not purge on put, or `free_hit` would not have put the
     // block back as hot).
@@ -278,12 +272,7 @@ fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
         unsafe { (*((hit.ptr - HEADER_SIZE) as *mut LargeHeader)).magic = block::MAGIC };
     }
     h.hit.out = true;
-    // What the general path does on its way to a hit.
-    h.ops += 1;
-    if h.sample.ptr == 0 {
-        h.sample_countdown[hit.band as usize & (evolution::BANDS - 1)] -= 1;
-    }
-    h.reuse.hit();
+    note_hit(h, hit.band as usize);
     h.counters.bigcache_hits.add(1);
     let (p, usable) = (
         hit.ptr as *mut u8,
@@ -291,6 +280,32 @@ fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
     );
     finish_alloc(h, p, size, usable, slot, true, false, false);
     Some(p)
+}
+
+/// The site's profiling table slot on a hit path: 0 without profiling, the
+/// last site's slot for the same site, else None (the general path looks
+/// the site up).
+#[inline(always)]
+fn hit_slot(h: &ThreadState, site: usize) -> Option<u32> {
+    if !h.profiling {
+        Some(0)
+    } else if site == h.last_site {
+        Some(h.last_slot)
+    } else {
+        None
+    }
+}
+
+/// What the general path does on its way to a hit of size band `band`: the
+/// purge clock's operation count, the band's sample countdown (unless a
+/// sample is in flight), the reuse score.
+#[inline(always)]
+fn note_hit(h: &mut ThreadState, band: usize) {
+    h.ops += 1;
+    if h.sample.ptr == 0 {
+        h.sample_countdown[band & (evolution::BANDS - 1)] -= 1;
+    }
+    h.reuse.hit();
 }
 
 /// The BigCache hit of thread mode when nothing else is due (no purge-clock
@@ -317,13 +332,7 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
     {
         return None;
     }
-    let slot = if !h.profiling {
-        0
-    } else if site == h.last_site {
-        h.last_slot
-    } else {
-        return None;
-    };
+    let slot = hit_slot(h, site)?;
     let k = bigcache::class_of(size);
     let mut c = h.cache()?;
     // The hot block is a span block (`free_hit` put it there); a slot's may not be.
@@ -345,12 +354,7 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
         c.take_top(k, slot);
     }
     drop(c);
-    // What the general path does on its way to a hit.
-    h.ops += 1;
-    if h.sample.ptr == 0 {
-        h.sample_countdown[band & (evolution::BANDS - 1)] -= 1;
-    }
-    h.reuse.hit();
+    note_hit(h, band);
     let (word, purge) = claim_cached(hdr, word0, slot, best);
     // Only a span block: its free reads the page map without looking the
     // arena up (a block with a mapping of its own may be unmapped by then).
