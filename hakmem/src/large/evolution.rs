@@ -295,6 +295,26 @@ pub fn hit_strategy(size: usize) -> Option<u8> {
     }
 }
 
+/// [`hit_strategy`] under a tracer (`path::alloc_hit_traced`): a choice
+/// while learning is timed as ELO selection, as [`choose`] times it, so a
+/// traced hit counts the strategy selections the untraced one makes.
+#[inline(never)]
+pub fn hit_strategy_traced(size: usize) -> Option<u8> {
+    let band = band(band_of(size));
+    match band.phase.load(Relaxed) {
+        0 => {
+            let t = probe::stamp();
+            let s = band.ratings.best();
+            #[cfg(feature = "test-delay")]
+            crate::test_delay::elo();
+            probe::emit(Component::EloSelect, t, s as u64);
+            Some(s)
+        }
+        1 | 2 => Some(band.frozen_on.load(Relaxed)),
+        _ => None,
+    }
+}
+
 /// Band `b`'s frozen strategy, or `learning`'s choice timed as ELO selection
 /// (and slowed by the `test-delay` feature): every strategy choice is one.
 #[inline(always)]

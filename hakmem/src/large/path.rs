@@ -76,7 +76,7 @@ fn alloc_rest(size: usize, align: usize, site: usize, zero: bool, state: impl St
         if !probe::enabled() {
             if let Some(ts) = state.state_without_call() {
                 // SAFETY: this thread's state, used only by this thread.
-                if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site) {
+                if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site, false) {
                     return p;
                 }
             }
@@ -89,13 +89,15 @@ fn alloc_rest(size: usize, align: usize, site: usize, zero: bool, state: impl St
 
 /// The hit paths while a tracer is attached: the code the program runs
 /// untraced ([`alloc_hot`], then [`alloc_hit`]), timed as one large
-/// allocation with one BigCache lookup that hit inside it, both around the
-/// whole hit (the hit is the lookup; timing only its cache access would
-/// need stamps inside the hit paths). Both are timed whenever the operation
-/// around them is: the report takes every nested component's timestamps
-/// out of the operation's figure by its count. Without this a traced hit
-/// took the general path, so the traced figure timed code the untraced
-/// program does not run.
+/// allocation, with the strategy choice inside timed as ELO selection (as
+/// on the general path) and one BigCache lookup that hit. The lookup's
+/// cache access is a few loads inside the hit paths, which have no stamps:
+/// it is recorded as an empty instance after the hit, so that the lookup is
+/// counted and timed whenever the operation around it is (the report takes
+/// each nested instance's timestamps out of the operation by its count),
+/// and its cost stays in the large allocation's figure. Without this a
+/// traced hit took the general path, so the traced figure timed code the
+/// untraced program does not run.
 #[cold]
 #[inline(never)]
 fn alloc_hit_traced(size: usize, site: usize, state: impl StateOf) -> Option<*mut u8> {
@@ -106,9 +108,8 @@ fn alloc_hit_traced(size: usize, site: usize, state: impl StateOf) -> Option<*mu
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
     let t = probe::stamp();
-    let tl = probe::stamp();
-    let p = alloc_hot(h, size, site).or_else(|| alloc_hit(h, size, site))?;
-    probe::emit(Component::BigCacheLookup, tl, 1);
+    let p = alloc_hot(h, size, site).or_else(|| alloc_hit(h, size, site, true))?;
+    probe::emit(Component::BigCacheLookup, probe::stamp(), 1);
     probe::emit(Component::LargeAlloc, t, size as u64);
     Some(p)
 }
@@ -322,9 +323,10 @@ fn note_hit(h: &mut ThreadState, band: usize) {
 ///
 /// The caller checked that the request is cacheable and needs no
 /// clearing; a tracer is not attached, or the caller times the call
-/// ([`alloc_hit_traced`]).
+/// ([`alloc_hit_traced`], with `traced`: the strategy choice is then timed
+/// as ELO selection).
 #[inline(always)]
-fn alloc_hit(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
+fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Option<*mut u8> {
     let band = evolution::band_of(size);
     if h.mode != BigCacheMode::Thread
         || h.ops + 1 >= OPS_PER_CLOCK_CHECK
@@ -347,7 +349,11 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
     // Before the strategy it vouches for (see `evolution::epoch`).
     let epoch = evolution::epoch();
     // A band not set up yet is the general path's (nothing taken so far).
-    let best = evolution::hit_strategy(usable)?;
+    let best = if traced {
+        evolution::hit_strategy_traced(usable)?
+    } else {
+        evolution::hit_strategy(usable)?
+    };
     if hot {
         c.pop_hot(k);
     } else {
