@@ -6,6 +6,9 @@
 pub const SEGMENT_SHIFT: u32 = 22;
 /// A segment, and a region of the segment map: 4 MiB, aligned to its size.
 pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+/// A transparent huge page (x86-64: 2 MiB): a small-object segment holds two,
+/// and only a whole, aligned one can be faulted in or purged as one.
+pub const HUGE_PAGE: usize = 2 << 20;
 /// Largest request hakmem tries to serve (as glibc: PTRDIFF_MAX, minus room
 /// for alignment and headers).
 pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * SEGMENT_SIZE;

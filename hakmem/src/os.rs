@@ -237,12 +237,6 @@ pub fn advise_thp(p: *mut u8, len: usize, on: bool) -> bool {
     keep_errno(|| unsafe { libc::madvise(p as *mut libc::c_void, len, advice) == 0 })
 }
 
-/// Asks for transparent huge pages on `[p, p+len)` (one fault per 2 MiB).
-pub fn advise_hugepage(p: *mut u8, len: usize) -> bool {
-    // SAFETY: callers pass a range they own; advice only.
-    keep_errno(|| unsafe { libc::madvise(p as *mut libc::c_void, len, libc::MADV_HUGEPAGE) == 0 })
-}
-
 /// Runs `f` (a syscall whose failure hakmem handles itself) and restores
 /// errno: `free` must leave errno alone (POSIX.1-2024), and a malloc that
 /// succeeds after, say, refused advice must not leave a stale error behind.

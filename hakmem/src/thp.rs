@@ -30,6 +30,7 @@
 //! allocates through std or takes a lock: racing first callers each measure
 //! and store the same kind of answer.
 
+use crate::layout::HUGE_PAGE;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// Where the answer came from.
@@ -62,8 +63,6 @@ static STATE: AtomicU8 = AtomicU8::new(0);
 static PROBE_PAGES: AtomicU64 = AtomicU64::new(0);
 static FIRST_FAULT_NS: AtomicU64 = AtomicU64::new(0);
 
-const HUGE: usize = 2 << 20;
-
 /// True if the kernel gives huge pages (measured on the first call).
 #[inline]
 pub fn granted() -> bool {
@@ -90,7 +89,10 @@ pub fn whole_huge_pages(start: usize, end: usize) -> (usize, usize) {
     if !granted() {
         return (start, end);
     }
-    ((start + HUGE - 1) & !(HUGE - 1), end & !(HUGE - 1))
+    (
+        (start + HUGE_PAGE - 1) & !(HUGE_PAGE - 1),
+        end & !(HUGE_PAGE - 1),
+    )
 }
 
 /// The answer if it has been measured, without measuring (for reports).
@@ -152,25 +154,25 @@ fn sysfs_allows() -> bool {
 
 /// The probe (see the module docs). False if any step fails.
 fn probe() -> bool {
-    let Some(raw) = crate::vm::map_transient(2 * HUGE) else {
+    let Some(raw) = crate::vm::map_transient(2 * HUGE_PAGE) else {
         return false;
     };
-    let a = (raw as usize + HUGE - 1) & !(HUGE - 1);
+    let a = (raw as usize + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
     let mut pages = 0;
     let mut ns = 0;
-    if crate::vm::advise_hugepage(a as *mut u8, HUGE) {
+    if crate::vm::advise_thp(a as *mut u8, HUGE_PAGE, true) {
         let t = crate::os::monotonic_ns();
         // SAFETY: the first byte of the fresh mapping's aligned half.
         unsafe { (a as *mut u8).write_volatile(1) };
         ns = crate::os::monotonic_ns() - t;
-        let mut vec = [0u8; HUGE / crate::os::OS_PAGE];
-        pages = crate::os::resident_pages(a as *mut u8, HUGE, &mut vec).unwrap_or(0);
+        let mut vec = [0u8; HUGE_PAGE / crate::os::OS_PAGE];
+        pages = crate::os::resident_pages(a as *mut u8, HUGE_PAGE, &mut vec).unwrap_or(0);
     }
     // SAFETY: the probe's own mapping, used by nothing else.
-    unsafe { crate::vm::unmap_transient(raw, 2 * HUGE) };
+    unsafe { crate::vm::unmap_transient(raw, 2 * HUGE_PAGE) };
     PROBE_PAGES.store(pages as u64, Relaxed);
     FIRST_FAULT_NS.store(ns, Relaxed);
-    pages == HUGE / crate::os::OS_PAGE
+    pages == HUGE_PAGE / crate::os::OS_PAGE
 }
 
 /// Test hook: answer `granted` from now on, as `HAKMEM_THP` would.

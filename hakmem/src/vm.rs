@@ -197,11 +197,6 @@ pub fn populate(p: *mut u8, len: usize) -> bool {
     traced_ok(Component::OsAdvise, len, || os::populate(p, len))
 }
 
-/// Asks for transparent huge pages on `[p, p+len)` (`os::advise_hugepage`).
-pub fn advise_hugepage(p: *mut u8, len: usize) -> bool {
-    traced_ok(Component::OsAdvise, len, || os::advise_hugepage(p, len))
-}
-
 /// Asks for (`on`) or against transparent huge pages on `[p, p+len)` (`os::advise_thp`).
 pub fn advise_thp(p: *mut u8, len: usize, on: bool) -> bool {
     traced_ok(Component::OsAdvise, len, || os::advise_thp(p, len, on))
@@ -287,7 +282,7 @@ mod tests {
                 unsafe {
                     assert!(purge(p, len));
                     populate(p, len);
-                    advise_hugepage(p, len);
+                    advise_thp(p, len, true);
                     advise_thp(p, len, false);
                     assert!(remap_in_place(p, len, len / 2), "a shrink cannot fail");
                     guard(p.add(OS_PAGE), OS_PAGE);

@@ -5,6 +5,9 @@
 //! stdout; a realloc is one event whether its block stays or moves; and none
 //! of it needs tracefs mounted.
 
+mod common;
+
+use common::workload;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -74,26 +77,6 @@ fn libhakmem() -> PathBuf {
         lib.display()
     );
     lib
-}
-
-/// Compiles `tests/workloads/NAME.c` once per test run.
-fn workload(name: &'static str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<Vec<(&'static str, PathBuf)>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
-    if let Some((_, p)) = built.iter().find(|(n, _)| *n == name) {
-        return p.clone();
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/workloads/{name}.c"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let status = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("cc runs");
-    assert!(status.success(), "compiling {}", src.display());
-    built.push((name, out.clone()));
-    out
 }
 
 fn chatty() -> PathBuf {

@@ -17,6 +17,9 @@
 //! (`-- --ignored --nocapture`, which prints their figures), not a second time
 //! in the workspace tests.
 
+mod common;
+
+use common::workload;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -84,27 +87,6 @@ fn libhakmem() -> PathBuf {
         lib.display()
     );
     lib
-}
-
-/// Compiles `tests/workloads/NAME.c` once per test run.
-fn workload(name: &'static str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<Vec<(&'static str, PathBuf)>>> = OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap();
-    if let Some((_, p)) = built.iter().find(|(n, _)| *n == name) {
-        return p.clone();
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/workloads/{name}.c"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let status = Command::new("cc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("cc runs");
-    assert!(status.success(), "compiling {}", src.display());
-    built.push((name, out.clone()));
-    out
 }
 
 /// Starts a workload with libhakmem.so preloaded, stdin and stdout piped.

@@ -2,6 +2,9 @@
 //! the real binary, as root. Where the kernel or the user cannot load BPF programs
 //! each test prints why and skips; on the project's machines they run.
 
+mod common;
+
+use common::workload;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -70,32 +73,6 @@ fn libhakmem() -> PathBuf {
         lib.display()
     );
     lib
-}
-
-/// `tests/workloads/NAME.c`, compiled into the test's temporary directory.
-fn compile(name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/workloads/{name}.c"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let status = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("cc runs");
-    assert!(status.success(), "compiling {}", src.display());
-    out
-}
-
-/// The C workload, compiled once per test run.
-fn alloc_counts() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| compile("alloc_counts")).clone()
-}
-
-/// The workload with a known number of memory syscalls (`os_calls.c`).
-fn os_calls() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| compile("os_calls")).clone()
 }
 
 /// The last JSON report probe-cli printed.
@@ -229,7 +206,7 @@ impl Attached {
 }
 
 fn start_traced(large: u32, small: u32, trace_args: &[&str]) -> Attached {
-    let mut workload = Command::new(alloc_counts());
+    let mut workload = Command::new(workload("alloc_counts"));
     workload.env("LD_PRELOAD", libhakmem());
     start_traced_command(workload, large, small, trace_args)
 }
@@ -420,7 +397,7 @@ fn run_alloc_counts(
         .arg("--preload")
         .arg(libhakmem())
         .arg("--")
-        .arg(alloc_counts())
+        .arg(workload("alloc_counts"))
         .args([large.to_string(), small.to_string()])
         .envs(env.iter().copied())
         .output()
@@ -463,7 +440,7 @@ fn run_traces_a_preloaded_c_program_from_its_first_allocation() {
 /// report, and whether the tracer held a `sys_enter` raw tracepoint while
 /// attached.
 fn trace_os_calls(huge: u32, foreign: u32, trace_args: &[&str]) -> (Value, bool) {
-    let mut workload = Command::new(os_calls());
+    let mut workload = Command::new(workload("os_calls"));
     workload
         .args([huge.to_string(), foreign.to_string()])
         .env("LD_PRELOAD", libhakmem())
@@ -711,7 +688,7 @@ fn unprivileged_user_exits_3_naming_what_is_missing() {
 fn target_exit_mid_trace_gives_a_final_report() {
     require_bpf!();
     // A target that allocates a little, then lives for a moment and exits on its own.
-    let mut target = Command::new(alloc_counts())
+    let mut target = Command::new(workload("alloc_counts"))
         .args(["1", "10", "--wait"])
         .env("LD_PRELOAD", libhakmem())
         .stdin(Stdio::piped())

@@ -75,18 +75,7 @@ pub fn floor_class(usable: usize) -> Option<usize> {
     }
 }
 
-/// [`class_size`] of every class: the hit path's one load.
-pub const CLASS_SIZES: [usize; NUM_CLASSES] = {
-    let mut t = [0; NUM_CLASSES];
-    let mut k = 0;
-    while k < NUM_CLASSES {
-        t[k] = class_size(k);
-        k += 1;
-    }
-    t
-};
-
-/// [`CLASS_SIZES`] as `u64`, padded to a power of two: the hot path's
+/// Each class's size ([`class_size`]) as `u64`, padded to a power of two: the hot path's
 /// lookup of a class it holds in a register, without a bounds check.
 const CLASS_BYTES: [u64; 32] = {
     let mut t = [0; 32];
@@ -334,7 +323,7 @@ impl ThreadCache {
         let slot = &mut self.slots[site as usize % SITE_BUCKETS][k];
         debug_assert!(slot.count > 0 && slot.site == site);
         slot.count -= 1;
-        self.held -= CLASS_SIZES[k] as u64;
+        self.held -= class_bytes(k);
     }
 
     /// The free path's put of a block of class `k` freed at `site`, when it
@@ -342,7 +331,7 @@ impl ThreadCache {
     /// already reserved, no purge. False = nothing done (the caller takes [`Self::put`]).
     #[inline(always)]
     pub fn push(&mut self, p: usize, k: usize, site: u32) -> bool {
-        let bytes = CLASS_SIZES[k] as u64;
+        let bytes = class_bytes(k);
         let gen = self.gen;
         let slot = &mut self.slots[site as usize % SITE_BUCKETS][k];
         let n = slot.count as usize;
@@ -448,7 +437,7 @@ impl ThreadCache {
         if self.hot != 0 && self.gen.wrapping_sub(self.hot_gen) >= 3 {
             let p = self.hot;
             self.hot = 0;
-            self.held -= CLASS_SIZES[self.hot_class as usize] as u64;
+            self.held -= class_bytes(self.hot_class as usize);
             release_block(p, aged);
             released += 1;
         }

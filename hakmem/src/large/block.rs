@@ -44,14 +44,22 @@ pub const MAGIC: u32 = 0x4841_4b4d; // "HAKM"
 pub const FREED_MAGIC: u32 = 0x4652_4545; // "FREE"
 /// Hardened builds: a PROT_NONE page after every large block (not counted in
 /// len_pages). A span block's span holds it as its last page
-/// ([`GUARD_PAGES`]); it becomes ordinary memory again when the span is freed.
+/// ([`span_pages`]); it becomes ordinary memory again when the span is freed.
 const GUARD: usize = if crate::hardening::ENABLED {
     OS_PAGE
 } else {
     0
 };
-/// [`GUARD`] in pages: a span block's span is its header's `len_pages` plus this.
-pub const GUARD_PAGES: usize = GUARD / OS_PAGE;
+/// [`GUARD`] in pages.
+const GUARD_PAGES: usize = GUARD / OS_PAGE;
+
+/// The length in pages of the span that holds a span block of `block_pages`
+/// pages (its header's `len_pages`): the block, plus its guard page in
+/// hardened builds.
+#[inline(always)]
+pub const fn span_pages(block_pages: usize) -> usize {
+    block_pages + GUARD_PAGES
+}
 
 /// Packs a site slot and a strategy id into the header's site word.
 pub fn site_word(site_slot: u32, strategy: u8) -> u32 {
@@ -116,7 +124,7 @@ fn span_header(p: usize) -> Option<*mut LargeHeader> {
     let h = start as *mut LargeHeader;
     // SAFETY: a live span's first page is mapped and holds its header.
     let hdr = unsafe { &*h };
-    if hdr.offset as usize != HEADER_SIZE || hdr.len_pages as usize + GUARD_PAGES != pages {
+    if hdr.offset as usize != HEADER_SIZE || span_pages(hdr.len_pages as usize) != pages {
         return None;
     }
     if cfg!(any(debug_assertions, feature = "debug-checks"))
@@ -167,7 +175,7 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
     let up_front = size <= crate::large::bigcache::MAX_SIZE;
     if align <= 16 {
         let pages = page_round(mapped.checked_add(HEADER_SIZE)?)? / OS_PAGE;
-        if pages + GUARD_PAGES <= span_heap::MAX_SPAN_PAGES {
+        if span_pages(pages) <= span_heap::MAX_SPAN_PAGES {
             let populate = s.populate && up_front;
             if let Some(b) = map_span(pages, size, site_word(site, strategy), populate, owner) {
                 return Some(b);
@@ -195,7 +203,7 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
 /// gives huge pages (`span_heap::grow`).
 fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) -> Option<Block> {
     let t = probe::stamp_if_tracing();
-    let span = span_heap::alloc(pages + GUARD_PAGES, owner)?;
+    let span = span_heap::alloc(span_pages(pages), owner)?;
     if crate::hardening::ENABLED {
         // SAFETY: the span's last page, past the block's own pages, in an
         // arena of ours; nothing is stored there while the block lives.
@@ -236,7 +244,7 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
         let len = page_round(offset.checked_add(size)?)?;
         let base = vm::map_aligned(len + GUARD, SEGMENT_SIZE)? as usize;
         if hugepage {
-            vm::advise_hugepage(base as *mut u8, len);
+            vm::advise_thp(base as *mut u8, len, true);
         }
         if crate::hardening::ENABLED {
             // SAFETY: the guard page just past the block's own pages, in the fresh mapping.
@@ -266,7 +274,7 @@ fn map_raw(size: usize, align: usize, site: u32, hugepage: bool) -> Option<Block
             unsafe { vm::guard((start + len) as *mut u8, GUARD) };
         }
         if hugepage {
-            vm::advise_hugepage(start as *mut u8, len);
+            vm::advise_thp(start as *mut u8, len, true);
         }
         write_header((p - HEADER_SIZE) as *mut LargeHeader, len, OS_PAGE, site);
         segment_map::set(p, Region::LargeHeaderBefore);
@@ -364,17 +372,17 @@ fn resize_span(start: usize, old_len: usize, new_len: usize) -> bool {
         return span_heap::resize(start, new_pages);
     }
     let grow = new_len > old_len;
-    if grow && !span_heap::resize(start, new_pages + GUARD_PAGES) {
+    if grow && !span_heap::resize(start, span_pages(new_pages)) {
         return false;
     }
     if !move_guard(start + old_len, start + new_len) {
         if grow {
             // The pages just taken are ordinary memory: they go back as they came.
-            span_heap::resize(start, old_pages + GUARD_PAGES);
+            span_heap::resize(start, span_pages(old_pages));
         }
         return false;
     }
-    grow || span_heap::resize(start, new_pages + GUARD_PAGES)
+    grow || span_heap::resize(start, span_pages(new_pages))
 }
 
 /// Hardened builds: puts the guard page at `from` at `to` instead (both in a

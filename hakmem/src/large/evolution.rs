@@ -276,38 +276,26 @@ pub fn best(size: usize) -> u8 {
     choose(b, || band(b).ratings.best())
 }
 
-/// [`best`] for the BigCache hit path, which no tracer watches (so no
-/// `EloSelect` event) and which must not call anything: None while the
-/// band of `size` is not set up yet (the caller then takes [`best`]).
+/// [`best`] for the BigCache hit paths, which must not call anything
+/// untraced: None while the band of `size` is not set up yet (the caller
+/// then takes [`best`]). With `traced` (a constant at each call site:
+/// `path::alloc_hit_traced`), a choice while learning is timed as ELO
+/// selection, as [`choose`] times it, so a traced hit counts the strategy
+/// selections the untraced one makes.
 #[inline(always)]
-pub fn hit_strategy(size: usize) -> Option<u8> {
+pub fn hit_strategy(size: usize, traced: bool) -> Option<u8> {
     let band = band(band_of(size));
     match band.phase.load(Relaxed) {
         0 => {
+            let t = if traced { probe::stamp() } else { 0 };
+            let s = band.ratings.best();
             // A choice while learning, as in `choose` (the breakdown test
             // times this delay untraced against traced).
             #[cfg(feature = "test-delay")]
             crate::test_delay::elo();
-            Some(band.ratings.best())
-        }
-        1 | 2 => Some(band.frozen_on.load(Relaxed)),
-        _ => None,
-    }
-}
-
-/// [`hit_strategy`] under a tracer (`path::alloc_hit_traced`): a choice
-/// while learning is timed as ELO selection, as [`choose`] times it, so a
-/// traced hit counts the strategy selections the untraced one makes.
-#[inline(never)]
-pub fn hit_strategy_traced(size: usize) -> Option<u8> {
-    let band = band(band_of(size));
-    match band.phase.load(Relaxed) {
-        0 => {
-            let t = probe::stamp();
-            let s = band.ratings.best();
-            #[cfg(feature = "test-delay")]
-            crate::test_delay::elo();
-            probe::emit(Component::EloSelect, t, s as u64);
+            if traced {
+                probe::emit(Component::EloSelect, t, s as u64);
+            }
             Some(s)
         }
         1 | 2 => Some(band.frozen_on.load(Relaxed)),

@@ -349,11 +349,7 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Opt
     // Before the strategy it vouches for (see `evolution::epoch`).
     let epoch = evolution::epoch();
     // A band not set up yet is the general path's (nothing taken so far).
-    let best = if traced {
-        evolution::hit_strategy_traced(usable)?
-    } else {
-        evolution::hit_strategy(usable)?
-    };
+    let best = evolution::hit_strategy(usable, traced)?;
     if hot {
         c.pop_hot(k);
     } else {
@@ -536,7 +532,7 @@ fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
     // `hit.ptr` was a span block when the cache handed it out.
     if hit.meta.and_then(span_heap::live_span_in)
         != Some((
-            hit.pages as usize + block::GUARD_PAGES,
+            block::span_pages(hit.pages as usize),
             block::owner_tag(ts as usize),
         ))
         || !h.reuse.cached(k)

@@ -55,7 +55,7 @@ pub const META_PAGES: usize = (PAGES * core::mem::size_of::<PageMeta>())
     .div_ceil(OS_PAGE)
     .next_multiple_of(HUGE_PAGES);
 /// OS pages per transparent huge page.
-const HUGE_PAGES: usize = (2 << 20) / OS_PAGE;
+const HUGE_PAGES: usize = crate::layout::HUGE_PAGE / OS_PAGE;
 /// The largest span handed out (larger blocks are mapped on their own).
 pub const MAX_SPAN_PAGES: usize = PAGES / 4;
 /// Arenas at most (64 GiB of address space); beyond, blocks are mapped on their own.
@@ -544,7 +544,7 @@ fn grow() -> Option<()> {
     // The page map is left out (see `META_PAGES`).
     if crate::thp::granted() {
         let skip = META_PAGES * OS_PAGE;
-        crate::vm::advise_hugepage((base + skip) as *mut u8, ARENA_SIZE - skip);
+        crate::vm::advise_thp((base + skip) as *mut u8, ARENA_SIZE - skip, true);
     }
     let g = lock();
     // Another thread may have added one meanwhile: keep ours anyway (it is

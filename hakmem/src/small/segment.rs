@@ -31,6 +31,7 @@ use crate::vm;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::layout::HUGE_PAGE;
 pub use crate::layout::SEGMENT_SIZE;
 /// Bytes at the start of a segment taken by its header; page 0 starts here.
 pub const SEGMENT_HEADER: usize = crate::small::size_class::MAX_CLASS_ALIGN;
@@ -352,9 +353,6 @@ impl Segment {
         bytes
     }
 }
-
-/// A transparent huge page: half a segment.
-const HUGE_PAGE: usize = 2 << 20;
 
 /// Bits `from..to` of a page mask (`to` ≤ 64).
 fn page_bits(from: usize, to: usize) -> u64 {
