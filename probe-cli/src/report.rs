@@ -16,26 +16,14 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Components whose time is the whole of an allocator call; the others run inside them.
 const TOP_LEVEL: &[&str] = &["malloc", "free", "realloc"];
 
-/// The components timed inside others, at any depth (a realloc's inner work
-/// reports as these too: its figure keeps that timing cost). Each nested timed
-/// instance adds its own timestamps to every figure around it, which the
-/// report takes back out (`probe.nested_component_ns`); hakmem leaves its
-/// record update out of them itself.
-const NESTED: &[(&str, &[&str])] = &[
-    (
-        "malloc",
-        &[
-            "small_fast",
-            "small_refill",
-            "large_alloc",
-            "bigcache_lookup",
-            "elo_select",
-            "header",
-            "os_map",
-            "os_advise",
-            "os_protect",
-        ],
-    ),
+/// The components each one times directly inside itself (a realloc's inner
+/// work reports as these too: its figure keeps that timing cost). Each
+/// nested timed instance, at any depth ([`nested`]), adds its own timestamps
+/// to every figure around it, which the report takes back out
+/// (`probe.nested_component_ns`); hakmem leaves its record update out of
+/// them itself.
+const CHILDREN: &[(&str, &[&str])] = &[
+    ("malloc", &["small_fast", "small_refill", "large_alloc"]),
     (
         "free",
         &["remote_free", "bigcache_put", "os_unmap", "os_purge"],
@@ -54,6 +42,25 @@ const NESTED: &[(&str, &[&str])] = &[
     ("header", &["os_map", "os_advise", "os_protect"]),
     ("bigcache_put", &["os_unmap", "os_purge"]),
 ];
+
+/// Every component timed inside `name`, at any depth, once each.
+fn nested(name: &str) -> Vec<&'static str> {
+    let mut found: Vec<&'static str> = Vec::new();
+    let mut todo = vec![name];
+    while let Some(n) = todo.pop() {
+        let children = CHILDREN
+            .iter()
+            .find(|(p, _)| *p == n)
+            .map_or(&[][..], |(_, c)| c);
+        for &c in children {
+            if !found.contains(&c) {
+                found.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    found
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -373,12 +380,10 @@ pub fn build(i: Inputs<'_>) -> Report {
     };
     let nested_per_call = |name: &str| -> f64 {
         let own = calls_of(name);
-        match NESTED.iter().find(|(n, _)| *n == name) {
-            Some((_, children)) if own > 0 => {
-                children.iter().map(|c| calls_of(c)).sum::<u64>() as f64 / own as f64
-            }
-            _ => 0.0,
+        if own == 0 {
+            return 0.0;
         }
+        nested(name).iter().map(|c| calls_of(c)).sum::<u64>() as f64 / own as f64
     };
     let mut components: Vec<ComponentRow> = i
         .counts
@@ -987,6 +992,30 @@ pub fn prometheus(r: &Report, counts: &KernelCounts, tsc: Tsc) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_components_are_every_descendant_once() {
+        let mut m = nested("malloc");
+        m.sort();
+        assert_eq!(
+            m,
+            [
+                "bigcache_lookup",
+                "elo_select",
+                "header",
+                "large_alloc",
+                "os_advise",
+                "os_map",
+                "os_protect",
+                "small_fast",
+                "small_refill"
+            ]
+        );
+        let mut f = nested("free");
+        f.sort();
+        assert_eq!(f, ["bigcache_put", "os_purge", "os_unmap", "remote_free"]);
+        assert!(nested("os_map").is_empty());
+    }
 
     #[test]
     fn percentile_interpolates_inside_the_bucket() {

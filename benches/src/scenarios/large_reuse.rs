@@ -45,13 +45,11 @@ fn baseline(params: &Params) -> Outcome {
     let setup = Instant::now();
     let mut pool = Pool::new(1, SIZE, false);
     let mut recorder = Recorder::new(BATCH);
-    let setup_ns = setup.elapsed().as_nanos() as u64;
+    let setup = setup.elapsed();
     recorder.start();
     for _ in 0..params.scaled(BASE_OPS, BATCH as u64) {
         pool.fill(0, SIZE, false);
         recorder.op();
     }
-    let mut outcome = Outcome::from_recorders(1, [recorder]);
-    outcome.setup_ns = setup_ns;
-    outcome
+    Outcome::from_recorders(1, [recorder]).after_setup(setup)
 }

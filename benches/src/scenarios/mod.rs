@@ -78,6 +78,13 @@ impl Outcome {
             setup_ns: 0,
         }
     }
+
+    /// This outcome with `setup` (the time a baseline spent preparing its
+    /// pool before the loop) left out of the run's elapsed time.
+    pub fn after_setup(mut self, setup: std::time::Duration) -> Self {
+        self.setup_ns = setup.as_nanos() as u64;
+        self
+    }
 }
 
 /// One entry of the scenario table.

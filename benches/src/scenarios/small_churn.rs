@@ -48,7 +48,7 @@ fn baseline(params: &Params) -> Outcome {
         .collect();
     let mut spare = WINDOW;
     let mut recorder = Recorder::new(BATCH);
-    let setup_ns = setup.elapsed().as_nanos() as u64;
+    let setup = setup.elapsed();
     recorder.start();
     for _ in 0..params.scaled(BASE_OPS, 1024) {
         let slot = rng.below(WINDOW);
@@ -59,9 +59,7 @@ fn baseline(params: &Params) -> Outcome {
         recorder.op();
     }
     drop(live);
-    let mut outcome = Outcome::from_recorders(1, [recorder]);
-    outcome.setup_ns = setup_ns;
-    outcome
+    Outcome::from_recorders(1, [recorder]).after_setup(setup)
 }
 
 /// The churn loop shared with `small-churn-mt`: `ops` replace operations.

@@ -54,13 +54,11 @@ fn baseline(params: &Params) -> Outcome {
     let mut pool = Pool::new(LIVE + 1, TWO_MIB, true);
     let mut rng = Rng::new(SEED);
     let mut recorder = Recorder::new(1);
-    let setup_ns = setup.elapsed().as_nanos() as u64;
+    let setup = setup.elapsed();
     recorder.start();
     for i in 0..params.scaled(BASE_OPS, 8) as usize {
         pool.fill(i % (LIVE + 1), TWO_MIB - rng.below(JITTER), true);
         recorder.op();
     }
-    let mut outcome = Outcome::from_recorders(1, [recorder]);
-    outcome.setup_ns = setup_ns;
-    outcome
+    Outcome::from_recorders(1, [recorder]).after_setup(setup)
 }
