@@ -163,6 +163,7 @@ fn probe_estimate(runs: &[TracedRun], names: &'static [&'static str]) -> Option<
         calls_per_op,
         ns_per_call: (calls_per_op > 0.0).then(|| ns_per_op / calls_per_op),
         components: names.to_vec(),
+        samples_ns_per_op: cooked,
     })
 }
 
@@ -181,6 +182,7 @@ fn probe_difference(
         calls_per_op: a.calls_per_op,
         ns_per_call: (a.calls_per_op > 0.0).then(|| (a.ns_per_op - b.ns_per_op) / a.calls_per_op),
         components: names.to_vec(),
+        samples_ns_per_op: Vec::new(),
     })
 }
 

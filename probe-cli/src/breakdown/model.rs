@@ -105,6 +105,9 @@ pub struct ProbeEstimate {
     pub ns_per_call: Option<f64>,
     /// The probe components summed.
     pub components: Vec<&'static str>,
+    /// Each traced run's calibrated ns per operation, in run order (empty
+    /// for a difference of two configurations).
+    pub samples_ns_per_op: Vec<f64>,
 }
 
 /// A component's cost from feature isolation: time with it on minus off.
