@@ -147,7 +147,8 @@ impl Heap {
                 }
                 reclaims_left = 0;
             }
-            let seg = segment::acquire(kind, self.id())?;
+            let another = !self.segments[kind as usize].head.is_null();
+            let seg = segment::acquire(kind, self.id(), another)?;
             // SAFETY: a segment just acquired for this heap, in no list.
             unsafe { self.segment_push_front(seg) };
         }

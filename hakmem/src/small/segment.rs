@@ -404,13 +404,27 @@ static CARVED: AtomicUsize = AtomicUsize::new(0);
 static THP_ON: AtomicBool = AtomicBool::new(false);
 
 /// Whether a segment of `kind` acquired while `carved` bytes of small and
-/// medium pages are carved asks for huge pages under `mode`. `granted()` is called
-/// only when the answer depends on it (small programs never pay the probe);
-/// `latch` keeps `auto`'s answer once it turned on.
+/// medium pages are carved asks for huge pages under `mode`; `another`: the
+/// heap taking it already has a segment of this kind with no page left to
+/// take. `granted()` is called only when the answer depends on it (small
+/// programs never pay the probe); `latch` keeps `auto`'s answer once the
+/// process reached [`THP_MIN_CARVED`].
+///
+/// Under `auto`, a heap's second small-page segment asks before that: a
+/// thread that filled 4 MiB of 64 KiB pages of blocks up to 8 KiB packs
+/// its next 2 MiB as densely, while threads that each hold a few pages keep
+/// to their first, 4 KiB-page segment. In `mstress` the process reached
+/// 32 MiB only in its second round of threads, and the segments taken
+/// before that went on faulting in 4 KiB at a time for the rest of the run
+/// (6,500 of its 8,200 faults in segments). Medium pages (512 KiB, a few
+/// blocks of up to 64 KiB each) do not: with them `glibc-thread` peaked at
+/// 24 MiB instead of 12.5 (16 with small pages alone), `rptest` once at
+/// 262 MiB, and `mstress` faulted no less.
 fn wants_thp(
     mode: HugePages,
     kind: PageKind,
     carved: usize,
+    another: bool,
     latch: &AtomicBool,
     granted: impl FnOnce() -> bool,
 ) -> bool {
@@ -422,11 +436,14 @@ fn wants_thp(
             if latch.load(Ordering::Relaxed) {
                 return true;
             }
-            let on = carved >= THP_MIN_CARVED && granted();
-            if on {
-                latch.store(true, Ordering::Relaxed);
+            if carved >= THP_MIN_CARVED {
+                let on = granted();
+                if on {
+                    latch.store(true, Ordering::Relaxed);
+                }
+                return on;
             }
-            on
+            another && kind == PageKind::Small && granted()
         }
     }
 }
@@ -456,13 +473,15 @@ pub static ABANDONED: SegmentStack = SegmentStack::new();
 /// Earliest time the next pool purge is worth trying.
 static NEXT_POOL_PURGE_NS: AtomicU64 = AtomicU64::new(0);
 
-/// A segment for `owner`, from the pool or the OS.
-pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
+/// A segment for `owner`, from the pool or the OS; `another`: `owner`
+/// already has a segment of this kind, with no page left to take.
+pub fn acquire(kind: PageKind, owner: usize, another: bool) -> Option<*mut Segment> {
     acquire_as(kind, owner, || {
         wants_thp(
             crate::options::get().huge_pages,
             kind,
             CARVED.load(Ordering::Relaxed),
+            another,
             &THP_ON,
             crate::thp::granted,
         )
@@ -630,7 +649,7 @@ mod tests {
 
     #[test]
     fn pages_are_taken_and_returned_and_purged() {
-        let seg = acquire(PageKind::Medium, 1).expect("map a segment");
+        let seg = acquire(PageKind::Medium, 1, false).expect("map a segment");
         // SAFETY: we own it.
         let s = unsafe { &mut *seg };
         assert_eq!(
@@ -710,7 +729,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_huge_pages_wait_for_32_mib_of_carved_pages_skip_big_pages_and_stay_on() {
+    fn auto_huge_pages_wait_for_32_mib_or_a_second_segment_skip_big_pages_and_stay_on() {
         let latch = AtomicBool::new(false);
         let never = || -> bool { panic!("probed below the threshold") };
         let small = PageKind::Small;
@@ -718,6 +737,7 @@ mod tests {
             HugePages::Auto,
             small,
             THP_MIN_CARVED - 1,
+            false,
             &latch,
             never
         ));
@@ -725,15 +745,17 @@ mod tests {
             HugePages::Auto,
             PageKind::Big,
             100,
+            false,
             &latch,
             never
         ));
-        assert!(!wants_thp(HugePages::Off, small, 100, &latch, never));
+        assert!(!wants_thp(HugePages::Off, small, 100, false, &latch, never));
         // The kernel refuses: no advice, and nothing latched.
         assert!(!wants_thp(
             HugePages::Auto,
             small,
             THP_MIN_CARVED,
+            false,
             &latch,
             || false
         ));
@@ -742,16 +764,51 @@ mod tests {
             HugePages::Auto,
             PageKind::Medium,
             THP_MIN_CARVED,
+            false,
             &latch,
             || true
         ));
+        // A heap's second small-page segment asks below the threshold,
+        // without latching; medium and big pages do not.
+        let fresh = AtomicBool::new(false);
+        assert!(!wants_thp(HugePages::Auto, small, 1, true, &fresh, || {
+            false
+        }));
+        assert!(wants_thp(HugePages::Auto, small, 1, true, &fresh, || true));
+        assert!(!fresh.load(Ordering::Relaxed));
+        assert!(!wants_thp(HugePages::Auto, small, 1, false, &fresh, never));
+        assert!(!wants_thp(
+            HugePages::Auto,
+            PageKind::Medium,
+            1,
+            true,
+            &fresh,
+            never
+        ));
+        assert!(!wants_thp(
+            HugePages::Auto,
+            PageKind::Big,
+            1,
+            true,
+            &fresh,
+            never
+        ));
+        assert!(!wants_thp(HugePages::Off, small, 1, true, &fresh, never));
         // Latched: on below the threshold too, without asking again.
-        assert!(wants_thp(HugePages::Auto, small, 1, &latch, never));
-        assert!(!wants_thp(HugePages::Auto, PageKind::Big, 1, &latch, never));
+        assert!(wants_thp(HugePages::Auto, small, 1, false, &latch, never));
+        assert!(!wants_thp(
+            HugePages::Auto,
+            PageKind::Big,
+            1,
+            false,
+            &latch,
+            never
+        ));
         assert!(!wants_thp(
             HugePages::Always,
             PageKind::Big,
             1,
+            false,
             &latch,
             || false
         ));
@@ -759,6 +816,7 @@ mod tests {
             HugePages::Always,
             PageKind::Big,
             1,
+            false,
             &latch,
             || true
         ));
