@@ -151,16 +151,16 @@ pub fn calloc_at(n: usize, size: usize, site: usize) -> *mut u8 {
     };
     let zeroed = || {
         if total <= MAX_CLASS_SIZE {
-            let p = if probe::tracing() {
-                alloc_traced(total, site)
+            if probe::tracing() {
+                let p = alloc_traced(total, site);
+                if !p.is_null() {
+                    // SAFETY: a fresh block of at least `total` bytes.
+                    unsafe { ptr::write_bytes(p, 0, total) };
+                }
+                p
             } else {
-                thread::alloc_class(class_of(total))
-            };
-            if !p.is_null() {
-                // SAFETY: a fresh block of at least `total` bytes.
-                unsafe { ptr::write_bytes(p, 0, total) };
+                thread::alloc_class_zeroed(class_of(total), total)
             }
-            p
         } else {
             alloc_large(total, MIN_ALIGN, site, true)
         }

@@ -38,7 +38,8 @@ pub enum HugePages {
     /// Never (4 KiB pages only).
     Off,
     /// On small and medium pages once `small::segment::THP_MIN_CARVED`
-    /// bytes of them are carved (the default; see `small/segment.rs`).
+    /// bytes of them are carved, and before that on a thread's second
+    /// small-page segment (the default; see `small/segment.rs`).
     Auto,
     /// On every segment from the first.
     Always,
@@ -245,7 +246,7 @@ pub const TABLE: &[OptionSpec] = &[
     OptionSpec {
         name: "HAKMEM_HUGEPAGES",
         values: "auto (default), 0, 1",
-        meaning: "transparent huge pages on the segments of blocks up to 512 KiB, where the kernel gives them: auto once the process has 32 MiB of small/medium pages carved (not the 128-512 KiB blocks), 1 from the first, 0 never; fewer faults and TLB misses, but RSS moves in 2 MiB steps",
+        meaning: "transparent huge pages on the segments of blocks up to 512 KiB, where the kernel gives them: auto once the process has 32 MiB of small/medium pages carved, or on a thread's second segment of blocks up to 8 KiB (not the 128-512 KiB blocks), 1 from the first, 0 never; fewer faults and TLB misses, but RSS moves in 2 MiB steps",
         apply: |o, v| {
             o.huge_pages = match v {
                 b"auto" => HugePages::Auto,

@@ -11,6 +11,10 @@ use crate::small::segment::{self, Segment};
 use crate::small::size_class::page_kind;
 use core::ptr;
 
+/// Bytes at the start of a block that its free-list link (and, hardened,
+/// its freed tag) may have written while it waited to be handed out.
+pub const LINK_BYTES: usize = 2 * core::mem::size_of::<usize>();
+
 /// How many abandoned segments `new_page` may adopt before it maps a fresh one.
 const RECLAIMS_PER_NEW_SEGMENT: u32 = 8;
 
@@ -39,10 +43,14 @@ pub unsafe fn pop(heap: *mut Heap, c: usize) -> *mut u8 {
 }
 
 /// The slow path of an allocation of class `c`: collect, carve or take a new
-/// page. Null with ENOMEM if the OS refuses memory.
+/// page. Null with ENOMEM if the OS refuses memory. True with a block carved
+/// just now from memory that reads zero (`Page::zero_tail`): all of it but
+/// its free-list link, the first [`LINK_BYTES`], is zero then (a block
+/// carved is the first of its batch: `Page::extend` puts the batch at the
+/// head of the free list).
 #[cold]
 #[inline(never)]
-pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
+pub fn refill(h: &mut Heap, c: usize) -> (*mut u8, bool) {
     // Mail both ways: blocks others sent this heap, and this thread's own
     // remote frees (so that they wait no longer than its next slow path).
     h.drain_inbox();
@@ -52,17 +60,15 @@ pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
         while page != empty_page() {
             // SAFETY: pages in the queue belong to segments this heap owns
             // (a descriptor lives in its segment's header).
-            let b = unsafe {
+            let (b, fresh) = unsafe {
                 Segment::collect(Segment::of(page as usize), page);
                 let p = &mut *page;
-                if p.free.is_null() {
-                    p.extend();
-                }
-                p.pop()
+                let carved = p.free.is_null() && p.extend();
+                (p.pop(), carved && p.zero_tail)
             };
             if !b.is_null() {
                 h.first[c].allocs.add(1);
-                return b as *mut u8;
+                return (b as *mut u8, fresh);
             }
             // Nothing left: out of the queue until a block comes back. The
             // page was the head, so the next candidate is the new head.
@@ -80,14 +86,14 @@ pub fn refill(h: &mut Heap, c: usize) -> *mut u8 {
     match h.new_page(c) {
         Some(page) => {
             // SAFETY: a fresh page of this heap.
-            let b = unsafe {
-                (*page).extend();
-                (*page).pop()
+            let (b, fresh) = unsafe {
+                let carved = (*page).extend();
+                ((*page).pop(), carved && (*page).zero_tail)
             };
             h.first[c].allocs.add(1);
-            b as *mut u8
+            (b as *mut u8, fresh)
         }
-        None => out_of_memory(),
+        None => (out_of_memory(), false),
     }
 }
 
@@ -141,7 +147,8 @@ impl Heap {
                 }
                 reclaims_left = 0;
             }
-            let seg = segment::acquire(kind, self.id())?;
+            let another = !self.segments[kind as usize].head.is_null();
+            let seg = segment::acquire(kind, self.id(), another)?;
             // SAFETY: a segment just acquired for this heap, in no list.
             unsafe { self.segment_push_front(seg) };
         }

@@ -63,6 +63,10 @@ pub struct Page {
     pub in_use: bool,
     /// Not in its class queue because it had nothing left to give.
     pub in_full: bool,
+    /// The blocks not carved yet (from `capacity` on) read zero: the page's
+    /// memory was not written since the OS mapped or purged it. A block
+    /// carved from them has only its free-list link to clear for `calloc`.
+    pub zero_tail: bool,
     /// Links in the heap's queue of pages of this class.
     pub next: *mut Page,
     pub prev: *mut Page,
@@ -88,6 +92,7 @@ impl Page {
         class: 0,
         in_use: false,
         in_full: false,
+        zero_tail: false,
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
         start: ptr::null_mut(),
@@ -95,7 +100,8 @@ impl Page {
         key: 0,
     };
 
-    /// Makes this descriptor a fresh page of `class` over `[start, start+bytes)`.
+    /// Makes this descriptor a fresh page of `class` over `[start, start+bytes)`;
+    /// `zero`: that memory reads zero (see `zero_tail`).
     ///
     /// # Safety
     /// `[start, start+bytes)` is memory the page alone will use while it is
@@ -108,8 +114,10 @@ impl Page {
         block_size: usize,
         start: *mut u8,
         bytes: usize,
+        zero: bool,
     ) {
         *self = Page::EMPTY;
+        self.zero_tail = zero;
         self.class = class as u8;
         self.block_size = block_size as u32;
         self.start = start;
@@ -431,7 +439,7 @@ mod tests {
     fn page_over(buf: &mut [u64], bs: usize) -> Page {
         let mut p = Page::EMPTY;
         // SAFETY: the test's buffer outlives the page and nothing else uses it.
-        unsafe { p.init(3, bs, buf.as_mut_ptr() as *mut u8, buf.len() * 8) };
+        unsafe { p.init(3, bs, buf.as_mut_ptr() as *mut u8, buf.len() * 8, false) };
         p
     }
 

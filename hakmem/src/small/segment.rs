@@ -95,6 +95,10 @@ pub struct Segment {
     pub free_pages: u64,
     /// Bit i: page i is free and its memory not yet given back (owner only).
     pub dirty_pages: u64,
+    /// Bit i: page i's memory was not written since the OS mapped or purged
+    /// it, so it reads zero (owner only; kept through pooling while the
+    /// kind stays). `calloc` leaves the blocks carved from it uncleared.
+    pub zero_pages: u64,
     /// When a page was last freed, in monotonic ns (purge clock).
     pub last_release_ns: u64,
     /// Per free dirty page: the class its memory was last carved for
@@ -238,6 +242,16 @@ impl Segment {
         if !(dirty && same_kind) {
             self.carved_class = [NO_CLASS; MAX_PAGES];
         }
+        // A segment that is not dirty was mapped or purged (all but its first
+        // OS page, inside the header) since it last held blocks; a dirty one
+        // keeps what it knew if its pages keep their bounds.
+        self.zero_pages = if !dirty {
+            self.all_pages()
+        } else if same_kind {
+            self.zero_pages & self.all_pages()
+        } else {
+            0
+        };
         self.last_release_ns = 0;
         self.next = ptr::null_mut();
         self.prev = ptr::null_mut();
@@ -267,6 +281,8 @@ impl Segment {
         };
         self.free_pages &= !(1 << i);
         self.dirty_pages &= !(1 << i);
+        let zero = self.zero_pages & (1 << i) != 0;
+        self.zero_pages &= !(1 << i);
         let page_size = 1usize << self.page_shift;
         if self.kind != PageKind::Big {
             CARVED.fetch_add(page_size, Ordering::Relaxed);
@@ -281,8 +297,9 @@ impl Segment {
         }
         let bs = crate::small::size_class::block_size(class);
         // SAFETY: page i's own bytes of this segment (past the header, before
-        // the guard page), free: its bit was set in `free_pages`.
-        unsafe { self.pages[i].init(class, bs, start as *mut u8, bytes) };
+        // the guard page), free: its bit was set in `free_pages`; zero as
+        // `zero_pages` said.
+        unsafe { self.pages[i].init(class, bs, start as *mut u8, bytes, zero) };
         self.remote[i].reset(&self.pages[i]);
         Some(&mut self.pages[i])
     }
@@ -344,7 +361,9 @@ impl Segment {
                 }
                 let end = self.base() + (to << shift);
                 // SAFETY: a run of free pages of this segment (past its header): no live block.
-                unsafe { vm::purge(start as *mut u8, end - start) };
+                if unsafe { vm::purge(start as *mut u8, end - start) } {
+                    self.zero_pages |= page_bits(from, to);
+                }
                 bytes += end - start;
                 self.dirty_pages &= !page_bits(from, to);
             }
@@ -385,13 +404,27 @@ static CARVED: AtomicUsize = AtomicUsize::new(0);
 static THP_ON: AtomicBool = AtomicBool::new(false);
 
 /// Whether a segment of `kind` acquired while `carved` bytes of small and
-/// medium pages are carved asks for huge pages under `mode`. `granted()` is called
-/// only when the answer depends on it (small programs never pay the probe);
-/// `latch` keeps `auto`'s answer once it turned on.
+/// medium pages are carved asks for huge pages under `mode`; `another`: the
+/// heap taking it already has a segment of this kind with no page left to
+/// take. `granted()` is called only when the answer depends on it (small
+/// programs never pay the probe); `latch` keeps `auto`'s answer once the
+/// process reached [`THP_MIN_CARVED`].
+///
+/// Under `auto`, a heap's second small-page segment asks before that: a
+/// thread that filled 4 MiB of 64 KiB pages of blocks up to 8 KiB packs
+/// its next 2 MiB as densely, while threads that each hold a few pages keep
+/// to their first, 4 KiB-page segment. In `mstress` the process reached
+/// 32 MiB only in its second round of threads, and the segments taken
+/// before that went on faulting in 4 KiB at a time for the rest of the run
+/// (6,500 of its 8,200 faults in segments). Medium pages (512 KiB, a few
+/// blocks of up to 64 KiB each) do not: with them `glibc-thread` peaked at
+/// 24 MiB instead of 12.5 (16 with small pages alone), `rptest` once at
+/// 262 MiB, and `mstress` faulted no less.
 fn wants_thp(
     mode: HugePages,
     kind: PageKind,
     carved: usize,
+    another: bool,
     latch: &AtomicBool,
     granted: impl FnOnce() -> bool,
 ) -> bool {
@@ -403,11 +436,14 @@ fn wants_thp(
             if latch.load(Ordering::Relaxed) {
                 return true;
             }
-            let on = carved >= THP_MIN_CARVED && granted();
-            if on {
-                latch.store(true, Ordering::Relaxed);
+            if carved >= THP_MIN_CARVED {
+                let on = granted();
+                if on {
+                    latch.store(true, Ordering::Relaxed);
+                }
+                return on;
             }
-            on
+            another && kind == PageKind::Small && granted()
         }
     }
 }
@@ -437,13 +473,15 @@ pub static ABANDONED: SegmentStack = SegmentStack::new();
 /// Earliest time the next pool purge is worth trying.
 static NEXT_POOL_PURGE_NS: AtomicU64 = AtomicU64::new(0);
 
-/// A segment for `owner`, from the pool or the OS.
-pub fn acquire(kind: PageKind, owner: usize) -> Option<*mut Segment> {
+/// A segment for `owner`, from the pool or the OS; `another`: `owner`
+/// already has a segment of this kind, with no page left to take.
+pub fn acquire(kind: PageKind, owner: usize, another: bool) -> Option<*mut Segment> {
     acquire_as(kind, owner, || {
         wants_thp(
             crate::options::get().huge_pages,
             kind,
             CARVED.load(Ordering::Relaxed),
+            another,
             &THP_ON,
             crate::thp::granted,
         )
@@ -508,8 +546,11 @@ fn acquire_as(
             // outlive pooling are reset by `init` then (`from_dirty` false:
             // nothing of it is resident).
             let len = if from_dirty { SEGMENT_SIZE } else { HUGE_PAGE };
-            vm::purge(seg as *mut u8, len);
-            from_dirty = false;
+            // A purge that failed leaves a dirty segment's pages as they
+            // were: still dirty, and not zero.
+            if vm::purge(seg as *mut u8, len) {
+                from_dirty = false;
+            }
         }
         if was_thp != want_thp {
             vm::advise_thp(seg as *mut u8, SEGMENT_SIZE, want_thp);
@@ -565,15 +606,21 @@ fn purge_pool(pool: &SegmentStack, now_ns: u64, delay_ns: u64, force: bool) {
             // Everything but the first OS page, which keeps the header's
             // fields that outlive pooling (`thp`, the stack link).
             // SAFETY: a pooled segment holds no live block; its first OS page is kept.
-            unsafe {
+            let purged = unsafe {
                 vm::purge(
                     (seg as usize + os::OS_PAGE) as *mut u8,
                     SEGMENT_SIZE - os::OS_PAGE,
                 )
             };
-            // SAFETY: popped above, so ours.
-            unsafe { POOL_CLEAN.push(seg) };
-        } else if n_young < young.len() {
+            if purged {
+                // SAFETY: popped above, so ours.
+                unsafe { POOL_CLEAN.push(seg) };
+                continue;
+            }
+            // The clean pool's pages read zero (`Segment::zero_pages`): a
+            // segment whose purge failed stays in its dirty pool.
+        }
+        if n_young < young.len() {
             young[n_young] = seg;
             n_young += 1;
         } else {
@@ -602,7 +649,7 @@ mod tests {
 
     #[test]
     fn pages_are_taken_and_returned_and_purged() {
-        let seg = acquire(PageKind::Medium, 1).expect("map a segment");
+        let seg = acquire(PageKind::Medium, 1, false).expect("map a segment");
         // SAFETY: we own it.
         let s = unsafe { &mut *seg };
         assert_eq!(
@@ -638,7 +685,51 @@ mod tests {
     }
 
     #[test]
-    fn auto_huge_pages_wait_for_32_mib_of_carved_pages_skip_big_pages_and_stay_on() {
+    fn a_page_reads_zero_until_carved_and_again_once_purged() {
+        let seg = acquire_as(PageKind::Medium, 1, || false).expect("map a segment");
+        // SAFETY: we own it.
+        let s = unsafe { &mut *seg };
+        // Whatever the pool gave: every page carved, freed and purged.
+        let pages: Vec<_> = core::iter::from_fn(|| s.alloc_page(60)).collect();
+        assert_eq!(s.zero_pages, 0, "all carved");
+        for p in pages {
+            s.free_page(p, 1000);
+        }
+        assert_eq!(
+            s.purge_free_pages(u64::MAX, 0),
+            SEGMENT_SIZE - SEGMENT_HEADER
+        );
+        assert_eq!(s.zero_pages, s.all_pages(), "purged: all zero");
+        let a = s.alloc_page(60).expect("a page");
+        // SAFETY: a descriptor of this segment.
+        assert!(unsafe { (*a).zero_tail });
+        s.free_page(a, 1000);
+        let b = s.alloc_page(60).expect("a page");
+        assert_eq!(b, a, "the resident page first");
+        // SAFETY: as above.
+        assert!(unsafe { !(*b).zero_tail }, "carved before: written");
+        s.free_page(b, 1000);
+        assert!(s.purge_free_pages(u64::MAX, 0) > 0);
+        assert_eq!(s.zero_pages, s.all_pages(), "purged: zero again");
+        // A header written for a segment that is not dirty (mapped, or
+        // purged in the clean pool): all zero.
+        s.init(PageKind::Medium, 1, false);
+        assert_eq!(s.zero_pages, s.all_pages());
+        // Pooled dirty and taken back for another kind: nothing is known.
+        let c = s.alloc_page(60).expect("a page");
+        s.free_page(c, 1000);
+        release(seg, 0);
+        let again = acquire_as(PageKind::Small, 1, || false).expect("a segment");
+        // SAFETY: ours again (or another pooled one: the same rule holds).
+        let s = unsafe { &mut *again };
+        if again == seg {
+            assert_eq!(s.zero_pages, 0, "dirty, other page bounds: unknown");
+        }
+        release(again, 0);
+    }
+
+    #[test]
+    fn auto_huge_pages_wait_for_32_mib_or_a_second_segment_skip_big_pages_and_stay_on() {
         let latch = AtomicBool::new(false);
         let never = || -> bool { panic!("probed below the threshold") };
         let small = PageKind::Small;
@@ -646,6 +737,7 @@ mod tests {
             HugePages::Auto,
             small,
             THP_MIN_CARVED - 1,
+            false,
             &latch,
             never
         ));
@@ -653,15 +745,17 @@ mod tests {
             HugePages::Auto,
             PageKind::Big,
             100,
+            false,
             &latch,
             never
         ));
-        assert!(!wants_thp(HugePages::Off, small, 100, &latch, never));
+        assert!(!wants_thp(HugePages::Off, small, 100, false, &latch, never));
         // The kernel refuses: no advice, and nothing latched.
         assert!(!wants_thp(
             HugePages::Auto,
             small,
             THP_MIN_CARVED,
+            false,
             &latch,
             || false
         ));
@@ -670,16 +764,51 @@ mod tests {
             HugePages::Auto,
             PageKind::Medium,
             THP_MIN_CARVED,
+            false,
             &latch,
             || true
         ));
+        // A heap's second small-page segment asks below the threshold,
+        // without latching; medium and big pages do not.
+        let fresh = AtomicBool::new(false);
+        assert!(!wants_thp(HugePages::Auto, small, 1, true, &fresh, || {
+            false
+        }));
+        assert!(wants_thp(HugePages::Auto, small, 1, true, &fresh, || true));
+        assert!(!fresh.load(Ordering::Relaxed));
+        assert!(!wants_thp(HugePages::Auto, small, 1, false, &fresh, never));
+        assert!(!wants_thp(
+            HugePages::Auto,
+            PageKind::Medium,
+            1,
+            true,
+            &fresh,
+            never
+        ));
+        assert!(!wants_thp(
+            HugePages::Auto,
+            PageKind::Big,
+            1,
+            true,
+            &fresh,
+            never
+        ));
+        assert!(!wants_thp(HugePages::Off, small, 1, true, &fresh, never));
         // Latched: on below the threshold too, without asking again.
-        assert!(wants_thp(HugePages::Auto, small, 1, &latch, never));
-        assert!(!wants_thp(HugePages::Auto, PageKind::Big, 1, &latch, never));
+        assert!(wants_thp(HugePages::Auto, small, 1, false, &latch, never));
+        assert!(!wants_thp(
+            HugePages::Auto,
+            PageKind::Big,
+            1,
+            false,
+            &latch,
+            never
+        ));
         assert!(!wants_thp(
             HugePages::Always,
             PageKind::Big,
             1,
+            false,
             &latch,
             || false
         ));
@@ -687,6 +816,7 @@ mod tests {
             HugePages::Always,
             PageKind::Big,
             1,
+            false,
             &latch,
             || true
         ));
