@@ -2,7 +2,9 @@
 //! alignment, errno, realloc rules, foreign-pointer handling.
 //!
 //! Everything here routes by size: up to `MAX_CLASS_SIZE` to the thread's heap
-//! (`heap.rs`), above to large blocks (`large_path.rs`). While a tracer is
+//! (`heap.rs`), above to large blocks (`large_path.rs`), and the big-page
+//! classes (64-512 KiB) of a thread that churns large blocks to large blocks
+//! too ([`small_serves`]). While a tracer is
 //! attached, each entry point takes the traced twin that times it.
 
 use crate::large::block::{self, LargeHeader};
@@ -11,7 +13,7 @@ use crate::layout::{MAX_REQUEST, SEGMENT_SIZE};
 use crate::os;
 use crate::probe::{self, Component, GrantOp};
 use crate::segment_map::{self, Region};
-use crate::small::size_class::{class_for_aligned, class_of, MAX_CLASS_SIZE};
+use crate::small::size_class::{class_for_aligned, class_of, MAX_CLASS_SIZE, MAX_MEDIUM_SIZE};
 use crate::thread;
 use core::ptr;
 
@@ -74,9 +76,22 @@ pub fn malloc_at(size: usize, site: usize) -> *mut u8 {
     malloc_untraced(size, site)
 }
 
+/// Whether the thread's small heap serves a request of `size` bytes: up to
+/// the medium classes always; up to `MAX_CLASS_SIZE` unless the thread
+/// churns large blocks (`thread::churns_large`) and such requests are a
+/// small share of its large ones, served from resident free span memory
+/// (`large_path::takes_mid_block`): then the span heap does (`large::thread::CHURN_BYTES` says why). Requests up to 64 KiB pay
+/// one comparison, as before.
+#[inline(always)]
+fn small_serves(size: usize) -> bool {
+    size <= MAX_MEDIUM_SIZE
+        || (size <= MAX_CLASS_SIZE
+            && !(thread::churns_large() && large_path::takes_mid_block(size, thread::LargeCtx)))
+}
+
 #[inline(always)]
 fn malloc_untraced(size: usize, site: usize) -> *mut u8 {
-    if size <= MAX_CLASS_SIZE {
+    if small_serves(size) {
         thread::alloc_class(class_of(size))
     } else {
         alloc_large(size, MIN_ALIGN, site, false)
@@ -97,7 +112,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// for hakmem itself) takes [`malloc_traced_slow`].
 #[inline(always)]
 fn malloc_traced(size: usize, site: usize) -> *mut u8 {
-    if size <= MAX_CLASS_SIZE {
+    if small_serves(size) {
         if let Some((ctx, grants)) = thread::current_with_grants_without_call() {
             if probe::take_grant_in(grants, GrantOp::Malloc) {
                 let b = thread::pop_class_in(ctx, class_of(size));
@@ -136,7 +151,7 @@ fn traced(size: usize, f: impl FnOnce() -> *mut u8) -> *mut u8 {
 
 /// `malloc` while traced: the small path reports fast path vs refill.
 fn alloc_traced(size: usize, site: usize) -> *mut u8 {
-    if size <= MAX_CLASS_SIZE {
+    if small_serves(size) {
         thread::alloc_class_traced(class_of(size))
     } else {
         alloc_large(size, MIN_ALIGN, site, false)
@@ -150,7 +165,7 @@ pub fn calloc_at(n: usize, size: usize, site: usize) -> *mut u8 {
         return ptr::null_mut();
     };
     let zeroed = || {
-        if total <= MAX_CLASS_SIZE {
+        if small_serves(total) {
             if probe::tracing() {
                 let p = alloc_traced(total, site);
                 if !p.is_null() {
@@ -399,8 +414,9 @@ unsafe fn resize(p: *mut u8, size: usize, site: usize, traced: bool) -> *mut u8 
         Owner::Large(r) => match large_header("realloc", p, r, true) {
             Some(h) => {
                 let old = block::usable_size(h);
+                // Any large block grows in place where it can: a span block
+                // of a big-page class (`small_serves`) as well.
                 if size > old
-                    && size > MAX_CLASS_SIZE
                     // SAFETY: a validated header of a live block (realloc's contract).
                     && unsafe { large_path::grow_in_place(a, h, size, thread::LargeCtx) }
                 {

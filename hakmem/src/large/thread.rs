@@ -47,6 +47,9 @@ pub struct ThreadState {
     /// handed out: its free needs no lookup (`path::free_hit`), and its
     /// next hit little more than a compare (`path::alloc_hot`).
     pub hit: Hit,
+    /// Bytes of big-page-class requests (64-512 KiB) since the thread
+    /// began to churn large blocks (`path::takes_mid_block`).
+    pub mid_bytes: u64,
 }
 
 /// The block this thread's last BigCache hit on the hit paths handed out,
@@ -95,7 +98,29 @@ impl Hit {
     };
 }
 
+/// Bytes of large blocks a thread has freed from which its requests of 64-512
+/// KiB (the classes of big pages) go to the span heap too ([`ThreadState::churns`]).
+///
+/// In a big-page segment each class has pages of its own (2 MiB), on 4 KiB
+/// pages (`small/segment.rs`: huge pages there raised python3's and gcc's
+/// peak RSS), so a thread that cycles through blocks of many of those sizes
+/// first-touches a fresh part of one class's page at almost every
+/// allocation, and its pages are purged and faulted in again
+/// (`large-varied`: ~1,700 of its ~1,900 faults a run, from 3% of its
+/// requests). The span heap serves every size from the same resident,
+/// huge-page memory that large frees leave dirty, and gives it back when the
+/// thread goes idle. A thread that has freed this much in large blocks
+/// churns them; one that only grows and keeps its memory never gets here.
+pub const CHURN_BYTES: u64 = 64 << 20;
+
 impl ThreadState {
+    /// Whether this thread churns large blocks: it has freed at least
+    /// [`CHURN_BYTES`] of them.
+    #[inline(always)]
+    pub fn churns(&self) -> bool {
+        self.counters.large_bytes_freed.get() >= CHURN_BYTES
+    }
+
     /// The state before set-up (options not applied yet).
     pub const fn new() -> Self {
         ThreadState {
@@ -114,6 +139,7 @@ impl ThreadState {
             counters: Counters::new(),
             reuse: reuse::Reuse::new(),
             hit: Hit::NONE,
+            mid_bytes: 0,
         }
     }
 

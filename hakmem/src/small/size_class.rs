@@ -12,6 +12,9 @@
 pub const NUM_CLASSES: usize = 105;
 /// Largest size served by a size class.
 pub const MAX_CLASS_SIZE: usize = 512 * 1024;
+/// Largest block of a medium page; larger classes live in big pages (2 MiB
+/// each), and their requests may go to the span heap instead (`api`).
+pub const MAX_MEDIUM_SIZE: usize = 64 * 1024;
 /// Largest alignment the class path can honour (page 0 of a segment starts
 /// this far into the segment; see `segment.rs`). Larger alignments go large.
 pub const MAX_CLASS_ALIGN: usize = 8 * 1024;
@@ -96,7 +99,7 @@ pub const fn page_kind(c: usize) -> crate::small::segment::PageKind {
     let bs = block_size(c);
     if bs <= 8 * 1024 {
         PageKind::Small
-    } else if bs <= 64 * 1024 {
+    } else if bs <= MAX_MEDIUM_SIZE {
         PageKind::Medium
     } else {
         PageKind::Big

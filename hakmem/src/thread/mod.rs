@@ -219,6 +219,17 @@ pub fn large_state() -> Option<*mut ThreadState> {
 // Small blocks through the context
 // ---------------------------------------------------------------------------
 
+/// Whether the calling thread churns large blocks (`ThreadState::churns`):
+/// its requests above the medium classes may then go to the span heap
+/// (`large::path::takes_mid_block`).
+#[inline(always)]
+pub fn churns_large() -> bool {
+    let c = current();
+    // SAFETY: this thread's context, or the empty one (never written, its
+    // counters zero); a load of one counter.
+    unsafe { (*c).large.churns() }
+}
+
 /// Allocates a block of class `c` (`c < NUM_CLASSES`): pop, or refill.
 #[inline(always)]
 pub fn alloc_class(c: usize) -> *mut u8 {
