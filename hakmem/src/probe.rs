@@ -464,7 +464,7 @@ pub static hakmem_grants: [Grants; MAX_RECORDS] = [Grants::ZERO; MAX_RECORDS];
 
 /// The grants of a thread without a slot of its own (or counting nothing):
 /// never granted anything, so every call takes the full path.
-static NO_GRANTS: Grants = Grants::ZERO;
+pub(crate) static NO_GRANTS: Grants = Grants::ZERO;
 
 /// [`NO_GRANTS`]' address, every thread's grants until it has a slot.
 pub(crate) const NO_GRANTS_PTR: *const Grants = &raw const NO_GRANTS;

@@ -17,7 +17,7 @@ pub const MAX_CLASS_SIZE: usize = 512 * 1024;
 pub const MAX_CLASS_ALIGN: usize = 8 * 1024;
 
 /// Sizes up to this are mapped to their class by one table load.
-const TABLE_MAX: usize = 1024;
+pub const TABLE_MAX: usize = 1024;
 
 /// `SMALL_CLASS[(size + 7) / 8]` = class of `size`, for `size <= TABLE_MAX`.
 static SMALL_CLASS: [u8; TABLE_MAX / 8 + 1] = {
@@ -34,14 +34,22 @@ static SMALL_CLASS: [u8; TABLE_MAX / 8 + 1] = {
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
     if size <= TABLE_MAX {
-        return SMALL_CLASS[(size + 7) >> 3] as usize;
+        return class_of_table(size);
     }
     class_of_computed(size)
 }
 
+/// The class of `size <= TABLE_MAX` by one table load.
+#[inline(always)]
+pub fn class_of_table(size: usize) -> usize {
+    debug_assert!(size <= TABLE_MAX);
+    // SAFETY: (TABLE_MAX + 7) >> 3 is the table's last index.
+    unsafe { *SMALL_CLASS.get_unchecked((size + 7) >> 3) as usize }
+}
+
 /// The class of `size` by arithmetic (the table is built from this).
 #[inline(always)]
-const fn class_of_computed(size: usize) -> usize {
+pub const fn class_of_computed(size: usize) -> usize {
     if size <= 128 {
         if size <= 8 {
             0

@@ -146,7 +146,7 @@ impl StateOf for LargeCtx {
 
     #[inline(always)]
     fn state_without_call(self) -> Option<*mut ThreadState> {
-        let (c, _) = current_with_grants_without_call()?;
+        let c = current();
         // SAFETY: a live context of this thread; only the field's address is taken.
         (!is_empty(c)).then(|| unsafe { &raw mut (*c).large })
     }
@@ -241,12 +241,11 @@ pub fn pop_class_in(ctx: *mut ThreadCtx, c: usize) -> *mut u8 {
 }
 
 /// The calling thread's context and its trace grants pointer (`probe`'s,
-/// copied beside the context pointer: one TLS offset for both), where
-/// reaching them needs no call, else None (the traced fast path then takes
-/// the whole traced path).
+/// copied beside the context pointer: one TLS offset for both), reached
+/// without a call.
 #[inline(always)]
-pub fn current_with_grants_without_call() -> Option<(*mut ThreadCtx, *const probe::Grants)> {
-    tls::get_with_grants_without_call()
+pub fn current_with_grants() -> (*mut ThreadCtx, *const probe::Grants) {
+    tls::get_with_grants()
 }
 
 /// Brings the calling thread's copy of its trace grants pointer up to date
@@ -302,8 +301,7 @@ pub unsafe fn free_small(addr: usize) {
 }
 
 /// As [`free_small`] with this thread's context `ctx` already in hand (from
-/// [`current_with_grants_without_call`]): a caller free of calls keeps no
-/// prologue.
+/// [`current_with_grants`]).
 ///
 /// # Safety
 /// As [`free_small`]; `ctx` is the calling thread's context.
