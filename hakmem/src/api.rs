@@ -12,7 +12,7 @@ use crate::os;
 use crate::probe::{self, Component, GrantOp};
 use crate::segment_map::{self, Region};
 use crate::small::size_class::{
-    class_for_aligned, class_of, class_of_computed, class_of_table, MAX_CLASS_SIZE, TABLE_MAX,
+    class_for_aligned, class_of, class_of_computed, MAX_CLASS_SIZE, TABLE_MAX,
 };
 use crate::thread;
 use core::ptr;
@@ -76,18 +76,17 @@ pub fn malloc_at(size: usize, site: usize) -> *mut u8 {
     malloc_untraced(size, site)
 }
 
-/// The table's sizes are tested first: the common case takes one compare
-/// before its class load (testing `MAX_CLASS_SIZE` first added two).
+/// The table's sizes are tested first, and find their page through the
+/// heap's direct array: one compare and one load before the pop.
 #[inline(always)]
 fn malloc_untraced(size: usize, site: usize) -> *mut u8 {
-    let c = if size <= TABLE_MAX {
-        class_of_table(size)
+    if size <= TABLE_MAX {
+        thread::alloc_direct(size)
     } else if size <= MAX_CLASS_SIZE {
-        class_of_computed(size)
+        thread::alloc_class(class_of_computed(size))
     } else {
-        return alloc_large(size, MIN_ALIGN, site, false);
-    };
-    thread::alloc_class(c)
+        alloc_large(size, MIN_ALIGN, site, false)
+    }
 }
 
 /// `malloc(size)`.

@@ -30,6 +30,39 @@ static SMALL_CLASS: [u8; TABLE_MAX / 8 + 1] = {
     t
 };
 
+/// Slots of the heap's direct page array: one per 8 bytes of request up to
+/// [`TABLE_MAX`] (`Heap::direct`).
+pub const DIRECT_SLOTS: usize = TABLE_MAX / 8 + 1;
+
+/// The direct-array slot of a request of `size <= TABLE_MAX` bytes.
+#[inline(always)]
+pub const fn direct_slot(size: usize) -> usize {
+    (size + 7) >> 3
+}
+
+/// `DIRECT_RANGE[c]` = the first and last direct slots of class `c` (empty,
+/// first > last, for classes above [`TABLE_MAX`]).
+static DIRECT_RANGE: [(u8, u8); NUM_CLASSES] = {
+    let mut r = [(u8::MAX, 0u8); NUM_CLASSES];
+    let mut w = 0;
+    while w < DIRECT_SLOTS {
+        let c = SMALL_CLASS[w] as usize;
+        if (w as u8) < r[c].0 {
+            r[c].0 = w as u8;
+        }
+        r[c].1 = w as u8;
+        w += 1;
+    }
+    r
+};
+
+/// The direct slots that serve class `c` (empty for classes above [`TABLE_MAX`]).
+#[inline]
+pub fn direct_slots(c: usize) -> core::ops::RangeInclusive<usize> {
+    let (lo, hi) = DIRECT_RANGE[c];
+    lo as usize..=hi as usize
+}
+
 /// The class serving `size` bytes (`size <= MAX_CLASS_SIZE`).
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
@@ -140,6 +173,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn direct_slots_cover_each_class_of_the_table() {
+        for w in 0..DIRECT_SLOTS {
+            assert!(direct_slots(class_of_table(w * 8)).contains(&w), "slot {w}");
+        }
+        for size in 0..=TABLE_MAX {
+            assert!(direct_slots(class_of(size)).contains(&direct_slot(size)));
+        }
+        assert!(direct_slots(class_of(TABLE_MAX + 1)).is_empty());
     }
 
     #[test]

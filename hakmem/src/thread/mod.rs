@@ -231,6 +231,19 @@ pub fn alloc_class(c: usize) -> *mut u8 {
     alloc_class_slow(ctx, c)
 }
 
+/// Allocates a block of `size <= TABLE_MAX` bytes: pop from the page the
+/// heap's direct array holds for the size, or refill its class.
+#[inline(always)]
+pub fn alloc_direct(size: usize) -> *mut u8 {
+    let ctx = current();
+    // SAFETY: as in `alloc_class`; the caller's `size <= TABLE_MAX`.
+    let b = unsafe { small::alloc::pop_direct(ctx as *mut Heap, size) };
+    if !b.is_null() {
+        return b;
+    }
+    alloc_class_slow(ctx, small::size_class::class_of_table(size))
+}
+
 /// A block of class `c` from the free list of `ctx`, the calling thread's
 /// context, or null: no refill and no call (the traced fast path, which
 /// takes the whole traced path then).
