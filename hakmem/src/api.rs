@@ -13,7 +13,9 @@ use crate::layout::{MAX_REQUEST, SEGMENT_SIZE};
 use crate::os;
 use crate::probe::{self, Component, GrantOp};
 use crate::segment_map::{self, Region};
-use crate::small::size_class::{class_for_aligned, class_of, MAX_CLASS_SIZE, MAX_MEDIUM_SIZE};
+use crate::small::size_class::{
+    class_for_aligned, class_of, class_of_computed, MAX_CLASS_SIZE, MAX_MEDIUM_SIZE, TABLE_MAX,
+};
 use crate::thread;
 use core::ptr;
 
@@ -89,10 +91,14 @@ fn small_serves(size: usize) -> bool {
             && !(thread::churns_large() && large_path::takes_mid_block(size, thread::LargeCtx)))
 }
 
+/// The table's sizes are tested first, and find their page through the
+/// heap's direct array: one compare and one load before the pop.
 #[inline(always)]
 fn malloc_untraced(size: usize, site: usize) -> *mut u8 {
-    if small_serves(size) {
-        thread::alloc_class(class_of(size))
+    if size <= TABLE_MAX {
+        thread::alloc_direct(size)
+    } else if small_serves(size) {
+        thread::alloc_class(class_of_computed(size))
     } else {
         alloc_large(size, MIN_ALIGN, site, false)
     }
@@ -113,16 +119,25 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[inline(always)]
 fn malloc_traced(size: usize, site: usize) -> *mut u8 {
     if small_serves(size) {
-        if let Some((ctx, grants)) = thread::current_with_grants_without_call() {
-            if probe::take_grant_in(grants, GrantOp::Malloc) {
-                let b = thread::pop_class_in(ctx, class_of(size));
-                if !b.is_null() {
-                    return b;
-                }
-                probe::return_grant(GrantOp::Malloc);
+        let (ctx, grants) = thread::current_with_grants();
+        if probe::take_grant_in(grants, GrantOp::Malloc) {
+            let b = thread::pop_class_in(ctx, class_of(size));
+            if !b.is_null() {
+                return b;
             }
+            return malloc_traced_refill(size, site);
         }
     }
+    malloc_traced_slow(size, site)
+}
+
+/// The granted fast path found the free list empty: the grant goes back
+/// and the call takes the whole traced path. Out of line, so that the fast
+/// path makes no call and keeps no registers to save.
+#[cold]
+#[inline(never)]
+fn malloc_traced_refill(size: usize, site: usize) -> *mut u8 {
+    probe::return_grant(GrantOp::Malloc);
     malloc_traced_slow(size, site)
 }
 
@@ -246,15 +261,11 @@ fn free_large(p: *mut u8, r: Region) {
 #[inline(always)]
 unsafe fn free_traced(p: *mut u8) {
     if classify(p as usize) == Owner::Small {
-        // The context reached without a call (as `malloc_traced`'s pop): a
-        // `__tls_get_addr` fallback here would add a prologue saving
-        // registers on every traced free.
-        if let Some((ctx, grants)) = thread::current_with_grants_without_call() {
-            if probe::take_grant_in(grants, GrantOp::Free) {
-                // SAFETY: forwarded contract; the map says it is a small
-                // block; `ctx` is this thread's context.
-                return unsafe { thread::free_small_in(ctx, p as usize) };
-            }
+        let (ctx, grants) = thread::current_with_grants();
+        if probe::take_grant_in(grants, GrantOp::Free) {
+            // SAFETY: forwarded contract; the map says it is a small
+            // block; `ctx` is this thread's context.
+            return unsafe { thread::free_small_in(ctx, p as usize) };
         }
     }
     // SAFETY: forwarded contract.

@@ -38,7 +38,8 @@
 //! RemoteFrees  per page, beside the descriptors: the blocks other threads freed
 //!              into it (CAS push of head and count in one word, swap to collect)
 //!              and a copy of the class, so a remote free never reads the page.
-//! Heap         queues[c] (head mirrored in first[c]): pages of class c with blocks to give (in_full
+//! Heap         queues[c] (head mirrored in first[c], and for sizes up to 1 KiB in
+//!              direct[(size + 7) / 8]): pages of class c with blocks to give (in_full
 //!              pages are in no queue); segments[k]: owned segments, those with a
 //!              free page first. The empty heap's queues hold the read-only empty page.
 //! ThreadCtx    { small: Heap (first field: its address is the segments' owner),

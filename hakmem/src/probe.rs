@@ -464,7 +464,7 @@ pub static hakmem_grants: [Grants; MAX_RECORDS] = [Grants::ZERO; MAX_RECORDS];
 
 /// The grants of a thread without a slot of its own (or counting nothing):
 /// never granted anything, so every call takes the full path.
-static NO_GRANTS: Grants = Grants::ZERO;
+pub(crate) static NO_GRANTS: Grants = Grants::ZERO;
 
 /// [`NO_GRANTS`]' address, every thread's grants until it has a slot.
 pub(crate) const NO_GRANTS_PTR: *const Grants = &raw const NO_GRANTS;
@@ -558,7 +558,34 @@ pub fn tracing() -> bool {
 /// ([`counting`]), which a thread allocating for hakmem itself never takes.
 #[inline(always)]
 pub fn enabled() -> bool {
-    !cfg!(feature = "no-probes") && hakmem_trace_enabled.load(Ordering::Relaxed) != 0
+    !cfg!(feature = "no-probes") && trace_count() != 0
+}
+
+/// `hakmem_trace_enabled`, read with one rip-relative load. Rust reaches a
+/// static of another crate through the GOT (two dependent loads); in the
+/// LD_PRELOAD library, linked with `-Bsymbolic` (`hakmem/preload/build.rs`),
+/// and in executables the symbol binds locally, so the direct load links.
+#[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
+#[inline(always)]
+fn trace_count() -> u32 {
+    let v: u32;
+    // SAFETY: a 4-byte aligned load of a live static, atomic on x86-64 as a
+    // relaxed load is; the asm writes nothing.
+    unsafe {
+        core::arch::asm!(
+            "mov {v:e}, dword ptr [rip + {flag}]",
+            flag = sym hakmem_trace_enabled,
+            v = out(reg) v,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    v
+}
+
+#[cfg(not(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux")))]
+#[inline(always)]
+fn trace_count() -> u32 {
+    hakmem_trace_enabled.load(Ordering::Relaxed)
 }
 
 /// Runs `f` with this thread's counting off: the allocations hakmem itself

@@ -8,7 +8,7 @@ use crate::os;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
 use crate::small::segment::{self, Segment};
-use crate::small::size_class::page_kind;
+use crate::small::size_class::{direct_slot, page_kind};
 use core::ptr;
 
 /// Bytes at the start of a block that its free-list link (and, hardened,
@@ -35,6 +35,33 @@ pub unsafe fn pop(heap: *mut Heap, c: usize) -> *mut u8 {
         let b = (*head.page).pop();
         if !b.is_null() {
             head.allocs.add(1);
+            #[cfg(all(feature = "test-delay", target_arch = "x86_64"))]
+            crate::test_delay::small();
+        }
+        b as *mut u8
+    }
+}
+
+/// Pops a block for a request of `size <= TABLE_MAX` bytes from the page
+/// `direct` holds for it; null if that page has none (then [`refill`] of
+/// `class_of_table(size)`).
+///
+/// # Safety
+/// As [`pop`]; `size <= TABLE_MAX`.
+#[inline(always)]
+pub unsafe fn pop_direct(heap: *mut Heap, size: usize) -> *mut u8 {
+    // SAFETY: the caller's contract: the slot is below DIRECT_SLOTS, and
+    // `direct` holds the head page of the size's class (or the empty page,
+    // which `pop` does not write). The page's class indexes the count.
+    unsafe {
+        let page = *(*heap).direct.get_unchecked(direct_slot(size));
+        let b = (*page).pop();
+        if !b.is_null() {
+            (*heap)
+                .first
+                .get_unchecked((*page).class as usize)
+                .allocs
+                .add(1);
             #[cfg(all(feature = "test-delay", target_arch = "x86_64"))]
             crate::test_delay::small();
         }

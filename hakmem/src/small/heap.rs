@@ -26,7 +26,7 @@ use crate::list::List;
 use crate::small::page::Page;
 use crate::small::remote::Outbox;
 use crate::small::segment::{OwnLine, Segment};
-use crate::small::size_class::NUM_CLASSES;
+use crate::small::size_class::{class_of_table, DIRECT_SLOTS, NUM_CLASSES};
 use core::sync::atomic::AtomicUsize;
 
 /// A thread's small-block heap.
@@ -36,6 +36,10 @@ pub struct Heap {
     /// queue is empty) and the class's allocation count. The fast path pops
     /// from `first[c].page` and counts in the same cache line.
     pub(crate) first: [ClassHead; NUM_CLASSES],
+    /// `direct[direct_slot(size)]` = `first[class_of(size)].page` for sizes
+    /// up to `TABLE_MAX` (mimalloc's `pages_free_direct`): the fast path
+    /// finds the page from the size alone, without the class table.
+    pub(crate) direct: [*mut Page; DIRECT_SLOTS],
     /// The queue of pages of each class (its head is mirrored in `first`).
     pub(crate) queues: [List<Page>; NUM_CLASSES],
     /// Owned segments of each kind; those with free pages come first.
@@ -123,6 +127,7 @@ impl Heap {
                     allocs: Counter::new(),
                 }
             }; NUM_CLASSES],
+            direct: [&raw const EMPTY_PAGE.0 as *mut Page; DIRECT_SLOTS],
             queues: [const { List::new() }; NUM_CLASSES],
             segments: [const { List::new() }; 3],
             counters: Counters {
@@ -149,8 +154,15 @@ impl Heap {
             .fold(0u64, |n, h| n.wrapping_add(h.allocs.get()))
     }
 
-    /// Every page of every owned segment (for `collect` and debug checks).
+    /// Every page of every owned segment (for `collect` and debug checks),
+    /// and `direct` against `first`.
     pub fn check(&self) {
+        for (w, &page) in self.direct.iter().enumerate() {
+            assert!(
+                page == self.first[class_of_table(w * 8)].page,
+                "direct slot {w} is not its class's head page"
+            );
+        }
         for k in 0..3 {
             let mut seg = self.segments[k].head;
             while !seg.is_null() {

@@ -1,8 +1,9 @@
 //! The heap's intrusive lists, both [`crate::list::List`]s linked through the
 //! `next`/`prev` fields of the elements themselves (no allocation): the queue
 //! of pages of each size class and the list of owned segments of each page
-//! kind. A class's queue head is mirrored in `first[c].page`, the empty page
-//! when the queue is empty, so the fast path pops without a null check.
+//! kind. A class's queue head is mirrored in `first[c].page` (and its slots
+//! of `direct`), the empty page when the queue is empty, so the fast path
+//! pops without a null check.
 //!
 //! Every function here takes an element that belongs to this heap (a page of
 //! an owned segment, an owned segment); they are `unsafe` for that reason.
@@ -11,6 +12,7 @@ use crate::list::Linked;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
 use crate::small::segment::Segment;
+use crate::small::size_class::direct_slots;
 
 // SAFETY: `next` and `prev` are two distinct fields of a page, used only as
 // queue links (by `list`) while the page is in a queue.
@@ -39,11 +41,16 @@ unsafe impl Linked for Segment {
 }
 
 impl Heap {
-    /// Mirrors class `c`'s queue head into `first[c].page`.
+    /// Mirrors class `c`'s queue head into `first[c].page` and the class's
+    /// slots of `direct`.
     #[inline]
     fn sync_first(&mut self, c: usize) {
         let head = self.queues[c].head;
-        self.first[c].page = if head.is_null() { empty_page() } else { head };
+        let page = if head.is_null() { empty_page() } else { head };
+        self.first[c].page = page;
+        for w in direct_slots(c) {
+            self.direct[w] = page;
+        }
     }
 
     /// Puts `page` at the head of its class's queue.

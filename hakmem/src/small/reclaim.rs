@@ -129,6 +129,7 @@ impl Heap {
         for head in &mut self.first {
             head.page = empty_page();
         }
+        self.direct.fill(empty_page());
         for q in &mut self.queues {
             q.clear();
         }

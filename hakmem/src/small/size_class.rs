@@ -20,7 +20,7 @@ pub const MAX_MEDIUM_SIZE: usize = 64 * 1024;
 pub const MAX_CLASS_ALIGN: usize = 8 * 1024;
 
 /// Sizes up to this are mapped to their class by one table load.
-const TABLE_MAX: usize = 1024;
+pub const TABLE_MAX: usize = 1024;
 
 /// `SMALL_CLASS[(size + 7) / 8]` = class of `size`, for `size <= TABLE_MAX`.
 static SMALL_CLASS: [u8; TABLE_MAX / 8 + 1] = {
@@ -33,18 +33,59 @@ static SMALL_CLASS: [u8; TABLE_MAX / 8 + 1] = {
     t
 };
 
+/// Slots of the heap's direct page array: one per 8 bytes of request up to
+/// [`TABLE_MAX`] (`Heap::direct`).
+pub const DIRECT_SLOTS: usize = TABLE_MAX / 8 + 1;
+
+/// The direct-array slot of a request of `size <= TABLE_MAX` bytes.
+#[inline(always)]
+pub const fn direct_slot(size: usize) -> usize {
+    (size + 7) >> 3
+}
+
+/// `DIRECT_RANGE[c]` = the first and last direct slots of class `c` (empty,
+/// first > last, for classes above [`TABLE_MAX`]).
+static DIRECT_RANGE: [(u8, u8); NUM_CLASSES] = {
+    let mut r = [(u8::MAX, 0u8); NUM_CLASSES];
+    let mut w = 0;
+    while w < DIRECT_SLOTS {
+        let c = SMALL_CLASS[w] as usize;
+        if (w as u8) < r[c].0 {
+            r[c].0 = w as u8;
+        }
+        r[c].1 = w as u8;
+        w += 1;
+    }
+    r
+};
+
+/// The direct slots that serve class `c` (empty for classes above [`TABLE_MAX`]).
+#[inline]
+pub fn direct_slots(c: usize) -> core::ops::RangeInclusive<usize> {
+    let (lo, hi) = DIRECT_RANGE[c];
+    lo as usize..=hi as usize
+}
+
 /// The class serving `size` bytes (`size <= MAX_CLASS_SIZE`).
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
     if size <= TABLE_MAX {
-        return SMALL_CLASS[(size + 7) >> 3] as usize;
+        return class_of_table(size);
     }
     class_of_computed(size)
 }
 
+/// The class of `size <= TABLE_MAX` by one table load.
+#[inline(always)]
+pub fn class_of_table(size: usize) -> usize {
+    debug_assert!(size <= TABLE_MAX);
+    // SAFETY: (TABLE_MAX + 7) >> 3 is the table's last index.
+    unsafe { *SMALL_CLASS.get_unchecked((size + 7) >> 3) as usize }
+}
+
 /// The class of `size` by arithmetic (the table is built from this).
 #[inline(always)]
-const fn class_of_computed(size: usize) -> usize {
+pub const fn class_of_computed(size: usize) -> usize {
     if size <= 128 {
         if size <= 8 {
             0
@@ -135,6 +176,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn direct_slots_cover_each_class_of_the_table() {
+        for w in 0..DIRECT_SLOTS {
+            assert!(direct_slots(class_of_table(w * 8)).contains(&w), "slot {w}");
+        }
+        for size in 0..=TABLE_MAX {
+            assert!(direct_slots(class_of(size)).contains(&direct_slot(size)));
+        }
+        assert!(direct_slots(class_of(TABLE_MAX + 1)).is_empty());
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl StateOf for LargeCtx {
 
     #[inline(always)]
     fn state_without_call(self) -> Option<*mut ThreadState> {
-        let (c, _) = current_with_grants_without_call()?;
+        let c = current();
         // SAFETY: a live context of this thread; only the field's address is taken.
         (!is_empty(c)).then(|| unsafe { &raw mut (*c).large })
     }
@@ -268,6 +268,19 @@ pub fn alloc_class_zeroed(c: usize, len: usize) -> *mut u8 {
     b
 }
 
+/// Allocates a block of `size <= TABLE_MAX` bytes: pop from the page the
+/// heap's direct array holds for the size, or refill its class.
+#[inline(always)]
+pub fn alloc_direct(size: usize) -> *mut u8 {
+    let ctx = current();
+    // SAFETY: as in `alloc_class`; the caller's `size <= TABLE_MAX`.
+    let b = unsafe { small::alloc::pop_direct(ctx as *mut Heap, size) };
+    if !b.is_null() {
+        return b;
+    }
+    alloc_class_slow(ctx, small::size_class::class_of_table(size))
+}
+
 /// A block of class `c` from the free list of `ctx`, the calling thread's
 /// context, or null: no refill and no call (the traced fast path, which
 /// takes the whole traced path then).
@@ -278,12 +291,11 @@ pub fn pop_class_in(ctx: *mut ThreadCtx, c: usize) -> *mut u8 {
 }
 
 /// The calling thread's context and its trace grants pointer (`probe`'s,
-/// copied beside the context pointer: one TLS offset for both), where
-/// reaching them needs no call, else None (the traced fast path then takes
-/// the whole traced path).
+/// copied beside the context pointer: one TLS offset for both), reached
+/// without a call.
 #[inline(always)]
-pub fn current_with_grants_without_call() -> Option<(*mut ThreadCtx, *const probe::Grants)> {
-    tls::get_with_grants_without_call()
+pub fn current_with_grants() -> (*mut ThreadCtx, *const probe::Grants) {
+    tls::get_with_grants()
 }
 
 /// Brings the calling thread's copy of its trace grants pointer up to date
@@ -347,8 +359,7 @@ pub unsafe fn free_small(addr: usize) {
 }
 
 /// As [`free_small`] with this thread's context `ctx` already in hand (from
-/// [`current_with_grants_without_call`]): a caller free of calls keeps no
-/// prologue.
+/// [`current_with_grants`]).
 ///
 /// # Safety
 /// As [`free_small`]; `ctx` is the calling thread's context.

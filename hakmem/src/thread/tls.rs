@@ -1,134 +1,156 @@
-//! The thread's context pointer: a `const`-initialised thread local without a
-//! destructor, plus, in the LD_PRELOAD library, a faster way to reach it.
+//! The thread's context pointer, beside a copy of its trace grants pointer:
+//! two words of thread-local storage without a destructor.
 //!
-//! In a shared library Rust's thread locals use the general-dynamic TLS model:
-//! every access calls `__tls_get_addr` (a few ns, on both malloc and free).
-//! A library loaded at start-up (LD_PRELOAD, DT_NEEDED) has its TLS in the
-//! static TLS block instead, at the same offset from the thread pointer in
-//! every thread — what the initial-exec model (mimalloc's choice for its .so)
-//! relies on. With the `static-tls` feature, the first heap set-up measures
-//! that offset; if it points into the static block (negative and small, as
-//! x86-64 lays it out), later reads are one `%fs`-relative load. Otherwise
-//! (a library dlopen'ed into dynamic TLS) the offset stays unused.
+//! On x86-64 Linux the two words are a TLS symbol of hakmem's own
+//! (`__hakmem_current`, hidden, defined below in assembly) read with the
+//! initial-exec model, mimalloc's choice for its shared library: one load of
+//! the symbol's offset from the thread pointer (from the GOT in the
+//! LD_PRELOAD library; an immediate after the linker's relaxation in an
+//! executable) and one `%fs`-relative load, no call and no branch. Rust's
+//! `thread_local!` has no way to ask for that model: in a shared library it
+//! is general-dynamic, a `__tls_get_addr` call per access, and measuring its
+//! offset at the first heap set-up (what this module did before) left a load
+//! of the measured offset and a branch on it on every malloc and free.
+//! Initial-exec needs the library's TLS in the static block: true of a
+//! library loaded at start-up (LD_PRELOAD, DT_NEEDED); a `dlopen`'ed one
+//! gets a slot of glibc's surplus static TLS, which these 16 bytes fit.
+//! Elsewhere the two words are a `thread_local!`.
 //!
-//! Beside the context pointer sits a copy of the thread's trace grants
-//! pointer (`probe`'s, which keeps it up to date through the hook
-//! [`set_grants`]): the traced fast path reaches both with the one offset.
+//! The grants pointer is `probe`'s, kept up to date through the hook
+//! [`set_grants`]: the traced fast path reaches both with one offset.
 
 use crate::probe::Grants;
 use crate::thread::ThreadCtx;
-use core::cell::Cell;
 
-/// The thread's two pointers, the context first (the offset measured is its).
-#[repr(C)]
-struct Current {
-    ctx: Cell<*mut ThreadCtx>,
-    grants: Cell<*const Grants>,
-}
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod imp {
+    use crate::probe::Grants;
+    use crate::thread::ThreadCtx;
 
-thread_local! {
-    static CURRENT: Current = const {
-        Current {
-            ctx: Cell::new(crate::thread::EMPTY_CTX_PTR),
-            grants: Cell::new(crate::probe::NO_GRANTS_PTR),
-        }
-    };
-}
+    // The TLS block's initial image: the empty context and no grants (the
+    // dynamic linker relocates the image before it copies it for a thread).
+    core::arch::global_asm!(
+        ".pushsection .tdata.__hakmem_current,\"awT\",@progbits",
+        ".p2align 4",
+        ".globl __hakmem_current",
+        ".hidden __hakmem_current",
+        ".type __hakmem_current,@object",
+        ".size __hakmem_current,16",
+        "__hakmem_current:",
+        ".quad {ctx}",
+        ".quad {grants}",
+        ".popsection",
+        ctx = sym crate::thread::EMPTY_CTX,
+        grants = sym crate::probe::NO_GRANTS,
+    );
 
-#[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
-mod fast {
-    use core::sync::atomic::{AtomicIsize, Ordering};
-
-    /// Offset of CURRENT from the thread pointer; 0 = not known to be static.
-    pub static OFFSET: AtomicIsize = AtomicIsize::new(0);
-    /// Static TLS blocks sit below the thread pointer; accept offsets within this.
-    const MAX_STATIC_DISTANCE: isize = 1 << 20;
-
+    /// The context pointer.
     #[inline(always)]
-    pub fn read(off: isize) -> usize {
+    pub fn get() -> *mut ThreadCtx {
         let v: usize;
-        // SAFETY: `off` was measured to be CURRENT's fixed offset in static TLS,
-        // valid in every thread of the process.
+        // SAFETY: `__hakmem_current` is this thread's 16-byte TLS block
+        // defined above; its offset from the thread pointer is the same in
+        // every thread (initial-exec), and %fs holds the thread pointer.
         unsafe {
-            core::arch::asm!("mov {v}, qword ptr fs:[{off}]", off = in(reg) off, v = out(reg) v,
-                options(nostack, readonly, preserves_flags))
+            core::arch::asm!(
+                "mov {v}, qword ptr [rip + __hakmem_current@GOTTPOFF]",
+                "mov {v}, qword ptr fs:[{v}]",
+                v = out(reg) v,
+                options(nostack, readonly, preserves_flags, pure)
+            )
         };
-        v
+        v as *mut ThreadCtx
     }
 
-    /// The two pointers of `Current` at `off`.
+    /// The context and grants pointers.
     #[inline(always)]
-    pub fn read_both(off: isize) -> (usize, usize) {
-        let (a, b): (usize, usize);
-        // SAFETY: as in `read`; `Current` is two words from `off`.
+    pub fn get_both() -> (*mut ThreadCtx, *const Grants) {
+        let (off, a, b): (usize, usize, usize);
+        // SAFETY: as in `get`; the block is two words.
         unsafe {
-            core::arch::asm!("mov {a}, qword ptr fs:[{off}]", "mov {b}, qword ptr fs:[{off} + 8]",
-                off = in(reg) off, a = out(reg) a, b = out(reg) b,
-                options(nostack, readonly, preserves_flags))
+            core::arch::asm!(
+                "mov {off}, qword ptr [rip + __hakmem_current@GOTTPOFF]",
+                "mov {a}, qword ptr fs:[{off}]",
+                "mov {b}, qword ptr fs:[{off} + 8]",
+                off = out(reg) off, a = out(reg) a, b = out(reg) b,
+                options(nostack, readonly, preserves_flags, pure)
+            )
         };
-        (a, b)
+        let _ = off;
+        (a as *mut ThreadCtx, b as *const Grants)
     }
 
-    pub fn measure(addr: usize) {
-        let tp: usize;
-        // SAFETY: on x86-64 glibc, %fs:0 holds the thread pointer itself.
+    /// Stores `v` in word `word` (0: context, 1: grants) of the block.
+    #[inline(always)]
+    pub fn set_word(word: usize, v: usize) {
+        let off: usize;
+        // SAFETY: as in `get`; `word` < 2 keeps the store inside the block,
+        // which only this thread reads and writes.
         unsafe {
-            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+            core::arch::asm!(
+                "mov {off}, qword ptr [rip + __hakmem_current@GOTTPOFF]",
+                "mov qword ptr fs:[{off} + {idx} * 8], {v}",
+                off = out(reg) off, idx = in(reg) word & 1, v = in(reg) v,
+                options(nostack, preserves_flags)
+            )
         };
-        let off = addr.wrapping_sub(tp) as isize;
-        if off < 0 && off > -MAX_STATIC_DISTANCE {
-            OFFSET.store(off, Ordering::Relaxed);
-        }
+        let _ = off;
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod imp {
+    use crate::probe::Grants;
+    use crate::thread::ThreadCtx;
+    use core::cell::Cell;
+
+    thread_local! {
+        static CURRENT: [Cell<usize>; 2] = const {
+            [
+                Cell::new(crate::thread::EMPTY_CTX_PTR as usize),
+                Cell::new(crate::probe::NO_GRANTS_PTR as usize),
+            ]
+        };
+    }
+
+    #[inline(always)]
+    pub fn get() -> *mut ThreadCtx {
+        CURRENT.with(|c| c[0].get()) as *mut ThreadCtx
+    }
+
+    #[inline(always)]
+    pub fn get_both() -> (*mut ThreadCtx, *const Grants) {
+        CURRENT.with(|c| (c[0].get() as *mut ThreadCtx, c[1].get() as *const Grants))
+    }
+
+    #[inline(always)]
+    pub fn set_word(word: usize, v: usize) {
+        CURRENT.with(|c| c[word & 1].set(v));
     }
 }
 
 /// The calling thread's context pointer.
 #[inline(always)]
 pub fn get() -> *mut ThreadCtx {
-    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
-    {
-        let off = fast::OFFSET.load(core::sync::atomic::Ordering::Relaxed);
-        if off != 0 {
-            return fast::read(off) as *mut ThreadCtx;
-        }
-    }
-    CURRENT.with(|c| c.ctx.get())
+    imp::get()
 }
 
-/// As [`get`] where that needs no call (in the LD_PRELOAD library, once the
-/// static offset is known), else None, with the copy of the thread's trace
-/// grants pointer (see the module docs): for a caller that must stay free
-/// of calls (a function without a prologue, the traced fast path).
+/// As [`get`], with the copy of the thread's trace grants pointer (see the
+/// module docs): for the traced fast path, which must stay free of calls.
 #[inline(always)]
-pub fn get_with_grants_without_call() -> Option<(*mut ThreadCtx, *const Grants)> {
-    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
-    {
-        let off = fast::OFFSET.load(core::sync::atomic::Ordering::Relaxed);
-        if off == 0 {
-            return None;
-        }
-        let (c, g) = fast::read_both(off);
-        Some((c as *mut ThreadCtx, g as *const Grants))
-    }
-    #[cfg(not(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux")))]
-    {
-        Some(CURRENT.with(|c| (c.ctx.get(), c.grants.get())))
-    }
+pub fn get_with_grants() -> (*mut ThreadCtx, *const Grants) {
+    imp::get_both()
 }
 
 /// Keeps the copy of the calling thread's trace grants pointer (the hook
 /// `probe` calls whenever it changes; see the module docs).
 pub fn set_grants(g: *const Grants) {
-    CURRENT.with(|c| c.grants.set(g));
+    imp::set_word(1, g as usize);
 }
 
 /// Sets the calling thread's context pointer.
 pub fn set(h: *mut ThreadCtx) {
-    CURRENT.with(|c| c.ctx.set(h));
-    #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]
-    if fast::OFFSET.load(core::sync::atomic::Ordering::Relaxed) == 0 {
-        fast::measure(CURRENT.with(|c| c as *const Current as usize));
-    }
+    imp::set_word(0, h as usize);
 }
 
 #[cfg(test)]
@@ -138,11 +160,14 @@ mod tests {
         std::thread::spawn(|| {
             let h = 0x1000 as *mut crate::thread::ThreadCtx;
             let before = super::get();
+            assert_eq!(before, crate::thread::EMPTY_CTX_PTR);
             super::set(h);
             assert_eq!(super::get(), h);
+            assert_eq!(super::get_with_grants().1, crate::probe::NO_GRANTS_PTR);
             super::set(before);
         })
         .join()
         .unwrap();
+        assert_ne!(super::get(), 0x1000 as *mut crate::thread::ThreadCtx);
     }
 }
