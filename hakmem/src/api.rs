@@ -82,13 +82,24 @@ pub fn malloc_at(size: usize, site: usize) -> *mut u8 {
 /// the medium classes always; up to `MAX_CLASS_SIZE` unless the thread
 /// churns large blocks (`thread::churns_large`) and such requests are a
 /// small share of its large ones, served from resident free span memory
-/// (`large_path::takes_mid_block`): then the span heap does (`large::thread::CHURN_BYTES` says why). Requests up to 64 KiB pay
-/// one comparison, as before.
+/// (`large_path::takes_mid_block`): then the span heap does
+/// (`large::thread::CHURN_BYTES` says why). Requests up to 64 KiB pay one
+/// comparison, as before.
+///
+/// `takes_mid_block` counts the request towards that share: one call per
+/// request. A path that must look before it decides asks
+/// [`small_serves_surely`].
 #[inline(always)]
 fn small_serves(size: usize) -> bool {
-    size <= MAX_MEDIUM_SIZE
-        || (size <= MAX_CLASS_SIZE
-            && !(thread::churns_large() && large_path::takes_mid_block(size, thread::LargeCtx)))
+    small_serves_surely(size)
+        || (size <= MAX_CLASS_SIZE && !large_path::takes_mid_block(size, thread::LargeCtx))
+}
+
+/// Whether the small heap serves `size` bytes whatever [`small_serves`]'s
+/// share rule says: without side effects.
+#[inline(always)]
+fn small_serves_surely(size: usize) -> bool {
+    size <= MAX_MEDIUM_SIZE || (size <= MAX_CLASS_SIZE && !thread::churns_large())
 }
 
 /// The table's sizes are tested first, and find their page through the
@@ -118,7 +129,8 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// for hakmem itself) takes [`malloc_traced_slow`].
 #[inline(always)]
 fn malloc_traced(size: usize, site: usize) -> *mut u8 {
-    if small_serves(size) {
+    // The whole traced path decides again (`alloc_traced`): no counting here.
+    if small_serves_surely(size) {
         let (ctx, grants) = thread::current_with_grants();
         if probe::take_grant_in(grants, GrantOp::Malloc) {
             let b = thread::pop_class_in(ctx, class_of(size));
@@ -182,7 +194,7 @@ pub fn calloc_at(n: usize, size: usize, site: usize) -> *mut u8 {
     let zeroed = || {
         if small_serves(total) {
             if probe::tracing() {
-                let p = alloc_traced(total, site);
+                let p = thread::alloc_class_traced(class_of(total));
                 if !p.is_null() {
                     // SAFETY: a fresh block of at least `total` bytes.
                     unsafe { ptr::write_bytes(p, 0, total) };

@@ -710,10 +710,13 @@ std::thread_local! {
 
 /// The calling thread's [`Local`]. In the LD_PRELOAD library (`static-tls`)
 /// Rust's thread locals cost a `__tls_get_addr` call per access (a fifth of a
-/// traced program's time went there); as in `tls.rs`, the first access
-/// measures the thread local's offset from the thread pointer and, when it
-/// lies in the static TLS block (the same in every thread), later accesses are
-/// one `%fs`-relative address computation.
+/// traced program's time went there); the first access measures the thread
+/// local's offset from the thread pointer and, when it lies in the static TLS
+/// block (the same in every thread), later accesses are one `%fs`-relative
+/// address computation. (`thread/tls.rs` reaches the heap through a TLS
+/// symbol of its own instead, which needs the initial image in assembly:
+/// worth it for the untraced fast path's two words, not for this record,
+/// which only traced operations read.)
 #[inline(always)]
 fn local() -> &'static Local {
     #[cfg(all(feature = "static-tls", target_arch = "x86_64", target_os = "linux"))]

@@ -255,12 +255,8 @@ impl ThreadCache {
     /// The hit loop's lookup: the hot block, if it is of class `k`.
     #[inline(always)]
     pub fn pop_hot(&mut self, k: usize) -> Option<usize> {
-        let p = self.hot;
-        if p == 0 || self.hot_class as usize != k {
-            return None;
-        }
-        self.hot = 0;
-        self.held -= class_bytes(k);
+        let p = self.hot_block(k)?;
+        self.take_hot(p, k);
         Some(p)
     }
 
@@ -355,7 +351,7 @@ impl ThreadCache {
             let slot = &mut self.slots[b][k];
             if slot.count > 0 {
                 slot.count -= 1;
-                self.held -= class_size(k) as u64;
+                self.held -= class_bytes(k);
                 return Some(slot.blocks[slot.count as usize]);
             }
         }

@@ -395,7 +395,7 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Opt
     // A band not set up yet is the general path's (nothing taken so far).
     let best = evolution::hit_strategy(usable, traced)?;
     if hot {
-        c.pop_hot(k);
+        c.take_hot(p, k);
     } else {
         c.take_top(k, slot);
     }

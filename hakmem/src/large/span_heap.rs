@@ -601,19 +601,11 @@ pub fn used_span_at(start: usize) -> Option<usize> {
     (st & KIND == USED && st & FIRST != 0).then(|| m.len.load(Relaxed) as usize)
 }
 
-/// The length in pages and the owner tag of the used span starting at
-/// `start`, or None if no live span starts there: one page map entry, for
-/// the BigCache hit's free. `start` must be an address where this heap
-/// once handed out a span (arenas are never unmapped, so its page map is
-/// there): no arena lookup.
-#[inline(always)]
-pub fn live_span_at_known(start: usize) -> Option<(usize, u32)> {
-    live_span_in(meta_at_known(start))
-}
-
-/// The page map entry of the span at `start`, with the same precondition
-/// as [`live_span_at_known`]: for a caller that looks at the same span
-/// again and again ([`live_span_in`]).
+/// The page map entry of the span at `start`, without an arena lookup:
+/// `start` must be an address where this heap once handed out a span
+/// (arenas are never unmapped, so its page map is there). For a caller that
+/// looks at the same span again and again ([`live_span_in`]: the BigCache
+/// hit's free).
 #[inline(always)]
 pub fn meta_at_known(start: usize) -> &'static PageMeta {
     debug_assert!(locate(start).is_some_and(|(_, _, page)| page >= META_PAGES));
@@ -621,7 +613,8 @@ pub fn meta_at_known(start: usize) -> &'static PageMeta {
     meta(base, (start - base) / OS_PAGE)
 }
 
-/// [`live_span_at_known`] of the span whose entry is `m` ([`meta_at_known`]).
+/// The length in pages and the owner tag of the used span whose page map
+/// entry is `m` ([`meta_at_known`]), or None if no live span starts there.
 #[inline(always)]
 pub fn live_span_in(m: &PageMeta) -> Option<(usize, u32)> {
     let st = m.state.load(Acquire);

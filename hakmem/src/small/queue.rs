@@ -12,7 +12,7 @@ use crate::list::Linked;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
 use crate::small::segment::Segment;
-use crate::small::size_class::direct_slots;
+use crate::small::size_class::{direct_slots, NUM_CLASSES};
 
 // SAFETY: `next` and `prev` are two distinct fields of a page, used only as
 // queue links (by `list`) while the page is in a queue.
@@ -50,6 +50,15 @@ impl Heap {
         self.first[c].page = page;
         for w in direct_slots(c) {
             self.direct[w] = page;
+        }
+    }
+
+    /// Empties every class's queue (the heap gives its pages up), and with
+    /// them `first` and `direct`.
+    pub(crate) fn clear_queues(&mut self) {
+        for c in 0..NUM_CLASSES {
+            self.queues[c].clear();
+            self.sync_first(c);
         }
     }
 

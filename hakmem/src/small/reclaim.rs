@@ -4,7 +4,7 @@
 
 use crate::counters::GLOBAL;
 use crate::os;
-use crate::small::heap::{empty_page, Heap};
+use crate::small::heap::Heap;
 use crate::small::page::Page;
 use crate::small::segment::{self, Segment, ABANDONED};
 use core::ptr;
@@ -126,12 +126,6 @@ impl Heap {
             }
             self.segments[k].clear();
         }
-        for head in &mut self.first {
-            head.page = empty_page();
-        }
-        self.direct.fill(empty_page());
-        for q in &mut self.queues {
-            q.clear();
-        }
+        self.clear_queues();
     }
 }

@@ -22,9 +22,20 @@ pub const MAX_CLASS_ALIGN: usize = 8 * 1024;
 /// Sizes up to this are mapped to their class by one table load.
 pub const TABLE_MAX: usize = 1024;
 
-/// `SMALL_CLASS[(size + 7) / 8]` = class of `size`, for `size <= TABLE_MAX`.
-static SMALL_CLASS: [u8; TABLE_MAX / 8 + 1] = {
-    let mut t = [0u8; TABLE_MAX / 8 + 1];
+/// Slots of the class table and of the heap's direct page array: one per 8
+/// bytes of request up to [`TABLE_MAX`] (`Heap::direct`).
+pub const DIRECT_SLOTS: usize = TABLE_MAX / 8 + 1;
+
+/// The slot of a request of `size <= TABLE_MAX` bytes, in the class table
+/// and in the heap's direct array.
+#[inline(always)]
+pub const fn direct_slot(size: usize) -> usize {
+    (size + 7) >> 3
+}
+
+/// `SMALL_CLASS[direct_slot(size)]` = class of `size`, for `size <= TABLE_MAX`.
+static SMALL_CLASS: [u8; DIRECT_SLOTS] = {
+    let mut t = [0u8; DIRECT_SLOTS];
     let mut i = 0;
     while i < t.len() {
         t[i] = class_of_computed(i * 8) as u8;
@@ -32,16 +43,6 @@ static SMALL_CLASS: [u8; TABLE_MAX / 8 + 1] = {
     }
     t
 };
-
-/// Slots of the heap's direct page array: one per 8 bytes of request up to
-/// [`TABLE_MAX`] (`Heap::direct`).
-pub const DIRECT_SLOTS: usize = TABLE_MAX / 8 + 1;
-
-/// The direct-array slot of a request of `size <= TABLE_MAX` bytes.
-#[inline(always)]
-pub const fn direct_slot(size: usize) -> usize {
-    (size + 7) >> 3
-}
 
 /// `DIRECT_RANGE[c]` = the first and last direct slots of class `c` (empty,
 /// first > last, for classes above [`TABLE_MAX`]).
@@ -79,8 +80,8 @@ pub fn class_of(size: usize) -> usize {
 #[inline(always)]
 pub fn class_of_table(size: usize) -> usize {
     debug_assert!(size <= TABLE_MAX);
-    // SAFETY: (TABLE_MAX + 7) >> 3 is the table's last index.
-    unsafe { *SMALL_CLASS.get_unchecked((size + 7) >> 3) as usize }
+    // SAFETY: direct_slot(TABLE_MAX) is the table's last index.
+    unsafe { *SMALL_CLASS.get_unchecked(direct_slot(size)) as usize }
 }
 
 /// The class of `size` by arithmetic (the table is built from this).
