@@ -5,40 +5,58 @@ use crate::cli::SyscallMode;
 use crate::programs;
 use crate::scenarios;
 use crate::syscount;
+use std::io::Write;
 
-/// Print both tables to stdout.
+/// Print the tables to stdout. A reader that closes the pipe early
+/// (`hakmem-bench list | head`) ends the listing quietly.
 pub fn list() {
-    println!("scenarios:");
+    let mut out = std::io::stdout().lock();
+    match write_all(&mut out) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("hakmem-bench: writing the list: {e}"),
+        Ok(()) => {}
+    }
+}
+
+fn write_all(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "scenarios:")?;
     for s in scenarios::ALL {
         let threads = if s.threaded { "threads" } else { "1 thread" };
-        println!("  {:<16} {:<9} {}", s.name, threads, s.about);
+        writeln!(out, "  {:<16} {:<9} {}", s.name, threads, s.about)?;
     }
-    println!("\nscenario groups (`compare --scenario GROUP`):");
-    println!("  {:<16} every scenario", "all");
+    writeln!(out, "\nscenario groups (`compare --scenario GROUP`):")?;
+    writeln!(out, "  {:<16} every scenario", "all")?;
     for (name, about, members) in scenarios::GROUPS {
-        println!("  {name:<16} {about}: {}", members.join(", "));
+        writeln!(out, "  {name:<16} {about}: {}", members.join(", "))?;
     }
-    println!("\nallocators:");
+    writeln!(out, "\nallocators:")?;
     for a in allocators::catalogue() {
         let status = match a.availability() {
             Ok(()) if a.default_set => "available".to_string(),
             Ok(()) => "available (not in the default set)".to_string(),
             Err(why) => format!("missing: {why}"),
         };
-        println!("  {:<17} {:<40} {}", a.name, status, a.about);
+        writeln!(out, "  {:<17} {:<40} {}", a.name, status, a.about)?;
     }
     let (name, status) = ("preload:PATH", "if PATH exists");
-    println!("  {name:<17} {status:<40} any malloc library via LD_PRELOAD");
-    println!("\nprograms (`programs`, every allocator through LD_PRELOAD):");
+    writeln!(
+        out,
+        "  {name:<17} {status:<40} any malloc library via LD_PRELOAD"
+    )?;
+    writeln!(
+        out,
+        "\nprograms (`programs`, every allocator through LD_PRELOAD):"
+    )?;
     for p in programs::ALL {
         let status = match p.availability() {
             Ok(()) => "available".to_string(),
             Err(why) => format!("missing: {why}"),
         };
-        println!("  {:<17} {:<40} {}", p.name, status, p.about);
+        writeln!(out, "  {:<17} {:<40} {}", p.name, status, p.about)?;
     }
-    println!(
+    writeln!(
+        out,
         "\nsyscall counting: {}",
         syscount::choose(SyscallMode::Auto).label()
-    );
+    )
 }
