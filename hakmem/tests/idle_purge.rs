@@ -36,6 +36,41 @@ fn idle() -> (u64, u64) {
     (before >> 20, after >> 20)
 }
 
+/// A few large blocks written and freed (fewer operations than the purge
+/// clock's period), then 300 ms of computing without an allocator call:
+/// the span level's purged bytes before and after. The thread runs all the
+/// time, so the program is busy and the free spans stay resident (a busy
+/// purge waits 1 s, `span_heap::BUSY_HOLD_MS`). Before a thread's first large
+/// operation told the span level who was active, the active thread was
+/// unknown for its first 63 operations and any 20 ms without one looked
+/// idle: a program faulting cold memory in had its free spans purged
+/// mid-run, huge pages split, and faulted them in again in 4 KiB pages.
+fn busy() -> (u64, u64) {
+    let blocks: Vec<usize> = (0..8)
+        .map(|_| {
+            let p = hakmem::alloc_at(768 << 10, 0x3d);
+            assert!(!p.is_null());
+            for off in (0..(768 << 10)).step_by(PAGE) {
+                // SAFETY: inside the block.
+                unsafe { p.add(off).write_volatile(1) };
+            }
+            p as usize
+        })
+        .collect();
+    for &p in &blocks {
+        // SAFETY: live blocks.
+        unsafe { hakmem::free(p as *mut u8) };
+    }
+    let before = hakmem::stats().large.span_purged_bytes;
+    let start = std::time::Instant::now();
+    let mut x = 1u64;
+    while start.elapsed() < Duration::from_millis(300) {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    let after = hakmem::stats().large.span_purged_bytes;
+    (before >> 10, after >> 10)
+}
+
 /// A 32 MiB block written and freed a few times (the BigCache keeps it for
 /// its next use), then a sleep without allocating.
 fn idle_cached() -> (u64, u64) {
@@ -131,6 +166,7 @@ fn child_entry() {
     let (before, after) = match std::env::var("IDLE_PURGE_CHILD").as_deref() {
         Ok("spans") => idle(),
         Ok("cached") => idle_cached(),
+        Ok("busy") => busy(),
         Ok("handshake") => {
             owners_and_the_purge_thread();
             (0, 0)
@@ -165,6 +201,15 @@ fn without_the_background_thread_it_stays_until_the_next_call() {
     assert!(
         after + 8 >= before,
         "RSS {before} MiB -> {after} MiB with the thread off"
+    );
+}
+
+#[test]
+fn a_computing_thread_keeps_its_free_spans_from_its_first_operation() {
+    let (before, after) = run_case("busy", &[]);
+    assert_eq!(
+        before, after,
+        "KiB purged from spans while the only thread computed"
     );
 }
 
