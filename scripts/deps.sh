@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(clang llvm libbpf-dev linux-libc-dev libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4
-          gcc perl python3 coreutils strace redis-server redis-tools valgrind linux-perf xz-utils zstd)
+          gcc perl python3 coreutils strace redis-server redis-tools valgrind linux-perf xz-utils zstd pbzip2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,4 @@
-//! What the compressors (`xz`, `zstd`) share: their generated text input and
+//! What the compressors (`xz`, `zstd`, `pbzip2`) share: their generated text input and
 //! a run timed to its end, reported in MB/s of input.
 
 use super::measure::{self, Invocation};

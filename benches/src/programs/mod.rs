@@ -1,6 +1,6 @@
 //! `programs`: real programs × allocators through `LD_PRELOAD` — python3,
-//! sort, gcc, redis-server under redis-benchmark, two multi-threaded
-//! compressors (xz, and zstd, whose large buffers cross threads).
+//! sort, gcc, redis-server under redis-benchmark, three multi-threaded
+//! compressors (xz; zstd and pbzip2, whose large buffers cross threads).
 //!
 //! Every allocator of the one table (`allocators`) that has a preloadable
 //! form runs every program, in interleaved rounds (round 1 of every
@@ -17,6 +17,7 @@ pub mod report;
 
 mod compress;
 mod gcc;
+mod pbzip2;
 mod python;
 mod redis;
 mod sort;
@@ -55,6 +56,7 @@ pub static ALL: &[Program] = &[
     redis::PROGRAM,
     xz::PROGRAM,
     zstd::PROGRAM,
+    pbzip2::PROGRAM,
 ];
 
 /// Look a program up by name.
