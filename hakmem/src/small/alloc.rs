@@ -7,7 +7,7 @@
 use crate::os;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
-use crate::small::segment::{self, Segment};
+use crate::small::segment::{self, PageKind, Segment};
 use crate::small::size_class::{direct_slot, page_kind};
 use core::ptr;
 
@@ -132,18 +132,49 @@ pub fn out_of_memory() -> *mut u8 {
 }
 
 impl Heap {
+    /// An owned segment of big pages with a free page that may be resident
+    /// and was last carved for class `c`.
+    fn resident_big_segment(&self, c: usize) -> Option<*mut Segment> {
+        let mut seg = self.segments[PageKind::Big as usize].head;
+        while !seg.is_null() {
+            // SAFETY: an owned segment; the reference ends in the statement.
+            let (matches, next) = unsafe { ((*seg).has_resident_page_of_class(c), (*seg).next) };
+            if matches {
+                return Some(seg);
+            }
+            seg = next;
+        }
+        None
+    }
+
     /// A fresh page for class `c`: from an owned segment, an abandoned one, the
     /// pool, or the OS.
     fn new_page(&mut self, c: usize) -> Option<*mut Page> {
         let kind = page_kind(c);
+        let big = kind == PageKind::Big;
         // Abandoned segments are adopted before a fresh one is taken, several
         // per call: a thread that exits leaves several segments behind, and
         // adopting fewer than are left makes the abandoned stack grow forever.
         let mut reclaims_left = RECLAIMS_PER_NEW_SEGMENT;
         loop {
-            let seg = self.segments[kind as usize].head;
+            // Big pages: one last carved for this class first, in any owned
+            // segment, then in an abandoned one, then in the pool, and only
+            // then a page of another class (`segment::acquire_resident`).
+            let mut seg = self.segments[kind as usize].head;
+            let mut adopt_first = false;
+            if big {
+                if let Some(s) = self.resident_big_segment(c) {
+                    seg = s;
+                } else if reclaims_left > 0 {
+                    adopt_first = true;
+                } else if let Some(s) = segment::acquire_resident(c, self.id()) {
+                    // SAFETY: a segment just acquired for this heap, in no list.
+                    unsafe { self.segment_push_front(s) };
+                    seg = s;
+                }
+            }
             // SAFETY: owned segments; no reference to one outlives a statement.
-            if !seg.is_null() && unsafe { (*seg).has_free_page() } {
+            if !adopt_first && !seg.is_null() && unsafe { (*seg).has_free_page() } {
                 // SAFETY: as above.
                 let (page, full, has_next) = unsafe {
                     let page = (*seg).alloc_page(c)?;
@@ -173,6 +204,9 @@ impl Heap {
                     continue;
                 }
                 reclaims_left = 0;
+                if big {
+                    continue; // the pool's resident pages, then the head's
+                }
             }
             let another = !self.segments[kind as usize].head.is_null();
             let seg = segment::acquire(kind, self.id(), another)?;
