@@ -70,7 +70,7 @@ pub fn takes_mid_block(size: usize, state: impl StateOf) -> bool {
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
     h.mid_bytes += size as u64;
-    if h.mid_bytes.saturating_mul(MID_SHARE) > h.counters.large_bytes_allocated.get() {
+    if h.mid_bytes.saturating_mul(MID_SHARE) > h.counters.bytes_allocated() {
         return false;
     }
     let pages = (size + block::HEADER_SIZE).div_ceil(os::OS_PAGE);
@@ -103,6 +103,20 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: impl Sta
         }
     }
     alloc_rest(size, align, site, zero, state)
+}
+
+/// [`alloc`] of `size` bytes at malloc's alignment, not zeroed, for a
+/// caller that just saw no tracer attached (`api::malloc`): the hot hit
+/// without a second look at the tracer.
+#[inline(never)]
+pub fn alloc_untraced(size: usize, site: usize, state: impl StateOf) -> *mut u8 {
+    if let Some(ts) = state.state_without_call() {
+        // SAFETY: this thread's state, used only by this thread.
+        if let Some(p) = alloc_hot(unsafe { &mut *ts }, size, site) {
+            return p;
+        }
+    }
+    alloc_rest(size, 16, site, false, state)
 }
 
 /// [`alloc`] after [`alloc_hot`]: a BigCache hit with nothing else due
@@ -171,6 +185,7 @@ fn alloc_general(
     };
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
+    settle(h);
     h.ops += 1;
     if h.ops >= OPS_PER_CLOCK_CHECK {
         h.ops = 0;
@@ -281,9 +296,12 @@ fn alloc_general(
 /// The hit of a loop on one block: the block of this thread's last hit
 /// ([`ThreadState::hit`]), back in the cache as its hot block, asked for
 /// again at the same size and site, with no strategy changed since and
-/// nothing else due (as [`alloc_hit`]). Its record holds the class, the
-/// band, the length and the header's site word, so nothing is computed and
-/// the header is not read. None (nothing changed) otherwise.
+/// nothing else due (the record's [`ThreadState::hot_limit`]). Its record
+/// holds the class, the band, the length and the header's site word, so
+/// nothing is computed and the header is not read; what the general path
+/// counts (statistics, profile, purge clock, sample countdown, reuse
+/// score) is one tally here, which [`settle`] adds up later. None (nothing
+/// changed) otherwise.
 ///
 /// The caller checked that the request's alignment is a cached block's
 /// and it needs no clearing; a tracer is not attached, or the caller times
@@ -291,40 +309,77 @@ fn alloc_general(
 /// thread mode only.)
 #[inline(always)]
 fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
-    let hit = h.hit;
-    // A record's size is that of a cacheable request of its class (0 without a block).
+    let hit = &h.hit;
+    // A record's size is that of a cacheable request of its class (0
+    // without a block). Its block is out (`hit.out`) only when it is not
+    // the cache's hot block, which `take_hot` checks. The header names the
+    // record's site and a strategy still the current best (that hit did
+    // not purge on put, or `free_hit` would not have put the block back as
+    // hot).
     if size != hit.size
-        || hit.out
-        || h.ops + 1 >= OPS_PER_CLOCK_CHECK
-        || (h.sample.ptr == 0
-            && h.sample_countdown[hit.band as usize & (evolution::BANDS - 1)] == 0)
+        || h.counters.hot_allocs.get() >= h.hot_limit
+        || (site ^ hit.site) & hit.site_mask != 0
+        || hit.epoch != evolution::epoch()
     {
         return None;
     }
-    let slot = hit_slot(h, site)?;
-    // The header names this site and a strategy still the current best
-    // (that hit did not purge on put, or `free_hit` would not have put the
-    // block back as hot).
-    if block::site_of(hit.word) != slot || hit.epoch != evolution::epoch() {
+    let p = hit.ptr;
+    if !h.cache()?.take_hot(p, hit.class_bytes) {
         return None;
     }
-    let k = hit.class as usize;
-    if !h.cache()?.take_hot(hit.ptr, k) {
-        return None;
-    }
+    debug_assert!(!h.hit.out);
     if crate::hardening::ENABLED {
         // SAFETY: a cached block's header (validated when it was freed).
-        unsafe { (*((hit.ptr - HEADER_SIZE) as *mut LargeHeader)).magic = block::MAGIC };
+        unsafe { (*((p - HEADER_SIZE) as *mut LargeHeader)).magic = block::MAGIC };
     }
     h.hit.out = true;
-    note_hit(h, hit.band as usize);
-    h.counters.bigcache_hits.add(1);
-    let (p, usable) = (
-        hit.ptr as *mut u8,
-        hit.pages as usize * os::OS_PAGE - HEADER_SIZE,
-    );
-    finish_alloc(h, p, size, usable, slot, true, false, false);
-    Some(p)
+    h.counters.hot_allocs.add(1);
+    h.reuse.hit();
+    Some(p as *mut u8)
+}
+
+/// Adds up the hot path's tallies (`Counters::hot_allocs`, `hot_frees`,
+/// counted against [`ThreadState::hit`]) where the general path counts
+/// each call: the counters, the site's profile, the purge clock's operation
+/// count, the band's sample countdown (unless a sample is in flight, which
+/// only paths that settle first start or finish), the class's pending
+/// frees. Every path that reads or changes one of those, or the record,
+/// settles first; [`alloc_hot`] is then off until [`alloc_hit`] makes a
+/// record again.
+#[inline]
+fn settle(h: &mut ThreadState) {
+    h.hot_limit = 0;
+    let (na, nf) = (h.counters.hot_allocs.get(), h.counters.hot_frees.get());
+    if na | nf != 0 {
+        settle_tallies(h, na, nf);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn settle_tallies(h: &mut ThreadState, na: u64, nf: u64) {
+    let hit = h.hit;
+    let c = &h.counters;
+    // Readers add the tallies: adding before clearing can count a call
+    // twice for a moment, as reading the counters while the thread runs
+    // can anyway (they are read one by one).
+    c.large_allocs.add(na);
+    c.bigcache_hits.add(na);
+    c.large_bytes_allocated.add(na * hit.usable);
+    c.large_frees.add(nf);
+    c.bigcache_puts.add(nf);
+    c.large_bytes_freed.add(nf * hit.usable);
+    c.hot_allocs.add(na.wrapping_neg());
+    c.hot_frees.add(nf.wrapping_neg());
+    // At most OPS_PER_CLOCK_CHECK calls, and no more than the countdown.
+    h.ops += na as u32;
+    if h.sample.ptr == 0 {
+        h.sample_countdown[hit.band as usize & (evolution::BANDS - 1)] -= na as u32;
+    }
+    h.reuse.add_pending(hit.class as usize, nf);
+    if hit.slot != 0 && na != 0 {
+        profile::record_hits(hit.slot, na, hit.size);
+    }
 }
 
 /// The site's profiling table slot on a hit path: 0 without profiling, the
@@ -371,6 +426,7 @@ fn note_hit(h: &mut ThreadState, band: usize) {
 /// as ELO selection).
 #[inline(always)]
 fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Option<*mut u8> {
+    settle(h);
     let band = evolution::band_of(size);
     if h.mode != BigCacheMode::Thread
         || h.ops + 1 >= OPS_PER_CLOCK_CHECK
@@ -395,7 +451,7 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Opt
     // A band not set up yet is the general path's (nothing taken so far).
     let best = evolution::hit_strategy(usable, traced)?;
     if hot {
-        c.take_hot(p, k);
+        c.take_hot(p, bigcache::class_bytes(k));
     } else {
         c.take_top(k, slot);
     }
@@ -405,17 +461,38 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Opt
     // Only a span block: its free reads the page map without looking the
     // arena up (a block with a mapping of its own may be unmapped by then).
     if !purge && (hot || block::in_span(p)) {
+        let usable = pages as u64 * os::OS_PAGE as u64 - HEADER_SIZE as u64;
         h.hit = Hit {
             ptr: p,
             size,
-            meta: Some(span_heap::meta_at_known(p - HEADER_SIZE)),
+            site,
+            site_mask: if h.profiling { usize::MAX } else { 0 },
+            meta: span_heap::meta_at_known(p - HEADER_SIZE),
+            usable,
+            class_bytes: bigcache::class_bytes(k),
+            span_pages: block::span_pages(pages as usize) as u32,
+            owner: block::owner_tag(h as *const ThreadState as usize),
             pages,
+            slot,
             class: k as u32,
             word,
             epoch,
             band: band as u8,
             out: true,
         };
+        h.counters
+            .hot_usable
+            .add(usable.wrapping_sub(h.counters.hot_usable.get()));
+        // The hot path's allowance: its calls until the purge clock is
+        // due (as `ops + 1 >= OPS_PER_CLOCK_CHECK` after each) and, with
+        // no sample in flight, until the band's next sample.
+        let clock = (OPS_PER_CLOCK_CHECK - 1).saturating_sub(h.ops);
+        let sample = if h.sample.ptr == 0 {
+            h.sample_countdown[band & (evolution::BANDS - 1)]
+        } else {
+            u32::MAX
+        };
+        h.hot_limit = clock.min(sample) as u64;
     }
     h.counters.bigcache_hits.add(1);
     finish_alloc(h, p as *mut u8, size, usable, slot, true, false, false);
@@ -557,28 +634,30 @@ fn free_hit_traced(a: usize, state: impl StateOf) -> bool {
     done
 }
 
-/// [`free_hit`]'s work.
+/// [`free_hit`]'s work, for a caller that saw no tracer attached, or
+/// times the call.
 #[inline(always)]
-fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
+pub fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
     let Some(ts) = state.state_without_call() else {
         return false;
     };
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
-    let hit = h.hit;
-    if hit.ptr != a || !hit.out || h.sample.ptr == a {
+    let hit = &h.hit;
+    if hit.ptr != a || !hit.out {
         return false;
     }
+    // A sampled block was handed out by the general path, which makes no
+    // record: a record's block that is out is not one.
+    debug_assert!(h.sample.ptr != a);
+    debug_assert!(hit.owner == block::owner_tag(ts as usize));
     // Whatever happens now, the program gave it up: a second free of it
     // must not come here.
     h.hit.out = false;
+    let hit = &h.hit;
     let k = hit.class as usize;
     // `hit.ptr` was a span block when the cache handed it out.
-    if hit.meta.and_then(span_heap::live_span_in)
-        != Some((
-            block::span_pages(hit.pages as usize),
-            block::owner_tag(ts as usize),
-        ))
+    if span_heap::live_span_in(hit.meta) != Some((hit.span_pages as usize, hit.owner))
         || !h.reuse.cached(k)
     {
         return false;
@@ -586,14 +665,17 @@ fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
     let Some(mut c) = h.cache() else {
         return false;
     };
-    let cached = c.push_hot(a, k) || c.push(a, k, block::site_of(hit.word));
+    let cached = c.push_hot(a, k, hit.class_bytes) || c.push(a, k, block::site_of(hit.word));
     drop(c);
     if !cached {
         return false;
     }
-    let usable = hit.pages as usize * os::OS_PAGE - HEADER_SIZE;
-    // SAFETY: a live span block's header; the block is the cache's now.
-    unsafe { note_fast_put(h, (a - HEADER_SIZE) as *mut LargeHeader, k, usable) };
+    h.reuse.freed_now(k);
+    if crate::hardening::ENABLED {
+        // SAFETY: a live span block's header; the block is the cache's now.
+        unsafe { (*((a - HEADER_SIZE) as *mut LargeHeader)).magic = block::FREED_MAGIC };
+    }
+    h.counters.hot_frees.add(1);
     // No `purge_thread::notify`: the put used budget this cache reserved
     // earlier, and has held since, through a put that notified; the purge
     // thread does not park while any cache holds budget (`has_work`).
@@ -612,6 +694,8 @@ fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
 pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
     if !probe::tracing() {
         if let Some(ts) = state.state() {
+            // SAFETY: this thread's state.
+            settle(unsafe { &mut *ts });
             // SAFETY: this thread's state; the caller's contract.
             if unsafe { free_put(&mut *ts, ts as usize, a, hdr) } {
                 return;
@@ -668,9 +752,9 @@ unsafe fn free_put(h: &mut ThreadState, ts: usize, a: usize, hdr: *mut LargeHead
     true
 }
 
-/// What [`free_hit`] and [`free_put`] note once the block of class `k` is
-/// in this thread's cache: the reuse score, the freed-block magic
-/// (hardened), the counters.
+/// What [`free_put`] notes once the block of class `k` is in this thread's
+/// cache: the reuse score, the freed-block magic (hardened), the counters
+/// ([`free_hit`] tallies them for [`settle`]).
 ///
 /// # Safety
 /// `hdr` is the header of the block just cached, which the cache now owns.
@@ -705,6 +789,7 @@ unsafe fn free_general(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
     };
     // SAFETY: this thread's state.
     let h = unsafe { &mut *ts };
+    settle(h);
     if h.hit.ptr == a {
         h.hit = Hit::NONE;
     }
@@ -829,6 +914,7 @@ pub unsafe fn grow_in_place(
         let new = block::usable_size(h);
         // SAFETY: this thread's state.
         let h = unsafe { &mut *ts };
+        settle(h);
         h.counters
             .large_bytes_allocated
             .add(new.saturating_sub(old) as u64);
@@ -895,6 +981,7 @@ fn age_thread_cache(h: &mut ThreadState, now: u64, delay_ns: u64, max_passes: u3
 
 /// Thread exit: the thread's cached blocks go back to the OS.
 pub fn thread_exit(h: &mut ThreadState) {
+    settle(h);
     h.hit = Hit::NONE;
     let released = h.cache_for_exit().map_or(0, |mut c| c.flush());
     h.counters.bigcache_purged.add(released as u64);

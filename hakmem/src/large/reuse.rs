@@ -115,6 +115,24 @@ impl Reuse {
     }
 }
 
+impl Reuse {
+    /// The part of [`Self::freed`] the hot free (`path::free_hit`) notes at
+    /// once: the free's place in the sequence. Its pending free is added
+    /// later with the others ([`Self::add_pending`]): nothing reads it
+    /// before then.
+    #[inline(always)]
+    pub fn freed_now(&mut self, k: usize) {
+        self.class[k].freed_at = self.seq;
+    }
+
+    /// Adds `n` frees of class `k` noted by [`Self::freed_now`] to its
+    /// pending ones: with [`Self::freed_now`], `n` calls of [`Self::freed`].
+    pub fn add_pending(&mut self, k: usize, n: u64) {
+        let c = &mut self.class[k];
+        c.pending = (c.pending as u64 + n).min(MAX_PENDING as u64) as u8;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +189,33 @@ mod tests {
         for k in 0..NUM_CLASSES {
             assert!(!r.freed(k), "class {k}");
         }
+    }
+
+    #[test]
+    fn frees_noted_now_and_added_later_equal_frees() {
+        let (mut a, mut b) = (Reuse::new(), Reuse::new());
+        for r in [&mut a, &mut b] {
+            for _ in 0..5 {
+                r.requested(7);
+                r.freed(7);
+            }
+        }
+        // Three hits and three frees each: one noted in full, one in parts.
+        for _ in 0..3 {
+            a.hit();
+            a.freed(7);
+            b.hit();
+            b.freed_now(7);
+        }
+        b.add_pending(7, 3);
+        a.requested(7);
+        b.requested(7);
+        let (x, y) = (a.class[7], b.class[7]);
+        assert_eq!(
+            (x.freed_at, x.pending, x.score),
+            (y.freed_at, y.pending, y.score)
+        );
+        assert_eq!(a.seq, b.seq);
     }
 
     #[test]
