@@ -34,7 +34,7 @@ pub trait StateOf: Copy {
     /// so no prologue saving registers).
     fn state_without_call(self) -> Option<*mut ThreadState>;
     /// Called at the purge-clock check (every [`OPS_PER_CLOCK_CHECK`] large
-    /// operations, never on a BigCache hit pair) with the time just read:
+    /// operations, never on the hot hit pair) with the time just read:
     /// the thread context looks after what the thread left on its other
     /// side. It must not touch the thread's `ThreadState`, which the caller
     /// holds.
@@ -128,7 +128,7 @@ fn alloc_rest(size: usize, align: usize, site: usize, zero: bool, state: impl St
         if !probe::enabled() {
             if let Some(ts) = state.state_without_call() {
                 // SAFETY: this thread's state, used only by this thread.
-                if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site, false) {
+                if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site, false, state) {
                     return p;
                 }
             }
@@ -160,7 +160,7 @@ fn alloc_hit_traced(size: usize, site: usize, state: impl StateOf) -> Option<*mu
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
     let t = probe::stamp();
-    let p = alloc_hot(h, size, site).or_else(|| alloc_hit(h, size, site, true))?;
+    let p = alloc_hot(h, size, site).or_else(|| alloc_hit(h, size, site, true, state))?;
     probe::emit(Component::BigCacheLookup, probe::stamp(), 1);
     probe::emit(Component::LargeAlloc, t, size as u64);
     Some(p)
@@ -188,18 +188,7 @@ fn alloc_general(
     settle(h);
     h.ops += 1;
     if h.ops >= OPS_PER_CLOCK_CHECK {
-        h.ops = 0;
-        let delay = h.purge_delay_ns;
-        let now = os::monotonic_ns();
-        if h.tid == 0 {
-            h.tid = os::gettid();
-        }
-        span_heap::note_activity(now, h.tid);
-        // One pass at most here: after an idle stretch, three passes at once
-        // released the block this thread had put a moment ago (a hit loop
-        // on a loaded machine missed once every 64 operations).
-        age_thread_cache(h, now, delay, 1);
-        state.on_clock(now);
+        clock(h, state);
     }
     let mode = h.mode;
     let slot = if h.profiling {
@@ -291,6 +280,26 @@ fn alloc_general(
         probe::emit(Component::LargeAlloc, t, size as u64);
     }
     block.ptr
+}
+
+/// The purge clock, every [`OPS_PER_CLOCK_CHECK`] large operations: the
+/// time, the span level's activity note, one aging pass over this thread's
+/// cache, the thread context's look at its other side.
+#[cold]
+#[inline(never)]
+fn clock(h: &mut ThreadState, state: impl StateOf) {
+    h.ops = 0;
+    let delay = h.purge_delay_ns;
+    let now = os::monotonic_ns();
+    if h.tid == 0 {
+        h.tid = os::gettid();
+    }
+    span_heap::note_activity(now, h.tid);
+    // One pass at most here: after an idle stretch, three passes at once
+    // released the block this thread had put a moment ago (a hit loop
+    // on a loaded machine missed once every 64 operations).
+    age_thread_cache(h, now, delay, 1);
+    state.on_clock(now);
 }
 
 /// The hit of a loop on one block: the block of this thread's last hit
@@ -408,10 +417,13 @@ fn note_hit(h: &mut ThreadState, band: usize) {
     h.reuse.hit();
 }
 
-/// The BigCache hit of thread mode when nothing else is due (no purge-clock
-/// look, no sample to start, the call site the same as last time, a block
-/// of the class at hand): the whole allocation, or None for the general
-/// path, with nothing changed.
+/// The BigCache hit of thread mode when no sample is due (the call site the
+/// same as last time, a block of the class at hand): the whole allocation,
+/// or None for the general path, with nothing changed. The purge clock,
+/// when due, runs here once the block is taken ([`clock`]): the hot hits
+/// stop before it, and sending its call to the general path cost every
+/// 64th pair a general allocation, a general free and this hit again
+/// (about 15 of a hit loop's instructions a pair).
 ///
 /// What it leaves out is the point: the general path computed the site's
 /// table slot, the class and its size twice, and looked at sampling, the
@@ -425,11 +437,16 @@ fn note_hit(h: &mut ThreadState, band: usize) {
 /// ([`alloc_hit_traced`], with `traced`: the strategy choice is then timed
 /// as ELO selection).
 #[inline(always)]
-fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Option<*mut u8> {
+fn alloc_hit(
+    h: &mut ThreadState,
+    size: usize,
+    site: usize,
+    traced: bool,
+    state: impl StateOf,
+) -> Option<*mut u8> {
     settle(h);
     let band = evolution::band_of(size);
     if h.mode != BigCacheMode::Thread
-        || h.ops + 1 >= OPS_PER_CLOCK_CHECK
         || (h.sample.ptr == 0 && h.sample_countdown[band & (evolution::BANDS - 1)] == 0)
     {
         return None;
@@ -457,6 +474,14 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Opt
     }
     drop(c);
     note_hit(h, band);
+    if h.ops >= OPS_PER_CLOCK_CHECK {
+        // After the block is taken: its aging pass cannot release it. The
+        // request is scored as the general path scored it at its clock
+        // (else a class whose score fell stayed down: its frees took the
+        // general path from then on).
+        h.reuse.rescore(k);
+        clock(h, state);
+    }
     let (word, purge) = claim_cached(hdr, word0, slot, best);
     // Only a span block: its free reads the page map without looking the
     // arena up (a block with a mapping of its own may be unmapped by then).

@@ -77,6 +77,16 @@ impl Reuse {
     #[inline(always)]
     pub fn requested(&mut self, k: usize) {
         self.seq = self.seq.wrapping_add(1);
+        self.rescore(k);
+    }
+
+    /// The score part of [`Self::requested`] for a request [`Self::hit`]
+    /// already noted: a hit that takes the purge clock's turn
+    /// (`path::alloc_hit`) scores its class as the general path did every
+    /// purge clock, so that a class whose score fell (its
+    /// frees then go the general way) is scored up again.
+    #[inline]
+    pub fn rescore(&mut self, k: usize) {
         let c = &mut self.class[k];
         if c.pending > 0 && self.seq.wrapping_sub(c.freed_at) <= WINDOW {
             c.pending -= 1;
