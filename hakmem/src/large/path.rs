@@ -43,6 +43,13 @@ pub trait StateOf: Copy {
 
 /// Large operations between two looks at the purge clock.
 const OPS_PER_CLOCK_CHECK: u32 = 64;
+/// What a hot hit ([`alloc_hot`]) counts towards the clock, in
+/// [`ThreadState::ops`]'s units: a quarter of another large operation. The
+/// clock looks at the time, which moves a few µs in 256 hot hits; at 64
+/// of them its turn (about 800 instructions) was a tenth of a hit loop's.
+const OPS_UNIT: u32 = 4;
+/// [`OPS_PER_CLOCK_CHECK`] in [`ThreadState::ops`]'s units.
+const CLOCK_UNITS: u32 = OPS_PER_CLOCK_CHECK * OPS_UNIT;
 
 fn fail() -> *mut u8 {
     os::set_errno(libc::ENOMEM);
@@ -186,8 +193,8 @@ fn alloc_general(
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
     settle(h);
-    h.ops += 1;
-    if h.ops >= OPS_PER_CLOCK_CHECK {
+    h.ops += OPS_UNIT;
+    if h.ops >= CLOCK_UNITS {
         clock(h, state);
     }
     let mode = h.mode;
@@ -333,7 +340,8 @@ fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
         return None;
     }
     let p = hit.ptr;
-    if !h.cache()?.take_hot(p, hit.class_bytes) {
+    // SAFETY: a record is made only in a created context.
+    if !unsafe { h.cache_set_up() }?.take_hot(p, hit.class_bytes) {
         return None;
     }
     debug_assert!(!h.hit.out);
@@ -380,7 +388,7 @@ fn settle_tallies(h: &mut ThreadState, na: u64, nf: u64) {
     c.large_bytes_freed.add(nf * hit.usable);
     c.hot_allocs.add(na.wrapping_neg());
     c.hot_frees.add(nf.wrapping_neg());
-    // At most OPS_PER_CLOCK_CHECK calls, and no more than the countdown.
+    // Fewer than CLOCK_UNITS calls, and no more than the countdown.
     h.ops += na as u32;
     if h.sample.ptr == 0 {
         h.sample_countdown[hit.band as usize & (evolution::BANDS - 1)] -= na as u32;
@@ -410,7 +418,7 @@ fn hit_slot(h: &ThreadState, site: usize) -> Option<u32> {
 /// sample is in flight), the reuse score.
 #[inline(always)]
 fn note_hit(h: &mut ThreadState, band: usize) {
-    h.ops += 1;
+    h.ops += OPS_UNIT;
     if h.sample.ptr == 0 {
         h.sample_countdown[band & (evolution::BANDS - 1)] -= 1;
     }
@@ -474,7 +482,7 @@ fn alloc_hit(
     }
     drop(c);
     note_hit(h, band);
-    if h.ops >= OPS_PER_CLOCK_CHECK {
+    if h.ops >= CLOCK_UNITS {
         // After the block is taken: its aging pass cannot release it. The
         // request is scored as the general path scored it at its clock
         // (else a class whose score fell stayed down: its frees took the
@@ -509,9 +517,9 @@ fn alloc_hit(
             .hot_usable
             .add(usable.wrapping_sub(h.counters.hot_usable.get()));
         // The hot path's allowance: its calls until the purge clock is
-        // due (as `ops + 1 >= OPS_PER_CLOCK_CHECK` after each) and, with
-        // no sample in flight, until the band's next sample.
-        let clock = (OPS_PER_CLOCK_CHECK - 1).saturating_sub(h.ops);
+        // due (each counts 1 of CLOCK_UNITS) and, with no sample in
+        // flight, until the band's next sample.
+        let clock = (CLOCK_UNITS - 1).saturating_sub(h.ops);
         let sample = if h.sample.ptr == 0 {
             h.sample_countdown[band & (evolution::BANDS - 1)]
         } else {
@@ -687,7 +695,8 @@ pub fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
     {
         return false;
     }
-    let Some(mut c) = h.cache() else {
+    // SAFETY: a record is made only in a created context.
+    let Some(mut c) = (unsafe { h.cache_set_up() }) else {
         return false;
     };
     let cached = c.push_hot(a, k, hit.class_bytes) || c.push(a, k, block::site_of(hit.word));

@@ -22,7 +22,8 @@ pub struct ThreadState {
     pub sample: evolution::Sample,
     /// Large allocations until the next measured one, per size band.
     pub sample_countdown: [u32; evolution::BANDS],
-    /// Large operations since the last purge-clock check.
+    /// Large operations since the last purge-clock check, in quarters: a
+    /// hot hit (`path::alloc_hot`) counts 1, any other large operation 4.
     pub ops: u32,
     /// This thread's kernel id, once a purge-clock check needed it (0 before).
     pub tid: u32,
@@ -192,6 +193,19 @@ impl ThreadState {
         // SAFETY: null, or set at context creation to a field of a thread
         // context, and contexts are never unmapped.
         unsafe { self.cache.as_ref() }?.try_lock()
+    }
+
+    /// [`Self::cache`] without the test for a context not created yet.
+    ///
+    /// # Safety
+    /// This state's context was created (`cache` was set): it holds a
+    /// record of a hit, say.
+    #[inline(always)]
+    pub unsafe fn cache_set_up(&self) -> Option<shared_cache::Guard<'static>> {
+        debug_assert!(!self.cache.is_null());
+        // SAFETY: the caller's contract: set at context creation to a field
+        // of a thread context, and contexts are never unmapped.
+        unsafe { &*self.cache }.try_lock()
     }
 
     /// This thread's cache at thread exit, waiting for the purge thread.
