@@ -111,7 +111,8 @@ fn malloc_untraced(size: usize, site: usize) -> *mut u8 {
     } else if small_serves(size) {
         thread::alloc_class(class_of_computed(size))
     } else {
-        alloc_large(size, MIN_ALIGN, site, false)
+        // The caller saw no tracer attached.
+        large_path::alloc_untraced(size, site, thread::LargeCtx)
     }
 }
 
@@ -228,10 +229,28 @@ pub unsafe fn free(p: *mut u8) {
     unsafe { free_untraced(p) }
 }
 
+/// `free` with no tracer attached: a span block goes to the BigCache hit's
+/// free without a second look at the tracer.
+///
+/// # Safety
+/// As [`free`].
 #[inline(always)]
 unsafe fn free_untraced(p: *mut u8) {
-    // SAFETY: forwarded contract.
-    unsafe { free_owned(p, classify(p as usize)) }
+    match classify(p as usize) {
+        Owner::Large(Region::Span) => free_span_untraced(p),
+        // SAFETY: forwarded contract.
+        owner => unsafe { free_owned(p, owner) },
+    }
+}
+
+/// [`free_large`] of a span block with no tracer attached: the BigCache
+/// hit's free, which calls nothing (so this function saves no registers),
+/// else the whole of [`free_large`].
+#[inline(never)]
+fn free_span_untraced(p: *mut u8) {
+    if !large_path::free_hit_untraced(p as usize, thread::LargeCtx) {
+        free_large_general(p, Region::Span);
+    }
 }
 
 /// Frees `p`, whose owner is `owner` (`classify(p)`).
@@ -258,6 +277,14 @@ fn free_large(p: *mut u8, r: Region) {
     if r == Region::Span && large_path::free_hit(p as usize, thread::LargeCtx) {
         return;
     }
+    free_large_general(p, r);
+}
+
+/// [`free_large`] after the BigCache hit's free: the header validated, then
+/// the large path's free.
+#[cold]
+#[inline(never)]
+fn free_large_general(p: *mut u8, r: Region) {
     if let Some(h) = large_header("free", p, r, true) {
         // SAFETY: a validated header of a block the caller gave up (free's contract).
         unsafe { large_path::free(p as usize, h, thread::LargeCtx) }

@@ -106,10 +106,10 @@ pub fn collect() -> Stats {
         s.remote_frees += c.counters().remote_frees.get();
         s.large.add(l);
         let c = l;
-        s.large_allocs += c.large_allocs.get();
-        s.large_frees += c.large_frees.get();
-        lba += c.large_bytes_allocated.get();
-        lbf += c.large_bytes_freed.get();
+        s.large_allocs += c.allocs();
+        s.large_frees += c.frees();
+        lba += c.bytes_allocated();
+        lbf += c.bytes_freed();
     });
     s.large_live_bytes = lba.saturating_sub(lbf);
     for (i, cs) in s.classes.iter_mut().enumerate() {

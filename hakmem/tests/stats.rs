@@ -136,6 +136,60 @@ fn large_blocks_are_counted_apart() {
     );
 }
 
+/// A thread's BigCache hit loop is counted in full while the thread still
+/// runs: the hot pair tallies its calls and settles them later, and the
+/// snapshot adds what is not settled yet.
+#[test]
+fn a_running_threads_hit_loop_is_counted_in_full() {
+    const PAIRS: u64 = 1000;
+    let _serial = serial();
+    let layout = std::alloc::Layout::from_size_align((2 << 20) - 4096, 16).unwrap();
+    let (done, wait) = (mpsc::channel(), mpsc::channel::<()>());
+    let before = hakmem::stats();
+    let looper = std::thread::spawn(move || {
+        for _ in 0..PAIRS {
+            // SAFETY: a non-zero size; the block is freed with its layout.
+            unsafe {
+                let p = std::hint::black_box(std::alloc::alloc(layout));
+                assert!(!p.is_null());
+                p.write(1);
+                std::alloc::dealloc(p, layout);
+            }
+        }
+        done.0.send(()).unwrap();
+        wait.1.recv().unwrap();
+    });
+    done.1.recv().unwrap();
+    let during = hakmem::stats();
+    wait.0.send(()).unwrap();
+    looper.join().unwrap();
+    let (allocs, frees) = (
+        during.large_allocs - before.large_allocs,
+        during.large_frees - before.large_frees,
+    );
+    assert!(
+        (PAIRS..PAIRS + SLACK).contains(&allocs),
+        "{allocs} large allocs"
+    );
+    assert!(
+        (PAIRS..PAIRS + SLACK).contains(&frees),
+        "{frees} large frees"
+    );
+    let (hits, puts) = (
+        during.large.bigcache_hits - before.large.bigcache_hits,
+        during.large.bigcache_puts - before.large.bigcache_puts,
+    );
+    // The first few of the loop miss, until the class counts as reused.
+    assert!(hits >= PAIRS - 8 && hits <= allocs, "{hits} hits");
+    assert!(puts >= PAIRS - 8 && puts <= frees, "{puts} puts");
+    assert!(
+        during.large_live_bytes.abs_diff(before.large_live_bytes) < 1 << 20,
+        "large live bytes {} before, {} during",
+        before.large_live_bytes,
+        during.large_live_bytes
+    );
+}
+
 #[test]
 fn frees_by_another_thread_are_remote() {
     let _serial = serial();

@@ -89,7 +89,7 @@ const CLASS_BYTES: [u64; 32] = {
 
 /// The block size of class `k` (`< NUM_CLASSES`).
 #[inline(always)]
-fn class_bytes(k: usize) -> u64 {
+pub fn class_bytes(k: usize) -> u64 {
     CLASS_BYTES[k & 31]
 }
 
@@ -256,7 +256,7 @@ impl ThreadCache {
     #[inline(always)]
     pub fn pop_hot(&mut self, k: usize) -> Option<usize> {
         let p = self.hot_block(k)?;
-        self.take_hot(p, k);
+        self.take_hot(p, class_bytes(k));
         Some(p)
     }
 
@@ -267,23 +267,25 @@ impl ThreadCache {
     }
 
     /// The hot path's lookup: takes the hot block if it is `p` (not 0), of
-    /// class `k`, as the thread's record of its last hit says.
+    /// a class of `bytes` ([`class_bytes`]), as the thread's record of its
+    /// last hit says.
     #[inline(always)]
-    pub fn take_hot(&mut self, p: usize, k: usize) -> bool {
+    pub fn take_hot(&mut self, p: usize, bytes: u64) -> bool {
         if self.hot != p {
             return false;
         }
-        debug_assert!(p != 0 && self.hot_class as usize == k);
+        debug_assert!(p != 0 && class_bytes(self.hot_class as usize) == bytes);
         self.hot = 0;
-        self.held -= class_bytes(k);
+        self.held -= bytes;
         true
     }
 
-    /// The hit loop's put: the block of the last hit, of class `k`, as the
-    /// hot block, if there is none and the budget already reserved holds it.
+    /// The hit loop's put: the block of the last hit, of class `k` (of
+    /// `bytes`, [`class_bytes`]), as the hot block, if there is none and the
+    /// budget already reserved holds it.
     #[inline(always)]
-    pub fn push_hot(&mut self, p: usize, k: usize) -> bool {
-        let bytes = class_bytes(k);
+    pub fn push_hot(&mut self, p: usize, k: usize, bytes: u64) -> bool {
+        debug_assert!(class_bytes(k) == bytes);
         if self.hot != 0 || self.held + bytes > self.budget {
             return false;
         }

@@ -34,7 +34,7 @@ pub trait StateOf: Copy {
     /// so no prologue saving registers).
     fn state_without_call(self) -> Option<*mut ThreadState>;
     /// Called at the purge-clock check (every [`OPS_PER_CLOCK_CHECK`] large
-    /// operations, never on a BigCache hit pair) with the time just read:
+    /// operations, never on the hot hit pair) with the time just read:
     /// the thread context looks after what the thread left on its other
     /// side. It must not touch the thread's `ThreadState`, which the caller
     /// holds.
@@ -43,6 +43,13 @@ pub trait StateOf: Copy {
 
 /// Large operations between two looks at the purge clock.
 const OPS_PER_CLOCK_CHECK: u32 = 64;
+/// What a hot hit ([`alloc_hot`]) counts towards the clock, in
+/// [`ThreadState::ops`]'s units: a quarter of another large operation. The
+/// clock looks at the time, which moves a few µs in 256 hot hits; at 64
+/// of them its turn (about 800 instructions) was a tenth of a hit loop's.
+const OPS_UNIT: u32 = 4;
+/// [`OPS_PER_CLOCK_CHECK`] in [`ThreadState::ops`]'s units.
+const CLOCK_UNITS: u32 = OPS_PER_CLOCK_CHECK * OPS_UNIT;
 
 fn fail() -> *mut u8 {
     os::set_errno(libc::ENOMEM);
@@ -70,7 +77,7 @@ pub fn takes_mid_block(size: usize, state: impl StateOf) -> bool {
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
     h.mid_bytes += size as u64;
-    if h.mid_bytes.saturating_mul(MID_SHARE) > h.counters.large_bytes_allocated.get() {
+    if h.mid_bytes.saturating_mul(MID_SHARE) > h.counters.bytes_allocated() {
         return false;
     }
     let pages = (size + block::HEADER_SIZE).div_ceil(os::OS_PAGE);
@@ -105,6 +112,20 @@ pub fn alloc(size: usize, align: usize, site: usize, zero: bool, state: impl Sta
     alloc_rest(size, align, site, zero, state)
 }
 
+/// [`alloc`] of `size` bytes at malloc's alignment, not zeroed, for a
+/// caller that just saw no tracer attached (`api::malloc`): the hot hit
+/// without a second look at the tracer.
+#[inline(never)]
+pub fn alloc_untraced(size: usize, site: usize, state: impl StateOf) -> *mut u8 {
+    if let Some(ts) = state.state_without_call() {
+        // SAFETY: this thread's state, used only by this thread.
+        if let Some(p) = alloc_hot(unsafe { &mut *ts }, size, site) {
+            return p;
+        }
+    }
+    alloc_rest(size, 16, site, false, state)
+}
+
 /// [`alloc`] after [`alloc_hot`]: a BigCache hit with nothing else due
 /// takes [`alloc_hit`]; everything else, a tracer attached or a block to
 /// clear included, [`alloc_general`].
@@ -114,7 +135,7 @@ fn alloc_rest(size: usize, align: usize, site: usize, zero: bool, state: impl St
         if !probe::enabled() {
             if let Some(ts) = state.state_without_call() {
                 // SAFETY: this thread's state, used only by this thread.
-                if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site, false) {
+                if let Some(p) = alloc_hit(unsafe { &mut *ts }, size, site, false, state) {
                     return p;
                 }
             }
@@ -146,7 +167,7 @@ fn alloc_hit_traced(size: usize, site: usize, state: impl StateOf) -> Option<*mu
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
     let t = probe::stamp();
-    let p = alloc_hot(h, size, site).or_else(|| alloc_hit(h, size, site, true))?;
+    let p = alloc_hot(h, size, site).or_else(|| alloc_hit(h, size, site, true, state))?;
     probe::emit(Component::BigCacheLookup, probe::stamp(), 1);
     probe::emit(Component::LargeAlloc, t, size as u64);
     Some(p)
@@ -171,7 +192,8 @@ fn alloc_general(
     };
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
-    h.ops += 1;
+    settle(h);
+    h.ops += OPS_UNIT;
     // A thread's first large operation checks the clock too: it tells the
     // span level which thread is active (`span_heap::idle` asks whether it
     // still runs). Unknown until then, and one operation that faulted cold
@@ -179,19 +201,8 @@ fn alloc_general(
     // huge pages of free spans mid-run, and their reuse faulted 4 KiB pages
     // (`large-varied`: 1,300-2,400 faults in the runs that met it, ~220 in
     // the others).
-    if h.ops >= OPS_PER_CLOCK_CHECK || h.tid == 0 {
-        h.ops = 0;
-        let delay = h.purge_delay_ns;
-        let now = os::monotonic_ns();
-        if h.tid == 0 {
-            h.tid = os::gettid();
-        }
-        span_heap::note_activity(now, h.tid);
-        // One pass at most here: after an idle stretch, three passes at once
-        // released the block this thread had put a moment ago (a hit loop
-        // on a loaded machine missed once every 64 operations).
-        age_thread_cache(h, now, delay, 1);
-        state.on_clock(now);
+    if h.ops >= CLOCK_UNITS || h.tid == 0 {
+        clock(h, state);
     }
     let mode = h.mode;
     let slot = if h.profiling {
@@ -285,12 +296,35 @@ fn alloc_general(
     block.ptr
 }
 
+/// The purge clock, every [`OPS_PER_CLOCK_CHECK`] large operations: the
+/// time, the span level's activity note, one aging pass over this thread's
+/// cache, the thread context's look at its other side.
+#[cold]
+#[inline(never)]
+fn clock(h: &mut ThreadState, state: impl StateOf) {
+    h.ops = 0;
+    let delay = h.purge_delay_ns;
+    let now = os::monotonic_ns();
+    if h.tid == 0 {
+        h.tid = os::gettid();
+    }
+    span_heap::note_activity(now, h.tid);
+    // One pass at most here: after an idle stretch, three passes at once
+    // released the block this thread had put a moment ago (a hit loop
+    // on a loaded machine missed once every 64 operations).
+    age_thread_cache(h, now, delay, 1);
+    state.on_clock(now);
+}
+
 /// The hit of a loop on one block: the block of this thread's last hit
 /// ([`ThreadState::hit`]), back in the cache as its hot block, asked for
 /// again at the same size and site, with no strategy changed since and
-/// nothing else due (as [`alloc_hit`]). Its record holds the class, the
-/// band, the length and the header's site word, so nothing is computed and
-/// the header is not read. None (nothing changed) otherwise.
+/// nothing else due (the record's [`ThreadState::hot_limit`]). Its record
+/// holds the class, the band, the length and the header's site word, so
+/// nothing is computed and the header is not read; what the general path
+/// counts (statistics, profile, purge clock, sample countdown, reuse
+/// score) is one tally here, which [`settle`] adds up later. None (nothing
+/// changed) otherwise.
 ///
 /// The caller checked that the request's alignment is a cached block's
 /// and it needs no clearing; a tracer is not attached, or the caller times
@@ -298,40 +332,78 @@ fn alloc_general(
 /// thread mode only.)
 #[inline(always)]
 fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
-    let hit = h.hit;
-    // A record's size is that of a cacheable request of its class (0 without a block).
+    let hit = &h.hit;
+    // A record's size is that of a cacheable request of its class (0
+    // without a block). Its block is out (`hit.out`) only when it is not
+    // the cache's hot block, which `take_hot` checks. The header names the
+    // record's site and a strategy still the current best (that hit did
+    // not purge on put, or `free_hit` would not have put the block back as
+    // hot).
     if size != hit.size
-        || hit.out
-        || h.ops + 1 >= OPS_PER_CLOCK_CHECK
-        || (h.sample.ptr == 0
-            && h.sample_countdown[hit.band as usize & (evolution::BANDS - 1)] == 0)
+        || h.counters.hot_allocs.get() >= h.hot_limit
+        || (site ^ hit.site) & hit.site_mask != 0
+        || hit.epoch != evolution::epoch()
     {
         return None;
     }
-    let slot = hit_slot(h, site)?;
-    // The header names this site and a strategy still the current best
-    // (that hit did not purge on put, or `free_hit` would not have put the
-    // block back as hot).
-    if block::site_of(hit.word) != slot || hit.epoch != evolution::epoch() {
+    let p = hit.ptr;
+    // SAFETY: a record is made only in a created context.
+    if !unsafe { h.cache_set_up() }?.take_hot(p, hit.class_bytes) {
         return None;
     }
-    let k = hit.class as usize;
-    if !h.cache()?.take_hot(hit.ptr, k) {
-        return None;
-    }
+    debug_assert!(!h.hit.out);
     if crate::hardening::ENABLED {
         // SAFETY: a cached block's header (validated when it was freed).
-        unsafe { (*((hit.ptr - HEADER_SIZE) as *mut LargeHeader)).magic = block::MAGIC };
+        unsafe { (*((p - HEADER_SIZE) as *mut LargeHeader)).magic = block::MAGIC };
     }
     h.hit.out = true;
-    note_hit(h, hit.band as usize);
-    h.counters.bigcache_hits.add(1);
-    let (p, usable) = (
-        hit.ptr as *mut u8,
-        hit.pages as usize * os::OS_PAGE - HEADER_SIZE,
-    );
-    finish_alloc(h, p, size, usable, slot, true, false, false);
-    Some(p)
+    h.counters.hot_allocs.add(1);
+    h.reuse.hit();
+    Some(p as *mut u8)
+}
+
+/// Adds up the hot path's tallies (`Counters::hot_allocs`, `hot_frees`,
+/// counted against [`ThreadState::hit`]) where the general path counts
+/// each call: the counters, the site's profile, the purge clock's operation
+/// count, the band's sample countdown (unless a sample is in flight, which
+/// only paths that settle first start or finish), the class's pending
+/// frees. Every path that reads or changes one of those, or the record,
+/// settles first; [`alloc_hot`] is then off until [`alloc_hit`] makes a
+/// record again.
+#[inline]
+fn settle(h: &mut ThreadState) {
+    h.hot_limit = 0;
+    let (na, nf) = (h.counters.hot_allocs.get(), h.counters.hot_frees.get());
+    if na | nf != 0 {
+        settle_tallies(h, na, nf);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn settle_tallies(h: &mut ThreadState, na: u64, nf: u64) {
+    let hit = h.hit;
+    let c = &h.counters;
+    // Readers add the tallies: adding before clearing can count a call
+    // twice for a moment, as reading the counters while the thread runs
+    // can anyway (they are read one by one).
+    c.large_allocs.add(na);
+    c.bigcache_hits.add(na);
+    c.large_bytes_allocated.add(na * hit.usable);
+    c.large_frees.add(nf);
+    c.bigcache_puts.add(nf);
+    c.large_bytes_freed.add(nf * hit.usable);
+    c.hot_allocs.add(na.wrapping_neg());
+    c.hot_frees.add(nf.wrapping_neg());
+    // Fewer than CLOCK_UNITS calls, and no more than the countdown.
+    h.ops += na as u32;
+    if h.sample.ptr == 0 {
+        h.sample_countdown[hit.band as usize & (evolution::BANDS - 1)] -= na as u32;
+    }
+    h.reuse.add_pending(hit.class as usize, nf);
+    if hit.slot != 0 && na != 0 {
+        profile::record_hits(hit.slot, na, hit.size);
+    }
 }
 
 /// The site's profiling table slot on a hit path: 0 without profiling, the
@@ -353,17 +425,20 @@ fn hit_slot(h: &ThreadState, site: usize) -> Option<u32> {
 /// sample is in flight), the reuse score.
 #[inline(always)]
 fn note_hit(h: &mut ThreadState, band: usize) {
-    h.ops += 1;
+    h.ops += OPS_UNIT;
     if h.sample.ptr == 0 {
         h.sample_countdown[band & (evolution::BANDS - 1)] -= 1;
     }
     h.reuse.hit();
 }
 
-/// The BigCache hit of thread mode when nothing else is due (no purge-clock
-/// look, no sample to start, the call site the same as last time, a block
-/// of the class at hand): the whole allocation, or None for the general
-/// path, with nothing changed.
+/// The BigCache hit of thread mode when no sample is due (the call site the
+/// same as last time, a block of the class at hand): the whole allocation,
+/// or None for the general path, with nothing changed. The purge clock,
+/// when due, runs here once the block is taken ([`clock`]): the hot hits
+/// stop before it, and sending its call to the general path cost every
+/// 64th pair a general allocation, a general free and this hit again
+/// (about 15 of a hit loop's instructions a pair).
 ///
 /// What it leaves out is the point: the general path computed the site's
 /// table slot, the class and its size twice, and looked at sampling, the
@@ -377,10 +452,16 @@ fn note_hit(h: &mut ThreadState, band: usize) {
 /// ([`alloc_hit_traced`], with `traced`: the strategy choice is then timed
 /// as ELO selection).
 #[inline(always)]
-fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Option<*mut u8> {
+fn alloc_hit(
+    h: &mut ThreadState,
+    size: usize,
+    site: usize,
+    traced: bool,
+    state: impl StateOf,
+) -> Option<*mut u8> {
+    settle(h);
     let band = evolution::band_of(size);
     if h.mode != BigCacheMode::Thread
-        || h.ops + 1 >= OPS_PER_CLOCK_CHECK
         || (h.sample.ptr == 0 && h.sample_countdown[band & (evolution::BANDS - 1)] == 0)
     {
         return None;
@@ -402,27 +483,56 @@ fn alloc_hit(h: &mut ThreadState, size: usize, site: usize, traced: bool) -> Opt
     // A band not set up yet is the general path's (nothing taken so far).
     let best = evolution::hit_strategy(usable, traced)?;
     if hot {
-        c.take_hot(p, k);
+        c.take_hot(p, bigcache::class_bytes(k));
     } else {
         c.take_top(k, slot);
     }
     drop(c);
     note_hit(h, band);
+    if h.ops >= CLOCK_UNITS {
+        // After the block is taken: its aging pass cannot release it. The
+        // request is scored as the general path scored it at its clock
+        // (else a class whose score fell stayed down: its frees took the
+        // general path from then on).
+        h.reuse.rescore(k);
+        clock(h, state);
+    }
     let (word, purge) = claim_cached(hdr, word0, slot, best);
     // Only a span block: its free reads the page map without looking the
     // arena up (a block with a mapping of its own may be unmapped by then).
     if !purge && (hot || block::in_span(p)) {
+        let usable = pages as u64 * os::OS_PAGE as u64 - HEADER_SIZE as u64;
         h.hit = Hit {
             ptr: p,
             size,
-            meta: Some(span_heap::meta_at_known(p - HEADER_SIZE)),
+            site,
+            site_mask: if h.profiling { usize::MAX } else { 0 },
+            meta: span_heap::meta_at_known(p - HEADER_SIZE),
+            usable,
+            class_bytes: bigcache::class_bytes(k),
+            span_pages: block::span_pages(pages as usize) as u32,
+            owner: block::owner_tag(h as *const ThreadState as usize),
             pages,
+            slot,
             class: k as u32,
             word,
             epoch,
             band: band as u8,
             out: true,
         };
+        h.counters
+            .hot_usable
+            .add(usable.wrapping_sub(h.counters.hot_usable.get()));
+        // The hot path's allowance: its calls until the purge clock is
+        // due (each counts 1 of CLOCK_UNITS) and, with no sample in
+        // flight, until the band's next sample.
+        let clock = (CLOCK_UNITS - 1).saturating_sub(h.ops);
+        let sample = if h.sample.ptr == 0 {
+            h.sample_countdown[band & (evolution::BANDS - 1)]
+        } else {
+            u32::MAX
+        };
+        h.hot_limit = clock.min(sample) as u64;
     }
     h.counters.bigcache_hits.add(1);
     finish_alloc(h, p as *mut u8, size, usable, slot, true, false, false);
@@ -564,43 +674,49 @@ fn free_hit_traced(a: usize, state: impl StateOf) -> bool {
     done
 }
 
-/// [`free_hit`]'s work.
+/// [`free_hit`]'s work, for a caller that saw no tracer attached, or
+/// times the call.
 #[inline(always)]
-fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
+pub fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
     let Some(ts) = state.state_without_call() else {
         return false;
     };
     // SAFETY: this thread's state, used only by this thread.
     let h = unsafe { &mut *ts };
-    let hit = h.hit;
-    if hit.ptr != a || !hit.out || h.sample.ptr == a {
+    let hit = &h.hit;
+    if hit.ptr != a || !hit.out {
         return false;
     }
+    // A sampled block was handed out by the general path, which makes no
+    // record: a record's block that is out is not one.
+    debug_assert!(h.sample.ptr != a);
+    debug_assert!(hit.owner == block::owner_tag(ts as usize));
     // Whatever happens now, the program gave it up: a second free of it
     // must not come here.
     h.hit.out = false;
+    let hit = &h.hit;
     let k = hit.class as usize;
     // `hit.ptr` was a span block when the cache handed it out.
-    if hit.meta.and_then(span_heap::live_span_in)
-        != Some((
-            block::span_pages(hit.pages as usize),
-            block::owner_tag(ts as usize),
-        ))
+    if span_heap::live_span_in(hit.meta) != Some((hit.span_pages as usize, hit.owner))
         || !h.reuse.cached(k)
     {
         return false;
     }
-    let Some(mut c) = h.cache() else {
+    // SAFETY: a record is made only in a created context.
+    let Some(mut c) = (unsafe { h.cache_set_up() }) else {
         return false;
     };
-    let cached = c.push_hot(a, k) || c.push(a, k, block::site_of(hit.word));
+    let cached = c.push_hot(a, k, hit.class_bytes) || c.push(a, k, block::site_of(hit.word));
     drop(c);
     if !cached {
         return false;
     }
-    let usable = hit.pages as usize * os::OS_PAGE - HEADER_SIZE;
-    // SAFETY: a live span block's header; the block is the cache's now.
-    unsafe { note_fast_put(h, (a - HEADER_SIZE) as *mut LargeHeader, k, usable) };
+    h.reuse.freed_now(k);
+    if crate::hardening::ENABLED {
+        // SAFETY: a live span block's header; the block is the cache's now.
+        unsafe { (*((a - HEADER_SIZE) as *mut LargeHeader)).magic = block::FREED_MAGIC };
+    }
+    h.counters.hot_frees.add(1);
     // No `purge_thread::notify`: the put used budget this cache reserved
     // earlier, and has held since, through a put that notified; the purge
     // thread does not park while any cache holds budget (`has_work`).
@@ -619,6 +735,8 @@ fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
 pub unsafe fn free(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
     if !probe::tracing() {
         if let Some(ts) = state.state() {
+            // SAFETY: this thread's state.
+            settle(unsafe { &mut *ts });
             // SAFETY: this thread's state; the caller's contract.
             if unsafe { free_put(&mut *ts, ts as usize, a, hdr) } {
                 return;
@@ -675,9 +793,9 @@ unsafe fn free_put(h: &mut ThreadState, ts: usize, a: usize, hdr: *mut LargeHead
     true
 }
 
-/// What [`free_hit`] and [`free_put`] note once the block of class `k` is
-/// in this thread's cache: the reuse score, the freed-block magic
-/// (hardened), the counters.
+/// What [`free_put`] notes once the block of class `k` is in this thread's
+/// cache: the reuse score, the freed-block magic (hardened), the counters
+/// ([`free_hit`] tallies them for [`settle`]).
 ///
 /// # Safety
 /// `hdr` is the header of the block just cached, which the cache now owns.
@@ -712,6 +830,7 @@ unsafe fn free_general(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
     };
     // SAFETY: this thread's state.
     let h = unsafe { &mut *ts };
+    settle(h);
     if h.hit.ptr == a {
         h.hit = Hit::NONE;
     }
@@ -836,6 +955,7 @@ pub unsafe fn grow_in_place(
         let new = block::usable_size(h);
         // SAFETY: this thread's state.
         let h = unsafe { &mut *ts };
+        settle(h);
         h.counters
             .large_bytes_allocated
             .add(new.saturating_sub(old) as u64);
@@ -902,6 +1022,7 @@ fn age_thread_cache(h: &mut ThreadState, now: u64, delay_ns: u64, max_passes: u3
 
 /// Thread exit: the thread's cached blocks go back to the OS.
 pub fn thread_exit(h: &mut ThreadState) {
+    settle(h);
     h.hit = Hit::NONE;
     let released = h.cache_for_exit().map_or(0, |mut c| c.flush());
     h.counters.bigcache_purged.add(released as u64);

@@ -88,6 +88,16 @@ pub fn record_alloc(slot: u32, bytes: usize, bigcache_hit: bool) {
     }
 }
 
+/// Counts `n` BigCache hits of `bytes` bytes each at table slot `slot`:
+/// the hot hits a thread tallied (`path::settle`), which reach the table
+/// at most 64 large operations after they happened.
+pub fn record_hits(slot: u32, n: u64, bytes: usize) {
+    let e = &TABLE[slot as usize % SLOTS];
+    bump(&e.allocs, n);
+    bump(&e.bytes, n.wrapping_mul(bytes as u64));
+    bump(&e.bigcache_hits, n);
+}
+
 /// One row of the profile.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SiteStats {

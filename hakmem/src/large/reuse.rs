@@ -77,6 +77,16 @@ impl Reuse {
     #[inline(always)]
     pub fn requested(&mut self, k: usize) {
         self.seq = self.seq.wrapping_add(1);
+        self.rescore(k);
+    }
+
+    /// The score part of [`Self::requested`] for a request [`Self::hit`]
+    /// already noted: a hit that takes the purge clock's turn
+    /// (`path::alloc_hit`) scores its class as the general path did every
+    /// purge clock, so that a class whose score fell (its
+    /// frees then go the general way) is scored up again.
+    #[inline]
+    pub fn rescore(&mut self, k: usize) {
         let c = &mut self.class[k];
         if c.pending > 0 && self.seq.wrapping_sub(c.freed_at) <= WINDOW {
             c.pending -= 1;
@@ -112,6 +122,24 @@ impl Reuse {
         c.freed_at = self.seq;
         c.pending = (c.pending + 1).min(MAX_PENDING);
         c.score >= CACHE_AT
+    }
+}
+
+impl Reuse {
+    /// The part of [`Self::freed`] the hot free (`path::free_hit`) notes at
+    /// once: the free's place in the sequence. Its pending free is added
+    /// later with the others ([`Self::add_pending`]): nothing reads it
+    /// before then.
+    #[inline(always)]
+    pub fn freed_now(&mut self, k: usize) {
+        self.class[k].freed_at = self.seq;
+    }
+
+    /// Adds `n` frees of class `k` noted by [`Self::freed_now`] to its
+    /// pending ones: with [`Self::freed_now`], `n` calls of [`Self::freed`].
+    pub fn add_pending(&mut self, k: usize, n: u64) {
+        let c = &mut self.class[k];
+        c.pending = (c.pending as u64 + n).min(MAX_PENDING as u64) as u8;
     }
 }
 
@@ -171,6 +199,33 @@ mod tests {
         for k in 0..NUM_CLASSES {
             assert!(!r.freed(k), "class {k}");
         }
+    }
+
+    #[test]
+    fn frees_noted_now_and_added_later_equal_frees() {
+        let (mut a, mut b) = (Reuse::new(), Reuse::new());
+        for r in [&mut a, &mut b] {
+            for _ in 0..5 {
+                r.requested(7);
+                r.freed(7);
+            }
+        }
+        // Three hits and three frees each: one noted in full, one in parts.
+        for _ in 0..3 {
+            a.hit();
+            a.freed(7);
+            b.hit();
+            b.freed_now(7);
+        }
+        b.add_pending(7, 3);
+        a.requested(7);
+        b.requested(7);
+        let (x, y) = (a.class[7], b.class[7]);
+        assert_eq!(
+            (x.freed_at, x.pending, x.score),
+            (y.freed_at, y.pending, y.score)
+        );
+        assert_eq!(a.seq, b.seq);
     }
 
     #[test]

@@ -92,6 +92,17 @@ pub struct PageMeta {
     since_ms: AtomicU32,
 }
 
+/// A page map entry of no span (a free page's): what a BigCache hit record
+/// without a block points at (`large::thread::Hit`), so that its free's
+/// check needs no null test ([`live_span_in`] says None).
+pub static NO_SPAN: PageMeta = PageMeta {
+    len: AtomicU32::new(0),
+    state: AtomicU32::new(0),
+    prev: AtomicU32::new(0),
+    next: AtomicU32::new(0),
+    since_ms: AtomicU32::new(0),
+};
+
 /// The arenas, by index (0 = not reserved yet). Append-only.
 static ARENAS: [AtomicUsize; MAX_ARENAS] = [const { AtomicUsize::new(0) }; MAX_ARENAS];
 static ARENA_COUNT: AtomicUsize = AtomicUsize::new(0);

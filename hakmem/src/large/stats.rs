@@ -152,11 +152,11 @@ impl LargeStats {
 impl LargeStats {
     /// Adds one thread's counters.
     pub(crate) fn add(&mut self, c: &crate::large::thread::Counters) {
-        self.bigcache_hits += c.bigcache_hits.get();
+        self.bigcache_hits += c.hits();
         self.bigcache_misses += c.bigcache_misses.get();
         self.bigcache_larger_hits += c.bigcache_larger_hits.get();
         self.bigcache_bypassed += c.bigcache_bypassed.get();
-        self.bigcache_puts += c.bigcache_puts.get();
+        self.bigcache_puts += c.puts();
         self.bigcache_refused += c.bigcache_refused.get();
         self.bigcache_evictions += c.bigcache_evictions.get();
         self.bigcache_purged += c.bigcache_purged.get();

@@ -5,7 +5,7 @@
 
 use crate::counters::Counter;
 use crate::large::shared_cache::{self, SharedCache};
-use crate::large::span_heap::PageMeta;
+use crate::large::span_heap::{PageMeta, NO_SPAN};
 use crate::large::{elo, evolution, reuse};
 use crate::options;
 
@@ -22,7 +22,8 @@ pub struct ThreadState {
     pub sample: evolution::Sample,
     /// Large allocations until the next measured one, per size band.
     pub sample_countdown: [u32; evolution::BANDS],
-    /// Large operations since the last purge-clock check.
+    /// Large operations since the last purge-clock check, in quarters: a
+    /// hot hit (`path::alloc_hot`) counts 1, any other large operation 4.
     pub ops: u32,
     /// This thread's kernel id, once a purge-clock check needed it (0 before).
     pub tid: u32,
@@ -50,6 +51,12 @@ pub struct ThreadState {
     /// Bytes of big-page-class requests (64-512 KiB) since the thread
     /// began to churn large blocks (`path::takes_mid_block`).
     pub mid_bytes: u64,
+    /// How many hits `path::alloc_hot` may take (counted in
+    /// `counters.hot_allocs`) before anything else is due: the purge clock,
+    /// the band's next sample. Set when [`Self::hit`] is made, 0 once its
+    /// tallies are settled (`path::settle`): the hot hit checks this one
+    /// word instead of the clock and the sample countdown.
+    pub hot_limit: u64,
 }
 
 /// The block this thread's last BigCache hit on the hit paths handed out,
@@ -66,10 +73,26 @@ pub struct Hit {
     /// The request that got it (0 with no block): a request of this size
     /// has its class and band.
     pub size: usize,
-    /// The page map entry of its span (checked on free).
-    pub meta: Option<&'static PageMeta>,
-    /// Its span's length in pages (its header's `len_pages`).
+    /// The request's call site, and the mask its comparison takes (all
+    /// ones with profiling, whose slot depends on the site; 0 without).
+    pub site: usize,
+    /// See `site`.
+    pub site_mask: usize,
+    /// The page map entry of its span (checked on free; `NO_SPAN` with no block).
+    pub meta: &'static PageMeta,
+    /// Its usable size.
+    pub usable: u64,
+    /// The bytes its class holds of the cache's budget.
+    pub class_bytes: u64,
+    /// Its span's length in pages (its header's `len_pages`, with the
+    /// guard page of hardened builds): what the page map must say.
+    pub span_pages: u32,
+    /// This thread's owner tag (`block::owner_tag`): the page map's owner.
+    pub owner: u32,
+    /// Its header's `len_pages`.
     pub pages: u32,
+    /// The table slot of its site (0 without profiling).
+    pub slot: u32,
     /// Its cache class.
     pub class: u32,
     /// Its header's site word as the hit wrote it (site slot, strategy).
@@ -88,8 +111,15 @@ impl Hit {
     pub const NONE: Hit = Hit {
         ptr: 0,
         size: 0,
-        meta: None,
+        site: 0,
+        site_mask: 0,
+        meta: &NO_SPAN,
+        usable: 0,
+        class_bytes: 0,
+        span_pages: 0,
+        owner: 0,
         pages: 0,
+        slot: 0,
         class: 0,
         word: 0,
         epoch: 0,
@@ -118,7 +148,7 @@ impl ThreadState {
     /// [`CHURN_BYTES`] of them.
     #[inline(always)]
     pub fn churns(&self) -> bool {
-        self.counters.large_bytes_freed.get() >= CHURN_BYTES
+        self.counters.bytes_freed() >= CHURN_BYTES
     }
 
     /// The state before set-up (options not applied yet).
@@ -140,6 +170,7 @@ impl ThreadState {
             reuse: reuse::Reuse::new(),
             hit: Hit::NONE,
             mid_bytes: 0,
+            hot_limit: 0,
         }
     }
 
@@ -162,6 +193,19 @@ impl ThreadState {
         // SAFETY: null, or set at context creation to a field of a thread
         // context, and contexts are never unmapped.
         unsafe { self.cache.as_ref() }?.try_lock()
+    }
+
+    /// [`Self::cache`] without the test for a context not created yet.
+    ///
+    /// # Safety
+    /// This state's context was created (`cache` was set): it holds a
+    /// record of a hit, say.
+    #[inline(always)]
+    pub unsafe fn cache_set_up(&self) -> Option<shared_cache::Guard<'static>> {
+        debug_assert!(!self.cache.is_null());
+        // SAFETY: the caller's contract: set at context creation to a field
+        // of a thread context, and contexts are never unmapped.
+        unsafe { &*self.cache }.try_lock()
     }
 
     /// This thread's cache at thread exit, waiting for the purge thread.
@@ -207,6 +251,46 @@ pub struct Counters {
     pub bigcache_purged: Counter,
     /// Large blocks mapped with each ELO strategy.
     pub strategy_uses: [Counter; elo::N],
+    /// Hits of the hot path (`path::alloc_hot`) not yet added to the
+    /// counters above: each is a large allocation and a BigCache hit of
+    /// `hot_usable` bytes. The hot pair counts one word per call; the
+    /// slow paths settle the tallies (`path::settle`, at most 64 large
+    /// operations later), and readers add them ([`Self::allocs`] and the
+    /// others), so the counters read the same as if every call added.
+    pub hot_allocs: Counter,
+    /// Frees of the hot path (`path::free_hit`) not yet added: each a
+    /// large free and a BigCache put of `hot_usable` bytes.
+    pub hot_frees: Counter,
+    /// The usable size of the block the hot tallies count
+    /// (`ThreadState::hit`'s).
+    pub hot_usable: Counter,
+}
+
+impl Counters {
+    /// Large blocks allocated, hot tallies included.
+    pub fn allocs(&self) -> u64 {
+        self.large_allocs.get() + self.hot_allocs.get()
+    }
+    /// Large blocks freed, hot tallies included.
+    pub fn frees(&self) -> u64 {
+        self.large_frees.get() + self.hot_frees.get()
+    }
+    /// Usable bytes of large blocks allocated, hot tallies included.
+    pub fn bytes_allocated(&self) -> u64 {
+        self.large_bytes_allocated.get() + self.hot_allocs.get() * self.hot_usable.get()
+    }
+    /// Usable bytes of large blocks freed, hot tallies included.
+    pub fn bytes_freed(&self) -> u64 {
+        self.large_bytes_freed.get() + self.hot_frees.get() * self.hot_usable.get()
+    }
+    /// BigCache hits, hot tallies included.
+    pub fn hits(&self) -> u64 {
+        self.bigcache_hits.get() + self.hot_allocs.get()
+    }
+    /// BigCache puts, hot tallies included.
+    pub fn puts(&self) -> u64 {
+        self.bigcache_puts.get() + self.hot_frees.get()
+    }
 }
 
 impl Counters {
@@ -226,6 +310,9 @@ impl Counters {
             bigcache_evictions: Counter::new(),
             bigcache_purged: Counter::new(),
             strategy_uses: [const { Counter::new() }; elo::N],
+            hot_allocs: Counter::new(),
+            hot_frees: Counter::new(),
+            hot_usable: Counter::new(),
         }
     }
 }
