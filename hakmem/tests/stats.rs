@@ -53,7 +53,14 @@ fn a_thousand_boxes_move_their_class_and_come_back() {
         (1000..1000 + SLACK).contains(&allocs),
         "class 112 allocs +{allocs}, expected +1000"
     );
-    assert!(during.classes[c].live() >= before.classes[c].live() + 1000);
+    // The harness's threads may free a few blocks of this class meanwhile
+    // (a failure of this line without the slack was seen once in a debug run).
+    assert!(
+        during.classes[c].live() + SLACK >= before.classes[c].live() + 1000,
+        "class 112 live: {} before, {} with 1000 more",
+        before.classes[c].live(),
+        during.classes[c].live()
+    );
     assert!(
         during.allocated >= before.allocated + 112_000,
         "allocated grew by {} for 1000 blocks of 112 bytes",
