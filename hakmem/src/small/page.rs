@@ -71,6 +71,10 @@ pub struct Page {
     /// memory was not written since the OS mapped or purged it. A block
     /// carved from them has only its free-list link to clear for `calloc`.
     pub zero_tail: bool,
+    /// Was kept in its class queue when it became empty instead of going
+    /// back to its segment; the heap's `kept_bytes` counts it until it
+    /// leaves the queue (`queue.rs`).
+    pub kept: bool,
     /// Links in the heap's queue of pages of this class.
     pub next: *mut Page,
     pub prev: *mut Page,
@@ -97,6 +101,7 @@ impl Page {
         in_use: false,
         in_full: false,
         zero_tail: false,
+        kept: false,
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
         start: ptr::null_mut(),
@@ -142,6 +147,7 @@ impl Page {
         self.in_use = false;
         self.in_full = false;
         self.zero_tail = false;
+        self.kept = false;
         self.next = ptr::null_mut();
         self.prev = ptr::null_mut();
     }
