@@ -242,8 +242,10 @@ impl Heap {
     }
 
     /// Gives the empty pages kept in their class queues back to their
-    /// segments (a forced collect: all free memory goes back).
-    fn release_kept(&mut self, now: u64) {
+    /// segments (a forced collect: all free memory goes back; a refill about
+    /// to carve memory that is not resident: those pages are). Kept pages
+    /// that hand out blocks again stop counting; `kept_bytes` is 0 after.
+    pub(crate) fn release_kept(&mut self, now: u64) {
         if self.kept_bytes == 0 {
             return;
         }
@@ -254,7 +256,9 @@ impl Heap {
                 // `next` is read before the page may leave the queue.
                 unsafe {
                     let next = (*page).next;
-                    if (*page).kept && (*page).used == 0 {
+                    if (*page).kept && (*page).used != 0 {
+                        self.unkeep(page);
+                    } else if (*page).kept {
                         self.unlink(page);
                         let seg = Segment::of(page as usize);
                         if self.return_page(seg, page, now) {
@@ -336,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn emptied_pages_stay_in_their_queue_within_the_budget_until_a_forced_purge() {
+    fn emptied_pages_stay_in_their_queue_within_the_budget_until_needed_elsewhere() {
         let heap = Box::into_raw(Box::new(Heap::empty()));
         // SAFETY: this test's heap, used by this thread alone.
         let h = unsafe { &mut *heap };
@@ -354,6 +358,14 @@ mod tests {
         let mut first = first;
         first.sort();
         assert_eq!(first, second, "the same blocks again");
+        h.check();
+        // Another class needs a page and no free page of the segments is
+        // resident: the kept pages go back first, and it carves one of them.
+        let b = refill(h, class_of(100)).0;
+        assert_eq!(h.kept_bytes, 0);
+        assert_eq!(pages_in_use(h), 1, "the kept pages went back");
+        // SAFETY: a block of this heap, handed out above.
+        unsafe { free(heap, b as usize, no_heap) };
         h.check();
         // 6 MB: more than the budget; the rest goes back to the segments.
         round(heap, c, 6000);

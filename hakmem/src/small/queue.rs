@@ -94,7 +94,7 @@ impl Heap {
     /// # Safety
     /// `page` is a page of an owned segment in this heap's queue.
     #[inline]
-    unsafe fn unkeep(&mut self, page: *mut Page) {
+    pub(crate) unsafe fn unkeep(&mut self, page: *mut Page) {
         // SAFETY: the caller's contract: the descriptor lies in its segment's header.
         unsafe {
             if (*page).kept {
