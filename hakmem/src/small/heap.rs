@@ -46,6 +46,9 @@ pub struct Heap {
     pub(crate) segments: [List<Segment>; 3],
     /// This thread's small-block counters.
     pub counters: Counters,
+    /// Bytes of the empty pages kept in their class queue (`Page::kept`),
+    /// at most `purge::KEEP_EMPTY_BYTES`.
+    pub(crate) kept_bytes: usize,
     /// A thread has this heap (false in the empty heap and in pooled ones):
     /// a remote free can use it without asking the thread layer.
     pub(crate) live: bool,
@@ -134,6 +137,7 @@ impl Heap {
                 frees: [const { Counter::new() }; NUM_CLASSES],
                 remote_frees: Counter::new(),
             },
+            kept_bytes: 0,
             live: false,
             outbox: Outbox::new(),
             inbox: OwnLine(AtomicUsize::new(0)),

@@ -24,6 +24,10 @@
 //! line with `free` and `used`, every cross-thread free took the line from
 //! the owner and the owner's next pop took it back (xthread: the store to
 //! `free` and the CAS were 60% of the allocation and remote-free samples).
+//! A page given back to its segment keeps its descriptor's free list
+//! ([`Page::close`]); taken again for the same class while its memory is
+//! still resident, it hands out those blocks without carving ([`Page::reopen`]).
+//!
 //! Both are written only by [`Page::init`] / [`RemoteFrees::reset`], while the
 //! page is not in use; the descriptor's `class`, `block_size`, `key` and
 //! `start` stay fixed until every block of the page is back (the debug
@@ -67,6 +71,10 @@ pub struct Page {
     /// memory was not written since the OS mapped or purged it. A block
     /// carved from them has only its free-list link to clear for `calloc`.
     pub zero_tail: bool,
+    /// Was kept in its class queue when it became empty instead of going
+    /// back to its segment; the heap's `kept_bytes` counts it until it
+    /// leaves the queue (`queue.rs`).
+    pub kept: bool,
     /// Links in the heap's queue of pages of this class.
     pub next: *mut Page,
     pub prev: *mut Page,
@@ -93,6 +101,7 @@ impl Page {
         in_use: false,
         in_full: false,
         zero_tail: false,
+        kept: false,
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
         start: ptr::null_mut(),
@@ -127,6 +136,32 @@ impl Page {
         {
             self.key = hardening::page_key(start as usize);
         }
+    }
+
+    /// Takes the page out of use once every block is back, keeping its free
+    /// list: the blocks carved so far, their links written into the page's
+    /// memory. While that memory stays resident, [`Page::reopen`] puts the
+    /// page back in use for the same class without carving it again.
+    pub(crate) fn close(&mut self) {
+        debug_assert!(self.in_use && self.used == 0);
+        self.in_use = false;
+        self.in_full = false;
+        self.zero_tail = false;
+        self.kept = false;
+        self.next = ptr::null_mut();
+        self.prev = ptr::null_mut();
+    }
+
+    /// Puts a [`Page::close`]d page back in use, its free list as it was.
+    ///
+    /// # Safety
+    /// Nothing wrote the page's memory since it was closed (it was not
+    /// purged, nor given to another class or page geometry): the links and,
+    /// hardened, the freed tags its free list relies on are intact.
+    pub(crate) unsafe fn reopen(&mut self) {
+        debug_assert!(!self.in_use && self.used == 0 && self.capacity > 0);
+        self.in_use = true;
+        self.check();
     }
 
     /// This page's link secret (0 unless hardened).

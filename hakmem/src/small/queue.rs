@@ -11,6 +11,7 @@
 use crate::list::Linked;
 use crate::small::heap::{empty_page, Heap};
 use crate::small::page::Page;
+use crate::small::purge::KEEP_EMPTY_BYTES;
 use crate::small::segment::Segment;
 use crate::small::size_class::{direct_slots, NUM_CLASSES};
 
@@ -54,11 +55,52 @@ impl Heap {
     }
 
     /// Empties every class's queue (the heap gives its pages up), and with
-    /// them `first` and `direct`.
+    /// them `first` and `direct`. Their `kept` flags stay as they are: the
+    /// heap that adopts their segment clears them (`reclaim.rs`).
     pub(crate) fn clear_queues(&mut self) {
         for c in 0..NUM_CLASSES {
             self.queues[c].clear();
             self.sync_first(c);
+        }
+        self.kept_bytes = 0;
+    }
+
+    /// Marks the empty `page`, in its class queue, as kept there instead of
+    /// going back to its segment, if [`KEEP_EMPTY_BYTES`] allows; false if not.
+    /// It counts until it leaves the queue, also while the fast path hands
+    /// its blocks out again (the fast path does not look): the count may
+    /// overstate the empty pages kept, never understate them.
+    ///
+    /// # Safety
+    /// `page` is an empty page of an owned segment, in its class queue.
+    pub(crate) unsafe fn keep(&mut self, page: *mut Page) -> bool {
+        // SAFETY: the caller's contract: the descriptor lies in its segment's header.
+        unsafe {
+            if (*page).kept {
+                return true;
+            }
+            let bytes = 1usize << (*Segment::of(page as usize)).page_shift;
+            if self.kept_bytes + bytes > KEEP_EMPTY_BYTES {
+                return false;
+            }
+            self.kept_bytes += bytes;
+            (*page).kept = true;
+        }
+        true
+    }
+
+    /// `page` leaves its queue: it no longer counts against [`KEEP_EMPTY_BYTES`].
+    ///
+    /// # Safety
+    /// `page` is a page of an owned segment in this heap's queue.
+    #[inline]
+    pub(crate) unsafe fn unkeep(&mut self, page: *mut Page) {
+        // SAFETY: the caller's contract: the descriptor lies in its segment's header.
+        unsafe {
+            if (*page).kept {
+                (*page).kept = false;
+                self.kept_bytes -= 1usize << (*Segment::of(page as usize)).page_shift;
+            }
         }
     }
 
@@ -97,6 +139,7 @@ impl Heap {
     pub(crate) unsafe fn unlink(&mut self, page: *mut Page) {
         // SAFETY: the caller's contract; neighbours are pages of the same queue.
         let c = unsafe {
+            self.unkeep(page);
             let c = (*page).class as usize;
             self.queues[c].unlink(page);
             c

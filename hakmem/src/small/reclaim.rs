@@ -57,6 +57,7 @@ impl Heap {
                 if p.in_use {
                     p.next = ptr::null_mut();
                     p.prev = ptr::null_mut();
+                    p.kept = false; // counted by the heap that left it
                 }
                 (
                     p.in_use,

@@ -103,8 +103,9 @@ pub struct Segment {
     pub last_release_ns: u64,
     /// Per free dirty page: the class its memory was last carved for
     /// ([`NO_CLASS`]: none known). Carving it for that class again writes
-    /// the same block starts, which are resident; another class of blocks
-    /// larger than an OS page writes elsewhere and faults.
+    /// the same block starts, which are resident (and if the descriptor
+    /// kept its free list, writes nothing); another class of blocks larger
+    /// than an OS page writes elsewhere and faults.
     pub carved_class: [u8; MAX_PAGES],
     /// Links in the owning heap's list of segments of this kind.
     pub next: *mut Segment,
@@ -274,10 +275,10 @@ impl Segment {
         // for this class before any other: carving it costs no page faults
         // (2-3.5 us each here).
         let resident = self.free_pages & self.dirty_pages;
-        let i = match self.resident_page_of_class(resident, class) {
-            Some(i) => i,
-            None if resident != 0 => resident.trailing_zeros() as usize,
-            None => self.free_pages.trailing_zeros() as usize,
+        let (i, same_class) = match self.resident_page_of_class(resident, class) {
+            Some(i) => (i, true),
+            None if resident != 0 => (resident.trailing_zeros() as usize, false),
+            None => (self.free_pages.trailing_zeros() as usize, false),
         };
         self.free_pages &= !(1 << i);
         self.dirty_pages &= !(1 << i);
@@ -286,6 +287,19 @@ impl Segment {
         let page_size = 1usize << self.page_shift;
         if self.kind != PageKind::Big {
             CARVED.fetch_add(page_size, Ordering::Relaxed);
+        }
+        if same_class && self.pages[i].capacity != 0 {
+            // Resident, last carved for this class, and its descriptor kept
+            // the free list (`free_page`; `init` and every purge forget it:
+            // the purge clears the page's dirty bit): hand those blocks out
+            // again. glibc-simple empties and refills 24 pages of 1 KiB
+            // blocks a round; carving them again was 17 of its 110
+            // instructions an operation.
+            // SAFETY: nothing wrote the page since `free_page` closed it: it
+            // is still dirty (not purged) and was not carved since.
+            unsafe { self.pages[i].reopen() };
+            self.remote[i].reset(&self.pages[i]);
+            return Some(&mut self.pages[i]);
         }
         let (start, mut bytes) = if i == 0 {
             (self.base() + SEGMENT_HEADER, page_size - SEGMENT_HEADER)
@@ -325,10 +339,12 @@ impl Segment {
     }
 
     /// Returns an empty page to the segment; its memory is purged later.
+    /// Its descriptor keeps its free list ([`Page::close`]) for
+    /// `alloc_page` of the same class until then.
     pub fn free_page(&mut self, page: *mut Page, now_ns: u64) {
         let i = self.page_index(page);
         self.carved_class[i] = self.pages[i].class;
-        self.pages[i] = Page::EMPTY;
+        self.pages[i].close();
         if self.kind != PageKind::Big {
             CARVED.fetch_sub(1 << self.page_shift, Ordering::Relaxed);
         }
@@ -744,6 +760,59 @@ mod tests {
             s.purge_free_pages(9000, 5000),
             SEGMENT_SIZE - SEGMENT_HEADER
         );
+        release(seg, 0);
+    }
+
+    #[test]
+    fn a_page_taken_again_for_its_class_keeps_its_free_list_until_purged() {
+        let seg = acquire_as(PageKind::Medium, 1, || false).expect("map a segment");
+        // SAFETY: we own it; the pages are this segment's descriptors.
+        let s = unsafe { &mut *seg };
+        let a = s.alloc_page(60).expect("a page");
+        // SAFETY: a page of this segment; its blocks go back before it is freed.
+        let (carved, first) = unsafe {
+            assert!((*a).extend());
+            let blocks: Vec<_> = core::iter::from_fn(|| Some((*a).pop()))
+                .take_while(|b| !b.is_null())
+                .collect();
+            for &b in blocks.iter().rev() {
+                (*a).push_local(b);
+            }
+            ((*a).capacity, blocks[0])
+        };
+        assert!(carved > 0);
+        s.free_page(a, 1000);
+        let b = s.alloc_page(60).expect("a page");
+        assert_eq!(b, a, "the resident page of the class");
+        // SAFETY: as above.
+        unsafe {
+            assert!((*b).in_use);
+            assert_eq!((*b).capacity, carved, "nothing carved again");
+            assert_eq!((*b).used, 0);
+            assert_eq!((*b).pop(), first, "the kept free list, in its order");
+            (*b).push_local(first);
+        }
+        // Another class writes other block starts: carved afresh.
+        s.free_page(b, 1000);
+        let c = s.alloc_page(61).expect("a page");
+        assert_eq!(c, a);
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!((*c).capacity, 0, "another class: carved from scratch");
+            assert!((*c).extend());
+            let x = (*c).pop();
+            (*c).push_local(x);
+        }
+        s.free_page(c, 1000);
+        // Purged: its memory reads zero, the links are gone.
+        assert!(s.purge_free_pages(u64::MAX, 0) > 0);
+        let d = s.alloc_page(61).expect("a page");
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!((*d).capacity, 0, "purged: carved from scratch");
+            assert!((*d).zero_tail);
+        }
+        s.free_page(d, 1000);
         release(seg, 0);
     }
 
