@@ -8,6 +8,9 @@ extern "C" fn at_exit() {
         crate::stats::print(&crate::stats::collect());
     }
     if o.print_profile {
+        // The exiting thread's last hits may still be tallies (other live
+        // threads' lag by up to 255 hot hits each).
+        crate::thread::settle_current();
         crate::large::profile::print();
     }
 }

@@ -167,6 +167,19 @@ fn child_entry() {
         Ok("spans") => idle(),
         Ok("cached") => idle_cached(),
         Ok("busy") => busy(),
+        Ok("busy-reused") => {
+            // A thread that did large-block work exits; its context goes
+            // back to the pool and the next thread takes it.
+            std::thread::spawn(|| {
+                let p = hakmem::alloc_at(768 << 10, 0x4d);
+                assert!(!p.is_null());
+                // SAFETY: a live block.
+                unsafe { hakmem::free(p) };
+            })
+            .join()
+            .unwrap();
+            std::thread::spawn(busy).join().unwrap()
+        }
         Ok("handshake") => {
             owners_and_the_purge_thread();
             (0, 0)
@@ -210,6 +223,17 @@ fn a_computing_thread_keeps_its_free_spans_from_its_first_operation() {
     assert_eq!(
         before, after,
         "KiB purged from spans while the only thread computed"
+    );
+}
+
+#[test]
+fn a_thread_in_a_reused_context_is_known_from_its_first_operation() {
+    // The context kept the exited thread's id: the span level asked whether
+    // a thread that no longer exists runs, and took the program for idle.
+    let (before, after) = run_case("busy-reused", &[]);
+    assert_eq!(
+        before, after,
+        "KiB purged from spans while the only working thread computed"
     );
 }
 

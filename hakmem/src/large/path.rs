@@ -369,9 +369,10 @@ fn alloc_hot(h: &mut ThreadState, size: usize, site: usize) -> Option<*mut u8> {
 /// only paths that settle first start or finish), the class's pending
 /// frees. Every path that reads or changes one of those, or the record,
 /// settles first; [`alloc_hot`] is then off until [`alloc_hit`] makes a
-/// record again.
+/// record again. Also called by the exit report before it prints the
+/// profile table.
 #[inline]
-fn settle(h: &mut ThreadState) {
+pub fn settle(h: &mut ThreadState) {
     h.hot_limit = 0;
     let (na, nf) = (h.counters.hot_allocs.get(), h.counters.hot_frees.get());
     if na | nf != 0 {
@@ -604,6 +605,14 @@ fn larger_hit(h: &mut ThreadState, mode: BigCacheMode, size: usize) -> Option<us
 /// The block at `p` is the one this thread measures; its allocation began at `t0`.
 #[inline]
 fn start_sample(h: &mut ThreadState, p: usize, t0: u64, faults0: Option<u64>, size: usize) {
+    // A record of this block is stale: another thread freed the block its
+    // last hit handed out, and the general path mapped the same span again.
+    // The hot free must not take the sampled block (its sample would never
+    // finish, and this thread would sample nothing more). The caller
+    // settled the tallies.
+    if h.hit.ptr == p {
+        h.hit = Hit::NONE;
+    }
     h.sample = Sample {
         ptr: p,
         alloc_cycles: probe::now() - t0,
@@ -1024,6 +1033,10 @@ fn age_thread_cache(h: &mut ThreadState, now: u64, delay_ns: u64, max_passes: u3
 pub fn thread_exit(h: &mut ThreadState) {
     settle(h);
     h.hit = Hit::NONE;
+    // The context is pooled for the next thread: its first large operation
+    // must check the clock and learn its own id (`span_heap::idle`).
+    h.tid = 0;
+    h.ops = 0;
     let released = h.cache_for_exit().map_or(0, |mut c| c.flush());
     h.counters.bigcache_purged.add(released as u64);
     h.sample = Sample::NONE;

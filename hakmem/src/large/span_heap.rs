@@ -240,6 +240,8 @@ extern "C" fn fork_parent() {
 
 extern "C" fn fork_child() {
     LOCK.store(false, Release);
+    // The parent's threads do not exist here.
+    LAST_ACTIVE_TID.store(0, Relaxed);
     crate::large::shared_cache::fork_done();
     crate::large::purge_thread::after_fork_in_child();
 }

@@ -167,6 +167,9 @@ impl Heap {
         // per call: a thread that exits leaves several segments behind, and
         // adopting fewer than are left makes the abandoned stack grow forever.
         let mut reclaims_left = RECLAIMS_PER_NEW_SEGMENT;
+        // Once this call took a segment, the pool is not searched again (it
+        // would take a second one and leave the first idle in the list).
+        let mut acquired = false;
         loop {
             // Big pages: one last carved for this class first, in any owned
             // segment, then in an abandoned one, then in the pool, and only
@@ -178,6 +181,8 @@ impl Heap {
                     seg = s;
                 } else if reclaims_left > 0 {
                     adopt_first = true;
+                } else if acquired {
+                    // The segment this call took is the head.
                 } else if let Some(s) = segment::acquire_resident(c, self.id()) {
                     // SAFETY: a segment just acquired for this heap, in no list.
                     unsafe { self.segment_push_front(s) };
@@ -221,6 +226,7 @@ impl Heap {
             }
             let another = !self.segments[kind as usize].head.is_null();
             let seg = segment::acquire(kind, self.id(), another)?;
+            acquired = true;
             // SAFETY: a segment just acquired for this heap, in no list.
             unsafe { self.segment_push_front(seg) };
         }

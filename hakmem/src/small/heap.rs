@@ -49,6 +49,10 @@ pub struct Heap {
     /// Bytes of the empty pages kept in their class queue (`Page::kept`),
     /// at most `purge::KEEP_EMPTY_BYTES`.
     pub(crate) kept_bytes: usize,
+    /// When `kept_bytes` last went from 0 to more (monotonic ns): kept pages
+    /// go back once they have been kept for as long as a freed page waits
+    /// before its purge (`purge::RETAIN_DELAYS` delays).
+    pub(crate) kept_since_ns: u64,
     /// A thread has this heap (false in the empty heap and in pooled ones):
     /// a remote free can use it without asking the thread layer.
     pub(crate) live: bool,
@@ -138,6 +142,7 @@ impl Heap {
                 remote_frees: Counter::new(),
             },
             kept_bytes: 0,
+            kept_since_ns: 0,
             live: false,
             outbox: Outbox::new(),
             inbox: OwnLine(AtomicUsize::new(0)),

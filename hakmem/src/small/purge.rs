@@ -28,7 +28,9 @@ const RETAIN_DELAYS: u64 = 8;
 /// purge clock, the process-wide carved count, the segment lists, the
 /// refill that found the queue empty). Kept pages stay resident as the
 /// pages they replace did (a freed page waits [`RETAIN_DELAYS`] before its
-/// purge), and a quiet heap gives them back (`purge_quiet`).
+/// purge): they go back to their segments once the heap has kept pages
+/// that long ([`Heap::purge`]), when a refill would fault in fresh memory,
+/// and when the heap goes quiet (`purge_quiet`).
 pub(crate) const KEEP_EMPTY_BYTES: usize = 2 << 20;
 
 impl Heap {
@@ -276,10 +278,14 @@ impl Heap {
     /// [`RETAIN_DELAYS`] times `delay_ns` (0: everything now, and the empty
     /// pages kept in their queues go back to their segments first).
     pub fn purge(&mut self, now: u64, delay_ns: u64) {
-        if delay_ns == 0 {
+        let retain_ns = delay_ns.saturating_mul(RETAIN_DELAYS);
+        // Kept pages go back once kept for as long as a freed page waits
+        // before its purge: a thread that keeps allocating other classes
+        // from resident pages would otherwise hold them until it exits.
+        if delay_ns == 0 || now.saturating_sub(self.kept_since_ns) >= retain_ns {
             self.release_kept(now);
         }
-        let delay_ns = delay_ns.saturating_mul(RETAIN_DELAYS);
+        let delay_ns = retain_ns;
         for k in 0..3 {
             let mut seg = self.segments[k].head;
             while !seg.is_null() {
@@ -372,6 +378,17 @@ mod tests {
         assert!(h.kept_bytes <= KEEP_EMPTY_BYTES);
         assert!(pages_in_use(h) as usize <= 1 + KEEP_EMPTY_BYTES / (64 << 10));
         h.check();
+        // A regular purge keeps them within the retain time, and gives them
+        // back once they have been kept for longer.
+        let delay = 10_000_000;
+        h.purge(h.kept_since_ns + delay, delay);
+        assert!(h.kept_bytes > 0, "kept for less than the retain time");
+        h.purge(h.kept_since_ns + RETAIN_DELAYS * delay, delay);
+        assert_eq!(h.kept_bytes, 0, "kept for the retain time");
+        assert!(pages_in_use(h) <= 1, "only the class's single page stays");
+        h.check();
+        round(heap, c, 1600);
+        assert!(h.kept_bytes > 0);
         // A forced purge gives every kept page back.
         h.purge(os::monotonic_ns(), 0);
         assert_eq!(h.kept_bytes, 0);

@@ -83,6 +83,9 @@ impl Heap {
             if self.kept_bytes + bytes > KEEP_EMPTY_BYTES {
                 return false;
             }
+            if self.kept_bytes == 0 {
+                self.kept_since_ns = crate::os::monotonic_ns();
+            }
             self.kept_bytes += bytes;
             (*page).kept = true;
         }

@@ -81,9 +81,17 @@ fn exit_key() -> Option<libc::pthread_key_t> {
     }
 }
 
-/// In a forked child: reset the tracer's records (see `probe::after_fork_in_child`).
+/// In a forked child: reset the tracer's records (see
+/// `probe::after_fork_in_child`), and make the forking thread's next large
+/// operation learn its new thread id (the parent's names no thread here:
+/// `span_heap::idle` would take the child for idle).
 unsafe extern "C" fn after_fork_in_child() {
     crate::probe::after_fork_in_child();
+    let c = super::current();
+    if !super::is_empty(c) {
+        // SAFETY: the calling thread's own context; the child has no other thread.
+        unsafe { (*c).large.tid = 0 };
+    }
 }
 
 /// Applies the process-wide options that act outside the contexts, once:

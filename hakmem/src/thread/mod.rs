@@ -193,6 +193,17 @@ fn is_empty(c: *mut ThreadCtx) -> bool {
     c == EMPTY_CTX_PTR
 }
 
+/// Adds the calling thread's unsettled BigCache hit tallies to its counters
+/// and its call sites' profile (`large::path::settle`), for a report that
+/// reads the profile table.
+pub fn settle_current() {
+    let c = current();
+    if !is_empty(c) {
+        // SAFETY: the calling thread's own context.
+        unsafe { crate::large::path::settle(&mut (*c).large) };
+    }
+}
+
 /// The calling thread's context, set up if needed. None if the OS refuses memory.
 pub fn current_or_init() -> Option<*mut ThreadCtx> {
     let c = current();
