@@ -103,12 +103,26 @@ fn small_serves_surely(size: usize) -> bool {
 }
 
 /// The table's sizes are tested first, and find their page through the
-/// heap's direct array: one compare and one load before the pop.
+/// heap's direct array: one compare and one load before the pop. Sizes
+/// above the medium classes go out of line ([`malloc_untraced_above_medium`]):
+/// their share test calls a function, and inlined here that call made every
+/// malloc save two callee-saved registers (the entry points' prologue).
 #[inline(always)]
 fn malloc_untraced(size: usize, site: usize) -> *mut u8 {
     if size <= TABLE_MAX {
         thread::alloc_direct(size)
-    } else if small_serves(size) {
+    } else if size <= MAX_MEDIUM_SIZE {
+        thread::alloc_class(class_of_computed(size))
+    } else {
+        malloc_untraced_above_medium(size, site)
+    }
+}
+
+/// [`malloc_untraced`] of more than `MAX_MEDIUM_SIZE` bytes: the big-page
+/// classes if the small heap serves them ([`small_serves`]), else a large block.
+#[inline(never)]
+fn malloc_untraced_above_medium(size: usize, site: usize) -> *mut u8 {
+    if small_serves(size) {
         thread::alloc_class(class_of_computed(size))
     } else {
         // The caller saw no tracer attached.
