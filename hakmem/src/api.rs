@@ -66,8 +66,7 @@ fn foreign_pointer(op: &str, p: *mut u8) {
     crate::diag::foreign_pointer(op, p, || crate::options::get().verbose);
 }
 
-/// Alignment every `malloc` result has (for blocks of more than 8 bytes).
-pub const MIN_ALIGN: usize = 16;
+pub use crate::layout::MIN_ALIGN;
 
 /// `malloc(size)` with a call site (0 = unknown) for large-block profiling.
 #[inline(always)]

@@ -9,6 +9,9 @@ pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
 /// A transparent huge page (x86-64: 2 MiB): a small-object segment holds two,
 /// and only a whole, aligned one can be faulted in or purged as one.
 pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Alignment every `malloc` result has (for blocks of more than 8 bytes).
+pub const MIN_ALIGN: usize = 16;
 /// Largest request hakmem tries to serve (as glibc: PTRDIFF_MAX, minus room
 /// for alignment and headers).
 pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * SEGMENT_SIZE;

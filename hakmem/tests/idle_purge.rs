@@ -12,12 +12,13 @@ static A: hakmem::Hakmem = hakmem::Hakmem;
 
 const PAGE: usize = 4096;
 
-/// Frees 48 MiB of written blocks below the BigCache's range (so they go to
-/// the span level at once), then sleeps without allocating.
-fn idle() -> (u64, u64) {
-    let blocks: Vec<usize> = (0..64)
+/// Allocates `n` blocks of 768 KiB at call site `site`, below the
+/// BigCache's range (so they go to the span level when freed), writes every
+/// page of each, then frees them all.
+fn write_and_free(n: usize, site: usize) {
+    let blocks: Vec<usize> = (0..n)
         .map(|_| {
-            let p = hakmem::alloc_at(768 << 10, 0x1d);
+            let p = hakmem::alloc_at(768 << 10, site);
             assert!(!p.is_null());
             for off in (0..(768 << 10)).step_by(PAGE) {
                 // SAFETY: inside the block.
@@ -30,6 +31,12 @@ fn idle() -> (u64, u64) {
         // SAFETY: live blocks.
         unsafe { hakmem::free(p as *mut u8) };
     }
+}
+
+/// Frees 48 MiB of written blocks below the BigCache's range (so they go to
+/// the span level at once), then sleeps without allocating.
+fn idle() -> (u64, u64) {
+    write_and_free(64, 0x1d);
     let before = hakmem::os::process_rss();
     std::thread::sleep(Duration::from_millis(600));
     let after = hakmem::os::process_rss();
@@ -46,21 +53,7 @@ fn idle() -> (u64, u64) {
 /// idle: a program faulting cold memory in had its free spans purged
 /// mid-run, huge pages split, and faulted them in again in 4 KiB pages.
 fn busy() -> (u64, u64) {
-    let blocks: Vec<usize> = (0..8)
-        .map(|_| {
-            let p = hakmem::alloc_at(768 << 10, 0x3d);
-            assert!(!p.is_null());
-            for off in (0..(768 << 10)).step_by(PAGE) {
-                // SAFETY: inside the block.
-                unsafe { p.add(off).write_volatile(1) };
-            }
-            p as usize
-        })
-        .collect();
-    for &p in &blocks {
-        // SAFETY: live blocks.
-        unsafe { hakmem::free(p as *mut u8) };
-    }
+    write_and_free(8, 0x3d);
     let before = hakmem::stats().large.span_purged_bytes;
     let start = std::time::Instant::now();
     let mut x = 1u64;

@@ -96,7 +96,7 @@ pub fn class_bytes(k: usize) -> u64 {
 /// Whether a request can be served from the cache.
 #[inline]
 pub fn cacheable(size: usize, align: usize) -> bool {
-    (MIN_SIZE - 4 * OS_PAGE..=MAX_SIZE).contains(&size) && align <= 16
+    (MIN_SIZE - 4 * OS_PAGE..=MAX_SIZE).contains(&size) && align <= crate::layout::MIN_ALIGN
 }
 
 /// Bytes of budget reserved by all threads plus what global mode holds.

@@ -123,7 +123,7 @@ pub fn alloc_untraced(size: usize, site: usize, state: impl StateOf) -> *mut u8 
             return p;
         }
     }
-    alloc_rest(size, 16, site, false, state)
+    alloc_rest(size, crate::layout::MIN_ALIGN, site, false, state)
 }
 
 /// [`alloc`] after [`alloc_hot`]: a BigCache hit with nothing else due

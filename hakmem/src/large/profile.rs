@@ -80,22 +80,26 @@ fn bump(a: &AtomicU64, n: u64) {
 /// Counts an allocation of `bytes` at table slot `slot`.
 #[inline]
 pub fn record_alloc(slot: u32, bytes: usize, bigcache_hit: bool) {
-    let e = &TABLE[slot as usize % SLOTS];
-    bump(&e.allocs, 1);
-    bump(&e.bytes, bytes as u64);
-    if bigcache_hit {
-        bump(&e.bigcache_hits, 1);
-    }
+    record(slot, 1, bytes as u64, bigcache_hit as u64);
 }
 
 /// Counts `n` BigCache hits of `bytes` bytes each at table slot `slot`:
 /// the hot hits a thread tallied (`path::settle`), which reach the table
 /// at most 64 large operations after they happened.
 pub fn record_hits(slot: u32, n: u64, bytes: usize) {
+    record(slot, n, n.wrapping_mul(bytes as u64), n);
+}
+
+/// Counts `allocs` allocations of `bytes` bytes in all, `hits` of them
+/// BigCache hits, at table slot `slot`.
+#[inline]
+fn record(slot: u32, allocs: u64, bytes: u64, hits: u64) {
     let e = &TABLE[slot as usize % SLOTS];
-    bump(&e.allocs, n);
-    bump(&e.bytes, n.wrapping_mul(bytes as u64));
-    bump(&e.bigcache_hits, n);
+    bump(&e.allocs, allocs);
+    bump(&e.bytes, bytes);
+    if hits != 0 {
+        bump(&e.bigcache_hits, hits);
+    }
 }
 
 /// One row of the profile.

@@ -118,14 +118,11 @@ impl Reuse {
     /// reused enough for the block to wait in the cache.
     #[inline(always)]
     pub fn freed(&mut self, k: usize) -> bool {
-        let c = &mut self.class[k];
-        c.freed_at = self.seq;
-        c.pending = (c.pending + 1).min(MAX_PENDING);
-        c.score >= CACHE_AT
+        self.freed_now(k);
+        self.add_pending(k, 1);
+        self.cached(k)
     }
-}
 
-impl Reuse {
     /// The part of [`Self::freed`] the hot free (`path::free_hit`) notes at
     /// once: the free's place in the sequence. Its pending free is added
     /// later with the others ([`Self::add_pending`]): nothing reads it
@@ -137,6 +134,7 @@ impl Reuse {
 
     /// Adds `n` frees of class `k` noted by [`Self::freed_now`] to its
     /// pending ones: with [`Self::freed_now`], `n` calls of [`Self::freed`].
+    #[inline(always)]
     pub fn add_pending(&mut self, k: usize, n: u64) {
         let c = &mut self.class[k];
         c.pending = (c.pending as u64 + n).min(MAX_PENDING as u64) as u8;
