@@ -84,6 +84,11 @@ HAKMEM_STATS=1 run "$release_lib" stats "$tmp/bin/override_check"
 grep -q 'hakmem stats' "$tmp/stats.err" || fail "HAKMEM_STATS=1: no 'hakmem stats' on stderr"
 no_warnings "$tmp/override_check.release.err" "override_check without HAKMEM_STATS"
 ok "HAKMEM_STATS=1 report" "$(grep -c 'hakmem stats' "$tmp/stats.err") lines on stderr"
+# coreutils and xz close stderr before exit (gnulib's close_stdout): the
+# report goes to the copy of stderr kept when the option was read.
+HAKMEM_STATS=1 run "$release_lib" stats-closed ls /
+grep -q 'hakmem stats' "$tmp/stats-closed.err" || fail "HAKMEM_STATS=1 ls: no report (stderr closed before exit)"
+ok "HAKMEM_STATS=1 after close(2)" "$(grep -c 'hakmem stats' "$tmp/stats-closed.err") lines from ls"
 
 # Foreign pointers: release reports the first one once and carries on.
 run "$release_lib" foreign.release "$tmp/bin/foreign_free"

@@ -401,6 +401,9 @@ fn init() -> Options {
         // SAFETY: only the winner writes, before publishing.
         unsafe { *VALUE.0.get() = opts };
         STATE.store(2, Ordering::Release);
+        if opts.print_stats || opts.print_profile {
+            crate::os::keep_stderr();
+        }
     }
     opts
 }

@@ -200,10 +200,26 @@ pub fn process_rss() -> u64 {
     resident * OS_PAGE as u64
 }
 
+/// Where diagnostics go: fd 2, or the copy of it [`keep_stderr`] made.
+static DIAG_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(2);
+
+/// Keeps a copy of stderr (close-on-exec, at fd 100 or above) for the exit
+/// report: programs built on gnulib's `close_stdout` (coreutils, xz) close
+/// fd 2 before the `.fini_array` report runs, which then went nowhere.
+/// Called once, when `HAKMEM_STATS` or `HAKMEM_PROFILE` asks for a report.
+pub fn keep_stderr() {
+    // SAFETY: F_DUPFD_CLOEXEC only creates a descriptor; -1 if fd 2 is closed.
+    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+    if fd >= 0 {
+        DIAG_FD.store(fd, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Writes raw bytes to stderr, ignoring errors (diagnostics must never fail the host).
 pub fn write_stderr(bytes: &[u8]) {
-    // SAFETY: writing a valid buffer to fd 2.
-    unsafe { libc::write(2, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+    let fd = DIAG_FD.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: writing a valid buffer to a descriptor (a closed one fails with EBADF).
+    unsafe { libc::write(fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
 }
 
 /// Sets the calling thread's errno.
