@@ -34,7 +34,8 @@ pub struct ChildReport {
     pub p99_ns: f64,
     /// Slowest batch, ns per operation.
     pub max_ns: f64,
-    /// Minor page faults during the workload (getrusage, all threads).
+    /// Minor page faults during the workload (getrusage, all threads), less
+    /// the latency histograms' own (`timing::new_histogram`).
     pub minflt: u64,
     /// Major page faults during the workload.
     pub majflt: u64,

@@ -30,6 +30,17 @@ pub fn usage() -> Usage {
     }
 }
 
+/// Minor page faults of the calling thread so far (`RUSAGE_THREAD`).
+pub fn thread_minflt() -> u64 {
+    // SAFETY: as in `usage`, for the calling thread.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru
+    };
+    ru.ru_minflt as u64
+}
+
 /// Resident set now, KiB, from /proc/self/statm (second field, in pages).
 pub fn rss_kb() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
