@@ -308,9 +308,15 @@ fn free_large_general(p: *mut u8, r: Region) {
 /// `malloc_traced`): a small block while no sample is due is freed as
 /// untraced, counted by one decrement of this thread's free grant.
 ///
+/// Out of line and cold: inlined, its small-block free and the untraced
+/// one were merged into one tail, which the untraced path reached by a
+/// jump, after two taken branches (the traced path was laid out as the
+/// fall-through).
+///
 /// # Safety
 /// As [`free`].
-#[inline(always)]
+#[cold]
+#[inline(never)]
 unsafe fn free_traced(p: *mut u8) {
     if classify(p as usize) == Owner::Small {
         let (ctx, grants) = thread::current_with_grants();

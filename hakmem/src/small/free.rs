@@ -36,7 +36,7 @@ pub unsafe fn free(heap: *mut Heap, addr: usize, heap_or_init: fn() -> Option<*m
                 .get_unchecked((*page).class as usize)
                 .add(1);
             if (*page).push_local(addr as *mut Block) {
-                free_local_slow(&mut *heap, seg, page);
+                free_local_slow_at(&mut *heap, seg, addr);
             }
         } else {
             free_remote(seg, heap, addr, heap_or_init);
@@ -81,6 +81,19 @@ fn check_block(page: *mut Page, addr: usize, local: bool) {
     }
 }
 
+/// [`free_local_slow`] of the page holding `addr`, found again here:
+/// passing the page's address made the fast path compute it (two
+/// instructions on every free).
+///
+/// # Safety
+/// `addr` lies in `seg`, a live segment `h` owns.
+#[cold]
+#[inline(never)]
+unsafe fn free_local_slow_at(h: &mut Heap, seg: *mut Segment, addr: usize) {
+    // SAFETY: the caller's contract.
+    free_local_slow(h, seg, unsafe { Segment::page_of(seg, addr) });
+}
+
 /// A local free that made the page non-full again or empty.
 #[cold]
 #[inline(never)]
@@ -88,11 +101,11 @@ pub(crate) fn free_local_slow(h: &mut Heap, seg: *mut Segment, page: *mut Page) 
     // SAFETY: `page` belongs to `seg`, owned by `h`; no reference to it is
     // held across the calls, which write through `page` themselves.
     unsafe {
-        if (*page).in_full {
-            (*page).in_full = false;
+        if (*page).in_full() {
+            (*page).set_in_full(false);
             h.push_front(page);
         }
-        if (*page).used == 0 {
+        if (*page).used() == 0 {
             h.retire_if_spare(seg, page);
         }
     }
