@@ -49,7 +49,7 @@ fn large_header(op: &str, p: *mut u8, r: Region, report: bool) -> Option<*mut La
     // SAFETY: `r` is the segment map's large kind for `p`.
     let h = unsafe { block::header(p as usize, r) };
     if h.is_none() && report {
-        foreign_pointer(op, p);
+        foreign_pointer(p, op);
     }
     h
 }
@@ -60,9 +60,12 @@ fn alloc_large(size: usize, align: usize, site: usize, zero: bool) -> *mut u8 {
     large_path::alloc(size, align, site, zero, thread::LargeCtx)
 }
 
-/// A pointer hakmem never handed out reached `op`.
+/// A pointer hakmem never handed out reached `op`. The pointer comes
+/// first, in the register that holds it on entry to `free` (see
+/// `small::free::free_local_slow`).
 #[cold]
-fn foreign_pointer(op: &str, p: *mut u8) {
+#[inline(never)]
+fn foreign_pointer(p: *mut u8, op: &str) {
     crate::diag::foreign_pointer(op, p, || crate::options::get().verbose);
 }
 
@@ -277,7 +280,7 @@ unsafe fn free_owned(p: *mut u8, owner: Owner) {
         Owner::Small => unsafe { thread::free_small(p as usize) },
         Owner::Foreign => {
             if !p.is_null() {
-                foreign_pointer("free", p);
+                foreign_pointer(p, "free");
             }
         }
         Owner::Large(r) => free_large(p, r),
@@ -389,7 +392,7 @@ unsafe fn usable_size_of(p: *mut u8, owner: Owner, report: bool) -> usize {
         Owner::Small => unsafe { crate::small::free::usable_size(p as usize) },
         Owner::Foreign => {
             if report && !p.is_null() {
-                foreign_pointer("malloc_usable_size", p);
+                foreign_pointer(p, "malloc_usable_size");
             }
             0
         }
@@ -470,7 +473,7 @@ unsafe fn resize(p: *mut u8, size: usize, site: usize, traced: bool) -> *mut u8 
         // SAFETY: the map says so.
         Owner::Small => unsafe { crate::small::free::usable_size(a) },
         Owner::Foreign => {
-            foreign_pointer("realloc", p);
+            foreign_pointer(p, "realloc");
             os::set_errno(libc::EINVAL);
             return ptr::null_mut();
         }

@@ -33,7 +33,7 @@
 //!              (pooled, purged), so a late remote_pending store always hits mapped memory.
 //! Page         blocks of one class, one cache line the owner alone touches:
 //!              used + len(free) == capacity <= reserved, len(remote list) <= used;
-//!              free, used, capacity, queue links, in_full. class, block_size, key,
+//!              free, used (and in_full, its sign bit), capacity, queue links. class, block_size, key,
 //!              start are fixed while the page is in use.
 //! RemoteFrees  per page, beside the descriptors: the blocks other threads freed
 //!              into it (CAS push of head and count in one word, swap to collect)

@@ -102,7 +102,7 @@ pub fn refill(h: &mut Heap, c: usize) -> (*mut u8, bool) {
             // SAFETY: the head of this heap's queue.
             unsafe {
                 h.unlink(page);
-                (*page).in_full = true;
+                (*page).set_in_full(true);
             }
             page = h.first[c].page;
         }

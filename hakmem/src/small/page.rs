@@ -13,7 +13,8 @@
 //!   blocks freed by other threads, pushed with a CAS; the owner takes the
 //!   whole list with one swap ("collect") and moves it to `free`.
 //! * `used` — blocks handed out and not yet back in `free` (so it includes the
-//!   blocks still waiting in the remote list).
+//!   blocks still waiting in the remote list). It shares a word with
+//!   `in_full` ([`Page::used_and_full`]).
 //! * `capacity` — blocks carved out of the page so far; pages are carved lazily
 //!   ([`Page::extend`]) so that memory is touched only when it is needed.
 //!
@@ -43,6 +44,10 @@ pub struct Block {
     pub next: *mut Block,
 }
 
+/// The bit of [`Page::used_and_full`] that says the page is full (its sign,
+/// read as `i32`).
+pub const FULL: u32 = 1 << 31;
+
 /// How many bytes one [`Page::extend`] carves: small enough to touch memory
 /// gradually, big enough to amortise the slow path.
 const EXTEND_BYTES: usize = 16 * 1024;
@@ -53,8 +58,12 @@ const EXTEND_BYTES: usize = 16 * 1024;
 pub struct Page {
     /// Blocks ready to hand out (owner only).
     pub free: *mut Block,
-    /// Blocks handed out and not yet back in `free`.
-    pub used: u32,
+    /// Blocks handed out and not yet back in `free` ([`Page::used`]), plus
+    /// [`FULL`] while the page is not in its class queue because it had
+    /// nothing left to give ([`Page::in_full`]). One word, so that a local
+    /// free learns "empty now, or was full" from its decrement alone: the
+    /// word, read signed, is 0 or negative (`Page::push_local`).
+    pub used_and_full: u32,
     /// Blocks carved so far.
     pub capacity: u32,
     /// Blocks that fit in the page.
@@ -65,8 +74,6 @@ pub struct Page {
     pub class: u8,
     /// The page is carved into blocks of `class` (false: free span of the segment).
     pub in_use: bool,
-    /// Not in its class queue because it had nothing left to give.
-    pub in_full: bool,
     /// The blocks not carved yet (from `capacity` on) read zero: the page's
     /// memory was not written since the OS mapped or purged it. A block
     /// carved from them has only its free-list link to clear for `calloc`.
@@ -93,13 +100,12 @@ impl Page {
     #[allow(clippy::declare_interior_mutable_const)]
     pub const EMPTY: Page = Page {
         free: ptr::null_mut(),
-        used: 0,
+        used_and_full: 0,
         capacity: 0,
         reserved: 0,
         block_size: 0,
         class: 0,
         in_use: false,
-        in_full: false,
         zero_tail: false,
         kept: false,
         next: ptr::null_mut(),
@@ -143,9 +149,9 @@ impl Page {
     /// memory. While that memory stays resident, [`Page::reopen`] puts the
     /// page back in use for the same class without carving it again.
     pub(crate) fn close(&mut self) {
-        debug_assert!(self.in_use && self.used == 0);
+        debug_assert!(self.in_use && self.used() == 0);
         self.in_use = false;
-        self.in_full = false;
+        self.set_in_full(false);
         self.zero_tail = false;
         self.kept = false;
         self.next = ptr::null_mut();
@@ -159,7 +165,7 @@ impl Page {
     /// purged, nor given to another class or page geometry): the links and,
     /// hardened, the freed tags its free list relies on are intact.
     pub(crate) unsafe fn reopen(&mut self) {
-        debug_assert!(!self.in_use && self.used == 0 && self.capacity > 0);
+        debug_assert!(!self.in_use && self.used() == 0 && self.capacity > 0);
         self.in_use = true;
         self.check();
     }
@@ -219,7 +225,8 @@ impl Page {
         let b = self.free;
         if !b.is_null() {
             self.free = self.next_of(b);
-            self.used += 1;
+            // The count stays below FULL: a page holds fewer blocks.
+            self.used_and_full += 1;
             self.clear_freed(b);
         }
         b
@@ -236,8 +243,32 @@ impl Page {
         self.mark_freed(b);
         self.set_next(b, self.free);
         self.free = b;
-        self.used -= 1;
-        self.used == 0 || self.in_full
+        debug_assert!(self.used() > 0);
+        // SAFETY: `b` was counted in `used`, so the count is at least 1 and
+        // the word, read signed, is neither 0 nor i32::MIN (FULL alone): the
+        // decrement does not overflow. Telling the compiler so lets it test
+        // the decrement's own flags (`dec; jle`).
+        let left = unsafe { (self.used_and_full as i32).unchecked_sub(1) };
+        self.used_and_full = left as u32;
+        left <= 0
+    }
+
+    /// Blocks handed out and not yet back in `free`.
+    #[inline(always)]
+    pub fn used(&self) -> u32 {
+        self.used_and_full & !FULL
+    }
+
+    /// Not in its class queue because it had nothing left to give.
+    #[inline(always)]
+    pub fn in_full(&self) -> bool {
+        self.used_and_full & FULL != 0
+    }
+
+    /// Marks the page as out of its queue for want of blocks (or back in).
+    #[inline(always)]
+    pub fn set_in_full(&mut self, full: bool) {
+        self.used_and_full = (self.used_and_full & !FULL) | if full { FULL } else { 0 };
     }
 
     /// Moves every block of `remote` (this page's remote list, whose
@@ -265,7 +296,8 @@ impl Page {
             self.set_next(tail, self.free);
         }
         self.free = list;
-        self.used -= n;
+        debug_assert!(n <= self.used());
+        self.used_and_full -= n;
         n
     }
 
@@ -327,7 +359,7 @@ impl Page {
             b = self.next_of(b);
         }
         assert_eq!(
-            self.used + n,
+            self.used() + n,
             self.capacity,
             "hakmem: page counting invariant broken"
         );
@@ -479,6 +511,30 @@ mod tests {
     }
 
     #[test]
+    fn a_full_page_wants_attention_on_each_local_free_and_counts_without_its_flag() {
+        let mut buf = vec![0u64; 1024];
+        let mut p = page_over(&mut buf, 64);
+        assert!(p.extend());
+        let (a, b, c) = (p.pop(), p.pop(), p.pop());
+        p.set_in_full(true);
+        assert!(p.in_full());
+        assert_eq!(p.used(), 3, "the flag is not counted");
+        // SAFETY: blocks of this page, handed out above.
+        unsafe {
+            assert!(p.push_local(a), "not empty, but full: the owner must look");
+            assert_eq!(p.used(), 2);
+            assert!(p.in_full(), "a push keeps the flag");
+            p.set_in_full(false);
+            assert_eq!(p.used(), 2, "clearing the flag keeps the count");
+            assert!(!p.push_local(b), "neither empty nor full");
+            assert!(p.push_local(c), "empty");
+        }
+        assert_eq!(p.used(), 0);
+        assert!(!p.in_full());
+        p.check();
+    }
+
+    #[test]
     fn extend_pop_push_keep_the_counting_invariant() {
         let mut buf = vec![0u64; 8192];
         let mut p = page_over(&mut buf, 48);
@@ -499,7 +555,7 @@ mod tests {
             p.check();
         }
         assert_eq!(got.len() as u32, p.reserved);
-        assert_eq!(p.used, p.reserved);
+        assert_eq!(p.used(), p.reserved);
         let mut sorted = got.clone();
         sorted.sort();
         sorted.dedup();
@@ -510,7 +566,7 @@ mod tests {
             assert_eq!(wants_attention, i + 1 == got.len());
         }
         p.check();
-        assert_eq!(p.used, 0);
+        assert_eq!(p.used(), 0);
     }
 
     #[test]
@@ -525,15 +581,19 @@ mod tests {
         let b = p.pop();
         let c = p.pop();
         let d = p.pop();
-        let used = p.used;
+        let used = p.used();
         // SAFETY: blocks of this page, handed out above.
         unsafe {
             r.push(base, a);
             r.push(base, b);
         }
-        assert_eq!(p.used, used, "remote frees are counted only when collected");
+        assert_eq!(
+            p.used(),
+            used,
+            "remote frees are counted only when collected"
+        );
         assert_eq!(p.collect(&r, base), 2);
-        assert_eq!(p.used, used - 2);
+        assert_eq!(p.used(), used - 2);
         assert_eq!(p.collect(&r, base), 0);
         p.check();
         // Collected into an empty free list: taken as it is, no walk.

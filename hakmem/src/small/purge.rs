@@ -44,8 +44,8 @@ impl Heap {
     pub(crate) unsafe fn retire_if_spare(&mut self, seg: *mut Segment, page: *mut Page) {
         // SAFETY: the caller's contract; no reference outlives a statement.
         unsafe {
-            if (*page).in_full {
-                (*page).in_full = false;
+            if (*page).in_full() {
+                (*page).set_in_full(false);
             } else {
                 if self.first[(*page).class as usize].page == page && (*page).next.is_null() {
                     return;
@@ -152,18 +152,18 @@ impl Heap {
                 if !p.in_use {
                     continue;
                 }
-                if !p.in_full && !p.free.is_null() {
+                if !p.in_full() && !p.free.is_null() {
                     let n = (*seg).remote[i].len();
                     if n == 0 {
                         continue;
                     }
-                    if n < p.used {
+                    if n < p.used() {
                         waiting = true;
                         continue;
                     }
                 }
                 let collected = Segment::collect(seg, page);
-                (page, collected, (*page).used, (*page).in_full)
+                (page, collected, (*page).used(), (*page).in_full())
             };
             if collected == 0 {
                 continue;
@@ -177,7 +177,7 @@ impl Heap {
                         return relinked; // the segment went to the pool
                     }
                 } else if in_full {
-                    (*page).in_full = false;
+                    (*page).set_in_full(false);
                     self.push_front(page);
                     relinked = true;
                 }
@@ -213,7 +213,7 @@ impl Heap {
                 // read before the page may leave the queue.
                 unsafe {
                     let next = (*page).next;
-                    if (*page).used == 0 {
+                    if (*page).used() == 0 {
                         self.unlink(page);
                         self.return_page(Segment::of(page as usize), page, now);
                     }
@@ -258,7 +258,7 @@ impl Heap {
                 // `next` is read before the page may leave the queue.
                 unsafe {
                     let next = (*page).next;
-                    if (*page).kept && (*page).used != 0 {
+                    if (*page).kept && (*page).used() != 0 {
                         self.unkeep(page);
                     } else if (*page).kept {
                         self.unlink(page);

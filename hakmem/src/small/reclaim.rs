@@ -61,7 +61,7 @@ impl Heap {
                 }
                 (
                     p.in_use,
-                    p.used,
+                    p.used(),
                     p.free.is_null() && p.capacity == p.reserved,
                 )
             };
@@ -71,15 +71,15 @@ impl Heap {
             // SAFETY: a page of an owned segment, in no queue.
             unsafe {
                 if used == 0 {
-                    (*page).in_full = true; // not in any queue
+                    (*page).set_in_full(true); // not in any queue
                     self.release_page(seg, page);
                     if (*seg).owner.load(Ordering::Relaxed) == 0 {
                         return true; // the segment was empty and went to the pool
                     }
                 } else if empty_and_carved {
-                    (*page).in_full = true;
+                    (*page).set_in_full(true);
                 } else {
-                    (*page).in_full = false;
+                    (*page).set_in_full(false);
                     self.push_back(page);
                 }
             }
@@ -105,7 +105,7 @@ impl Heap {
                         let p: *mut Page = &raw mut (*seg).pages[i];
                         if (*p).in_use {
                             Segment::collect(seg, p);
-                            if (*p).used == 0 {
+                            if (*p).used() == 0 {
                                 (*seg).free_page(p, now);
                             }
                         }

@@ -268,7 +268,7 @@ impl Heap {
             if (*seg).owner.load(Ordering::Relaxed) == self.id() {
                 let page = Segment::page_of(seg, addr);
                 if (*page).push_local(addr as *mut Block) {
-                    free_local_slow(self, seg, page);
+                    free_local_slow(addr, self, seg);
                 }
             } else {
                 push_direct(addr);

@@ -788,7 +788,7 @@ mod tests {
         unsafe {
             assert!((*b).in_use);
             assert_eq!((*b).capacity, carved, "nothing carved again");
-            assert_eq!((*b).used, 0);
+            assert_eq!((*b).used(), 0);
             assert_eq!((*b).pop(), first, "the kept free list, in its order");
             (*b).push_local(first);
         }
