@@ -44,20 +44,22 @@ fn idle() -> (u64, u64) {
 }
 
 /// A few large blocks written and freed (fewer operations than the purge
-/// clock's period), then 300 ms of computing without an allocator call:
-/// the span level's purged bytes before and after. The thread runs all the
-/// time, so the program is busy and the free spans stay resident (a busy
-/// purge waits 1 s, `span_heap::BUSY_HOLD_MS`). Before a thread's first large
-/// operation told the span level who was active, the active thread was
-/// unknown for its first 63 operations and any 20 ms without one looked
-/// idle: a program faulting cold memory in had its free spans purged
+/// clock's period), then computing without an allocator call for 60 ms
+/// (three times the 20 ms after which a sleeping program is idle, less than
+/// the busy hold of whole huge pages, `span_heap::HUGE_HOLD_MS`): the span
+/// level's purged bytes before and after. The thread runs all the time, so
+/// the program is busy and the free spans stay resident. Before a thread's
+/// first large operation told the span level who was active, the active
+/// thread was unknown for its first 63 operations and any 20 ms without one
+/// looked idle: a program faulting cold memory in had its free spans purged
 /// mid-run, huge pages split, and faulted them in again in 4 KiB pages.
 fn busy() -> (u64, u64) {
     write_and_free(8, 0x3d);
     let before = hakmem::stats().large.span_purged_bytes;
     let start = std::time::Instant::now();
     let mut x = 1u64;
-    while start.elapsed() < Duration::from_millis(300) {
+    let spin = Duration::from_millis(hakmem::large::span_heap::HUGE_HOLD_MS * 3 / 5);
+    while start.elapsed() < spin {
         x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
     let after = hakmem::stats().large.span_purged_bytes;

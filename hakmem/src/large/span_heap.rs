@@ -807,19 +807,70 @@ pub fn resize(start: usize, pages: usize) -> bool {
 // Purging
 // ---------------------------------------------------------------------------
 
-/// While spans are being handed out or given back, a dirty span is purged
-/// only after it has waited this long (ms), not the purge delay.
+/// While spans are being handed out or given back, a dirty span's whole
+/// huge pages are purged only after it has waited this long (ms), not the
+/// purge delay; the rest of it waits [`SPLIT_HOLD_MS`].
 ///
 /// Why: a program that frees and allocates large blocks without pause needs
 /// its freed memory again within milliseconds, and on this machine purging
 /// it costs a fault per page (2-3.5 us) when it is reused. With the delay
 /// alone (10 ms), `large-varied` purged 1.5 GiB in 3,000 operations and took
-/// 325,000 faults (tcmalloc: 23,000); spans a busy program keeps skipping
-/// past (first fit, sizes it no longer asks for) still go back within this
-/// hold. Idle is judged for the span level as a whole, as mimalloc does for
-/// an arena (each free there pushes its purge deadline back): no span
-/// handed out or given back for a purge delay.
-pub const BUSY_HOLD_MS: u64 = 1000;
+/// 325,000 faults (tcmalloc: 23,000). A whole huge page purged costs one
+/// fault when it is reused, so it waits least. Idle is judged for the span
+/// level as a whole, as mimalloc does for an arena (each free there pushes
+/// its purge deadline back): no span handed out or given back for a purge
+/// delay.
+///
+/// Measured (`hakmem-bench programs`, 5 rounds; pbzip2's faults with
+/// `/usr/bin/time`): with every busy purge held 1 s, the free spans
+/// python3's next round did not reuse stayed resident all run and its
+/// footprint grew round by round (peak RSS 122.3 MiB; 117.5 with these
+/// holds), while `pbzip2 -p2`'s and `large-varied`'s faults stay as they
+/// were. The rest purged after 100-200 ms brought pbzip2's refaults back
+/// (~440 -> 660-3,400 a run: its compressor threads reuse their working
+/// arrays one 900 kB block, ~100-250 ms, later).
+pub const HUGE_HOLD_MS: u64 = 100;
+
+/// While the program is busy, a dirty span's pages outside whole huge pages
+/// are purged only after it has waited this long (ms): purging them splits
+/// the huge page they share with live blocks, and their reuse faults 4 KiB
+/// at a time (see [`HUGE_HOLD_MS`]).
+pub const SPLIT_HOLD_MS: u64 = 300;
+
+/// The busy holds ([`HUGE_HOLD_MS`], [`SPLIT_HOLD_MS`]) are for a machine
+/// with a CPU free for each runnable thread; they are stretched by the
+/// machine's load per CPU this process may use (one-minute load average,
+/// read at most once a second), up to 8 times: a program waiting for a CPU
+/// takes longer to come back to the memory it freed. On this 2-CPU machine
+/// at a load average of 4-5, `pbzip2 -p2` ran twice as slowly and with the
+/// unscaled 100/300 ms holds took 453-1,124 faults a run (1 s hold:
+/// 438-449; scaled: 442-461); at 7-8, 467-2,758 (1 s: 437-1,548).
+fn hold_scale_x16(now: u32) -> u64 {
+    let read = LOAD_READ_MS.load(Relaxed);
+    if read != 0 && now.wrapping_sub(read) < 1000 {
+        return LOAD_SCALE_X16.load(Relaxed) as u64;
+    }
+    let scale = scale_x16(crate::os::load_average_x100(), crate::os::cpus_allowed());
+    LOAD_SCALE_X16.store(scale as u32, Relaxed);
+    LOAD_READ_MS.store(now.max(1), Relaxed);
+    scale
+}
+
+/// The hold scale (sixteenths) for a load average of `load_x100` / 100 on
+/// `cpus` CPUs: 1 up to one runnable thread per CPU, the load per CPU
+/// above that, at most 8.
+fn scale_x16(load_x100: Option<u32>, cpus: u32) -> u64 {
+    let Some(load) = load_x100 else { return 16 };
+    (load as u64 * 16 / (cpus.max(1) as u64 * 100)).clamp(16, 8 * 16)
+}
+
+/// [`hold_scale_x16`]'s last answer and when it was read (ms, 0 = never).
+static LOAD_SCALE_X16: AtomicU32 = AtomicU32::new(16);
+static LOAD_READ_MS: AtomicU32 = AtomicU32::new(0);
+
+/// No large-block activity for this long (ms) is idleness whatever the last
+/// active thread does (see [`idle`]).
+pub const QUIET_IDLE_MS: u64 = 1000;
 
 /// When a span was last handed out or given back (ms of the monotonic clock).
 static LAST_ACTIVITY_MS: AtomicU32 = AtomicU32::new(0);
@@ -829,7 +880,7 @@ static LAST_ACTIVE_TID: AtomicU32 = AtomicU32::new(0);
 
 /// Notes large-block activity that did not reach the span level (BigCache
 /// hits) by thread `tid` (0 = not known): the program is busy, so free
-/// spans are held ([`BUSY_HOLD_MS`]).
+/// spans are held ([`HUGE_HOLD_MS`], [`SPLIT_HOLD_MS`]).
 pub fn note_activity(now_ns: u64, tid: u32) {
     LAST_ACTIVITY_MS.store((now_ns / 1_000_000) as u32, Relaxed);
     if tid != 0 && LAST_ACTIVE_TID.load(Relaxed) != tid {
@@ -841,7 +892,7 @@ pub fn note_activity(now_ns: u64, tid: u32) {
 /// ages the threads' caches, and purges take everything that waited the
 /// delay): no large-block activity for two purge delays of `delay_ms`, and
 /// the thread last active is not running or waiting for a CPU, or no
-/// activity for [`BUSY_HOLD_MS`] whatever it does.
+/// activity for [`QUIET_IDLE_MS`] whatever it does.
 ///
 /// The thread's state matters on a loaded machine: a program that writes an
 /// 8 MiB buffer between two allocations, or waits 20 ms for a CPU, is not
@@ -859,7 +910,7 @@ pub fn idle(delay_ms: u64) -> bool {
     if quiet < 2 * delay_ms {
         return false;
     }
-    quiet >= BUSY_HOLD_MS || !thread_runnable(LAST_ACTIVE_TID.load(Relaxed))
+    quiet >= QUIET_IDLE_MS || !thread_runnable(LAST_ACTIVE_TID.load(Relaxed))
 }
 
 /// Whether thread `tid` of this process is running or waiting for a CPU:
@@ -888,7 +939,8 @@ fn thread_runnable(tid: u32) -> bool {
 
 /// Purges dirty spans that have been dirty for at least `delay_ms` (all of
 /// them if 0) while the span level is idle (no large-block activity for two
-/// purge delays), or for at least [`BUSY_HOLD_MS`] while it is busy.
+/// purge delays); while it is busy, a span's whole huge pages once it has
+/// waited [`HUGE_HOLD_MS`] and all of it once it has waited [`SPLIT_HOLD_MS`].
 /// `wait` = take the lock even if busy (else skip a busy heap). Returns bytes
 /// purged.
 pub fn purge(delay_ms: u64, wait: bool) -> u64 {
@@ -899,10 +951,14 @@ pub fn purge(delay_ms: u64, wait: bool) -> u64 {
     // Two delays: one slow operation (faulting 8 MiB in takes 6 ms here)
     // between span operations must not look like idleness.
     let idle = idle(delay_ms);
-    let delay_ms = if idle {
-        delay_ms
+    let (huge_ms, split_ms) = if idle {
+        (delay_ms, delay_ms)
     } else {
-        delay_ms.max(BUSY_HOLD_MS)
+        let scale = hold_scale_x16(now);
+        (
+            delay_ms.max(HUGE_HOLD_MS * scale / 16),
+            delay_ms.max(SPLIT_HOLD_MS * scale / 16),
+        )
     };
     let mut purged = 0u64;
     // One span per lock hold: the madvise runs unlocked.
@@ -910,34 +966,27 @@ pub fn purge(delay_ms: u64, wait: bool) -> u64 {
         let g = if wait { Some(lock()) } else { try_lock() };
         let Some(g) = g else { return purged };
         let l = g.lists();
-        let Some((span, len)) = oldest_expired(l, now, delay_ms) else {
+        let Some((span, len)) = first_expired(l, now, huge_ms, split_ms) else {
             return purged;
         };
+        let since = meta_of(span).since_ms.load(Relaxed);
         unlink(l, DIRTY, span, len);
         let a = (span >> 16) as usize;
         let base = arena_base(a);
         let span_page = (span & 0xffff) as usize;
-        // While the program is busy, only the span's whole huge pages go
-        // (see `thp::whole_huge_pages`); the rest stays dirty, held again,
-        // and goes once the program is idle.
-        let (page, len) = if idle {
+        // Before the split hold, only the span's whole huge pages go (see
+        // `thp::whole_huge_pages`); the rest stays dirty, as old as it was,
+        // and goes once it has waited the split hold (or the program is idle).
+        let (page, len) = if now.wrapping_sub(since) as u64 >= split_ms {
             (span_page, len)
         } else {
-            let start = base + span_page * OS_PAGE;
-            let (s, e) = crate::thp::whole_huge_pages(start, start + len * OS_PAGE);
-            let (first, last) = ((s - base) / OS_PAGE, (e.max(s) - base) / OS_PAGE);
-            if last > first {
-                debug_assert!(first >= span_page && last <= span_page + len);
-                if first > span_page {
-                    insert_free(l, a, base, span_page, first - span_page, DIRTY, now);
-                }
-                if last < span_page + len {
-                    insert_free(l, a, base, last, span_page + len - last, DIRTY, now);
-                }
-            } else {
-                insert_free(l, a, base, span_page, len, DIRTY, now);
-                debug_check(l, "purge (held)");
-                continue;
+            let (first, last) = whole_huge_pages_of(base, span_page, len);
+            debug_assert!(first >= span_page && last <= span_page + len && last > first);
+            if first > span_page {
+                insert_free(l, a, base, span_page, first - span_page, DIRTY, since);
+            }
+            if last < span_page + len {
+                insert_free(l, a, base, last, span_page + len - last, DIRTY, since);
             }
             (first, last - first)
         };
@@ -961,8 +1010,18 @@ pub fn purge(delay_ms: u64, wait: bool) -> u64 {
     }
 }
 
-/// A dirty span that has waited `delay_ms`, if any.
-fn oldest_expired(l: &Lists, now: u32, delay_ms: u64) -> Option<(u32, usize)> {
+/// The pages `[first, last)` of the span at `page` (of `len` pages) that
+/// make up whole huge pages where the kernel gives them, all of them where
+/// it does not (`thp::whole_huge_pages`); `last <= first` if none.
+fn whole_huge_pages_of(base: usize, page: usize, len: usize) -> (usize, usize) {
+    let start = base + page * OS_PAGE;
+    let (s, e) = crate::thp::whole_huge_pages(start, start + len * OS_PAGE);
+    ((s - base) / OS_PAGE, (e.max(s) - base) / OS_PAGE)
+}
+
+/// The first dirty span (shortest bins first) that has waited `split_ms`,
+/// or `huge_ms` and holds a whole huge page, if any.
+fn first_expired(l: &Lists, now: u32, huge_ms: u64, split_ms: u64) -> Option<(u32, usize)> {
     let mut mask = l.nonempty[0];
     while mask != 0 {
         let b = mask.trailing_zeros() as usize;
@@ -970,8 +1029,17 @@ fn oldest_expired(l: &Lists, now: u32, delay_ms: u64) -> Option<(u32, usize)> {
         let mut span = l.head[0][b];
         while span != NIL {
             let m = meta_of(span);
-            if now.wrapping_sub(m.since_ms.load(Relaxed)) as u64 >= delay_ms {
-                return Some((span, m.len.load(Relaxed) as usize));
+            let age = now.wrapping_sub(m.since_ms.load(Relaxed)) as u64;
+            let len = m.len.load(Relaxed) as usize;
+            if age >= split_ms {
+                return Some((span, len));
+            }
+            if age >= huge_ms {
+                let base = arena_base((span >> 16) as usize);
+                let (first, last) = whole_huge_pages_of(base, (span & 0xffff) as usize, len);
+                if last > first {
+                    return Some((span, len));
+                }
             }
             span = m.next.load(Relaxed);
         }
@@ -1214,7 +1282,7 @@ mod tests {
         quiet(100);
         assert!(thread_runnable(tid));
         assert!(!idle(10), "the last active thread is computing: not idle");
-        quiet(BUSY_HOLD_MS as u32 + 100);
+        quiet(QUIET_IDLE_MS as u32 + 100);
         assert!(
             idle(10),
             "a second without activity is idle whatever the thread does"
@@ -1260,47 +1328,106 @@ mod tests {
     }
 
     #[test]
-    fn a_purge_while_busy_takes_only_whole_huge_pages() {
+    fn a_purge_while_busy_takes_whole_huge_pages_first_and_the_rest_after_the_split_hold() {
         let _s = serial();
         crate::thp::set_for_test(true);
-        // 5 MiB and two pages between two live spans (no neighbour to merge
-        // with): at least one whole 2 MiB page lies inside, and a rest at
-        // one end at least.
+        // Three spans of 5 MiB and two pages, each between live one-page
+        // spans (no neighbour to merge with): at least one whole 2 MiB page
+        // lies inside each, and a rest at one end at least.
         let pages = (5 << 20) / OS_PAGE + 2;
-        let left = alloc(1, 1).unwrap();
-        let a = alloc(pages, 1).unwrap();
-        let right = alloc(1, 1).unwrap();
-        assert_eq!(a.start, left.start + OS_PAGE, "adjacent spans");
-        assert_eq!(right.start, a.start + pages * OS_PAGE, "adjacent spans");
-        unsafe { core::ptr::write_bytes(a.start as *mut u8, 7, pages * OS_PAGE) };
-        // Freed long ago, while the program is busy now.
-        free_since(a.start, now_ms().wrapping_sub(BUSY_HOLD_MS as u32 * 2));
-        note_activity(os::monotonic_ns(), 0);
-        purge(10, true);
-        let end = a.start + pages * OS_PAGE;
-        let (s, e) = crate::thp::whole_huge_pages(a.start, end);
-        assert!(s < e && (s > a.start || e < end));
+        let mut guards = vec![alloc(1, 1).unwrap()];
+        let mut spans = Vec::new();
+        for _ in 0..3 {
+            let a = alloc(pages, 1).unwrap();
+            assert_eq!(
+                a.start,
+                guards.last().unwrap().start + OS_PAGE,
+                "adjacent spans"
+            );
+            // SAFETY: the span just handed out, `pages` pages long.
+            unsafe { core::ptr::write_bytes(a.start as *mut u8, 7, pages * OS_PAGE) };
+            spans.push(a);
+            guards.push(alloc(1, 1).unwrap());
+            assert_eq!(guards.last().unwrap().start, a.start + pages * OS_PAGE);
+        }
         let state = |addr: usize| {
             let base = addr & !(ARENA_SIZE - 1);
             meta(base, (addr - base) / OS_PAGE).state.load(Relaxed)
         };
+        let since = |addr: usize| {
+            let base = addr & !(ARENA_SIZE - 1);
+            meta(base, (addr - base) / OS_PAGE).since_ms.load(Relaxed)
+        };
+        let now = now_ms();
+        // Freed between the two holds, after both, and before either, while
+        // the program is busy now.
+        let between = now.wrapping_sub(((HUGE_HOLD_MS + SPLIT_HOLD_MS) / 2) as u32);
+        free_since(spans[0].start, between);
+        free_since(spans[1].start, now.wrapping_sub(SPLIT_HOLD_MS as u32 + 100));
+        free_since(spans[2].start, now.wrapping_sub(HUGE_HOLD_MS as u32 / 2));
+        note_activity(os::monotonic_ns(), 0);
+        // As on an unloaded machine (the holds are not stretched).
+        LOAD_SCALE_X16.store(16, Relaxed);
+        LOAD_READ_MS.store(now_ms().max(1), Relaxed);
+        purge(10, true);
+
+        let a = spans[0];
+        let end = a.start + pages * OS_PAGE;
+        let (s, e) = crate::thp::whole_huge_pages(a.start, end);
+        assert!(s < e && (s > a.start || e < end));
         assert_eq!(state(s), CLEAN | FIRST, "the whole huge pages were purged");
-        if s > a.start {
-            assert_eq!(state(a.start) & KIND, DIRTY, "the rest before them was not");
+        for (rest, there) in [(a.start, s > a.start), (e, e < end)] {
+            if there {
+                assert_eq!(state(rest) & KIND, DIRTY, "the rest around them was not");
+                assert_eq!(since(rest), between, "and it is as old as before");
+            }
         }
-        if e < end {
-            assert_eq!(state(e) & KIND, DIRTY, "the rest after them was not");
-        }
+        let b = spans[1];
+        assert_eq!(
+            state(b.start),
+            CLEAN | FIRST,
+            "purged whole after the split hold"
+        );
+        assert_eq!(used_span_at(b.start + pages * OS_PAGE), Some(1));
+        let c = spans[2];
+        assert_eq!(
+            state(c.start),
+            DIRTY | FIRST,
+            "not purged before either hold"
+        );
         check();
         // Once idle, the rest goes too.
-        LAST_ACTIVITY_MS.store(now_ms().wrapping_sub(1_000), Relaxed);
-        purge(0, true);
+        LAST_ACTIVITY_MS.store(now_ms().wrapping_sub(QUIET_IDLE_MS as u32), Relaxed);
+        purge(10, true);
         assert_eq!(state(a.start) & KIND, CLEAN);
+        assert_eq!(state(c.start) & KIND, CLEAN);
         check();
-        free(left.start);
-        free(right.start);
+        for g in guards {
+            free(g.start);
+        }
         check();
         purge(0, true);
+    }
+
+    #[test]
+    fn the_busy_holds_stretch_with_the_load_per_cpu() {
+        assert_eq!(scale_x16(None, 2), 16, "no /proc: unscaled");
+        assert_eq!(scale_x16(Some(150), 2), 16, "a CPU free: unscaled");
+        assert_eq!(scale_x16(Some(786), 2), 62, "3.9 runnable a CPU");
+        assert_eq!(scale_x16(Some(786), 0), 125);
+        assert_eq!(scale_x16(Some(99_999), 4), 128, "at most 8 times");
+        assert_eq!(
+            os::parse_load_x100(b"7.86 6.80 5.22 3/456 1234\n"),
+            Some(786)
+        );
+        assert_eq!(os::parse_load_x100(b"12.5 1.00 1.00 1/1 1"), Some(1250));
+        assert_eq!(os::parse_load_x100(b"0.04 0 0"), Some(4));
+        assert_eq!(os::parse_load_x100(b"x.1 0 0"), None);
+        assert!(
+            os::load_average_x100().is_some(),
+            "/proc/loadavg is readable here"
+        );
+        assert!(os::cpus_allowed() >= 1);
     }
 
     #[test]
