@@ -237,10 +237,9 @@ hardened() {
     -- --test-threads=2 "$@"
 }
 # Same rule as the debug-checks run above: a test that fails once and passes
-# when run again alone is reported as flaky, loudly. `rlimit_as_...` fails
-# about 1 run in 30 here, before this rule as after (2 of 60 at f5a34b1,
-# 1 of 40 at 04d44d3): a 64 MiB reservation after freeing half under
-# RLIMIT_AS, with 81-87 MiB of address space left; not explained yet.
+# when run again alone is reported as flaky, loudly. (`rlimit_as_...` failed
+# about 1 run in 30 until the large path dropped a strategy's slack when
+# only the block fits: 2 of 60 at f5a34b1, 0 of 200 after.)
 hflaky=""
 if ! hardened >"$tmp/hardened.out" 2>&1; then
   failed=$(sed -n 's/^---- \([a-z_0-9:]*\) stdout ----$/\1/p' "$tmp/hardened.out" | sort -u)

@@ -36,7 +36,13 @@ fn run_child(name: &str) -> (std::process::ExitStatus, String, String) {
         "--nocapture",
         "--test-threads=1",
     ])
-    .env("HAKMEM_TEST_CHILD", "1");
+    .env("HAKMEM_TEST_CHILD", "1")
+    // libc's own mallocs stay glibc's here, and glibc gives a thread's first
+    // malloc an arena of its own: 64 MiB of address space reserved at once,
+    // which under RLIMIT_AS can take the room `child_rlimit_as` checks for
+    // (a 63 MiB PROT_NONE mapping in /proc/self/maps beside a failed 64 MiB
+    // reservation). One arena: no such reservations.
+    .env("MALLOC_ARENA_MAX", "1");
     for (k, _) in std::env::vars() {
         if k.starts_with("HAKMEM_") && k != "HAKMEM_TEST_CHILD" {
             cmd.env_remove(k);

@@ -184,12 +184,16 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
             // mapping of its own needs less.
         }
     }
-    let block = map_raw(
-        mapped,
-        align,
-        site_word(site, strategy),
-        s.hugepage && up_front,
-    )?;
+    let hugepage = s.hugepage && up_front;
+    let block = match map_raw(mapped, align, site_word(site, strategy), hugepage) {
+        Some(b) => b,
+        // The strategy's slack did not fit (RLIMIT_AS, address space) where
+        // the block alone may: slack is room to grow, never a reason for
+        // ENOMEM (`fault_injection`'s RLIMIT_AS child failed about 1 run in
+        // 30 when the learner explored `slack` for a 64 MiB block).
+        None if mapped > size => map_raw(size, align, site_word(site, strategy), hugepage)?,
+        None => return None,
+    };
     if s.populate && up_front {
         vm::populate(block.ptr, size);
     }
