@@ -208,21 +208,26 @@ checks() {
     cargo test --release "${debug_hakmem[@]}" -p hakmem --features debug-checks --lib --tests --no-fail-fast \
     -- --test-threads=2 "$@"
 }
-flaky=""
-if ! checks >"$tmp/checks.out" 2>&1; then
-  # A test that fails once and passes when run again alone is reported as
-  # flaky (loudly) rather than failing the suite; a second failure fails it.
-  failed=$(sed -n 's/^---- \([a-z_0-9:]*\) stdout ----$/\1/p' "$tmp/checks.out" | sort -u)
-  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/checks.out" | grep -A12 -- '^----' | head -40 >&2
-  [ -n "$failed" ] || fail "tests with debug-checks (no test named in the failure)"
+# rerun_flaky LABEL NAME FN: runs the tests of function FN, output in
+# $tmp/NAME.out. A test that fails once and passes when run again alone is
+# reported as flaky (loudly, and named in $flaky) rather than failing the
+# suite; a second failure fails it.
+rerun_flaky() {
+  local label=$1 name=$2 fn=$3 failed
+  flaky=""
+  "$fn" >"$tmp/$name.out" 2>&1 && return 0
+  failed=$(sed -n 's/^---- \([a-z_0-9:]*\) stdout ----$/\1/p' "$tmp/$name.out" | sort -u)
+  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/$name.out" | grep -A30 -- '^----\|minimal failing' | head -60 >&2
+  [ -n "$failed" ] || fail "$label (no test named in the failure)"
   # shellcheck disable=SC2086
-  checks --exact $failed >"$tmp/checks.rerun" 2>&1 || {
-    grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/checks.rerun" | grep -A20 -- '^----' | head -60 >&2
-    fail "tests with debug-checks: $(echo $failed) failed twice"
+  "$fn" --exact $failed >"$tmp/$name.rerun" 2>&1 || {
+    grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/$name.rerun" | grep -A30 -- '^----\|minimal failing' | head -60 >&2
+    fail "$label: $(echo $failed) failed twice"
   }
   flaky=$(echo $failed)
-  echo "FLAKY: failed once with debug-checks, passed on a rerun: $flaky" >&2
-fi
+  echo "FLAKY: $label: failed once, passed on a rerun: $flaky" >&2
+}
+rerun_flaky "tests with debug-checks" checks checks
 passed=$(grep -o '[0-9]* passed' "$tmp/checks.out" | awk '{s += $1} END {print s + 0}')
 ok "debug-checks pass" "$passed tests passed${flaky:+ (flaky, passed on rerun: $flaky)} [$((SECONDS - t0))s]"
 figures+=("debug-checks: the whole hakmem suite, $passed tests, in a release build with invariant checks on")
@@ -236,24 +241,11 @@ hardened() {
     cargo test --release "${debug_hakmem[@]}" -p hakmem --features hardened,debug-checks --test model --test fault_injection \
     -- --test-threads=2 "$@"
 }
-# Same rule as the debug-checks run above: a test that fails once and passes
-# when run again alone is reported as flaky, loudly. (`rlimit_as_...` failed
-# about 1 run in 30 until the large path dropped a strategy's slack when
-# only the block fits: 2 of 60 at f5a34b1, 0 of 200 after.)
-hflaky=""
-if ! hardened >"$tmp/hardened.out" 2>&1; then
-  failed=$(sed -n 's/^---- \([a-z_0-9:]*\) stdout ----$/\1/p' "$tmp/hardened.out" | sort -u)
-  grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/hardened.out" | grep -A30 -- '^----\|minimal failing' | head -60 >&2
-  [ -n "$failed" ] || fail "model / fault injection with --features hardened"
-  # shellcheck disable=SC2086
-  hardened --exact $failed >"$tmp/hardened.rerun" 2>&1 || {
-    grep -v '^\s*at \|^ *[0-9]*: ' "$tmp/hardened.rerun" | grep -A30 -- '^----\|minimal failing' | head -60 >&2
-    fail "model / fault injection with --features hardened: $(echo $failed) failed twice"
-  }
-  hflaky=$(echo $failed)
-  echo "FLAKY: failed once with --features hardened, passed on a rerun: $hflaky" >&2
-fi
-ok "model + fault injection (hardened)" "$hardened_cases random action sequences${hflaky:+ (flaky, passed on rerun: $hflaky)} [$((SECONDS - t0))s]"
+# Same rule as the debug-checks run above. (`rlimit_as_...` failed about 1
+# run in 30 until the large path dropped a strategy's slack when only the
+# block fits: 2 of 60 at f5a34b1, 0 of 200 after.)
+rerun_flaky "model / fault injection with --features hardened" hardened hardened
+ok "model + fault injection (hardened)" "$hardened_cases random action sequences${flaky:+ (flaky, passed on rerun: $flaky)} [$((SECONDS - t0))s]"
 
 # ---------------------------------------------------------------------------
 section "probe-cli under stress"

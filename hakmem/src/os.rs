@@ -176,14 +176,14 @@ pub fn resident_pages(p: *mut u8, len: usize, vec: &mut [u8]) -> Option<usize> {
 
 /// The one-minute load average of the machine, times 100, from
 /// /proc/loadavg (no allocation). None where /proc is not mounted.
-pub fn load_average_x100() -> Option<u32> {
+pub(crate) fn load_average_x100() -> Option<u32> {
     let mut buf = [0u8; 64];
     let n = read_file(c"/proc/loadavg", &mut buf)?;
     parse_load_x100(&buf[..n])
 }
 
 /// The first field of /proc/loadavg ("7.86 6.80 5.22 3/456 1234"), times 100.
-pub fn parse_load_x100(s: &[u8]) -> Option<u32> {
+pub(crate) fn parse_load_x100(s: &[u8]) -> Option<u32> {
     let field = s.split(|&c| c == b' ').next()?;
     let mut parts = field.split(|&c| c == b'.');
     let digits = |d: &[u8]| -> Option<u32> {
@@ -202,7 +202,7 @@ pub fn parse_load_x100(s: &[u8]) -> Option<u32> {
 }
 
 /// How many CPUs this process may run on (`sched_getaffinity`), at least 1.
-pub fn cpus_allowed() -> u32 {
+pub(crate) fn cpus_allowed() -> u32 {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it
     // (bounded by its size).
     let n = unsafe {
