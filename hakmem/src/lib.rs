@@ -14,7 +14,9 @@
 //!      large: block (header), bigcache, elo, evolution, profile, path, thread, stats
 //!  2 probe, counters, layout, segment_map, hardening, vm (counted OS memory
 //!    calls), thp (does the kernel give huge pages: measured once), stack
-//!    (the one tagged lock-free stack), test_delay (test builds: known costs)
+//!    (the one tagged lock-free stack), test_delay (test builds: known costs),
+//!    background (the purge thread: start, park, wake, fork; its pass is
+//!    registered by `thread`)
 //!  1 os (raw system calls), report (stack writer), diag (warn, fatal, bad
 //!    pointers), options (parsing, no side effect)
 //! ```
@@ -57,6 +59,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub(crate) mod background;
 pub(crate) mod counters;
 pub(crate) mod diag;
 mod exit_report;

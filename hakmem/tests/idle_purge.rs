@@ -156,11 +156,60 @@ fn owners_and_the_purge_thread() {
     println!("RESULT entered={}", ager.join().unwrap());
 }
 
+/// Four threads each write 24 MiB of small blocks (48-1,000 bytes), hand
+/// one in a hundred to the main thread and free the rest, and exit; the main
+/// thread frees what they handed over (remote frees into the segments they
+/// abandoned), then sleeps without an allocator call. Nothing owns that
+/// memory any more: only the background pass can give it back.
+fn idle_small() -> (u64, u64) {
+    let survivors: Vec<Vec<usize>> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut blocks = Vec::with_capacity(50_000);
+                let mut bytes = 0;
+                let mut i = 0usize;
+                while bytes < 24 << 20 {
+                    let size = 48 + (i * 7919 + t * 13) % 953;
+                    let p = hakmem::alloc_at(size, 0x5d);
+                    assert!(!p.is_null());
+                    // SAFETY: a fresh block of `size` bytes.
+                    unsafe { p.write_bytes(1, size) };
+                    blocks.push(p as usize);
+                    bytes += size;
+                    i += 1;
+                }
+                let mut kept = Vec::with_capacity(blocks.len() / 100 + 1);
+                for (i, &p) in blocks.iter().enumerate() {
+                    if i % 100 == 0 {
+                        kept.push(p);
+                    } else {
+                        // SAFETY: a live block of this thread.
+                        unsafe { hakmem::free(p as *mut u8) };
+                    }
+                }
+                kept
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    for &p in survivors.iter().flatten() {
+        // SAFETY: live blocks, handed over by their exited threads.
+        unsafe { hakmem::free(p as *mut u8) };
+    }
+    let before = hakmem::os::process_rss();
+    std::thread::sleep(Duration::from_millis(600));
+    let after = hakmem::os::process_rss();
+    (before >> 20, after >> 20)
+}
+
 #[test]
 fn child_entry() {
     let (before, after) = match std::env::var("IDLE_PURGE_CHILD").as_deref() {
         Ok("spans") => idle(),
         Ok("cached") => idle_cached(),
+        Ok("small") => idle_small(),
         Ok("busy") => busy(),
         Ok("busy-reused") => {
             // A thread that did large-block work exits; its context goes
@@ -256,5 +305,22 @@ fn the_purge_thread_and_a_cache_owner_never_meet_inside() {
         c.num("entered") > 0,
         "the aging pass entered caches holding blocks: {:?}",
         c.results
+    );
+}
+
+#[test]
+fn small_memory_of_exited_threads_goes_back_without_an_allocator_call() {
+    // Pooled segments and abandoned segments' free pages: nobody allocates,
+    // so before the background pass reached them they stayed resident for
+    // the life of the process (as with mimalloc, tcmalloc and glibc).
+    let (before, after) = run_case("small", &[]);
+    assert!(
+        before >= after + 60,
+        "RSS {before} MiB -> {after} MiB while idle"
+    );
+    let (before, after) = run_case("small", &[("HAKMEM_BACKGROUND_PURGE", "0")]);
+    assert!(
+        after + 8 >= before,
+        "RSS {before} MiB -> {after} MiB with the thread off"
     );
 }

@@ -22,6 +22,7 @@ const ORDER: &[&[&str]] = &[
     &["vm"],
     &["thp"],
     &["stack", "list"],
+    &["background"],
     &["small", "large"],
     &["thread"],
     &["stats"],

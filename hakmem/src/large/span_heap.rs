@@ -243,7 +243,6 @@ extern "C" fn fork_child() {
     // The parent's threads do not exist here.
     LAST_ACTIVE_TID.store(0, Relaxed);
     crate::large::shared_cache::fork_done();
-    crate::large::purge_thread::after_fork_in_child();
 }
 
 /// Registers the fork handlers once (before the first arena exists, with no

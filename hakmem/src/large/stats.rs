@@ -125,7 +125,7 @@ impl LargeStats {
             span_cross_thread_frees: 0,
             span_purged_bytes: 0,
             span_resized_in_place: 0,
-            background_ticks: crate::large::purge_thread::TICKS.load(Relaxed),
+            background_ticks: crate::background::TICKS.load(Relaxed),
             thp: crate::thp::measured(),
         };
         {

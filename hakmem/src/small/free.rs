@@ -151,6 +151,12 @@ fn free_remote(
         // SAFETY: the caller's contract: a block of a live segment that this
         // thread does not own.
         unsafe { remote::push_direct(addr) };
+        if owner == 0 {
+            // A block of an exited thread's segment: the background pass
+            // collects it (and may give its page back) if no thread adopts
+            // the segment first.
+            crate::small::reclaim::note_unowned_work();
+        }
     }
     if traced {
         probe::emit(Component::RemoteFree, t, class as u64);

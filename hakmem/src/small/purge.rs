@@ -18,7 +18,7 @@ use core::sync::atomic::Ordering;
 /// 18-21k and 18-21k times, with median operations 96-122, 91-105 and 83-100
 /// ns (same minutes) and peak RSS 61-66 MiB each (mimalloc 2: 120, mimalloc
 /// 3: 165).
-const RETAIN_DELAYS: u64 = 8;
+pub(crate) const RETAIN_DELAYS: u64 = 8;
 
 /// Bytes of empty pages a heap keeps in their class queues (`Heap::keep`)
 /// rather than give back to their segments. A program that empties and

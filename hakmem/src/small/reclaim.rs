@@ -1,14 +1,103 @@
 //! Threads come and go, their segments stay: at thread exit the heap gives
 //! back what is free and leaves the rest on the abandoned stack; another
-//! thread's slow path (or `collect(true)`) adopts such segments.
+//! thread's slow path (or `collect(true)`) adopts such segments. Until one
+//! does, the background thread's pass ([`purge_unowned`]) collects what
+//! other threads freed into them and gives their free pages back, as it
+//! does the pooled segments'.
 
 use crate::counters::GLOBAL;
 use crate::os;
 use crate::small::heap::Heap;
 use crate::small::page::Page;
+use crate::small::purge::RETAIN_DELAYS;
 use crate::small::segment::{self, Segment, ABANDONED};
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Set when memory nobody owns may have become purgeable (a thread exited,
+/// a block of an abandoned segment was freed); cleared by the pass that
+/// looks ([`purge_unowned`]).
+static UNOWNED_WORK: AtomicBool = AtomicBool::new(false);
+
+/// Abandoned segments one pass looks at, at most (the rest wait for the next).
+const PASS_SEGMENTS: usize = 64;
+
+/// Notes that memory nobody owns may be purgeable, and tells the
+/// background thread (`crate::background`).
+pub(crate) fn note_unowned_work() {
+    UNOWNED_WORK.store(true, Ordering::SeqCst);
+    crate::background::notify();
+}
+
+/// Whether a background pass may find purgeable memory nobody owns:
+/// a dirty pooled segment, or work noted since the last pass.
+pub fn unowned_work() -> bool {
+    UNOWNED_WORK.load(Ordering::SeqCst) || segment::pool_has_dirty()
+}
+
+/// The background thread's pass over small-block memory no thread owns:
+/// the remote frees of abandoned segments go into their pages, pages left
+/// empty become free and segments left empty go to the pool; free pages and
+/// pooled segments go back to the OS once they have waited what a heap's
+/// own do ([`RETAIN_DELAYS`] purge delays of `delay_ns`; the free pages of
+/// an abandoned segment count from when its last page became free).
+/// Returns true if something is left to purge later.
+///
+/// A segment this pass holds (popped, at most [`PASS_SEGMENTS`]) is out of
+/// reach of a thread's reclaim for the pass's few microseconds; frees into
+/// it go on its remote lists as before, and raise [`UNOWNED_WORK`] for the
+/// next pass.
+pub fn purge_unowned(now: u64, delay_ns: u64) -> bool {
+    UNOWNED_WORK.store(false, Ordering::SeqCst);
+    let delay_ns = delay_ns.saturating_mul(RETAIN_DELAYS);
+    let mut held: [*mut Segment; PASS_SEGMENTS] = [ptr::null_mut(); PASS_SEGMENTS];
+    let mut n = 0;
+    while n < PASS_SEGMENTS {
+        let Some(seg) = ABANDONED.pop() else { break };
+        held[n] = seg;
+        n += 1;
+    }
+    let mut left = n == PASS_SEGMENTS && !ABANDONED.is_empty();
+    for &seg in &held[..n] {
+        // SAFETY: popped from the abandoned stack, so this thread owns it
+        // until it is pushed back (or pooled); its pages are in no heap's
+        // queue. No reference to it outlives a statement (the calls write
+        // through `seg` themselves).
+        unsafe {
+            // A segment abandoned just now is likely adopted by the next
+            // thread (rounds of threads, `mstress`): left alone until it
+            // has waited as long as its free pages would.
+            let abandoned_at = (*seg).pooled_at_ns.load(Ordering::Relaxed);
+            if now.saturating_sub(abandoned_at) < delay_ns {
+                left = true;
+                ABANDONED.push(seg);
+                continue;
+            }
+            (*seg).remote_pending.store(0, Ordering::SeqCst);
+            for i in 0..(*seg).kind.page_count() {
+                let page: *mut Page = &raw mut (*seg).pages[i];
+                if !(*page).in_use {
+                    continue;
+                }
+                Segment::collect(seg, page);
+                if (*page).used() == 0 {
+                    (*seg).free_page(page, now);
+                }
+            }
+            if (*seg).is_empty() {
+                segment::release(seg, now);
+                continue;
+            }
+            (*seg).purge_free_pages(now, delay_ns);
+            if (*seg).dirty_pages != 0 {
+                left = true;
+            }
+            ABANDONED.push(seg);
+        }
+    }
+    segment::maintain_pool(now, delay_ns);
+    left || segment::pool_has_dirty()
+}
 
 impl Heap {
     /// Adopts every segment left by exited threads (`collect(true)`): their
@@ -119,6 +208,7 @@ impl Heap {
                     segment::release(seg, now);
                 } else {
                     s.owner.store(0, Ordering::Release);
+                    s.pooled_at_ns.store(now, Ordering::Relaxed);
                     GLOBAL.segments_abandoned.fetch_add(1, Ordering::Relaxed);
                     // SAFETY: an owned segment, now off this heap's list.
                     unsafe { ABANDONED.push(seg) };
@@ -128,5 +218,8 @@ impl Heap {
             self.segments[k].clear();
         }
         self.clear_queues();
+        // What this thread left (free pages, pooled or abandoned segments)
+        // waits for the background pass if no other thread comes for it.
+        note_unowned_work();
     }
 }

@@ -112,7 +112,7 @@ pub struct Segment {
     pub prev: *mut Segment,
     /// Link in the pool / abandoned stacks (read racily by poppers, hence atomic).
     pub stack_next: AtomicUsize,
-    /// When the segment entered the pool, in monotonic ns.
+    /// When the segment entered the pool or the abandoned stack, in monotonic ns.
     pub pooled_at_ns: AtomicU64,
     /// Non-zero: a page may hold remote frees the owner has not collected.
     pub remote_pending: OwnLine<AtomicU32>,
@@ -652,6 +652,15 @@ pub(crate) fn release(seg: *mut Segment, now_ns: u64) {
     }
     // SAFETY: the caller's segment, now off every list.
     unsafe { POOL_DIRTY[(*seg).kind as usize].push(seg) };
+    // The pool is purged on allocator activity, and by the background
+    // thread when there is none (not started here: the caller may be in
+    // the middle of a heap operation).
+    crate::background::wake_if_running();
+}
+
+/// Whether a pooled segment may still hold resident memory.
+pub fn pool_has_dirty() -> bool {
+    POOL_DIRTY.iter().any(|p| !p.is_empty())
 }
 
 /// Purges pooled segments that have waited `delay_ns`; cheap to call often.

@@ -12,6 +12,7 @@
 //! destructor at thread exit, fork handler). This layer is the only one that
 //! sees both sides; `small` and `large` never import each other.
 
+mod background_pass;
 mod life;
 mod tls;
 
