@@ -836,36 +836,61 @@ pub const HUGE_HOLD_MS: u64 = 100;
 /// at a time (see [`HUGE_HOLD_MS`]).
 pub const SPLIT_HOLD_MS: u64 = 300;
 
-/// The busy holds ([`HUGE_HOLD_MS`], [`SPLIT_HOLD_MS`]) are for a machine
-/// with a CPU free for each runnable thread; they are stretched by the
-/// machine's load per CPU this process may use (one-minute load average,
-/// read at most once a second), up to 8 times: a program waiting for a CPU
-/// takes longer to come back to the memory it freed. On this 2-CPU machine
-/// at a load average of 4-5, `pbzip2 -p2` ran twice as slowly and with the
-/// unscaled 100/300 ms holds took 453-1,124 faults a run (1 s hold:
-/// 438-449; scaled: 442-461); at 7-8, 467-2,758 (1 s: 437-1,548).
+/// The busy holds ([`HUGE_HOLD_MS`], [`SPLIT_HOLD_MS`]) are for a thread
+/// that runs whenever it can; they are stretched by how long the thread last
+/// active at the span level waited for a CPU against how long it ran, over
+/// about the last second (its `/proc/self/task/TID/schedstat`: (run + wait)
+/// / run), up to 8 times: wall time then passes faster than the program's
+/// work, which comes back later to the memory it freed. On this 2-CPU
+/// machine at a load average of 4-5, `pbzip2 -p2` ran twice as slowly and
+/// with the unscaled 100/300 ms holds took 453-1,124 faults a run (1 s
+/// hold: 438-449; scaled by the load average per CPU: 442-461). The load
+/// average was the first measure: it follows a change over a minute, counts
+/// the whole machine's threads whatever this process's affinity, cgroup or
+/// priority, and reads a loaded machine the same for a program that gets
+/// its CPUs and one that waits.
 fn hold_scale_x16(now: u32) -> u64 {
-    let read = LOAD_READ_MS.load(Relaxed);
+    let read = SCALE_READ_MS.load(Relaxed);
     if read != 0 && now.wrapping_sub(read) < 1000 {
-        return LOAD_SCALE_X16.load(Relaxed) as u64;
+        return SCALE_X16.load(Relaxed) as u64;
     }
-    let scale = scale_x16(crate::os::load_average_x100(), crate::os::cpus_allowed());
-    LOAD_SCALE_X16.store(scale as u32, Relaxed);
-    LOAD_READ_MS.store(now.max(1), Relaxed);
+    SCALE_READ_MS.store(now.max(1), Relaxed);
+    let tid = LAST_ACTIVE_TID.load(Relaxed);
+    let Some((ran, waited)) = thread_schedstat(tid) else {
+        SCALE_X16.store(16, Relaxed);
+        return 16;
+    };
+    // The last sample's thread, run and wait times (racy updates between
+    // callers only cost one interval's accuracy).
+    let same = SAMPLE_TID.swap(tid, Relaxed) == tid;
+    let ran0 = SAMPLE_RAN_NS.swap(ran, Relaxed);
+    let waited0 = SAMPLE_WAITED_NS.swap(waited, Relaxed);
+    let scale = if same && ran >= ran0 && waited >= waited0 {
+        scale_x16(ran - ran0, waited - waited0)
+    } else {
+        16
+    };
+    SCALE_X16.store(scale as u32, Relaxed);
     scale
 }
 
-/// The hold scale (sixteenths) for a load average of `load_x100` / 100 on
-/// `cpus` CPUs: 1 up to one runnable thread per CPU, the load per CPU
-/// above that, at most 8.
-fn scale_x16(load_x100: Option<u32>, cpus: u32) -> u64 {
-    let Some(load) = load_x100 else { return 16 };
-    (load as u64 * 16 / (cpus.max(1) as u64 * 100)).clamp(16, 8 * 16)
+/// The hold scale (sixteenths) for a thread that ran `ran_ns` and waited
+/// for a CPU `waited_ns` in an interval: (run + wait) / run, from 1 to 8;
+/// 1 when it ran under 1 ms (too little to tell).
+fn scale_x16(ran_ns: u64, waited_ns: u64) -> u64 {
+    if ran_ns < 1_000_000 {
+        return 16;
+    }
+    (ran_ns.saturating_add(waited_ns).saturating_mul(16) / ran_ns).clamp(16, 8 * 16)
 }
 
-/// [`hold_scale_x16`]'s last answer and when it was read (ms, 0 = never).
-static LOAD_SCALE_X16: AtomicU32 = AtomicU32::new(16);
-static LOAD_READ_MS: AtomicU32 = AtomicU32::new(0);
+/// [`hold_scale_x16`]'s last answer and when it was computed (ms, 0 = never).
+static SCALE_X16: AtomicU32 = AtomicU32::new(16);
+static SCALE_READ_MS: AtomicU32 = AtomicU32::new(0);
+/// The schedstat sample it was computed from.
+static SAMPLE_TID: AtomicU32 = AtomicU32::new(0);
+static SAMPLE_RAN_NS: AtomicU64 = AtomicU64::new(0);
+static SAMPLE_WAITED_NS: AtomicU64 = AtomicU64::new(0);
 
 /// No large-block activity for this long (ms) is idleness whatever the last
 /// active thread does (see [`idle`]).
@@ -912,28 +937,51 @@ pub fn idle(delay_ms: u64) -> bool {
     quiet >= QUIET_IDLE_MS || !thread_runnable(LAST_ACTIVE_TID.load(Relaxed))
 }
 
+/// Reads /proc/self/task/TID/NAME into `buf` (no allocation): the length
+/// read, None for tid 0, an exited thread, or no /proc.
+fn read_task_file(tid: u32, name: &str, buf: &mut [u8]) -> Option<usize> {
+    use core::fmt::Write;
+    if tid == 0 {
+        return None;
+    }
+    let mut path = crate::report::StackWriter::<48>::new();
+    write!(path, "/proc/self/task/{tid}/{name}\0").ok()?;
+    let path = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()).ok()?;
+    os::read_file(path, buf)
+}
+
 /// Whether thread `tid` of this process is running or waiting for a CPU:
 /// state `R` in /proc/self/task/TID/stat (no allocation). False for a thread
 /// that sleeps, is stopped or has exited, and where /proc is not mounted.
 fn thread_runnable(tid: u32) -> bool {
-    use core::fmt::Write;
-    if tid == 0 {
-        return false;
-    }
-    let mut path = crate::report::StackWriter::<40>::new();
-    let _ = write!(path, "/proc/self/task/{tid}/stat\0");
-    let Ok(path) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
-        return false;
-    };
     // "TID (comm) S ...": the state follows the last ')' (comm may hold one).
     let mut buf = [0u8; 256];
-    let Some(len) = os::read_file(path, &mut buf) else {
+    let Some(len) = read_task_file(tid, "stat", &mut buf) else {
         return false;
     };
     let Some(close) = buf[..len].iter().rposition(|&c| c == b')') else {
         return false;
     };
     buf.get(close + 2) == Some(&b'R')
+}
+
+/// Nanoseconds thread `tid` has run and has waited for a CPU (the first two
+/// fields of /proc/self/task/TID/schedstat), None if unreadable.
+fn thread_schedstat(tid: u32) -> Option<(u64, u64)> {
+    let mut buf = [0u8; 96];
+    let len = read_task_file(tid, "schedstat", &mut buf)?;
+    parse_schedstat(&buf[..len])
+}
+
+/// "RUN_NS WAIT_NS SLICES\n" → (run, wait).
+fn parse_schedstat(s: &[u8]) -> Option<(u64, u64)> {
+    let mut fields = s.split(|&c| c == b' ' || c == b'\n');
+    let mut num = || -> Option<u64> {
+        let d = fields.next()?;
+        (!d.is_empty() && d.len() <= 19 && d.iter().all(u8::is_ascii_digit))
+            .then(|| d.iter().fold(0u64, |n, c| n * 10 + (c - b'0') as u64))
+    };
+    Some((num()?, num()?))
 }
 
 /// Purges dirty spans that have been dirty for at least `delay_ms` (all of
@@ -1365,9 +1413,9 @@ mod tests {
         free_since(spans[1].start, now.wrapping_sub(SPLIT_HOLD_MS as u32 + 100));
         free_since(spans[2].start, now.wrapping_sub(HUGE_HOLD_MS as u32 / 2));
         note_activity(os::monotonic_ns(), 0);
-        // As on an unloaded machine (the holds are not stretched).
-        LOAD_SCALE_X16.store(16, Relaxed);
-        LOAD_READ_MS.store(now_ms().max(1), Relaxed);
+        // As for a thread that gets a CPU when it can (not stretched).
+        SCALE_X16.store(16, Relaxed);
+        SCALE_READ_MS.store(now_ms().max(1), Relaxed);
         purge(10, true);
 
         let a = spans[0];
@@ -1409,24 +1457,80 @@ mod tests {
     }
 
     #[test]
-    fn the_busy_holds_stretch_with_the_load_per_cpu() {
-        assert_eq!(scale_x16(None, 2), 16, "no /proc: unscaled");
-        assert_eq!(scale_x16(Some(150), 2), 16, "a CPU free: unscaled");
-        assert_eq!(scale_x16(Some(786), 2), 62, "3.9 runnable a CPU");
-        assert_eq!(scale_x16(Some(786), 0), 125);
-        assert_eq!(scale_x16(Some(99_999), 4), 128, "at most 8 times");
+    fn the_busy_holds_stretch_with_the_active_threads_wait_for_a_cpu() {
+        assert_eq!(scale_x16(500_000, 9_000_000), 16, "ran under 1 ms");
+        assert_eq!(scale_x16(100_000_000, 0), 16, "never waited: unscaled");
+        assert_eq!(scale_x16(100_000_000, 100_000_000), 32, "waited half");
+        assert_eq!(scale_x16(100_000_000, 290_000_000), 62, "3.9 times");
+        assert_eq!(scale_x16(10_000_000, u64::MAX), 128, "at most 8 times");
         assert_eq!(
-            os::parse_load_x100(b"7.86 6.80 5.22 3/456 1234\n"),
-            Some(786)
+            parse_schedstat(b"180927 411476 2\n"),
+            Some((180_927, 411_476))
         );
-        assert_eq!(os::parse_load_x100(b"12.5 1.00 1.00 1/1 1"), Some(1250));
-        assert_eq!(os::parse_load_x100(b"0.04 0 0"), Some(4));
-        assert_eq!(os::parse_load_x100(b"x.1 0 0"), None);
+        assert_eq!(parse_schedstat(b"12 x 1"), None);
+        assert_eq!(parse_schedstat(b""), None);
+        let me = os::gettid();
+        // (The run time of a running thread is brought up to date at a
+        // tick or a switch: a fresh one may read 0.)
+        assert!(thread_schedstat(me).is_some(), "schedstat is readable here");
+        assert_eq!(thread_schedstat(0), None);
+    }
+
+    /// A thread that waits for its CPU behind two spinning threads pinned
+    /// to the same one stretches the holds within the interval (the load
+    /// average took a minute to follow).
+    #[test]
+    fn a_thread_waiting_for_its_cpu_is_seen_within_a_second() {
+        let _s = serial();
+        // SAFETY: a zeroed cpu_set_t is an empty set; CPU 0 added; the calls
+        // only read or write it.
+        let pinned = unsafe {
+            let mut set: libc::cpu_set_t = core::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            move || libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        };
+        if !pinned() {
+            return; // not allowed on CPU 0: nothing to measure here
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let spinners: std::vec::Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    pinned();
+                    let mut x = 1u64;
+                    while !stop.load(Relaxed) {
+                        x = core::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        let me = os::gettid();
+        LAST_ACTIVE_TID.store(me, Relaxed);
+        SCALE_READ_MS.store(0, Relaxed);
+        hold_scale_x16(now_ms());
+        // Run for ~300 ms of CPU beside them.
+        let (ran0, _) = thread_schedstat(me).unwrap();
+        let mut x = 1u64;
+        while thread_schedstat(me).unwrap().0 - ran0 < 300_000_000 {
+            for _ in 0..100_000 {
+                x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        SCALE_READ_MS.store(0, Relaxed);
+        let scale = hold_scale_x16(now_ms());
+        stop.store(true, Relaxed);
+        for s in spinners {
+            s.join().unwrap();
+        }
+        SCALE_READ_MS.store(0, Relaxed);
+        LAST_ACTIVE_TID.store(0, Relaxed);
         assert!(
-            os::load_average_x100().is_some(),
-            "/proc/loadavg is readable here"
+            scale >= 32,
+            "a thread sharing its CPU with two spinners: scale {scale}/16"
         );
-        assert!(os::cpus_allowed() >= 1);
     }
 
     #[test]
