@@ -174,6 +174,47 @@ pub fn resident_pages(p: *mut u8, len: usize, vec: &mut [u8]) -> Option<usize> {
     })
 }
 
+/// The one-minute load average of the machine, times 100, from
+/// /proc/loadavg (no allocation). None where /proc is not mounted.
+pub(crate) fn load_average_x100() -> Option<u32> {
+    let mut buf = [0u8; 64];
+    let n = read_file(c"/proc/loadavg", &mut buf)?;
+    parse_load_x100(&buf[..n])
+}
+
+/// The first field of /proc/loadavg ("7.86 6.80 5.22 3/456 1234"), times 100.
+pub(crate) fn parse_load_x100(s: &[u8]) -> Option<u32> {
+    let field = s.split(|&c| c == b' ').next()?;
+    let mut parts = field.split(|&c| c == b'.');
+    let digits = |d: &[u8]| -> Option<u32> {
+        (!d.is_empty() && d.len() <= 6 && d.iter().all(u8::is_ascii_digit))
+            .then(|| d.iter().fold(0u32, |n, c| n * 10 + (c - b'0') as u32))
+    };
+    let whole = digits(parts.next()?)?;
+    let frac = match parts.next() {
+        Some(f) => {
+            let f = &f[..f.len().min(2)];
+            digits(f)? * if f.len() == 1 { 10 } else { 1 }
+        }
+        None => 0,
+    };
+    Some(whole * 100 + frac)
+}
+
+/// How many CPUs this process may run on (`sched_getaffinity`), at least 1.
+pub(crate) fn cpus_allowed() -> u32 {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it
+    // (bounded by its size).
+    let n = unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 1;
+        }
+        libc::CPU_COUNT(&set)
+    };
+    n.max(1) as u32
+}
+
 /// The calling thread's kernel id (a system call: cache it).
 pub fn gettid() -> u32 {
     // SAFETY: no arguments, cannot fail.

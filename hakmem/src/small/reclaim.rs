@@ -46,7 +46,10 @@ pub fn unowned_work() -> bool {
 /// A segment this pass holds (popped, at most [`PASS_SEGMENTS`]) is out of
 /// reach of a thread's reclaim for the pass's few microseconds; frees into
 /// it go on its remote lists as before, and raise [`UNOWNED_WORK`] for the
-/// next pass.
+/// next pass. A fork in those microseconds leaves the segments held in the
+/// child on no stack: its frees into them still go on their remote lists,
+/// but no thread of the child adopts them (their free memory is lost to the
+/// child's reuse, never corrupted).
 pub fn purge_unowned(now: u64, delay_ns: u64) -> bool {
     UNOWNED_WORK.store(false, Ordering::SeqCst);
     let delay_ns = delay_ns.saturating_mul(RETAIN_DELAYS);
