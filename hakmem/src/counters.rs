@@ -22,6 +22,10 @@ pub struct GlobalCounters {
     pub segments_abandoned: AtomicU64,
     /// Abandoned segments adopted by another thread.
     pub segments_reclaimed: AtomicU64,
+    /// Abandoned segments the background pass found empty and pooled.
+    pub segments_unowned_pooled: AtomicU64,
+    /// Bytes of abandoned segments' free pages the background pass purged.
+    pub unowned_purged_bytes: AtomicU64,
 }
 
 /// The process-wide counters.
@@ -34,6 +38,8 @@ pub static GLOBAL: GlobalCounters = GlobalCounters {
     heaps_created: AtomicU64::new(0),
     segments_abandoned: AtomicU64::new(0),
     segments_reclaimed: AtomicU64::new(0),
+    segments_unowned_pooled: AtomicU64::new(0),
+    unowned_purged_bytes: AtomicU64::new(0),
 };
 
 /// A counter written by one thread and read by any: relaxed load + store.

@@ -68,6 +68,10 @@ pub struct Stats {
     pub segments_abandoned: u64,
     /// Abandoned segments adopted by another thread.
     pub segments_reclaimed: u64,
+    /// Abandoned segments the background pass found empty and pooled.
+    pub segments_unowned_pooled: u64,
+    /// Bytes of abandoned segments' free pages the background pass purged.
+    pub unowned_purged_bytes: u64,
     /// Per size class.
     pub classes: [ClassStats; NUM_CLASSES],
     /// BigCache, ELO and evolution counters.
@@ -94,6 +98,8 @@ pub fn collect() -> Stats {
         heaps_created: GLOBAL.heaps_created.load(Relaxed),
         segments_abandoned: GLOBAL.segments_abandoned.load(Relaxed),
         segments_reclaimed: GLOBAL.segments_reclaimed.load(Relaxed),
+        segments_unowned_pooled: GLOBAL.segments_unowned_pooled.load(Relaxed),
+        unowned_purged_bytes: GLOBAL.unowned_purged_bytes.load(Relaxed),
         classes: [ClassStats::default(); NUM_CLASSES],
         large: crate::large::stats::LargeStats::global(),
     };
@@ -134,7 +140,8 @@ pub fn print(s: &Stats) {
         "hakmem stats: allocated {:.1} MiB, resident {:.1} MiB, mapped {:.1} MiB\n\
          hakmem stats: allocs {}, frees {}, remote frees {}, foreign pointers {}\n\
          hakmem stats: os maps {}, unmaps {}, purges {} ({:.1} MiB)\n\
-         hakmem stats: large allocs {}, frees {}, live {:.1} MiB; heaps {}, segments abandoned {}, reclaimed {}",
+         hakmem stats: large allocs {}, frees {}, live {:.1} MiB; heaps {}, segments abandoned {}, reclaimed {}\n\
+         hakmem stats: exited threads' memory (background pass): segments emptied and pooled {}, free pages purged {:.1} MiB",
         mib(s.allocated),
         mib(s.resident),
         mib(s.mapped),
@@ -152,6 +159,8 @@ pub fn print(s: &Stats) {
         s.heaps_created,
         s.segments_abandoned,
         s.segments_reclaimed,
+        s.segments_unowned_pooled,
+        mib(s.unowned_purged_bytes),
     );
     w.flush_stderr();
     crate::large::stats::print(&s.large);

@@ -201,6 +201,12 @@ fn idle_small() -> (u64, u64) {
     let before = hakmem::os::process_rss();
     std::thread::sleep(Duration::from_millis(600));
     let after = hakmem::os::process_rss();
+    let s = hakmem::stats();
+    println!(
+        "RESULT pooled={} purged_kib={}",
+        s.segments_unowned_pooled,
+        s.unowned_purged_bytes >> 10
+    );
     (before >> 20, after >> 20)
 }
 
@@ -313,14 +319,26 @@ fn small_memory_of_exited_threads_goes_back_without_an_allocator_call() {
     // Pooled segments and abandoned segments' free pages: nobody allocates,
     // so before the background pass reached them they stayed resident for
     // the life of the process (as with mimalloc, tcmalloc and glibc).
-    let (before, after) = run_case("small", &[]);
+    let c = common::run_child(("IDLE_PURGE_CHILD", "small"), &[]);
+    c.assert_success("small");
+    let (before, after) = (c.num("before"), c.num("after"));
     assert!(
         before >= after + 60,
         "RSS {before} MiB -> {after} MiB while idle"
     );
-    let (before, after) = run_case("small", &[("HAKMEM_BACKGROUND_PURGE", "0")]);
+    assert!(
+        c.num("pooled") > 0,
+        "the pass pooled the segments the main thread's frees emptied: {c:?}"
+    );
+    let c = common::run_child(
+        ("IDLE_PURGE_CHILD", "small"),
+        &[("HAKMEM_BACKGROUND_PURGE", "0")],
+    );
+    c.assert_success("small, thread off");
+    let (before, after) = (c.num("before"), c.num("after"));
     assert!(
         after + 8 >= before,
         "RSS {before} MiB -> {after} MiB with the thread off"
     );
+    assert_eq!(c.num("pooled"), 0, "no pass ran");
 }

@@ -88,10 +88,16 @@ pub fn purge_unowned(now: u64, delay_ns: u64) -> bool {
                 }
             }
             if (*seg).is_empty() {
+                GLOBAL
+                    .segments_unowned_pooled
+                    .fetch_add(1, Ordering::Relaxed);
                 segment::release(seg, now);
                 continue;
             }
-            (*seg).purge_free_pages(now, delay_ns);
+            let purged = (*seg).purge_free_pages(now, delay_ns);
+            GLOBAL
+                .unowned_purged_bytes
+                .fetch_add(purged as u64, Ordering::Relaxed);
             if (*seg).dirty_pages != 0 {
                 left = true;
             }
