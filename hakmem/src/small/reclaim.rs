@@ -61,7 +61,10 @@ pub fn purge_unowned(now: u64, delay_ns: u64) -> bool {
         n += 1;
     }
     let mut left = n == PASS_SEGMENTS && !ABANDONED.is_empty();
-    for &seg in &held[..n] {
+    // Deepest first, so that what goes back keeps its order: the most
+    // recently abandoned segment (the most likely resident) stays on top
+    // for the next thread's reclaim.
+    for &seg in held[..n].iter().rev() {
         // SAFETY: popped from the abandoned stack, so this thread owns it
         // until it is pushed back (or pooled); its pages are in no heap's
         // queue. No reference to it outlives a statement (the calls write
