@@ -6,7 +6,8 @@
 //! lock that lets the purge thread age an idle thread's cache (`shared_cache`) and
 //! the alloc/free paths (`path`). Under the BigCache, freed memory of any
 //! size waits in page-granular spans ([`span_heap`]) until a later request or
-//! the purge (`purge_thread` gives it back while the program is idle).
+//! the purge (`purge_thread`: this side's share of the background thread's
+//! pass, `crate::background`, which gives it back while the program is idle).
 //!
 //! Imports nothing of `small`; the thread context above holds a
 //! `thread::ThreadState` and passes it to `path`.
