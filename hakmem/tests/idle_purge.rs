@@ -162,7 +162,48 @@ fn owners_and_the_purge_thread() {
 /// abandoned), then sleeps without an allocator call. Nothing owns that
 /// memory any more: only the background pass can give it back.
 fn idle_small() -> (u64, u64) {
-    let survivors: Vec<Vec<usize>> = (0..4)
+    let survivors = exited_threads_small_blocks();
+    for &p in survivors.iter().flatten() {
+        // SAFETY: live blocks, handed over by their exited threads.
+        unsafe { hakmem::free(p as *mut u8) };
+    }
+    let before = hakmem::os::process_rss();
+    std::thread::sleep(Duration::from_millis(600));
+    let after = hakmem::os::process_rss();
+    let s = hakmem::stats();
+    // SAFETY: a zeroed rusage for getrusage to fill.
+    let peak_kib = unsafe {
+        let mut u: libc::rusage = core::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u.ru_maxrss as u64
+    };
+    println!(
+        "RESULT pooled={} purged_kib={} peak={}",
+        s.segments_unowned_pooled,
+        s.unowned_purged_bytes >> 10,
+        peak_kib >> 10
+    );
+    (before >> 20, after >> 20)
+}
+
+/// [`idle_small`]'s threads, but the survivors stay alive: their segments
+/// stay abandoned with free pages a purge cannot take (the header half of a
+/// huge-page segment). The background thread's passes over the second
+/// window of idleness (it must have parked).
+fn idle_survivors() -> (u64, u64) {
+    let survivors = exited_threads_small_blocks();
+    std::thread::sleep(Duration::from_millis(600));
+    let t0 = hakmem::stats().large.background_ticks;
+    std::thread::sleep(Duration::from_millis(300));
+    let t1 = hakmem::stats().large.background_ticks;
+    drop(survivors);
+    (t0, t1)
+}
+
+/// Four threads each write 24 MiB of small blocks, free 99% of them and
+/// exit; returns the 1% they handed over.
+fn exited_threads_small_blocks() -> Vec<Vec<usize>> {
+    (0..4)
         .map(|t| {
             std::thread::spawn(move || {
                 let mut blocks = Vec::with_capacity(50_000);
@@ -193,28 +234,7 @@ fn idle_small() -> (u64, u64) {
         .collect::<Vec<_>>()
         .into_iter()
         .map(|h| h.join().unwrap())
-        .collect();
-    for &p in survivors.iter().flatten() {
-        // SAFETY: live blocks, handed over by their exited threads.
-        unsafe { hakmem::free(p as *mut u8) };
-    }
-    let before = hakmem::os::process_rss();
-    std::thread::sleep(Duration::from_millis(600));
-    let after = hakmem::os::process_rss();
-    let s = hakmem::stats();
-    // SAFETY: a zeroed rusage for getrusage to fill.
-    let peak_kib = unsafe {
-        let mut u: libc::rusage = core::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u.ru_maxrss as u64
-    };
-    println!(
-        "RESULT pooled={} purged_kib={} peak={}",
-        s.segments_unowned_pooled,
-        s.unowned_purged_bytes >> 10,
-        peak_kib >> 10
-    );
-    (before >> 20, after >> 20)
+        .collect()
 }
 
 #[test]
@@ -223,6 +243,7 @@ fn child_entry() {
         Ok("spans") => idle(),
         Ok("cached") => idle_cached(),
         Ok("small") => idle_small(),
+        Ok("survivors") => idle_survivors(),
         Ok("busy") => busy(),
         Ok("busy-reused") => {
             // A thread that did large-block work exits; its context goes
@@ -350,4 +371,16 @@ fn small_memory_of_exited_threads_goes_back_without_an_allocator_call() {
         "RSS {before} MiB -> {after} MiB with the thread off"
     );
     assert_eq!(c.num("pooled"), 0, "no pass ran");
+}
+
+#[test]
+fn the_background_thread_parks_beside_exited_threads_survivors() {
+    // Their segments keep free pages no purge takes; before, every pass
+    // counted them as work left, and the thread ticked every purge delay
+    // for as long as the survivors lived.
+    let (before, after) = run_case("survivors", &[]);
+    assert_eq!(
+        before, after,
+        "background passes in 300 ms of idleness, 600 ms after the threads ended"
+    );
 }

@@ -101,7 +101,11 @@ pub fn purge_unowned(now: u64, delay_ns: u64) -> bool {
             GLOBAL
                 .unowned_purged_bytes
                 .fetch_add(purged as u64, Ordering::Relaxed);
-            if (*seg).dirty_pages != 0 {
+            // Free pages still waiting their delay call for another pass;
+            // those a purge leaves dirty once it has waited (the header half
+            // of a huge-page segment) do not, or a survivor in such a
+            // segment would keep the thread awake for good.
+            if (*seg).dirty_pages != 0 && now.saturating_sub((*seg).last_release_ns) < delay_ns {
                 left = true;
             }
             ABANDONED.push(seg);
