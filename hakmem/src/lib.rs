@@ -109,6 +109,15 @@ pub fn collect(force: bool) {
     thread::collect(force)
 }
 
+/// Test hook: the background thread's pass over the small-block memory of
+/// exited threads, now and with no delay (every abandoned segment is
+/// visited, its free pages and the pool purged at once), whatever the real
+/// thread is doing. Returns whether it left anything for a later pass.
+#[doc(hidden)]
+pub fn purge_unowned_for_test() -> bool {
+    small::reclaim::purge_unowned(os::monotonic_ns(), 0)
+}
+
 /// Allocates `size` bytes attributed to call site `site` (any stable number,
 /// e.g. a return address); null on failure. Free with [`free`].
 pub fn alloc_at(size: usize, site: usize) -> *mut u8 {

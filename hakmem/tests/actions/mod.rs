@@ -160,9 +160,12 @@ pub enum Action {
     Collect { force: bool },
     /// A request nothing can serve: NULL with ENOMEM, and nothing else changes.
     Absurd { which: u8 },
-    /// One pass of the background purge thread over every thread's BigCache
-    /// now (as when the program has gone idle): cached blocks go back to the
-    /// span level as aged memory, which later requests of any size reuse.
+    /// One pass of the background purge thread now (as when the program
+    /// has gone idle): every thread's BigCache goes back to the span level as
+    /// aged memory, which later requests of any size reuse; and the memory
+    /// of exited threads (their abandoned segments, whose live blocks this
+    /// thread still holds, and the segment pool) has its remote frees
+    /// collected and its free pages purged at once.
     AgeCaches,
     /// A pipeline: the peer thread allocates `count % 4 + 1` large blocks of
     /// `size` and hands them here, and this thread frees them at once (every
@@ -712,6 +715,7 @@ impl Model {
                 if hakmem::large::age_caches_for_test() > 0 {
                     self.stats.caches_aged += 1;
                 }
+                hakmem::purge_unowned_for_test();
             }
             Action::Pipeline { count, size } => {
                 let n = count as usize % 4 + 1;
