@@ -367,6 +367,24 @@ mod tests {
         h.check();
         // Another class needs a page and no free page of the segments is
         // resident: the kept pages go back first, and it carves one of them.
+        // (The segment may have come from the dirty pool, its free pages
+        // resident — more often since the background thread pools exited
+        // threads' segments while other tests run: made clean here.)
+        let now = os::monotonic_ns();
+        for k in 0..3 {
+            let mut seg = h.segments[k].head;
+            while !seg.is_null() {
+                // SAFETY: a segment this test's heap owns; the reference
+                // ends in the statement.
+                seg = unsafe {
+                    let s = &mut *seg;
+                    s.purge_free_pages(now, 0);
+                    // Halves a huge-page segment keeps resident count as clean.
+                    s.dirty_pages = 0;
+                    s.next
+                };
+            }
+        }
         let b = refill(h, class_of(100)).0;
         assert_eq!(h.kept_bytes, 0);
         assert_eq!(pages_in_use(h), 1, "the kept pages went back");
