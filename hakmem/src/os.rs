@@ -143,18 +143,21 @@ pub fn membarrier() -> bool {
 }
 
 /// Reads the start of a small file (sysfs, procfs) into `buf` with raw
-/// `open`/`read` (no allocation). Returns the bytes read, or None.
+/// `open`/`read` (no allocation). Returns the bytes read, or None. errno is
+/// left as it was: these reads run inside malloc and free (the span heap
+/// asks about a thread that may have exited: ENOENT), which must not change
+/// it when they succeed.
 pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: NUL-terminated path; fd closed below; the read is bounded by `buf`.
-    let n = unsafe {
+    let n = keep_errno(|| unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
-            return None;
+            return -1;
         }
         let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
         libc::close(fd);
         n
-    };
+    });
     (n > 0).then_some(n as usize)
 }
 

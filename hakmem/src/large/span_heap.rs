@@ -1510,6 +1510,14 @@ mod tests {
         // tick or a switch: a fresh one may read 0.)
         assert!(thread_schedstat(me).is_some(), "schedstat is readable here");
         assert_eq!(thread_schedstat(0), None);
+        // A thread that has exited (no such task): None, and errno as it
+        // was (this runs inside malloc; the model test caught ENOENT left
+        // behind by a malloc that succeeded).
+        os::set_errno(0);
+        assert_eq!(thread_schedstat(u32::MAX - 1), None);
+        assert!(!thread_runnable(u32::MAX - 1));
+        // SAFETY: this thread's errno slot.
+        assert_eq!(unsafe { *libc::__errno_location() }, 0, "errno kept");
     }
 
     /// A thread that waits for its CPU behind two spinning threads pinned
