@@ -17,11 +17,10 @@
 //! the thread starts) resets the state so the child starts its own at its
 //! first [`notify`]. `HAKMEM_BACKGROUND_PURGE=0` turns it off.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 
 /// What the thread runs: a pass over everything that may hold purgeable
 /// memory, and the cheap check it makes before it parks.
-#[derive(Clone, Copy)]
 pub struct Pass {
     /// One pass; true if resident free memory is left to purge later.
     pub run: fn() -> bool,
@@ -38,33 +37,23 @@ static STATE: AtomicU8 = AtomicU8::new(NOT_STARTED);
 static PARKED: AtomicU32 = AtomicU32::new(0);
 /// Passes run (tests and stats).
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
-/// The registered [`Pass`] functions (0: none yet, the thread does not start).
-static RUN: AtomicUsize = AtomicUsize::new(0);
-static HAS_WORK: AtomicUsize = AtomicUsize::new(0);
+/// The registered [`Pass`] (null: none yet, the thread does not start).
+static PASS: AtomicPtr<Pass> = AtomicPtr::new(core::ptr::null_mut());
 /// The fork child handler is registered.
 static ATFORK: AtomicBool = AtomicBool::new(false);
 
-/// Registers what a pass does (idempotent: the same functions every time).
-pub fn set_pass(pass: Pass) {
-    if RUN.load(Relaxed) == 0 {
-        HAS_WORK.store(pass.has_work as usize, Relaxed);
-        RUN.store(pass.run as usize, Release);
+/// Registers what a pass does (idempotent: the same pass every time).
+pub fn set_pass(pass: &'static Pass) {
+    // Every thread's set-up calls this: a load, not a store to a shared line.
+    if PASS.load(Relaxed).is_null() {
+        PASS.store(pass as *const Pass as *mut Pass, Release);
     }
 }
 
-fn pass() -> Option<Pass> {
-    let run = RUN.load(Acquire);
-    if run == 0 {
-        return None;
-    }
-    // SAFETY: both words were stored from `fn() -> bool` values by `set_pass`
-    // (HAS_WORK before RUN, which the Acquire above orders after).
-    unsafe {
-        Some(Pass {
-            run: core::mem::transmute::<usize, fn() -> bool>(run),
-            has_work: core::mem::transmute::<usize, fn() -> bool>(HAS_WORK.load(Relaxed)),
-        })
-    }
+fn pass() -> Option<&'static Pass> {
+    // SAFETY: null, or stored from a `&'static Pass` by `set_pass` (never
+    // written through).
+    unsafe { PASS.load(Acquire).as_ref() }
 }
 
 /// Between two passes while there is something to purge: the purge delay
@@ -99,7 +88,7 @@ pub fn wake_if_running() {
 #[cold]
 fn wake() {
     if PARKED.swap(0, SeqCst) == 1 {
-        futex_wake();
+        futex(libc::FUTEX_WAKE);
     }
 }
 
@@ -169,7 +158,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             PARKED.store(0, SeqCst);
             continue;
         }
-        futex_wait();
+        futex(libc::FUTEX_WAIT);
     }
 }
 
@@ -182,27 +171,17 @@ fn sleep_ms(ms: u64) {
     unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
 }
 
-fn futex_wait() {
-    // SAFETY: futex on a static word; returns at once if it is no longer 1.
+/// `futex(op)` on [`PARKED`]: WAIT returns at once if it is no longer 1;
+/// WAKE wakes the one waiter.
+fn futex(op: i32) {
+    // SAFETY: futex on a static word, no timeout.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             PARKED.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            op | libc::FUTEX_PRIVATE_FLAG,
             1u32,
             core::ptr::null::<libc::timespec>(),
-        )
-    };
-}
-
-fn futex_wake() {
-    // SAFETY: futex on a static word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            PARKED.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1i32,
         )
     };
 }

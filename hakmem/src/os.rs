@@ -189,19 +189,22 @@ pub(crate) fn load_average_x100() -> Option<u32> {
 pub(crate) fn parse_load_x100(s: &[u8]) -> Option<u32> {
     let field = s.split(|&c| c == b' ').next()?;
     let mut parts = field.split(|&c| c == b'.');
-    let digits = |d: &[u8]| -> Option<u32> {
-        (!d.is_empty() && d.len() <= 6 && d.iter().all(u8::is_ascii_digit))
-            .then(|| d.iter().fold(0u32, |n, c| n * 10 + (c - b'0') as u32))
-    };
-    let whole = digits(parts.next()?)?;
+    let whole = parse_decimal(parts.next()?)?;
     let frac = match parts.next() {
         Some(f) => {
             let f = &f[..f.len().min(2)];
-            digits(f)? * if f.len() == 1 { 10 } else { 1 }
+            parse_decimal(f)? * if f.len() == 1 { 10 } else { 1 }
         }
         None => 0,
     };
-    Some(whole * 100 + frac)
+    u32::try_from(whole.checked_mul(100)? + frac).ok()
+}
+
+/// A field of a /proc file that is a decimal number (digits only, at most
+/// 19 of them: no overflow), for the parsers of such files.
+pub(crate) fn parse_decimal(d: &[u8]) -> Option<u64> {
+    (!d.is_empty() && d.len() <= 19 && d.iter().all(u8::is_ascii_digit))
+        .then(|| d.iter().fold(0u64, |n, c| n * 10 + (c - b'0') as u64))
 }
 
 /// How many CPUs this process may run on (`sched_getaffinity`), at least 1.

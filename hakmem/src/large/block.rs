@@ -184,14 +184,14 @@ pub fn map_block(size: usize, align: usize, site: u32, strategy: u8, owner: u32)
             // mapping of its own needs less.
         }
     }
-    let hugepage = s.hugepage && up_front;
-    let block = match map_raw(mapped, align, site_word(site, strategy), hugepage) {
+    let (word, hugepage) = (site_word(site, strategy), s.hugepage && up_front);
+    let block = match map_raw(mapped, align, word, hugepage) {
         Some(b) => b,
         // The strategy's slack did not fit (RLIMIT_AS, address space) where
         // the block alone may: slack is room to grow, never a reason for
         // ENOMEM (`fault_injection`'s RLIMIT_AS child failed about 1 run in
         // 30 when the learner explored `slack` for a 64 MiB block).
-        None if mapped > size => map_raw(size, align, site_word(site, strategy), hugepage)?,
+        None if mapped > size => map_raw(size, align, word, hugepage)?,
         None => return None,
     };
     if s.populate && up_front {
@@ -320,7 +320,7 @@ pub(crate) unsafe fn unmap_block(p: usize, h: *mut LargeHeader) {
     if in_span(p) {
         if unguard_span(start, len) {
             span_heap::free(start);
-            crate::large::purge_thread::notify();
+            crate::background::notify();
         }
         return;
     }
@@ -344,7 +344,7 @@ pub(crate) unsafe fn release(p: usize, h: *mut LargeHeader, aged: bool) {
         return;
     }
     span_heap::free_aged(p - HEADER_SIZE);
-    crate::large::purge_thread::notify();
+    crate::background::notify();
 }
 
 /// Hardened builds: turns the guard page after the span block at `start`

@@ -726,7 +726,7 @@ pub fn free_hit_untraced(a: usize, state: impl StateOf) -> bool {
         unsafe { (*((a - HEADER_SIZE) as *mut LargeHeader)).magic = block::FREED_MAGIC };
     }
     h.counters.hot_frees.add(1);
-    // No `purge_thread::notify`: the put used budget this cache reserved
+    // No `background::notify`: the put used budget this cache reserved
     // earlier, and has held since, through a put that notified; the purge
     // thread does not park while any cache holds budget (`has_work`).
     true
@@ -798,7 +798,7 @@ unsafe fn free_put(h: &mut ThreadState, ts: usize, a: usize, hdr: *mut LargeHead
     // The purge thread does not park while a cache holds budget, but this
     // (one put in [`OPS_PER_CLOCK_CHECK`] of a hit loop) starts it in a
     // forked child, where it did not survive the fork.
-    crate::large::purge_thread::notify();
+    crate::background::notify();
     true
 }
 
@@ -910,7 +910,7 @@ unsafe fn free_general(a: usize, hdr: *mut LargeHeader, state: impl StateOf) {
             h.counters.bigcache_evictions.add(evicted as u64);
             // The cache now holds resident memory the purge thread gives
             // back if this thread goes idle (the cache's guard is dropped).
-            crate::large::purge_thread::notify();
+            crate::background::notify();
         }
         Put::Refused => {
             if mode != BigCacheMode::Off

@@ -9,13 +9,6 @@ use core::sync::atomic::{AtomicU64, Ordering::*};
 /// Cached blocks the background thread released from idle threads' caches (stats).
 pub static BACKGROUND_RELEASED: AtomicU64 = AtomicU64::new(0);
 
-/// Called after a large free that left resident free memory: the
-/// background thread starts or wakes.
-#[inline(always)]
-pub fn notify() {
-    crate::background::notify();
-}
-
 /// One pass: while the program is idle, ages every thread's BigCache and
 /// empties the global one (what they release goes to the span level); then purges
 /// the spans that waited the purge delay. True if resident free memory is

@@ -991,12 +991,10 @@ fn thread_schedstat(tid: u32) -> Option<(u64, u64)> {
 /// "RUN_NS WAIT_NS SLICES\n" → (run, wait).
 fn parse_schedstat(s: &[u8]) -> Option<(u64, u64)> {
     let mut fields = s.split(|&c| c == b' ' || c == b'\n');
-    let mut num = || -> Option<u64> {
-        let d = fields.next()?;
-        (!d.is_empty() && d.len() <= 19 && d.iter().all(u8::is_ascii_digit))
-            .then(|| d.iter().fold(0u64, |n, c| n * 10 + (c - b'0') as u64))
-    };
-    Some((num()?, num()?))
+    Some((
+        os::parse_decimal(fields.next()?)?,
+        os::parse_decimal(fields.next()?)?,
+    ))
 }
 
 /// Purges dirty spans that have been dirty for at least `delay_ms` (all of

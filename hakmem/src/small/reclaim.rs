@@ -80,16 +80,7 @@ pub fn purge_unowned(now: u64, delay_ns: u64) -> bool {
                 continue;
             }
             (*seg).remote_pending.store(0, Ordering::SeqCst);
-            for i in 0..(*seg).kind.page_count() {
-                let page: *mut Page = &raw mut (*seg).pages[i];
-                if !(*page).in_use {
-                    continue;
-                }
-                Segment::collect(seg, page);
-                if (*page).used() == 0 {
-                    (*seg).free_page(page, now);
-                }
-            }
+            Segment::collect_and_free_empty(seg, now);
             if (*seg).is_empty() {
                 GLOBAL
                     .segments_unowned_pooled
@@ -202,20 +193,10 @@ impl Heap {
             let mut seg = self.segments[k].head;
             while !seg.is_null() {
                 // SAFETY: owned segment; `next` read first.
-                let (next, pages) = unsafe { ((*seg).next, (*seg).kind.page_count()) };
-                for i in 0..pages {
-                    // SAFETY: a descriptor of an owned segment, reached
-                    // through `seg` only (no reference to the segment is held).
-                    unsafe {
-                        let p: *mut Page = &raw mut (*seg).pages[i];
-                        if (*p).in_use {
-                            Segment::collect(seg, p);
-                            if (*p).used() == 0 {
-                                (*seg).free_page(p, now);
-                            }
-                        }
-                    }
-                }
+                let next = unsafe { (*seg).next };
+                // SAFETY: this exiting heap's segment, reached through `seg`
+                // only; its queues are cleared below.
+                unsafe { Segment::collect_and_free_empty(seg, now) };
                 // SAFETY: as above; the collects are done.
                 let s = unsafe { &mut *seg };
                 s.next = ptr::null_mut();

@@ -178,6 +178,31 @@ impl Segment {
         unsafe { Self::remote_at(seg, Self::index_of(seg, addr)) }
     }
 
+    /// Moves every page's remote frees to its free list and gives the pages
+    /// left empty back to the segment ([`Segment::free_page`]): what a
+    /// thread's exit and the background pass do with a segment no heap will
+    /// allocate from again before it is adopted.
+    ///
+    /// # Safety
+    /// The calling thread owns `seg`: an exiting heap's (which clears its
+    /// queues after), or one popped from the abandoned stack (its pages in
+    /// no queue); no reference to it is held.
+    pub unsafe fn collect_and_free_empty(seg: *mut Segment, now_ns: u64) {
+        // SAFETY: the caller's contract; each statement reaches the segment
+        // through `seg` only.
+        unsafe {
+            for i in 0..(*seg).kind.page_count() {
+                let page: *mut Page = &raw mut (*seg).pages[i];
+                if (*page).in_use {
+                    Segment::collect(seg, page);
+                    if (*page).used() == 0 {
+                        (*seg).free_page(page, now_ns);
+                    }
+                }
+            }
+        }
+    }
+
     /// Moves the remote frees of `page` to its free list ([`Page::collect`]).
     /// Returns how many moved.
     ///

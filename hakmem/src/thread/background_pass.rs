@@ -12,7 +12,7 @@ use crate::os;
 use crate::small::reclaim;
 
 /// The pass, registered at every thread's set-up (`life::init_current`).
-pub(super) const PASS: Pass = Pass { run, has_work };
+pub(super) static PASS: Pass = Pass { run, has_work };
 
 fn run() -> bool {
     let large = purge_thread::pass();

@@ -133,7 +133,7 @@ pub(super) fn init_current() -> Option<*mut ThreadCtx> {
         unsafe { libc::pthread_setspecific(key, ctx as *const libc::c_void) };
     }
     crate::exit_report::ensure_registered();
-    crate::background::set_pass(super::background_pass::PASS);
+    crate::background::set_pass(&super::background_pass::PASS);
     Some(ctx)
 }
 
