@@ -13,7 +13,7 @@
 //!      small: size_class, page, segment, heap (alloc, free, queue, reclaim, purge)
 //!      large: block (header), bigcache, elo, evolution, profile, path, thread, stats
 //!  2 probe, counters, layout, segment_map, hardening, vm (counted OS memory
-//!    calls), thp (does the kernel give huge pages: measured once), stack
+//!    calls), thp (does the kernel give huge pages, do they pay: measured), stack
 //!    (the one tagged lock-free stack), test_delay (test builds: known costs),
 //!    background (the purge thread: start, park, wake, fork; its pass is
 //!    registered by `thread`)

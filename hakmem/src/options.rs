@@ -24,9 +24,10 @@ pub enum BigCacheMode {
 /// `HAKMEM_THP`: how hakmem learns whether the kernel gives huge pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Thp {
-    /// Measure it once (the default; see `thp.rs`).
+    /// Measure it once, and what huge faults cost as they come (the
+    /// default; see `thp.rs`).
     Probe,
-    /// Take it as given, without measuring.
+    /// Take it as given and worth it, without measuring.
     Grant,
     /// Take it as refused, without measuring (a kernel that gives none).
     Refuse,
@@ -270,7 +271,7 @@ pub const TABLE: &[OptionSpec] = &[
     OptionSpec {
         name: "HAKMEM_THP",
         values: "probe (default), grant, refuse",
-        meaning: "whether the kernel gives transparent huge pages: measured once at the first large allocation (probe), or taken as given (grant) or refused (refuse); only where they are given are the huge-page strategies the default and explored, and the span heap's arenas ask for them",
+        meaning: "whether the kernel gives transparent huge pages, and whether they pay: measured at the first large allocation and then by every huge fault hakmem times (probe), or taken as given and worth it (grant) or refused (refuse); only where they are given are the huge-page strategies the default and explored, and only while they pay do segments under HAKMEM_HUGEPAGES=auto and the span heap's arenas ask for them",
         apply: |o, v| {
             o.thp = match v {
                 b"probe" => Thp::Probe,

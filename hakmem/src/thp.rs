@@ -25,13 +25,35 @@
 //!    VM): `mincore` gives an exact page count in one syscall.
 //!
 //! Cost: one `open`+`read` of sysfs, and for the probe `mmap` + `madvise` +
-//! one fault that zeroes 2 MiB + `mincore` + `munmap`, about 0.1–0.3 ms once
-//! per process, at its first large-block strategy choice. Nothing here
-//! allocates through std or takes a lock: racing first callers each measure
-//! and store the same kind of answer.
+//! one fault that zeroes 2 MiB + 16 faults of 4 KiB + `mincore` + `munmap`,
+//! about 0.1–0.3 ms once per process, at its first large-block strategy
+//! choice. Nothing here allocates through std or takes a lock: racing first
+//! callers each measure and store the same kind of answer.
+//!
+//! # Whether they are worth asking for ([`worth_it`])
+//!
+//! Given is not cheap. On this project's VMs a huge page is often the
+//! dearer way to fault memory in: the hypervisor takes back free guest
+//! memory in 2 MiB blocks (free page reporting), exactly the blocks a huge
+//! page needs, so a huge page's first write can pay 512 host faults. Timed
+//! here (`MADV_HUGEPAGE`, one write per 4 KiB over 512 MiB): 0.9–3.0 ms a
+//! MiB in huge pages against 0.57–0.66 ms in 4 KiB pages, single huge
+//! faults of 0.2 ms (memory the host still backs) up to 11 ms; `perl`
+//! building a 600 MiB hash under `LD_PRELOAD` spent 2.3 s in the kernel
+//! with huge pages against 0.45 s without (6.3–7.7 s against 5.9–6.3 s).
+//! So the cost is measured as the process goes: the probe times one huge
+//! fault and 4 KiB faults beside it, and every first write hakmem itself
+//! makes into memory advised for huge pages (a segment header, a span's
+//! block header) is timed ([`note_first_touch`]; writes under 30 µs were
+//! not huge faults and are left out). Huge pages are worth asking for while
+//! a huge fault costs at most half of what its 512 pages cost in 4 KiB
+//! faults (half: a huge page is resident whole, 4 KiB pages only where
+//! written); once the running mean (the newest weighing half) passes that
+//! they are not, until it drops under a third (hysteresis), measured again
+//! by a probe at most once a second while nothing else asks for them.
 
 use crate::layout::HUGE_PAGE;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// Where the answer came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,11 +84,136 @@ pub struct Verdict {
 static STATE: AtomicU8 = AtomicU8::new(0);
 static PROBE_PAGES: AtomicU64 = AtomicU64::new(0);
 static FIRST_FAULT_NS: AtomicU64 = AtomicU64::new(0);
+/// Running mean of a huge page's first fault, ns (0 = none timed yet).
+static HUGE_FAULT_NS: AtomicU64 = AtomicU64::new(0);
+/// One 4 KiB fault, ns, timed by the probe (0 = not measured).
+static SMALL_FAULT_NS: AtomicU64 = AtomicU64::new(0);
+/// True while huge faults cost more than [`worth_it`] accepts.
+static COSTLY: AtomicBool = AtomicBool::new(false);
+/// When a huge fault was last timed (for the re-probe while costly), ns.
+static LAST_SAMPLE_NS: AtomicU64 = AtomicU64::new(0);
+/// Huge faults timed, and times the verdict turned costly (for the stats).
+static SAMPLES: AtomicU64 = AtomicU64::new(0);
+static TURNED_COSTLY: AtomicU64 = AtomicU64::new(0);
+/// Probes run again while costly.
+static REPROBES: AtomicU64 = AtomicU64::new(0);
+
+/// A timed first write shorter than this was no huge fault (a 4 KiB fault
+/// with its page table takes a few µs; zeroing 2 MiB alone takes ~100).
+const HUGE_FAULT_MIN_NS: u64 = 30_000;
+/// While costly, a probe measures again at most this often.
+const REPROBE_NS: u64 = 1_000_000_000;
+/// 4 KiB faults the probe times.
+const SMALL_PROBE_PAGES: usize = 16;
 
 /// True if the kernel gives huge pages (measured on the first call).
 #[inline]
 pub fn granted() -> bool {
     verdict().granted
+}
+
+/// True if huge pages are worth asking for now: the kernel gives them, and
+/// lately a huge fault cost at most half of its 512 pages in 4 KiB faults
+/// (see the module docs). While they cost more, a probe measures again at
+/// most once a second, from whichever caller comes first.
+/// `HAKMEM_THP=grant` takes them as worth it too, without measuring.
+pub fn worth_it() -> bool {
+    let v = verdict();
+    if !v.granted {
+        return false;
+    }
+    if v.source == Source::Option || !COSTLY.load(Relaxed) {
+        return true;
+    }
+    let now = crate::os::monotonic_ns();
+    let last = LAST_SAMPLE_NS.load(Relaxed);
+    if now.saturating_sub(last) >= REPROBE_NS
+        && LAST_SAMPLE_NS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        REPROBES.fetch_add(1, Relaxed);
+        if let Some(ns) = crate::os::keep_errno(sample_huge_fault) {
+            note_first_touch(ns);
+        }
+    }
+    !COSTLY.load(Relaxed)
+}
+
+/// Notes the time of a first write into memory advised for huge pages that
+/// nothing had made resident: a huge fault if it took
+/// [`HUGE_FAULT_MIN_NS`] or more (shorter ones are left out).
+pub fn note_first_touch(ns: u64) {
+    if ns < HUGE_FAULT_MIN_NS {
+        return;
+    }
+    SAMPLES.fetch_add(1, Relaxed);
+    LAST_SAMPLE_NS.store(crate::os::monotonic_ns(), Relaxed);
+    // Racing updates may lose one sample: a statistic, not a count.
+    let mean = running_mean(HUGE_FAULT_NS.load(Relaxed), ns);
+    HUGE_FAULT_NS.store(mean, Relaxed);
+    let costly = COSTLY.load(Relaxed);
+    let now = too_costly(costly, mean, SMALL_FAULT_NS.load(Relaxed));
+    if now != costly {
+        COSTLY.store(now, Relaxed);
+        if now {
+            TURNED_COSTLY.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The running mean after `ns`: the newest weighs half (0 = none yet), so
+/// that a few cheap faults after a costly spell bring huge pages back.
+fn running_mean(old: u64, ns: u64) -> u64 {
+    if old == 0 {
+        ns
+    } else {
+        old / 2 + ns / 2
+    }
+}
+
+/// Whether huge faults of `mean` ns are too costly beside 4 KiB faults of
+/// `small` ns (0: not measured, so never), given whether they were: they
+/// turn so above half of 512 small faults and back under a third.
+fn too_costly(was: bool, mean: u64, small: u64) -> bool {
+    if small == 0 {
+        return false;
+    }
+    let pages = (HUGE_PAGE / crate::os::OS_PAGE) as u64;
+    if was {
+        mean * 3 > small * pages
+    } else {
+        mean * 2 > small * pages
+    }
+}
+
+/// What the cost meter has seen (for the stats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cost {
+    /// Running mean of a huge page's first fault, ns (0: none timed).
+    pub huge_fault_ns: u64,
+    /// One 4 KiB fault, ns, as the probe timed it (0: no probe).
+    pub small_fault_ns: u64,
+    /// Huge faults timed.
+    pub samples: u64,
+    /// Times huge pages turned too costly to ask for.
+    pub turned_costly: u64,
+    /// Probes run again while they were.
+    pub reprobes: u64,
+    /// True while they are.
+    pub costly: bool,
+}
+
+/// The cost meter's readings.
+pub fn cost() -> Cost {
+    Cost {
+        huge_fault_ns: HUGE_FAULT_NS.load(Relaxed),
+        small_fault_ns: SMALL_FAULT_NS.load(Relaxed),
+        samples: SAMPLES.load(Relaxed),
+        turned_costly: TURNED_COSTLY.load(Relaxed),
+        reprobes: REPROBES.load(Relaxed),
+        costly: COSTLY.load(Relaxed),
+    }
 }
 
 /// The measured answer (measured on the first call).
@@ -161,24 +308,75 @@ fn probe() -> bool {
     let mut pages = 0;
     let mut ns = 0;
     if crate::vm::advise_thp(a as *mut u8, HUGE_PAGE, true) {
-        let t = crate::os::monotonic_ns();
-        // SAFETY: the first byte of the fresh mapping's aligned half.
-        unsafe { (a as *mut u8).write_volatile(1) };
-        ns = crate::os::monotonic_ns() - t;
+        ns = first_write_ns(a);
         let mut vec = [0u8; HUGE_PAGE / crate::os::OS_PAGE];
         pages = crate::os::resident_pages(a as *mut u8, HUGE_PAGE, &mut vec).unwrap_or(0);
+    }
+    // 4 KiB faults beside it, in the mapping's other part, advised off so
+    // that `always` mode cannot make them huge.
+    let len = SMALL_PROBE_PAGES * crate::os::OS_PAGE;
+    let other = if a - raw as usize >= len {
+        raw as usize
+    } else {
+        a + HUGE_PAGE
+    };
+    if crate::vm::advise_thp(other as *mut u8, len, false) {
+        let t = crate::os::monotonic_ns();
+        for i in 0..SMALL_PROBE_PAGES {
+            // SAFETY: inside the probe's mapping: the part before the aligned
+            // half if it holds `len` bytes, else the part after it, which
+            // then holds 2 MiB less under `len` bytes.
+            unsafe { ((other + i * crate::os::OS_PAGE) as *mut u8).write_volatile(1) };
+        }
+        let per = (crate::os::monotonic_ns() - t) / SMALL_PROBE_PAGES as u64;
+        SMALL_FAULT_NS.store(per.max(1), Relaxed);
     }
     // SAFETY: the probe's own mapping, used by nothing else.
     unsafe { crate::vm::unmap_transient(raw, 2 * HUGE_PAGE) };
     PROBE_PAGES.store(pages as u64, Relaxed);
     FIRST_FAULT_NS.store(ns, Relaxed);
-    pages == HUGE_PAGE / crate::os::OS_PAGE
+    let granted = pages == HUGE_PAGE / crate::os::OS_PAGE;
+    if granted {
+        note_first_touch(ns);
+    }
+    granted
+}
+
+/// A fresh 2 MiB range advised for huge pages, written once and timed, then
+/// unmapped: the re-probe while huge pages are costly. None if a step
+/// failed.
+fn sample_huge_fault() -> Option<u64> {
+    let raw = crate::vm::map_transient(2 * HUGE_PAGE)?;
+    let a = (raw as usize + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
+    let ns = crate::vm::advise_thp(a as *mut u8, HUGE_PAGE, true).then(|| first_write_ns(a));
+    // SAFETY: the probe's own mapping, used by nothing else.
+    unsafe { crate::vm::unmap_transient(raw, 2 * HUGE_PAGE) };
+    ns
+}
+
+/// Nanoseconds one write to the untouched byte at `a` takes.
+fn first_write_ns(a: usize) -> u64 {
+    let t = crate::os::monotonic_ns();
+    // SAFETY: the callers pass the first byte of the aligned half of their
+    // own fresh mapping.
+    unsafe { (a as *mut u8).write_volatile(1) };
+    crate::os::monotonic_ns() - t
 }
 
 /// Test hook: answer `granted` from now on, as `HAKMEM_THP` would.
 #[doc(hidden)]
 pub fn set_for_test(granted: bool) {
     STATE.store(encode(granted, Source::Option), Relaxed);
+}
+
+/// Test hook: a 4 KiB fault costs `small_ns`, and the huge faults timed so
+/// far are forgotten (the next [`note_first_touch`] sets the mean).
+#[doc(hidden)]
+pub fn set_fault_costs_for_test(small_ns: u64) {
+    SMALL_FAULT_NS.store(small_ns, Relaxed);
+    HUGE_FAULT_NS.store(0, Relaxed);
+    COSTLY.store(false, Relaxed);
+    LAST_SAMPLE_NS.store(crate::os::monotonic_ns(), Relaxed);
 }
 
 #[cfg(test)]
@@ -193,6 +391,39 @@ mod tests {
                 assert_eq!((v.granted, v.source), (granted, source));
             }
         }
+    }
+
+    #[test]
+    fn huge_faults_turn_too_costly_above_half_their_small_faults_and_back_under_a_third() {
+        // 4 KiB faults of 2 us: 512 of them cost 1,024 us.
+        let small = 2_000;
+        assert!(!too_costly(false, 512_000, small), "half: still worth it");
+        assert!(too_costly(false, 512_001, small));
+        assert!(too_costly(true, 400_000, small), "hysteresis: stays costly");
+        assert!(too_costly(true, 341_334, small));
+        assert!(!too_costly(true, 341_333, small), "a third: worth it again");
+        assert!(
+            !too_costly(false, u64::MAX / 8, 0),
+            "no 4 KiB cost measured"
+        );
+        // The mean: the first sample, then half of each new one.
+        assert_eq!(running_mean(0, 300_000), 300_000);
+        assert_eq!(running_mean(300_000, 8_300_000), 4_300_000);
+        // A slow fault after a fast probe turns it costly; after two slow
+        // ones, seven cheap ones bring it back (this VM: 0.2-0.3 ms when the host backs the memory,
+        // 3-11 ms when it took it back).
+        let (mut mean, mut costly) = (running_mean(0, 250_000), false);
+        let mut seen = Vec::new();
+        let cheap = [250_000; 7];
+        for ns in [9_000_000, 8_000_000].into_iter().chain(cheap) {
+            mean = running_mean(mean, ns);
+            costly = too_costly(costly, mean, small);
+            seen.push(costly);
+        }
+        assert_eq!(
+            seen,
+            [true, true, true, true, true, true, true, true, false]
+        );
     }
 
     #[test]

@@ -218,12 +218,26 @@ fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) ->
             return None;
         }
     }
+    // A header written at the start of a clean, advised 2 MiB faults in a
+    // huge page: timed for the cost meter (`thp.rs`).
+    let first_touch = !span.dirty
+        && span.start % crate::layout::HUGE_PAGE == 0
+        && span.pages * OS_PAGE >= crate::layout::HUGE_PAGE
+        && span_heap::advised();
+    let t0 = if first_touch {
+        crate::os::monotonic_ns()
+    } else {
+        0
+    };
     write_header(
         span.start as *mut LargeHeader,
         pages * OS_PAGE,
         HEADER_SIZE,
         site,
     );
+    if first_touch {
+        crate::thp::note_first_touch(crate::os::monotonic_ns() - t0);
+    }
     let p = span.start + HEADER_SIZE;
     if populate && !span.dirty {
         vm::populate(p as *mut u8, size);

@@ -365,6 +365,8 @@ pub struct Span {
 /// is recorded for [`owner`]. None if no arena can be reserved.
 pub fn alloc(pages: usize, owner: u32) -> Option<Span> {
     debug_assert!((1..=MAX_SPAN_PAGES).contains(&pages));
+    // Read before the lock: it may probe (at most once a second).
+    let thp = crate::thp::worth_it();
     loop {
         {
             let g = lock();
@@ -375,6 +377,8 @@ pub fn alloc(pages: usize, owner: u32) -> Option<Span> {
                 drop(g);
                 return Some(s);
             }
+            // Memory about to be faulted in: under the advice measured now.
+            sync_advice(&g, thp);
             if let Some(span) = find_dirty_before_clean(l, pages) {
                 let s = take_dirty_and_clean(l, span, pages, owner);
                 debug_check(l, "alloc (dirty + clean)");
@@ -388,8 +392,35 @@ pub fn alloc(pages: usize, owner: u32) -> Option<Span> {
                 return Some(s);
             }
         }
-        grow()?;
+        grow(thp)?;
     }
+}
+
+/// Whether the arenas are advised for huge pages now (all alike).
+static ADVISED: AtomicBool = AtomicBool::new(false);
+
+/// True if the arenas ask for huge pages now: a span's first write into
+/// clean memory then faults one in (timed for `thp`'s cost meter).
+pub fn advised() -> bool {
+    ADVISED.load(Relaxed)
+}
+
+/// Advises every arena (past its page map) for huge pages or not, where
+/// that changed since the last call: the advice follows `thp::worth_it`,
+/// read by the caller before it took the lock. Only the areas' flags
+/// change: pages already resident stay as they are.
+fn sync_advice(_g: &Guard, thp: bool) {
+    if ADVISED.load(Relaxed) == thp {
+        return;
+    }
+    let skip = META_PAGES * OS_PAGE;
+    for arena in ARENAS.iter().take(ARENA_COUNT.load(Acquire)) {
+        let base = arena.load(Acquire);
+        if base != 0 {
+            crate::vm::advise_thp((base + skip) as *mut u8, ARENA_SIZE - skip, thp);
+        }
+    }
+    ADVISED.store(thp, Relaxed);
 }
 
 /// The first span of `kind` with at least `pages` pages: scans the bin of
@@ -530,8 +561,10 @@ fn take(l: &mut Lists, kind: u32, span: u32, pages: usize, owner: u32) -> Span {
 /// under RLIMIT_AS every large allocation would otherwise pay a failing mmap.
 static GROW_AFTER_MS: AtomicU32 = AtomicU32::new(0);
 
+/// Reserves one more arena, advised for huge pages if `thp` (the cost
+/// meter's answer, read before any lock).
 #[cold]
-fn grow() -> Option<()> {
+fn grow(thp: bool) -> Option<()> {
     ensure_atfork();
     let count = ARENA_COUNT.load(Acquire);
     if count >= MAX_ARENAS {
@@ -553,8 +586,12 @@ fn grow() -> Option<()> {
     // 93-97 -> 136-151 MiB (a 2 MiB page is zeroed and kept whole for a
     // block that uses part of it); `vm` 2,700 -> 140 faults. A purge of part
     // of a huge page splits it and returns the purged 4 KiB pages.
-    // The page map is left out (see `META_PAGES`).
-    if crate::thp::granted() {
+    // The page map is left out (see `META_PAGES`). Only while huge pages
+    // are worth it (`thp::worth_it`, read by the caller): where a huge
+    // page's first fault costs more than its 4 KiB pages would, the arena
+    // keeps 4 KiB pages (`sync_advice` turns the advice of every arena when
+    // that changes).
+    if thp {
         let skip = META_PAGES * OS_PAGE;
         crate::vm::advise_thp((base + skip) as *mut u8, ARENA_SIZE - skip, true);
     }
@@ -571,6 +608,7 @@ fn grow() -> Option<()> {
     ARENAS[idx].store(base, Release);
     ARENA_OF[base >> ARENA_SHIFT].store(idx as u16 + 1, Release);
     ARENA_COUNT.store(idx + 1, Release);
+    sync_advice(&g, thp);
     let mut r = base;
     while r < base + ARENA_SIZE {
         crate::segment_map::set(r, crate::segment_map::Region::Span);

@@ -58,6 +58,8 @@ pub struct LargeStats {
     /// Whether the kernel gives huge pages (`thp.rs`); None until the first
     /// large allocation measured it.
     pub thp: Option<crate::thp::Verdict>,
+    /// What huge pages cost here lately (`thp.rs`'s cost meter).
+    pub thp_cost: crate::thp::Cost,
 }
 
 /// One size band's evolution and ratings.
@@ -127,6 +129,7 @@ impl LargeStats {
             span_resized_in_place: 0,
             background_ticks: crate::background::TICKS.load(Relaxed),
             thp: crate::thp::measured(),
+            thp_cost: crate::thp::cost(),
         };
         {
             use crate::large::span_heap::{self as sh, COUNTERS as C};
@@ -216,6 +219,19 @@ pub fn print(s: &LargeStats) {
                 v.first_fault_ns as f64 / 1000.0
             ),
         };
+        let c = s.thp_cost;
+        if v.granted && c.small_fault_ns != 0 {
+            let _ = writeln!(
+                w,
+                "hakmem stats: huge-page cost: first fault {:.1} us (mean of {} timed) against {:.1} us for its 512 pages in 4 KiB faults: {} (turned too costly {} times, probed again {} times)",
+                c.huge_fault_ns as f64 / 1000.0,
+                c.samples,
+                (c.small_fault_ns * 512) as f64 / 1000.0,
+                if c.costly { "too costly, 4 KiB pages" } else { "worth asking for" },
+                c.turned_costly,
+                c.reprobes
+            );
+        }
     }
     let mib = |b: u64| b as f64 / 1048576.0;
     let _ = writeln!(

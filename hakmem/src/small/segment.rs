@@ -447,16 +447,19 @@ fn huge_aligned_pages(from: usize, to: usize, shift: u32) -> (usize, usize) {
 pub const THP_MIN_CARVED: usize = 32 << 20;
 /// Bytes of small and medium pages carved now (see [`THP_MIN_CARVED`]).
 static CARVED: AtomicUsize = AtomicUsize::new(0);
-/// Set once `HAKMEM_HUGEPAGES=auto` has turned huge pages on; they stay on
-/// (advice that came and went would split and refill huge pages).
+/// Set once the process reached [`THP_MIN_CARVED`] with huge pages worth
+/// asking for; from then on every segment asks while they are (the mark is
+/// not left again as carved pages come and go, so that the advice does not
+/// follow the count back and forth, splitting and refilling huge pages).
 static THP_ON: AtomicBool = AtomicBool::new(false);
 
 /// Whether a segment of `kind` acquired while `carved` bytes of small and
 /// medium pages are carved asks for huge pages under `mode`; `another`: the
 /// heap taking it already has a segment of this kind with no page left to
-/// take. `granted()` is called only when the answer depends on it (small
-/// programs never pay the probe); `latch` keeps `auto`'s answer once the
-/// process reached [`THP_MIN_CARVED`].
+/// take. `granted()` (under `auto`: the kernel gives them and they are
+/// worth it now, `thp::worth_it`) is called only when the answer depends
+/// on it (small programs never pay the probe); `latch` keeps the process's
+/// having reached [`THP_MIN_CARVED`].
 ///
 /// Under `auto`, a heap's second small-page segment asks before that: a
 /// thread that filled 4 MiB of 64 KiB pages of blocks up to 8 KiB packs
@@ -482,7 +485,7 @@ fn wants_thp(
         HugePages::Auto if kind == PageKind::Big => false,
         HugePages::Auto => {
             if latch.load(Ordering::Relaxed) {
-                return true;
+                return granted();
             }
             if carved >= THP_MIN_CARVED {
                 let on = granted();
@@ -567,14 +570,19 @@ pub fn acquire_resident(class: usize, owner: usize) -> Option<*mut Segment> {
 /// A segment for `owner`, from the pool or the OS; `another`: `owner`
 /// already has a segment of this kind, with no page left to take.
 pub fn acquire(kind: PageKind, owner: usize, another: bool) -> Option<*mut Segment> {
+    let mode = crate::options::get().huge_pages;
     acquire_as(kind, owner, || {
         wants_thp(
-            crate::options::get().huge_pages,
+            mode,
             kind,
             CARVED.load(Ordering::Relaxed),
             another,
             &THP_ON,
-            crate::thp::granted,
+            // `always` is the user's word; `auto` asks only while they pay.
+            || match mode {
+                HugePages::Always => crate::thp::granted(),
+                _ => crate::thp::worth_it(),
+            },
         )
     })
 }
@@ -660,8 +668,15 @@ fn take(
             vm::advise_thp(seg as *mut u8, SEGMENT_SIZE, want_thp);
         }
         // After the advice (the first touch of a fresh header) and after the
-        // purge above (which zeroes it).
+        // purge above (which zeroes it). That first write, into advised
+        // memory nothing made resident, faults in a huge page: timed for
+        // the cost meter (`thp.rs`).
+        let first_touch = want_thp && !from_dirty;
+        let t = if first_touch { os::monotonic_ns() } else { 0 };
         (*seg).thp = want_thp;
+        if first_touch {
+            crate::thp::note_first_touch(os::monotonic_ns() - t);
+        }
         (*seg).init(kind, owner, from_dirty);
     }
     Some(seg)
@@ -895,7 +910,8 @@ mod tests {
     }
 
     #[test]
-    fn auto_huge_pages_wait_for_32_mib_or_a_second_segment_skip_big_pages_and_stay_on() {
+    fn auto_huge_pages_wait_for_32_mib_or_a_second_segment_skip_big_pages_and_stay_on_while_they_pay(
+    ) {
         let latch = AtomicBool::new(false);
         let never = || -> bool { panic!("probed below the threshold") };
         let small = PageKind::Small;
@@ -960,8 +976,12 @@ mod tests {
             never
         ));
         assert!(!wants_thp(HugePages::Off, small, 1, true, &fresh, never));
-        // Latched: on below the threshold too, without asking again.
-        assert!(wants_thp(HugePages::Auto, small, 1, false, &latch, never));
+        // Latched: on below the threshold too, while huge pages pay.
+        assert!(wants_thp(HugePages::Auto, small, 1, false, &latch, || true));
+        assert!(!wants_thp(HugePages::Auto, small, 1, false, &latch, || {
+            false
+        }));
+        assert!(latch.load(Ordering::Relaxed));
         assert!(!wants_thp(
             HugePages::Auto,
             PageKind::Big,
