@@ -45,7 +45,9 @@
 //! fault and 4 KiB faults beside it, and every first write hakmem itself
 //! makes into memory advised for huge pages (a segment header, a span's
 //! block header) is timed ([`note_first_touch`]; writes under 30 µs were
-//! not huge faults and are left out). Huge pages are worth asking for while
+//! not huge faults and are left out). Timed in the thread's CPU time, so
+//! that a thread preempted mid-fault does not count its wait; the host's
+//! work on the fault counts (the vCPU runs it). Huge pages are worth asking for while
 //! a huge fault costs at most half of what its 512 pages cost in 4 KiB
 //! faults (half: a huge page is resident whole, 4 KiB pages only where
 //! written); once the running mean (the newest weighing half) passes that
@@ -321,14 +323,14 @@ fn probe() -> bool {
         a + HUGE_PAGE
     };
     if crate::vm::advise_thp(other as *mut u8, len, false) {
-        let t = crate::os::monotonic_ns();
+        let t = crate::os::thread_cpu_ns();
         for i in 0..SMALL_PROBE_PAGES {
             // SAFETY: inside the probe's mapping: the part before the aligned
             // half if it holds `len` bytes, else the part after it, which
             // then holds 2 MiB less under `len` bytes.
             unsafe { ((other + i * crate::os::OS_PAGE) as *mut u8).write_volatile(1) };
         }
-        let per = (crate::os::monotonic_ns() - t) / SMALL_PROBE_PAGES as u64;
+        let per = (crate::os::thread_cpu_ns() - t) / SMALL_PROBE_PAGES as u64;
         SMALL_FAULT_NS.store(per.max(1), Relaxed);
     }
     // SAFETY: the probe's own mapping, used by nothing else.
@@ -356,11 +358,11 @@ fn sample_huge_fault() -> Option<u64> {
 
 /// Nanoseconds one write to the untouched byte at `a` takes.
 fn first_write_ns(a: usize) -> u64 {
-    let t = crate::os::monotonic_ns();
+    let t = crate::os::thread_cpu_ns();
     // SAFETY: the callers pass the first byte of the aligned half of their
     // own fresh mapping.
     unsafe { (a as *mut u8).write_volatile(1) };
-    crate::os::monotonic_ns() - t
+    crate::os::thread_cpu_ns() - t
 }
 
 /// Test hook: answer `granted` from now on, as `HAKMEM_THP` would.

@@ -225,7 +225,7 @@ fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) ->
         && span.pages * OS_PAGE >= crate::layout::HUGE_PAGE
         && span_heap::advised();
     let t0 = if first_touch {
-        crate::os::monotonic_ns()
+        crate::os::thread_cpu_ns()
     } else {
         0
     };
@@ -236,7 +236,7 @@ fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) ->
         site,
     );
     if first_touch {
-        crate::thp::note_first_touch(crate::os::monotonic_ns() - t0);
+        crate::thp::note_first_touch(crate::os::thread_cpu_ns() - t0);
     }
     let p = span.start + HEADER_SIZE;
     if populate && !span.dirty {

@@ -672,10 +672,10 @@ fn take(
         // memory nothing made resident, faults in a huge page: timed for
         // the cost meter (`thp.rs`).
         let first_touch = want_thp && !from_dirty;
-        let t = if first_touch { os::monotonic_ns() } else { 0 };
+        let t = if first_touch { os::thread_cpu_ns() } else { 0 };
         (*seg).thp = want_thp;
         if first_touch {
-            crate::thp::note_first_touch(os::monotonic_ns() - t);
+            crate::thp::note_first_touch(os::thread_cpu_ns() - t);
         }
         (*seg).init(kind, owner, from_dirty);
     }
