@@ -1,6 +1,7 @@
 //! `programs`: real programs × allocators through `LD_PRELOAD` — python3,
 //! sort, gcc, redis-server under redis-benchmark, three multi-threaded
-//! compressors (xz; zstd and pbzip2, whose large buffers cross threads).
+//! compressors (xz; zstd and pbzip2, whose large buffers cross threads),
+//! perl growing a 600 MiB hash.
 //!
 //! Every allocator of the one table (`allocators`) that has a preloadable
 //! form runs every program, in interleaved rounds (round 1 of every
@@ -18,6 +19,7 @@ pub mod report;
 mod compress;
 mod gcc;
 mod pbzip2;
+mod perl;
 mod python;
 mod redis;
 mod sort;
@@ -57,6 +59,7 @@ pub static ALL: &[Program] = &[
     xz::PROGRAM,
     zstd::PROGRAM,
     pbzip2::PROGRAM,
+    perl::PROGRAM,
 ];
 
 /// Look a program up by name.
