@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # LD_PRELOAD tests of libhakmem.so: C programs (hakmem/tests/c/*.c) built here
 # and run with hakmem in front of libc, then real programs (python3, sort,
-# perl, gcc) whose stdout must be byte-identical to a run without hakmem.
+# perl, gcc; sqlite3, jq, node and xz where installed) whose stdout must be
+# byte-identical to a run without hakmem.
 # Any "hakmem:" line on a program's stderr is a failure unless the check
 # expects it. One line per check; the first failure stops the run with a reason.
 set -euo pipefail
@@ -162,5 +163,25 @@ same gcc bash -c 'gcc_compile "$1"' _ "$tmp/gcc"
 # under hakmem, whose object checksums matched the plain build above.
 run "$release_lib" gcc-built "$tmp/gcc/api_conformance"
 ok "gcc-built program runs" "$(head -1 "$tmp/gcc-built.out")"
+
+# Programs a machine may lack (none of them is in scripts/deps.sh): checked
+# where installed, a skip line otherwise.
+installed() { command -v "$1" >/dev/null || { ok "$1" "skipped: not installed"; return 1; }; }
+if installed sqlite3; then
+  same sqlite3 sh -c 'sqlite3 :memory: <"$1"' _ "$root/hakmem/tests/programs/db.sql"
+fi
+if installed jq; then
+  "$python" -c 'import json, sys; json.dump([{"id": i, "name": "n%d" % i, "tags": [i % 7, i % 11], "nested": {"a": i * 2, "b": str(i) * 3}} for i in range(120000)], sys.stdout)' >"$tmp/big.json"
+  same jq jq -c '[.[] | select(.id % 3 == 0) | .nested] | length, (map(.id) | add)' "$tmp/big.json"
+fi
+if installed node; then
+  same node node "$root/hakmem/tests/programs/alloc.js"
+fi
+# xz -T2 -1: blocks of 3 MiB compressed by two threads, MiB buffers handed
+# between them.
+if installed xz; then
+  head -c 12000000 "$tmp/lines.txt" >"$tmp/xz-in"
+  same xz sh -c 'xz -T2 -1 -c "$1" | xz -dc -T2 | cksum' _ "$tmp/xz-in"
+fi
 
 echo "--- LD_PRELOAD tests passed in $((SECONDS - start)) s"
