@@ -25,7 +25,7 @@
 //!    VM): `mincore` gives an exact page count in one syscall.
 //!
 //! Cost: one `open`+`read` of sysfs, and for the probe `mmap` + `madvise` +
-//! one fault that zeroes 2 MiB + 16 faults of 4 KiB + `mincore` + `munmap`,
+//! one fault that zeroes 2 MiB + 8 faults of 4 KiB + `mincore` + `munmap`,
 //! about 0.1–0.3 ms once per process, at its first large-block strategy
 //! choice. Nothing here allocates through std or takes a lock: racing first
 //! callers each measure and store the same kind of answer.
@@ -106,7 +106,7 @@ const HUGE_FAULT_MIN_NS: u64 = 30_000;
 /// While costly, a probe measures again at most this often.
 const REPROBE_NS: u64 = 1_000_000_000;
 /// 4 KiB faults the probe times.
-const SMALL_PROBE_PAGES: usize = 16;
+const SMALL_PROBE_PAGES: usize = 8;
 
 /// True if the kernel gives huge pages (measured on the first call).
 #[inline]
@@ -327,7 +327,7 @@ fn probe() -> bool {
         for i in 0..SMALL_PROBE_PAGES {
             // SAFETY: inside the probe's mapping: the part before the aligned
             // half if it holds `len` bytes, else the part after it, which
-            // then holds 2 MiB less under `len` bytes.
+            // then holds more than 2 MiB less `len` bytes.
             unsafe { ((other + i * crate::os::OS_PAGE) as *mut u8).write_volatile(1) };
         }
         let per = (crate::os::thread_cpu_ns() - t) / SMALL_PROBE_PAGES as u64;
