@@ -107,6 +107,9 @@ const HUGE_FAULT_MIN_NS: u64 = 30_000;
 const REPROBE_NS: u64 = 1_000_000_000;
 /// 4 KiB faults the probe times.
 const SMALL_PROBE_PAGES: usize = 8;
+/// TSC cycles per 1,024 ns (`probe::now` units), calibrated across the
+/// probe against the monotonic clock (0: no probe ran).
+static TSC_PER_1024_NS: AtomicU64 = AtomicU64::new(0);
 
 /// True if the kernel gives huge pages (measured on the first call).
 #[inline]
@@ -187,6 +190,15 @@ fn too_costly(was: bool, mean: u64, small: u64) -> bool {
     } else {
         mean * 2 > small * pages
     }
+}
+
+/// One 4 KiB fault in `probe::now` units (TSC cycles), as the probe timed
+/// it: what the ELO learner charges a page fault (`large::elo::fault_cycles`).
+/// None where no probe ran (a kernel without huge pages, `HAKMEM_THP`).
+pub fn small_fault_cycles() -> Option<u64> {
+    let ns = SMALL_FAULT_NS.load(Relaxed);
+    let rate = TSC_PER_1024_NS.load(Relaxed);
+    (ns != 0 && rate != 0).then(|| (ns * rate / 1024).max(1))
 }
 
 /// What the cost meter has seen (for the stats).
@@ -303,6 +315,7 @@ fn sysfs_allows() -> bool {
 
 /// The probe (see the module docs). False if any step fails.
 fn probe() -> bool {
+    let (ns0, tsc0) = (crate::os::monotonic_ns(), crate::probe::now());
     let Some(raw) = crate::vm::map_transient(2 * HUGE_PAGE) else {
         return false;
     };
@@ -335,6 +348,11 @@ fn probe() -> bool {
     }
     // SAFETY: the probe's own mapping, used by nothing else.
     unsafe { crate::vm::unmap_transient(raw, 2 * HUGE_PAGE) };
+    // The probe's 0.1 ms or more calibrates the TSC to ~0.1%.
+    let (ns1, tsc1) = (crate::os::monotonic_ns(), crate::probe::now());
+    if ns1 > ns0 && tsc1 > tsc0 {
+        TSC_PER_1024_NS.store(((tsc1 - tsc0) * 1024 / (ns1 - ns0)).max(1), Relaxed);
+    }
     PROBE_PAGES.store(pages as u64, Relaxed);
     FIRST_FAULT_NS.store(ns, Relaxed);
     let granted = pages == HUGE_PAGE / crate::os::OS_PAGE;
@@ -426,6 +444,18 @@ mod tests {
             seen,
             [true, true, true, true, true, true, true, true, false]
         );
+    }
+
+    #[test]
+    fn the_probe_prices_a_small_fault_in_tsc_cycles() {
+        probe();
+        let ns = SMALL_FAULT_NS.load(Relaxed);
+        assert!(ns > 0, "the probe timed no 4 KiB fault");
+        let cycles = small_fault_cycles().expect("calibrated");
+        // TSC cycles per ns: a 0.5-6 GHz TSC, or 1 where `probe::now` is
+        // the monotonic clock itself.
+        let per_ns = cycles as f64 / ns as f64;
+        assert!((0.4..8.0).contains(&per_ns), "{cycles} cycles for {ns} ns");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! A strategy decides how a large block is mapped and kept (see [`STRATEGIES`]).
 //! While learning, sampled allocations are charged their measured cost: TSC
 //! cycles spent in hakmem for the block (map + free) plus the page faults the
-//! thread took during the block's life, priced at [`FAULT_CYCLES`]. Each
+//! thread took during the block's life, priced at [`fault_cycles`]. Each
 //! finished sample plays one rated match against a random other strategy's
 //! mean cost; lower cost wins. The best strategy is cached and recomputed only
 //! when a rating changes; exploration is epsilon-greedy with an integer
@@ -118,9 +118,17 @@ pub fn eligible_mask() -> u8 {
         .filter(|(_, s)| (granted || !s.hugepage) && !(background && s.purge_on_cache))
         .fold(0, |m, (i, _)| m | 1 << i)
 }
-/// Price of one minor page fault in TSC cycles (about 0.25 us at 3 GHz: the
-/// kernel's anonymous-fault path with zeroing of a 4 KiB page).
+/// Price of one minor page fault in TSC cycles where nothing measured it
+/// (about 0.25 us at 3 GHz: the kernel's anonymous-fault path with zeroing
+/// of a 4 KiB page on bare metal); see [`fault_cycles`].
 pub const FAULT_CYCLES: u64 = 750;
+
+/// Price of one minor page fault in TSC cycles: what the `thp` probe timed
+/// a 4 KiB fault at on this machine (2-3 us on this project's VMs, ten
+/// times [`FAULT_CYCLES`]), else [`FAULT_CYCLES`].
+pub fn fault_cycles() -> u64 {
+    crate::thp::small_fault_cycles().unwrap_or(FAULT_CYCLES)
+}
 /// Exploration probability in percent (epsilon-greedy).
 pub const EPSILON_PCT: u64 = 10;
 /// ELO K-factor and starting rating.

@@ -404,9 +404,9 @@ pub fn finish_sample(
 }
 
 /// A sample's cost: `cycles` in hakmem plus `faults` priced at
-/// [`elo::FAULT_CYCLES`].
+/// [`elo::fault_cycles`] (measured on this machine where the probe ran).
 pub fn sample_cost(cycles: u64, faults: u64) -> u64 {
-    cycles.saturating_add(faults.saturating_mul(elo::FAULT_CYCLES))
+    cycles.saturating_add(faults.saturating_mul(elo::fault_cycles()))
 }
 
 fn size_log(size: usize) -> f32 {

@@ -275,14 +275,16 @@ fn alloc_general(
     }
     // Strategies are chosen (and explored) where they matter: on a new mapping.
     let strategy = evolution::select(size, &mut h.rng);
+    let owner = block::owner_tag(ts as usize);
+    let Some(block) = block::map_block(map_size, align, slot, strategy, owner) else {
+        return fail();
+    };
+    // Counted from here: the faults `map_block` took (a header's, a
+    // `populate`'s) are already in the sample's cycles.
     let faults0 = if sampling {
         evolution::begin_sample(true)
     } else {
         None
-    };
-    let owner = block::owner_tag(ts as usize);
-    let Some(block) = block::map_block(map_size, align, slot, strategy, owner) else {
-        return fail();
     };
     h.counters.strategy_uses[strategy as usize].add(1);
     let usable = block::usable_size(header_of(block.ptr as usize));

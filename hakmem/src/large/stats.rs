@@ -223,13 +223,14 @@ pub fn print(s: &LargeStats) {
         if v.granted && c.small_fault_ns != 0 {
             let _ = writeln!(
                 w,
-                "hakmem stats: huge-page cost: first fault {:.1} us (mean of {} timed) against {:.1} us for its 512 pages in 4 KiB faults: {} (turned too costly {} times, probed again {} times)",
+                "hakmem stats: huge-page cost: first fault {:.1} us (mean of {} timed) against {:.1} us for its 512 pages in 4 KiB faults: {} (turned too costly {} times, probed again {} times); the ELO learner charges a fault {} cycles",
                 c.huge_fault_ns as f64 / 1000.0,
                 c.samples,
                 (c.small_fault_ns * 512) as f64 / 1000.0,
                 if c.costly { "too costly, 4 KiB pages" } else { "worth asking for" },
                 c.turned_costly,
-                c.reprobes
+                c.reprobes,
+                crate::large::elo::fault_cycles()
             );
         }
     }
