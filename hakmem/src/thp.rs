@@ -145,6 +145,13 @@ pub fn worth_it() -> bool {
     !COSTLY.load(Relaxed)
 }
 
+/// Runs `write`, hakmem's first write into memory advised for huge pages
+/// that nothing made resident (a segment's header, a span's block header),
+/// and notes its time in the thread's CPU time ([`note_first_touch`]).
+pub fn time_first_touch(write: impl FnOnce()) {
+    note_first_touch(timed(write));
+}
+
 /// Notes the time of a first write into memory advised for huge pages that
 /// nothing had made resident: a huge fault if it took
 /// [`HUGE_FAULT_MIN_NS`] or more (shorter ones are left out).
@@ -316,38 +323,33 @@ fn sysfs_allows() -> bool {
 /// The probe (see the module docs). False if any step fails.
 fn probe() -> bool {
     let (ns0, tsc0) = (crate::os::monotonic_ns(), crate::probe::now());
-    let Some(raw) = crate::vm::map_transient(2 * HUGE_PAGE) else {
+    let Some((pages, ns)) = with_probe_mapping(|raw, a| {
+        let mut pages = 0;
+        let mut ns = 0;
+        if crate::vm::advise_thp(a as *mut u8, HUGE_PAGE, true) {
+            ns = first_write_ns(a);
+            let mut vec = [0u8; HUGE_PAGE / crate::os::OS_PAGE];
+            pages = crate::os::resident_pages(a as *mut u8, HUGE_PAGE, &mut vec).unwrap_or(0);
+        }
+        // 4 KiB faults beside it, in the mapping's other part, advised off
+        // so that `always` mode cannot make them huge.
+        let len = SMALL_PROBE_PAGES * crate::os::OS_PAGE;
+        let other = if a - raw >= len { raw } else { a + HUGE_PAGE };
+        if crate::vm::advise_thp(other as *mut u8, len, false) {
+            let took = timed(|| {
+                for i in 0..SMALL_PROBE_PAGES {
+                    // SAFETY: inside the probe's mapping: the part before the
+                    // aligned half if it holds `len` bytes, else the part
+                    // after it, which then holds more than 2 MiB less `len`.
+                    unsafe { ((other + i * crate::os::OS_PAGE) as *mut u8).write_volatile(1) };
+                }
+            });
+            SMALL_FAULT_NS.store((took / SMALL_PROBE_PAGES as u64).max(1), Relaxed);
+        }
+        (pages, ns)
+    }) else {
         return false;
     };
-    let a = (raw as usize + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
-    let mut pages = 0;
-    let mut ns = 0;
-    if crate::vm::advise_thp(a as *mut u8, HUGE_PAGE, true) {
-        ns = first_write_ns(a);
-        let mut vec = [0u8; HUGE_PAGE / crate::os::OS_PAGE];
-        pages = crate::os::resident_pages(a as *mut u8, HUGE_PAGE, &mut vec).unwrap_or(0);
-    }
-    // 4 KiB faults beside it, in the mapping's other part, advised off so
-    // that `always` mode cannot make them huge.
-    let len = SMALL_PROBE_PAGES * crate::os::OS_PAGE;
-    let other = if a - raw as usize >= len {
-        raw as usize
-    } else {
-        a + HUGE_PAGE
-    };
-    if crate::vm::advise_thp(other as *mut u8, len, false) {
-        let t = crate::os::thread_cpu_ns();
-        for i in 0..SMALL_PROBE_PAGES {
-            // SAFETY: inside the probe's mapping: the part before the aligned
-            // half if it holds `len` bytes, else the part after it, which
-            // then holds more than 2 MiB less `len` bytes.
-            unsafe { ((other + i * crate::os::OS_PAGE) as *mut u8).write_volatile(1) };
-        }
-        let per = (crate::os::thread_cpu_ns() - t) / SMALL_PROBE_PAGES as u64;
-        SMALL_FAULT_NS.store(per.max(1), Relaxed);
-    }
-    // SAFETY: the probe's own mapping, used by nothing else.
-    unsafe { crate::vm::unmap_transient(raw, 2 * HUGE_PAGE) };
     // The probe's 0.1 ms or more calibrates the TSC to ~0.1%.
     let (ns1, tsc1) = (crate::os::monotonic_ns(), crate::probe::now());
     if ns1 > ns0 && tsc1 > tsc0 {
@@ -366,20 +368,34 @@ fn probe() -> bool {
 /// unmapped: the re-probe while huge pages are costly. None if a step
 /// failed.
 fn sample_huge_fault() -> Option<u64> {
+    with_probe_mapping(|_, a| {
+        crate::vm::advise_thp(a as *mut u8, HUGE_PAGE, true).then(|| first_write_ns(a))
+    })
+    .flatten()
+}
+
+/// Maps 4 MiB for a probe, runs `f` with its start and its 2 MiB-aligned
+/// half, and unmaps it. None if the mapping failed.
+fn with_probe_mapping<T>(f: impl FnOnce(usize, usize) -> T) -> Option<T> {
     let raw = crate::vm::map_transient(2 * HUGE_PAGE)?;
     let a = (raw as usize + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
-    let ns = crate::vm::advise_thp(a as *mut u8, HUGE_PAGE, true).then(|| first_write_ns(a));
+    let r = f(raw as usize, a);
     // SAFETY: the probe's own mapping, used by nothing else.
     unsafe { crate::vm::unmap_transient(raw, 2 * HUGE_PAGE) };
-    ns
+    Some(r)
 }
 
 /// Nanoseconds one write to the untouched byte at `a` takes.
 fn first_write_ns(a: usize) -> u64 {
-    let t = crate::os::thread_cpu_ns();
     // SAFETY: the callers pass the first byte of the aligned half of their
     // own fresh mapping.
-    unsafe { (a as *mut u8).write_volatile(1) };
+    timed(|| unsafe { (a as *mut u8).write_volatile(1) })
+}
+
+/// The thread CPU time `f` takes, ns.
+fn timed(f: impl FnOnce()) -> u64 {
+    let t = crate::os::thread_cpu_ns();
+    f();
     crate::os::thread_cpu_ns() - t
 }
 

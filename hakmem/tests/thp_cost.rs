@@ -123,16 +123,12 @@ fn child_entry() {
 
 #[test]
 fn segments_and_arenas_ask_for_huge_pages_only_while_a_huge_fault_pays() {
-    let enabled =
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-    if enabled.is_empty() || enabled.contains("[never]") {
-        eprintln!("skipped: this kernel gives no transparent huge pages ({enabled:?})");
+    if !common::kernel_may_give_huge_pages() {
         return;
     }
     let c = common::run_child((MARKER, "1"), &[]);
     c.assert_success("child");
-    if c.num("granted") == 0 {
-        eprintln!("skipped: the kernel gave no huge page to hakmem's probe");
+    if !c.probe_granted() {
         return;
     }
     eprintln!(

@@ -58,16 +58,12 @@ fn child_entry() {
 
 #[test]
 fn a_thread_past_its_first_small_page_segment_gets_huge_pages() {
-    let enabled =
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-    if enabled.is_empty() || enabled.contains("[never]") {
-        eprintln!("skipped: this kernel gives no transparent huge pages ({enabled:?})");
+    if !common::kernel_may_give_huge_pages() {
         return;
     }
     let probe = common::run_child((MARKER, "1"), &[]);
     probe.assert_success("probe");
-    if probe.num("granted") == 0 {
-        eprintln!("skipped: the kernel gave no huge page to hakmem's probe");
+    if !probe.probe_granted() {
         return;
     }
     // Taken as worth it (`HAKMEM_THP=grant`): on a VM whose host took its

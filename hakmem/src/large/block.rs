@@ -224,19 +224,18 @@ fn map_span(pages: usize, size: usize, site: u32, populate: bool, owner: u32) ->
         && span.start % crate::layout::HUGE_PAGE == 0
         && span.pages * OS_PAGE >= crate::layout::HUGE_PAGE
         && span_heap::advised();
-    let t0 = if first_touch {
-        crate::os::thread_cpu_ns()
-    } else {
-        0
+    let header = || {
+        write_header(
+            span.start as *mut LargeHeader,
+            pages * OS_PAGE,
+            HEADER_SIZE,
+            site,
+        )
     };
-    write_header(
-        span.start as *mut LargeHeader,
-        pages * OS_PAGE,
-        HEADER_SIZE,
-        site,
-    );
     if first_touch {
-        crate::thp::note_first_touch(crate::os::thread_cpu_ns() - t0);
+        crate::thp::time_first_touch(header);
+    } else {
+        header();
     }
     let p = span.start + HEADER_SIZE;
     if populate && !span.dirty {

@@ -671,11 +671,10 @@ fn take(
         // purge above (which zeroes it). That first write, into advised
         // memory nothing made resident, faults in a huge page: timed for
         // the cost meter (`thp.rs`).
-        let first_touch = want_thp && !from_dirty;
-        let t = if first_touch { os::thread_cpu_ns() } else { 0 };
-        (*seg).thp = want_thp;
-        if first_touch {
-            crate::thp::note_first_touch(os::thread_cpu_ns() - t);
+        if want_thp && !from_dirty {
+            crate::thp::time_first_touch(|| (*seg).thp = want_thp);
+        } else {
+            (*seg).thp = want_thp;
         }
         (*seg).init(kind, owner, from_dirty);
     }

@@ -52,8 +52,31 @@ pub fn run_child(marker: (&str, &str), env: &[(&str, &str)]) -> Child {
     }
 }
 
+/// False, with a skip line, where the kernel is set never to give
+/// transparent huge pages (or has none): the huge-page tests' first check.
+#[allow(dead_code)] // each test file uses its own part of this module
+pub fn kernel_may_give_huge_pages() -> bool {
+    let enabled =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let may = !enabled.is_empty() && !enabled.contains("[never]");
+    if !may {
+        eprintln!("skipped: this kernel gives no transparent huge pages ({enabled:?})");
+    }
+    may
+}
+
 #[allow(dead_code)] // each test file uses its own part of this module
 impl Child {
+    /// False, with a skip line, unless the child reported `granted=1`:
+    /// hakmem's probe got a huge page in it.
+    pub fn probe_granted(&self) -> bool {
+        let granted = self.num("granted") != 0;
+        if !granted {
+            eprintln!("skipped: the kernel gave no huge page to hakmem's probe");
+        }
+        granted
+    }
+
     /// Panics with the child's output unless it exited with 0.
     pub fn assert_success(&self, what: &str) {
         assert!(
